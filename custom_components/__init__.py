@@ -1,0 +1,16 @@
+"""Shared components of the IFE multi-task and OCT fluid segmentation MONAI bundles.
+
+Sub-packages, each with one job:
+
+- ``networks``: horizontal attention, the multi-task and baseline IFE ResNet18s, the 2D TransUNet.
+- ``losses``: the IFE attention regularisers and objective, the OCT fluid segmentation losses.
+- ``metrics``: the IFE classification metrics of the paper (accuracy, macro F1, FNR, M1/M3-Acc).
+- ``transforms``: IFE label decomposition and fusion, image/mask loading helpers MONAI lacks.
+- ``data``: datalist reading and validation, synthetic IFE gels and OCT B-scans.
+- ``handlers``: ignite handlers that write figures, CSVs and JSON reports.
+
+Networks and losses know nothing of files or handlers; bundles and scripts depend on this package,
+never the other way round.
+"""
+
+__version__ = "0.1.0"
