@@ -1,0 +1,422 @@
+# Copyright (c) the project authors. Licensed under the Apache License, Version 2.0.
+"""ResNet18 with horizontal attention for IFE classification (Shi et al., MICCAI 2023).
+
+Two networks share the same building blocks:
+
+- :class:`MultiTaskIFEResNet`: stem and the first ``shared_stages`` residual stages shared, the remaining
+  stages duplicated into a *severe* branch (heavy chain: None/G/A/M) and a *mild* branch (light chain:
+  None/kappa/lambda), each with its own global average pooling and linear classifier.
+- :class:`IFEResNet`: the plain 9-class baseline ("Multi-class" in the paper's tables).
+
+Both are trained from scratch. ``forward`` returns one (B, 9) tensor of class probabilities, so the networks
+work with ``verify_net_in_out``, TorchScript export and MONAI Label; ``forward_heads`` returns the logits and
+the attention maps that the losses need (wrap the network in :class:`ForwardHeads` for training).
+
+Every residual block has a :class:`HorizontalAttention` after its second convolution + normalisation and before
+the residual addition (CBAM placement, as in the authors' code). Spatial sizes for an (H, W) input: the stem
+(7x7 stride-2 convolution, 3x3 stride-2 max-pool) gives H/4, the stages give H/4, H/8, H/16, H/32 rows, e.g.
+56, 28, 14 and 7 at 224 px.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from monai.networks.layers.utils import get_act_layer, get_norm_layer
+from torch import nn
+
+from custom_components.networks.horizontal_attention import HorizontalAttention, UniformAttention
+from custom_components.transforms.ife_labels import fuse_subtask_probabilities
+
+__all__ = ["IFEBasicBlock", "IFEResStage", "MultiTaskIFEResNet", "IFEResNet", "ForwardHeads"]
+
+# ResNet18: BasicBlock, two blocks per stage
+_STAGE_WIDTHS = (64, 128, 256, 512)
+_STAGE_DEPTHS = (2, 2, 2, 2)
+_STAGE_STRIDES = (1, 2, 2, 2)
+
+
+def _check_positive_int(value: int, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+class IFEBasicBlock(nn.Module):
+    """ResNet basic block with horizontal attention before the residual addition.
+
+    ``conv3x3 -> norm -> act -> conv3x3 -> norm -> attention -> (+ shortcut) -> act``.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        stride: stride of the first convolution (and of the 1x1 projection shortcut).
+        attention: use :class:`HorizontalAttention`; if False, :class:`UniformAttention` (identity, map of ones).
+        attention_kernel_size: taps of the attention convolution along the height.
+        act: activation name or (name, args), as :func:`monai.networks.layers.utils.get_act_layer`.
+        norm: normalisation name or (name, args), as :func:`monai.networks.layers.utils.get_norm_layer`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        attention: bool = True,
+        attention_kernel_size: int = 7,
+        act: str | tuple = ("relu", {"inplace": True}),
+        norm: str | tuple = "batch",
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = get_norm_layer(norm, spatial_dims=2, channels=out_channels)
+        self.act1 = get_act_layer(act)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.norm2 = get_norm_layer(norm, spatial_dims=2, channels=out_channels)
+        self.attention: nn.Module = (
+            HorizontalAttention(attention_kernel_size) if attention else UniformAttention()
+        )
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                get_norm_layer(norm, spatial_dims=2, channels=out_channels),
+            )
+        self.act2 = get_act_layer(act)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            x: (B, in_channels, H, W).
+
+        Returns:
+            features (B, out_channels, H / stride, W / stride) and the attention map (B, H / stride).
+        """
+        out = self.norm2(self.conv2(self.act1(self.norm1(self.conv1(x)))))
+        out, att = self.attention(out)
+        return self.act2(out + self.shortcut(x)), att
+
+
+class IFEResStage(nn.Module):
+    """A ResNet stage: ``depth`` :class:`IFEBasicBlock` s, the first one with ``stride``.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels of every block.
+        depth: number of blocks.
+        stride: stride of the first block.
+        kwargs: passed to :class:`IFEBasicBlock` (attention, attention_kernel_size, act, norm).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, depth: int, stride: int, **kwargs) -> None:
+        super().__init__()
+        _check_positive_int(depth, "depth")
+        self.blocks = nn.ModuleList(
+            [
+                IFEBasicBlock(in_channels if i == 0 else out_channels, out_channels, stride if i == 0 else 1, **kwargs)
+                for i in range(depth)
+            ]
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            x: (B, in_channels, H, W).
+
+        Returns:
+            features (B, out_channels, H / stride, W / stride) and the attention map (B, H / stride) of the
+            stage's LAST block (the map the regularisers and the figures use).
+        """
+        att: Optional[torch.Tensor] = None
+        for block in self.blocks:
+            x, att = block(x)
+        assert att is not None  # depth >= 1 is validated in __init__; the assert refines the type for TorchScript
+        return x, att
+
+
+def _make_stem(in_channels: int, act: str | tuple, norm: str | tuple) -> nn.Sequential:
+    # (B, C, H, W) -> (B, 64, H/4, W/4)
+    return nn.Sequential(
+        nn.Conv2d(in_channels, _STAGE_WIDTHS[0], 7, stride=2, padding=3, bias=False),
+        get_norm_layer(norm, spatial_dims=2, channels=_STAGE_WIDTHS[0]),
+        get_act_layer(act),
+        nn.MaxPool2d(3, stride=2, padding=1),
+    )
+
+
+def _make_stages(first: int, last: int, **kwargs) -> nn.ModuleList:
+    """Stages ``first .. last - 1`` (0-based) of ResNet18."""
+    return nn.ModuleList(
+        [
+            IFEResStage(
+                _STAGE_WIDTHS[i - 1] if i > 0 else _STAGE_WIDTHS[0],
+                _STAGE_WIDTHS[i],
+                _STAGE_DEPTHS[i],
+                _STAGE_STRIDES[i],
+                **kwargs,
+            )
+            for i in range(first, last)
+        ]
+    )
+
+
+def _init_weights(module: nn.Module, zero_init_last: bool) -> None:
+    """Kaiming-normal convolutions of the ResNet (not the attention), unit/zero norms; optional zero last gamma."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d, nn.LayerNorm)):
+            if getattr(m, "weight", None) is not None:
+                nn.init.ones_(m.weight)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+    if zero_init_last:
+        for m in module.modules():
+            if isinstance(m, IFEBasicBlock) and getattr(m.norm2, "weight", None) is not None:
+                nn.init.zeros_(m.norm2.weight)
+
+
+class MultiTaskIFEResNet(nn.Module):
+    """Multi-task ResNet18 of Shi et al. (MICCAI 2023): severe and mild heads on a partly shared trunk.
+
+    The stem and the first ``shared_stages`` stages are shared; the remaining stages exist twice, once per
+    branch ("the first three blocks of the ResNet18 model are shared", i.e. ``shared_stages=3``, the paper's
+    best setting). The severe head is ``Linear(512, num_severe)`` on the severe branch's pooled features, the
+    mild head ``Linear(512, num_mild)`` on the mild branch's. Unlike the authors' code, where the duplicated
+    blocks silently reuse the shared attention and shortcut modules, each branch here owns all of its layers.
+
+    Args:
+        in_channels: image channels (3 for RGB gels).
+        num_severe: severe classes (None/G/A/M). Fusion into 9 classes needs 4.
+        num_mild: mild classes (None/kappa/lambda). Fusion into 9 classes needs 3.
+        shared_stages: number of shared residual stages, 0..4 (0: only the stem is shared; 4: only the heads
+            differ).
+        attention: horizontal attention in every block; if False the blocks are plain ResNet blocks and the
+            attention maps in :meth:`forward_heads` are all ones (so the regularisers are exactly zero).
+        attention_kernel_size: taps of the attention convolution along the height (odd).
+        act: activation, name or (name, args) as in MONAI.
+        norm: normalisation, name or (name, args) as in MONAI.
+        zero_init_last: initialise the last normalisation weight of every block to zero (off by default, as in
+            the paper; when on, attention convolutions get zero gradients on the first step).
+
+    Raises:
+        ValueError: on a bad ``shared_stages``, class counts or ``attention_kernel_size``.
+
+    Example::
+
+        net = MultiTaskIFEResNet()
+        probs = net(torch.rand(2, 3, 224, 224))  # (2, 9), rows sum to 1
+        heads = net.forward_heads(torch.rand(2, 3, 224, 224))  # logits, probabilities, (2, 7)/(2, 14) maps
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_severe: int = 4,
+        num_mild: int = 3,
+        shared_stages: int = 3,
+        attention: bool = True,
+        attention_kernel_size: int = 7,
+        act: str | tuple = ("relu", {"inplace": True}),
+        norm: str | tuple = "batch",
+        zero_init_last: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_positive_int(in_channels, "in_channels")
+        if num_severe != 4 or num_mild != 3:
+            raise ValueError(
+                f"num_severe and num_mild must be 4 (None/G/A/M) and 3 (None/kappa/lambda) for the 9-class "
+                f"fusion, got num_severe={num_severe!r}, num_mild={num_mild!r}."
+            )
+        if isinstance(shared_stages, bool) or not isinstance(shared_stages, int) or not 0 <= shared_stages <= 4:
+            raise ValueError(f"shared_stages must be an integer in [0, 4], got {shared_stages!r}.")
+        self.shared_stages = shared_stages
+        self.num_severe = num_severe
+        self.num_mild = num_mild
+        block_args = {"attention": attention, "attention_kernel_size": attention_kernel_size, "act": act, "norm": norm}
+
+        self.stem = _make_stem(in_channels, act, norm)
+        self.shared = _make_stages(0, shared_stages, **block_args)
+        self.severe_stages = _make_stages(shared_stages, 4, **block_args)
+        self.mild_stages = _make_stages(shared_stages, 4, **block_args)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.severe_head = nn.Linear(_STAGE_WIDTHS[-1], num_severe)
+        self.mild_head = nn.Linear(_STAGE_WIDTHS[-1], num_mild)
+        _init_weights(self, zero_init_last)
+
+    def forward_features(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """Run the trunk and both branches.
+
+        Args:
+            x: images (B, in_channels, H, W), H = gel rows (migration direction).
+
+        Returns:
+            ``(severe_features, mild_features, severe_maps, mild_maps)``: the last-stage features of each branch,
+            (B, 512, H/32, W/32), and each branch's four stage attention maps [(B, H/4), (B, H/8), (B, H/16),
+            (B, H/32)] (the shared stages' maps are the same tensors in both lists).
+        """
+        x = self.stem(x)  # (B, 64, H/4, W/4)
+        shared_maps: list[torch.Tensor] = []
+        for stage in self.shared:
+            x, att = stage(x)
+            shared_maps.append(att)
+        severe, mild = x, x
+        severe_maps = list(shared_maps)
+        mild_maps = list(shared_maps)
+        for stage in self.severe_stages:
+            severe, att = stage(severe)
+            severe_maps.append(att)
+        for stage in self.mild_stages:
+            mild, att = stage(mild)
+            mild_maps.append(att)
+        return severe, mild, severe_maps, mild_maps
+
+    def forward_heads(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits, fused probabilities and attention maps, for training and for figures.
+
+        Args:
+            x: images (B, in_channels, H, W).
+
+        Returns:
+            dict with ``severe_logits`` (B, 4), ``mild_logits`` (B, 3), ``probabilities`` (B, 9) fused,
+            ``attention_severe`` and ``attention_mild`` (B, H/32) of the last block of each branch's last stage,
+            and the third stage's last-block map: ``attention_shared`` (B, H/16) when that stage is shared
+            (``shared_stages >= 3``), else ``attention_severe_stage3`` and ``attention_mild_stage3``.
+        """
+        severe, mild, severe_maps, mild_maps = self.forward_features(x)
+        severe_logits = self.severe_head(self.pool(severe).flatten(1))  # (B, 4)
+        mild_logits = self.mild_head(self.pool(mild).flatten(1))  # (B, 3)
+        probs = fuse_subtask_probabilities(torch.softmax(severe_logits, dim=1), torch.softmax(mild_logits, dim=1))
+        heads: dict[str, torch.Tensor] = {
+            "severe_logits": severe_logits,
+            "mild_logits": mild_logits,
+            "probabilities": probs,
+            "attention_severe": severe_maps[3],
+            "attention_mild": mild_maps[3],
+        }
+        if self.shared_stages >= 3:
+            heads["attention_shared"] = severe_maps[2]
+        else:
+            heads["attention_severe_stage3"] = severe_maps[2]
+            heads["attention_mild_stage3"] = mild_maps[2]
+        return heads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            x: images (B, in_channels, H, W).
+
+        Returns:
+            (B, 9) fused class probabilities in ``IFE_CLASSES`` order (rows sum to 1). Turn them into a call
+            with :func:`~custom_components.transforms.ife_labels.call_from_probabilities` (the paper's rule).
+        """
+        return self.forward_heads(x)["probabilities"]
+
+
+class IFEResNet(nn.Module):
+    """Plain 9-class ResNet18 with the same horizontal attention (the paper's "Multi-class" baseline).
+
+    Args:
+        in_channels: image channels.
+        num_classes: output classes (9 for IFE).
+        attention: horizontal attention in every block (maps of ones when False).
+        attention_kernel_size: taps of the attention convolution along the height (odd).
+        act: activation, name or (name, args) as in MONAI.
+        norm: normalisation, name or (name, args) as in MONAI.
+        zero_init_last: zero-initialise the last normalisation weight of every block.
+
+    Raises:
+        ValueError: on a bad channel/class count or ``attention_kernel_size``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 9,
+        attention: bool = True,
+        attention_kernel_size: int = 7,
+        act: str | tuple = ("relu", {"inplace": True}),
+        norm: str | tuple = "batch",
+        zero_init_last: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_positive_int(in_channels, "in_channels")
+        _check_positive_int(num_classes, "num_classes")
+        self.num_classes = num_classes
+        block_args = {"attention": attention, "attention_kernel_size": attention_kernel_size, "act": act, "norm": norm}
+        self.stem = _make_stem(in_channels, act, norm)
+        self.stages = _make_stages(0, 4, **block_args)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(_STAGE_WIDTHS[-1], num_classes)
+        _init_weights(self, zero_init_last)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """
+        Args:
+            x: images (B, in_channels, H, W).
+
+        Returns:
+            last-stage features (B, 512, H/32, W/32) and the four stage attention maps [(B, H/4) ... (B, H/32)].
+        """
+        x = self.stem(x)
+        maps: list[torch.Tensor] = []
+        for stage in self.stages:
+            x, att = stage(x)
+            maps.append(att)
+        return x, maps
+
+    def forward_heads(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """
+        Args:
+            x: images (B, in_channels, H, W).
+
+        Returns:
+            dict with ``logits`` (B, num_classes), ``probabilities`` (B, num_classes) (softmax),
+            ``attention`` (B, H/32) of the last stage and ``attention_shared`` (B, H/16) of the third stage
+            (named as in the multi-task network so that figures and losses read the same keys).
+        """
+        features, maps = self.forward_features(x)
+        logits = self.head(self.pool(features).flatten(1))
+        return {
+            "logits": logits,
+            "probabilities": torch.softmax(logits, dim=1),
+            "attention": maps[3],
+            "attention_shared": maps[2],
+        }
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            x: images (B, in_channels, H, W).
+
+        Returns:
+            (B, num_classes) softmax probabilities.
+        """
+        return self.forward_heads(x)["probabilities"]
+
+
+class ForwardHeads(nn.Module):
+    """Adapter whose ``forward`` is ``network.forward_heads``.
+
+    Training runs ``ForwardHeads(network)`` (DDP only synchronises gradients of what runs through ``forward``), so
+    the engine sees the dict of logits and attention maps. The adapter has no parameters of its own; save and load
+    ``network`` itself so that checkpoint keys are the same for training, evaluation, inference and export.
+
+    Args:
+        network: a module with a ``forward_heads(x) -> dict[str, Tensor]`` method.
+
+    Raises:
+        ValueError: when ``network`` has no callable ``forward_heads``.
+    """
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        if not callable(getattr(network, "forward_heads", None)):
+            raise ValueError(f"network must define forward_heads(x), got {type(network).__name__}.")
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Return ``network.forward_heads(x)``."""
+        return self.network.forward_heads(x)

@@ -1,0 +1,371 @@
+# Copyright (c) the project authors. Licensed under the Apache License, Version 2.0.
+"""Label algebra of the multi-task IFE classifier (Shi et al., MICCAI 2023).
+
+The nine IFE classes are combinations of a *severe* call (heavy chain: ``None``, ``G``, ``A``, ``M``) and
+a *mild* call (light chain: ``None``, ``kappa``, ``lambda``). This module converts between the 9-class
+index and the two sub-task indices, fuses the two heads' probabilities into 9-class probabilities, recovers
+the paper's per-head argmax call from them, and provides the matching MONAI dictionary transforms.
+
+Index layout (``IFE_CLASSES`` order)::
+
+    0 Negative     = (None, None)       and every (G|A|M, None): see "Negative rule" below
+    1 kappa        = (None, kappa)      2 lambda      = (None, lambda)
+    3 IgG-kappa    = (G, kappa)         4 IgG-lambda  = (G, lambda)
+    5 IgA-kappa    = (A, kappa)         6 IgA-lambda  = (A, lambda)
+    7 IgM-kappa    = (M, kappa)         8 IgM-lambda  = (M, lambda)
+
+so ``index = 2 * severe + mild`` whenever ``mild != None``.
+
+Negative rule: a heavy-chain call with no light-chain call (severe in G/A/M, mild None) is not one of the
+nine classes. As in the authors' published code, such a sample is called ``Negative`` whatever the severe
+head says: the mild (light-chain) head alone decides positive versus negative.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+from monai.utils import convert_to_tensor
+
+__all__ = [
+    "IFE_CLASSES",
+    "SEVERE_CLASSES",
+    "MILD_CLASSES",
+    "NEGATIVE_INDEX",
+    "class_index",
+    "class_to_subtasks",
+    "subtasks_to_class",
+    "target_to_indices",
+    "split_target",
+    "is_severe_and_mild",
+    "fuse_subtask_probabilities",
+    "call_from_probabilities",
+    "IFELabelToIndexd",
+    "IFECalld",
+]
+
+IFE_CLASSES: tuple[str, ...] = (
+    "Negative",
+    "kappa",
+    "lambda",
+    "IgG-kappa",
+    "IgG-lambda",
+    "IgA-kappa",
+    "IgA-lambda",
+    "IgM-kappa",
+    "IgM-lambda",
+)
+SEVERE_CLASSES: tuple[str, ...] = ("None", "G", "A", "M")
+MILD_CLASSES: tuple[str, ...] = ("None", "kappa", "lambda")
+NEGATIVE_INDEX = 0
+
+_NUM_CLASSES = len(IFE_CLASSES)
+_NUM_SEVERE = len(SEVERE_CLASSES)
+_NUM_MILD = len(MILD_CLASSES)
+# (severe, mild) of each 9-class index; the table is the single source of truth for the tensor helpers.
+_CLASS_TO_SUBTASKS: tuple[tuple[int, int], ...] = ((0, 0),) + tuple(
+    (severe, mild) for severe in range(_NUM_SEVERE) for mild in (1, 2)
+)
+
+
+def class_index(name: str) -> int:
+    """Return the 9-class index of an IFE class name.
+
+    Args:
+        name: one of :data:`IFE_CLASSES` (exact spelling, e.g. ``"IgG-kappa"``).
+
+    Returns:
+        the index in ``0..8``.
+
+    Raises:
+        ValueError: when ``name`` is not one of the nine class names; the message lists them.
+    """
+    try:
+        return IFE_CLASSES.index(name)
+    except ValueError:
+        raise ValueError(f"unknown IFE class name {name!r}; valid names are {list(IFE_CLASSES)}.") from None
+
+
+def _check_index(value: int, upper: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{what} must be an integer, got {value!r} ({type(value).__name__}).")
+    if not 0 <= int(value) < upper:
+        raise ValueError(f"{what} must be in [0, {upper - 1}], got {value}.")
+    return int(value)
+
+
+def class_to_subtasks(index: int) -> tuple[int, int]:
+    """Split a 9-class index into its (severe, mild) sub-task indices.
+
+    Args:
+        index: 9-class index in ``0..8``.
+
+    Returns:
+        ``(severe, mild)`` with severe in ``0..3`` (None/G/A/M) and mild in ``0..2`` (None/kappa/lambda).
+
+    Raises:
+        ValueError: when ``index`` is not an integer in ``0..8``.
+    """
+    return _CLASS_TO_SUBTASKS[_check_index(index, _NUM_CLASSES, "class index")]
+
+
+def subtasks_to_class(severe: int, mild: int) -> int:
+    """Combine sub-task indices into the 9-class index.
+
+    A mild call of ``None`` gives ``Negative`` whatever the severe call (the authors' rule; see the module
+    docstring), so ``(G, None)`` maps to ``0`` like ``(None, None)``.
+
+    Args:
+        severe: severe index in ``0..3`` (None/G/A/M).
+        mild: mild index in ``0..2`` (None/kappa/lambda).
+
+    Returns:
+        the 9-class index.
+
+    Raises:
+        ValueError: when an index is out of range.
+    """
+    severe = _check_index(severe, _NUM_SEVERE, "severe index")
+    mild = _check_index(mild, _NUM_MILD, "mild index")
+    return NEGATIVE_INDEX if mild == 0 else 2 * severe + mild
+
+
+def target_to_indices(target: torch.Tensor) -> torch.Tensor:
+    """Validate a batch of 9-class targets as MONAI loaders give them and return them as (B,) long.
+
+    Args:
+        target: shape (B,) or (B, 1), integer or integral float, values in ``0..8``.
+
+    Returns:
+        (B,) long tensor on the target's device.
+
+    Raises:
+        ValueError: on a bad shape, a non-integral value or an index outside ``0..8``.
+    """
+    if not isinstance(target, torch.Tensor):
+        raise ValueError(f"target must be a torch.Tensor, got {type(target).__name__}.")
+    if target.ndim == 2 and target.shape[1] == 1:
+        target = target[:, 0]
+    if target.ndim != 1:
+        raise ValueError(f"target must have shape (B,) or (B, 1) of 9-class indices, got {tuple(target.shape)}.")
+    if target.is_floating_point():
+        rounded = target.round()
+        if not torch.equal(rounded, target):
+            raise ValueError(f"target holds non-integer class indices: {target.tolist()}.")
+        target = rounded
+    target = target.long()
+    if target.numel() > 0 and (int(target.min()) < 0 or int(target.max()) >= _NUM_CLASSES):
+        raise ValueError(f"target class indices must be in [0, {_NUM_CLASSES - 1}], got {target.tolist()}.")
+    return target
+
+
+def split_target(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tensor version of :func:`class_to_subtasks` for a batch of targets.
+
+    Args:
+        target: 9-class indices, shape (B,) or (B, 1), integer or integral float (as MONAI loaders give).
+
+    Returns:
+        ``(severe, mild)``: two long tensors of shape (B,) on the target's device.
+
+    Raises:
+        ValueError: on a bad shape, a non-integral value or an index outside ``0..8``.
+    """
+    target = target_to_indices(target)
+    table = torch.tensor(_CLASS_TO_SUBTASKS, dtype=torch.long, device=target.device)  # (9, 2)
+    pairs = table[target]  # (B, 2)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def is_severe_and_mild(target: torch.Tensor) -> torch.Tensor:
+    """Boolean mask (B,) of samples with both a heavy- and a light-chain band (IgX-kappa/lambda, index >= 3).
+
+    Args:
+        target: 9-class indices, shape (B,) or (B, 1).
+
+    Returns:
+        bool tensor of shape (B,).
+    """
+    severe, mild = split_target(target)
+    return (severe > 0) & (mild > 0)
+
+
+def fuse_subtask_probabilities(severe_probs: torch.Tensor, mild_probs: torch.Tensor) -> torch.Tensor:
+    """Fuse the two heads' probabilities into 9-class probabilities.
+
+    ``P(Negative) = p_m[None]``, ``P(kappa) = p_s[None] p_m[kappa]``, ``P(IgX-kappa) = p_s[X] p_m[kappa]``
+    and likewise for lambda. The heads are treated as independent given the image, and the whole mild
+    ``None`` mass goes to ``Negative`` (the Negative rule), so every row sums to
+    ``p_m[None] + (p_m[kappa] + p_m[lambda]) * sum(p_s) = 1``.
+
+    Args:
+        severe_probs: (B, 4) probabilities over None/G/A/M (rows sum to 1).
+        mild_probs: (B, 3) probabilities over None/kappa/lambda (rows sum to 1).
+
+    Returns:
+        (B, 9) probabilities in :data:`IFE_CLASSES` order.
+
+    Raises:
+        ValueError: when the shapes are not (B, 4) and (B, 3) with the same B.
+    """
+    # literal sizes (4 severe, 3 mild, 9 classes): TorchScript cannot read module-level ints, and the networks
+    # script this function as part of forward()
+    if severe_probs.ndim != 2 or severe_probs.shape[1] != 4:
+        raise ValueError(f"severe_probs must have shape (B, 4), got {list(severe_probs.shape)}.")
+    if mild_probs.ndim != 2 or mild_probs.shape[1] != 3:
+        raise ValueError(f"mild_probs must have shape (B, 3), got {list(mild_probs.shape)}.")
+    if severe_probs.shape[0] != mild_probs.shape[0]:
+        raise ValueError(
+            f"severe_probs and mild_probs must have the same batch size, got {list(severe_probs.shape)} "
+            f"and {list(mild_probs.shape)}."
+        )
+    # outer product (B, 4, 2): row = severe call, column = kappa/lambda; flattening row-major gives
+    # (None,k), (None,l), (G,k), (G,l), ... which is exactly class order 1..8.
+    positives = severe_probs.unsqueeze(2) * mild_probs[:, 1:].unsqueeze(1)
+    return torch.cat([mild_probs[:, :1], positives.flatten(1)], dim=1)
+
+
+def call_from_probabilities(probs: torch.Tensor) -> torch.Tensor:
+    """Recover the paper's per-head argmax call from fused 9-class probabilities.
+
+    The mild call is the argmax of ``(P(Negative), sum of kappa classes, sum of lambda classes)``, which
+    equals ``argmax p_m``. If it is None the call is ``Negative``; otherwise the severe call is the argmax,
+    over None/G/A/M, of the four classes sharing that light chain, which equals ``argmax p_s`` because
+    they are ``p_s`` scaled by the same ``p_m``. Ties go to the lower index, as ``torch.argmax``.
+
+    Args:
+        probs: (B, 9) fused probabilities from :func:`fuse_subtask_probabilities`.
+
+    Returns:
+        (B,) long tensor of 9-class indices.
+
+    Raises:
+        ValueError: when ``probs`` is not (B, 9).
+    """
+    if probs.ndim != 2 or probs.shape[1] != 9:
+        raise ValueError(f"probs must have shape (B, 9), got {list(probs.shape)}.")
+    # (B, 4, 2): severe call x light chain, for the eight positive classes
+    positives = probs[:, 1:].reshape(-1, 4, 2)
+    mild_mass = torch.cat([probs[:, :1], positives.sum(dim=1)], dim=1)  # (B, 3)
+    mild_call = mild_mass.argmax(dim=1)
+    light = (mild_call - 1).clamp(min=0)  # 0 = kappa, 1 = lambda (value unused when mild is None)
+    severe_scores = positives.gather(2, light.view(-1, 1, 1).expand(-1, 4, 1)).squeeze(2)  # (B, 4)
+    severe_call = severe_scores.argmax(dim=1)
+    return torch.where(mild_call == 0, torch.zeros_like(mild_call), 2 * severe_call + mild_call)
+
+
+def _describe_source(data: Mapping[Hashable, Any], image_key: str | None) -> str:
+    """Name the entry in error messages: its image path, or the file a loaded image came from."""
+    if image_key is None or image_key not in data:
+        return "<entry without image path>"
+    image = data[image_key]
+    if isinstance(image, (str, os.PathLike)):
+        return str(image)
+    meta = getattr(image, "meta", None)
+    if isinstance(meta, Mapping) and "filename_or_obj" in meta:
+        return str(meta["filename_or_obj"])
+    return "<entry without image path>"
+
+
+class IFELabelToIndexd(MapTransform):
+    """Convert IFE class names (``"IgG-kappa"``) to 9-class indices (``np.int64``).
+
+    Integer labels already in ``0..8`` pass through, so the transform is safe to apply twice.
+
+    Args:
+        keys: keys of the labels to convert.
+        image_key: key of the entry's image, used only to name the entry in error messages.
+        allow_missing_keys: do not raise if a key is absent (e.g. unlabelled images at inference).
+
+    Raises:
+        ValueError: on an unknown class name or an out-of-range index; the message names the entry's image
+            path and lists the valid class names.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, image_key: str | None = "image", allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.image_key = image_key
+
+    def _convert(self, value: Any) -> np.int64:
+        # a collated or tensor-converted label arrives as a one-element array/tensor
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        elif isinstance(value, (np.ndarray, np.generic)) and np.size(value) == 1:
+            value = value.item()
+        if isinstance(value, str):
+            return np.int64(class_index(value))
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return np.int64(_check_index(value, _NUM_CLASSES, "class index"))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            try:
+                d[key] = self._convert(d[key])
+            except ValueError as err:
+                raise ValueError(
+                    f"bad IFE label {d[key]!r} under key {key!r} for image {_describe_source(d, self.image_key)}: "
+                    f"{err}"
+                ) from None
+        return d
+
+
+class IFECalld(MapTransform):
+    """Turn 9-class probabilities into a class index (the "call").
+
+    With ``multitask=True`` (fused output of :class:`~custom_components.networks.ife_resnet.MultiTaskIFEResNet`)
+    the call follows the paper's per-head argmax rule (:func:`call_from_probabilities`); with
+    ``multitask=False`` (the 9-class baseline) it is the plain argmax. The two differ: the fused argmax can
+    pick a class whose heads are not each at their maximum.
+
+    Args:
+        keys: keys of (9,) or (B, 9) probability tensors/arrays.
+        multitask: use the per-head rule (True) or the plain argmax (False).
+        output_postfix: if given, write the call to ``f"{key}_{output_postfix}"`` and keep the probabilities;
+            if None, replace them.
+        allow_missing_keys: do not raise if a key is absent.
+
+    Returns (per key):
+        a 0-d (for a (9,) input) or (B,) long tensor on the input's device.
+
+    Raises:
+        ValueError: when the last dimension is not 9.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        multitask: bool = True,
+        output_postfix: str | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.multitask = bool(multitask)
+        if output_postfix is not None and not output_postfix:
+            raise ValueError("output_postfix must be None or a non-empty string, got ''.")
+        self.output_postfix = output_postfix
+
+    def call(self, probs: Any) -> torch.Tensor:
+        """Call one (9,) or (B, 9) probability array; returns a 0-d or (B,) long tensor."""
+        probs = convert_to_tensor(probs, track_meta=False)
+        if probs.ndim not in (1, 2) or probs.shape[-1] != _NUM_CLASSES:
+            raise ValueError(f"expected (9,) or (B, 9) probabilities, got shape {tuple(probs.shape)}.")
+        batch = probs.reshape(-1, _NUM_CLASSES)
+        calls = call_from_probabilities(batch) if self.multitask else batch.argmax(dim=1)
+        return calls[0] if probs.ndim == 1 else calls
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            out_key = key if self.output_postfix is None else f"{key}_{self.output_postfix}"
+            d[out_key] = self.call(d[key])
+        return d
