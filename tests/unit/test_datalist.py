@@ -1,0 +1,156 @@
+"""Datalist reading, validation before training, splits, the synthetic default and inference input scanning."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from custom_components.data.datalist import (
+    DatalistError,
+    load_datalist,
+    prepare_dataset,
+    scan_inputs,
+    stratified_kfold,
+    stratified_split,
+    validate_classification_entries,
+    validate_segmentation_entries,
+)
+
+
+def _png(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def _corrupt(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    return str(path)
+
+
+def test_load_datalist_resolves_relative_paths_and_keeps_class_names(tmp_path):
+    datalist = {
+        "training": [{"image": "images/a.png", "label": "kappa"}, {"image": "images/b.png", "label": "masks/b.png"}],
+        "testing": ["images/c.png"],
+    }
+    (tmp_path / "datalist.json").write_text(json.dumps(datalist))
+    train = load_datalist(tmp_path / "datalist.json", "training")
+    assert train[0] == {"image": str(tmp_path / "images/a.png"), "label": "kappa"}
+    assert train[1]["label"] == str(tmp_path / "masks/b.png")
+    assert load_datalist(tmp_path / "datalist.json", "testing") == [{"image": str(tmp_path / "images/c.png")}]
+    assert load_datalist(tmp_path / "datalist.json", "validation") == []
+
+
+def test_load_datalist_errors_name_the_problem(tmp_path):
+    with pytest.raises(DatalistError, match="not found"):
+        load_datalist(tmp_path / "missing.json", "training")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(DatalistError, match="not valid JSON"):
+        load_datalist(tmp_path / "bad.json", "training")
+    (tmp_path / "noimage.json").write_text(json.dumps({"training": [{"label": "kappa"}]}))
+    with pytest.raises(DatalistError, match=r"training\[0\].*'image'"):
+        load_datalist(tmp_path / "noimage.json", "training")
+
+
+def test_classification_validation_reports_every_bad_entry(tmp_path):
+    good = _png(tmp_path / "good.png", np.zeros((8, 8, 3)))
+    entries = [
+        {"image": good, "label": "IgG-kappa"},
+        {"image": str(tmp_path / "missing.png"), "label": "kappa"},
+        {"image": _corrupt(tmp_path / "corrupt.png"), "label": "lambda"},
+        {"image": good, "label": "IgD-kappa"},
+    ]
+    with pytest.raises(DatalistError) as err:
+        validate_classification_entries(entries)
+    message = str(err.value)
+    assert "3 of 4" in message
+    assert "missing.png: file not found" in message
+    assert "corrupt.png: unreadable image" in message
+    assert "unknown label 'IgD-kappa'" in message and "IgM-lambda" in message  # lists the valid names
+    assert validate_classification_entries(entries[:1]) == entries[:1]
+    with pytest.raises(DatalistError, match="no entries"):
+        validate_classification_entries([])
+
+
+def test_segmentation_validation_checks_size_and_mask_values(tmp_path):
+    image = _png(tmp_path / "img.png", np.zeros((10, 12)))
+    good_mask = _png(tmp_path / "good.png", np.eye(10, 12) * 255)
+    small_mask = _png(tmp_path / "small.png", np.zeros((10, 11)))
+    odd_mask = _png(tmp_path / "odd.png", np.full((10, 12), 7))
+    entries = [
+        {"image": image, "label": good_mask},
+        {"image": image, "label": small_mask},
+        {"image": image, "label": odd_mask},
+        {"image": str(tmp_path / "nope.png"), "label": good_mask},
+    ]
+    with pytest.raises(DatalistError) as err:
+        validate_segmentation_entries(entries)
+    message = str(err.value)
+    assert "small.png: mask size (10, 11) differs from image size (10, 12)" in message
+    assert "odd.png: mask values must be {0, 1} or {0, 255}, found 7" in message
+    assert "nope.png: file not found" in message
+    assert validate_segmentation_entries(entries[:1]) == entries[:1]
+
+
+def test_stratified_split_keeps_rare_classes_on_both_sides_and_is_deterministic():
+    entries = [{"image": f"{i}.png", "label": "Negative"} for i in range(40)]
+    entries += [{"image": f"k{i}.png", "label": "kappa"} for i in range(2)]
+    train, val = stratified_split(entries, 0.2, seed=1)
+    assert len(train) + len(val) == 42 and not {e["image"] for e in train} & {e["image"] for e in val}
+    assert Counter(e["label"] for e in val) == {"Negative": 8, "kappa": 1}
+    assert stratified_split(entries, 0.2, seed=1) == (train, val)
+    assert stratified_split(entries, 0.2, seed=2) != (train, val)
+    with pytest.raises(ValueError, match="val_fraction"):
+        stratified_split(entries, 1.5)
+
+
+def test_stratified_kfold_holds_out_every_entry_once():
+    entries = [{"image": f"{i}.png", "label": "a" if i < 10 else "b"} for i in range(15)]
+    folds = stratified_kfold(entries, folds=5, seed=0, key="label")
+    held = [e["image"] for _, out in folds for e in out]
+    assert sorted(held) == sorted(e["image"] for e in entries)
+    assert all(len(train) + len(out) == 15 for train, out in folds)
+    assert all(Counter(e["label"] for e in out) == {"a": 2, "b": 1} for _, out in folds)
+    with pytest.raises(ValueError, match="folds"):
+        stratified_kfold(entries, folds=1)
+
+
+def test_prepare_dataset_writes_the_synthetic_default_once_and_never_touches_user_data(tmp_path):
+    target = tmp_path / "data"
+    path = prepare_dataset(target, "ife", synthetic_count=12, seed=0, image_size=(48, 72))
+    assert path == str(target / "datalist.json")
+    content = json.loads((target / "datalist.json").read_text())
+    assert sum(len(v) for v in content.values()) == 12
+    stamp = (target / "datalist.json").stat().st_mtime_ns
+    assert prepare_dataset(target, "ife", synthetic_count=99) == path  # existing datalist used untouched
+    assert (target / "datalist.json").stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]  # no staging folder left behind
+
+    user = tmp_path / "user"
+    _png(user / "scan.png", np.zeros((4, 4)))
+    with pytest.raises(DatalistError, match="has files but no datalist.json"):
+        prepare_dataset(user, "ife")
+    with pytest.raises(ValueError, match="kind"):
+        prepare_dataset(tmp_path / "other", "xray")
+
+
+def test_scan_inputs_skips_and_reports_unreadable_files(tmp_path):
+    for name in ("b.png", "a.png", "sub/c.jpg"):
+        _png(tmp_path / "in" / name, np.zeros((6, 6, 3)))
+    _corrupt(tmp_path / "in" / "broken.png")
+    (tmp_path / "in" / "notes.txt").write_text("ignored")
+    report = tmp_path / "out" / "skipped.csv"
+    entries = scan_inputs(tmp_path / "in", skipped_report=report)
+    assert [e["image"].split("/in/")[1] for e in entries] == ["a.png", "b.png", "sub/c.jpg"]
+    rows = report.read_text().splitlines()
+    assert rows[0] == "image,error" and len(rows) == 2 and "broken.png" in rows[1]
+    assert scan_inputs(tmp_path / "in" / "a.png") == [{"image": str((tmp_path / "in" / "a.png").resolve())}]
+    with pytest.raises(DatalistError, match="not found"):
+        scan_inputs(tmp_path / "nowhere")
+    with pytest.raises(DatalistError, match="no images"):
+        scan_inputs(tmp_path / "out", extensions=(".png",))
