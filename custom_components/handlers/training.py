@@ -1,0 +1,287 @@
+# Copyright (c) the project authors. Licensed under the Apache License, Version 2.0.
+"""Generic training handlers shared by the project's bundles.
+
+- :class:`GradientClipping`: clip the global gradient norm right before every optimizer step (works with AMP).
+- :class:`LossTermsHandler`: epoch means of a loss's individual terms (``loss.last_terms``) into
+  ``engine.state.metrics``, so that ``StatsHandler`` and ``TensorBoardStatsHandler`` log them.
+- :class:`TrainingStateSaver`: the full training state (network, optimizer, scheduler, trainer, ...) written to ONE
+  fixed file every N epochs, atomically, so that a killed run resumes with MONAI's ``CheckpointLoader``.
+
+All three follow MONAI's handler pattern: ``__init__`` stores the settings, ``attach(engine)`` registers guarded
+callbacks, file writing happens on one rank only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from monai.utils import IgniteInfo, min_version, optional_import
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+
+__all__ = ["GradientClipping", "LossTermsHandler", "TrainingStateSaver"]
+
+
+class GradientClipping:
+    """Clip the global norm of the gradients before every optimizer step.
+
+    The clipping runs in an optimizer step pre-hook (``torch.optim.Optimizer.register_step_pre_hook``) rather than
+    on an engine event. With AMP, ``GradScaler.step(optimizer)`` first unscales the gradients and then calls
+    ``optimizer.step()``, so the hook sees the true gradients and clips at the true norm; a step that the scaler
+    skips (inf/NaN gradients) is not clipped either. Under DDP the gradients are already all-reduced when the step
+    runs, so every rank clips by the same global norm. Gradient accumulation works too: the hook runs only on the
+    iterations that step.
+
+    Args:
+        max_norm: largest allowed norm of all gradients taken together, > 0 (the IFE paper's code uses 3).
+        norm_type: order of the norm, > 0 or ``inf``.
+        optimizer: optimizer to hook; None uses ``engine.optimizer`` at :meth:`attach`.
+        error_if_nonfinite: raise if the total norm is NaN or inf (passed to ``torch.nn.utils.clip_grad_norm_``).
+
+    Attributes:
+        last_norm: total gradient norm before clipping at the most recent step (0-d tensor, not synchronised to
+            the host to avoid a device sync per step); None before the first step.
+
+    Raises:
+        ValueError: when ``max_norm`` or ``norm_type`` is not positive, or no torch optimizer is found.
+
+    Example::
+
+        GradientClipping(max_norm=3.0).attach(trainer)  # trainer.optimizer is hooked
+    """
+
+    def __init__(
+        self,
+        max_norm: float,
+        norm_type: float = 2.0,
+        optimizer: torch.optim.Optimizer | None = None,
+        error_if_nonfinite: bool = False,
+    ) -> None:
+        if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not max_norm > 0:
+            raise ValueError(f"max_norm must be a positive number, got {max_norm!r}.")
+        if isinstance(norm_type, bool) or not isinstance(norm_type, (int, float)) or not norm_type > 0:
+            raise ValueError(f"norm_type must be a positive number or inf, got {norm_type!r}.")
+        self.max_norm = float(max_norm)
+        self.norm_type = float(norm_type)
+        self.optimizer = optimizer
+        self.error_if_nonfinite = bool(error_if_nonfinite)
+        self.last_norm: torch.Tensor | None = None
+        self._hooks: dict[int, Any] = {}
+
+    def _parameters(self, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+        return [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+
+    def _hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        params = self._parameters(optimizer)
+        if not params:
+            return
+        self.last_norm = torch.nn.utils.clip_grad_norm_(
+            params, self.max_norm, norm_type=self.norm_type, error_if_nonfinite=self.error_if_nonfinite
+        ).detach()
+
+    def attach(self, engine: Engine | None = None) -> None:
+        """Hook ``optimizer`` now, or ``engine.optimizer`` when the engine starts; attaching twice is a no-op.
+
+        MONAI's ``SupervisedTrainer`` attaches its handlers before it stores ``optimizer``, so without an explicit
+        optimizer the hook is registered on ``Events.STARTED``.
+
+        Args:
+            engine: the trainer; may be None when ``optimizer`` was given.
+
+        Raises:
+            ValueError: when neither ``optimizer`` nor an engine is given.
+        """
+        if self.optimizer is not None:
+            self._register(self.optimizer)
+        elif engine is None:
+            raise ValueError("GradientClipping needs an optimizer argument or an engine with an optimizer.")
+        elif not engine.has_event_handler(self._register_engine_optimizer, Events.STARTED):
+            engine.add_event_handler(Events.STARTED, self._register_engine_optimizer)
+
+    def _register_engine_optimizer(self, engine: Engine) -> None:
+        self._register(getattr(engine, "optimizer", None))
+
+    def _register(self, optimizer: Any) -> None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise ValueError(
+                "GradientClipping needs a torch optimizer (argument or engine.optimizer), "
+                f"got {type(optimizer).__name__}."
+            )
+        if id(optimizer) not in self._hooks:
+            self._hooks[id(optimizer)] = optimizer.register_step_pre_hook(self._hook)
+
+    def remove(self) -> None:
+        """Remove every hook this handler registered."""
+        for handle in self._hooks.values():
+            handle.remove()
+        self._hooks.clear()
+
+
+class LossTermsHandler:
+    """Log the individual terms of a composite loss as epoch means.
+
+    After each iteration it reads ``getattr(loss, attribute)``: a mapping of term name to float (as set by the
+    project's losses in ``last_terms``). At the end of each epoch it stores the mean of each term over the epoch's
+    iterations in ``engine.state.metrics[prefix + name]`` (averaged over all ranks under DDP), where
+    ``StatsHandler`` prints them and ``TensorBoardStatsHandler`` plots them. Attach it BEFORE those handlers: ignite
+    calls handlers of the same event in attachment order.
+
+    Args:
+        loss: the loss object (the same instance the trainer calls).
+        attribute: name of its mapping of term values.
+        prefix: prefix of the metric names, e.g. ``"train_loss_"`` gives ``train_loss_ce_mild``.
+        names: terms to keep; None keeps every term the loss reports.
+
+    Raises:
+        ValueError: on an empty ``attribute``.
+    """
+
+    def __init__(
+        self, loss: Any, attribute: str = "last_terms", prefix: str = "loss_", names: Iterable[str] | None = None
+    ) -> None:
+        if not attribute:
+            raise ValueError("attribute must be a non-empty attribute name, got ''.")
+        self.loss = loss
+        self.attribute = attribute
+        self.prefix = prefix
+        self.names = None if names is None else tuple(names)
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+
+    def attach(self, engine: Engine) -> None:
+        """Register the epoch-start reset, the per-iteration accumulation and the epoch-end write."""
+        if not engine.has_event_handler(self.reset, Events.EPOCH_STARTED):
+            engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
+        if not engine.has_event_handler(self.iteration_completed, Events.ITERATION_COMPLETED):
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
+        if not engine.has_event_handler(self.epoch_completed, Events.EPOCH_COMPLETED):
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.epoch_completed)
+
+    def reset(self, engine: Engine | None = None) -> None:
+        """Forget the running sums."""
+        self._sums.clear()
+        self._counts.clear()
+
+    def iteration_completed(self, engine: Engine) -> None:
+        """Add the current values of the loss terms; non-finite values are skipped (and so not averaged in)."""
+        terms = getattr(self.loss, self.attribute, None)
+        if not isinstance(terms, Mapping):
+            return
+        for name, value in terms.items():
+            if self.names is not None and name not in self.names:
+                continue
+            value = float(value)
+            if math.isfinite(value):
+                self._sums[name] = self._sums.get(name, 0.0) + value
+                self._counts[name] = self._counts.get(name, 0) + 1
+
+    def epoch_completed(self, engine: Engine) -> None:
+        """Write the epoch means into ``engine.state.metrics``."""
+        names = sorted(self._sums)
+        sums = torch.tensor([self._sums[n] for n in names], dtype=torch.float64)
+        counts = torch.tensor([self._counts[n] for n in names], dtype=torch.float64)
+        if idist.get_world_size() > 1:
+            # every rank must reach the collective with the same term names: the loss reports a fixed set
+            sums, counts = idist.all_reduce(sums), idist.all_reduce(counts)
+        for name, total, count in zip(names, sums.tolist(), counts.tolist()):
+            if count > 0:
+                engine.state.metrics[f"{self.prefix}{name}"] = total / count
+
+
+class TrainingStateSaver:
+    """Save the full training state to one fixed file every ``interval`` epochs, for resuming a killed run.
+
+    The file holds ``{name: obj.state_dict()}`` for every entry of ``save_dict`` (the layout ignite's ``Checkpoint``
+    writes), so ``monai.handlers.CheckpointLoader(load_path=..., load_dict=<same dict>)`` restores it, including the
+    trainer's epoch and iteration counters. The file is written to a temporary file in the same folder and then
+    renamed over the previous one, so a crash while saving leaves the previous complete checkpoint in place. Unlike
+    ``CheckpointSaver(save_interval=...)``, whose file name changes every epoch, the fixed name lets a config test
+    ``os.path.exists`` to decide whether to resume.
+
+    Args:
+        save_dir: folder of the checkpoint (created if absent).
+        save_dict: objects with ``state_dict()``, e.g. ``{"model": net, "optimizer": opt, "lr_scheduler": sched,
+            "trainer": trainer}``. A ``DistributedDataParallel``/``DataParallel`` module is saved unwrapped.
+        filename: file name inside ``save_dir``.
+        interval: save every this many epochs, >= 1.
+        save_rank: the rank that writes the file (the others do nothing).
+        engine_key: if given, also save the state of the engine this handler is attached to under this name
+            (``"trainer"``: its epoch and iteration counters). A config cannot put the trainer itself in
+            ``save_dict`` of one of the trainer's own handlers (a circular reference), hence this option.
+
+    Raises:
+        ValueError: on an empty ``save_dict``, an object without ``state_dict``, a bad ``interval`` or ``filename``.
+    """
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike,
+        save_dict: Mapping[str, Any],
+        filename: str = "checkpoint.pt",
+        interval: int = 1,
+        save_rank: int = 0,
+        engine_key: str | None = None,
+    ) -> None:
+        if not save_dict and not engine_key:
+            raise ValueError("save_dict must name at least one object to save, got an empty mapping.")
+        for name, obj in save_dict.items():
+            if not callable(getattr(obj, "state_dict", None)):
+                raise ValueError(f"save_dict[{name!r}] has no state_dict() method: {type(obj).__name__}.")
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise ValueError(f"interval must be a positive integer, got {interval!r}.")
+        if not filename or os.path.basename(filename) != filename:
+            raise ValueError(f"filename must be a plain file name without folders, got {filename!r}.")
+        self.save_dir = os.fspath(save_dir)
+        self.save_dict = dict(save_dict)
+        self.filename = filename
+        self.interval = interval
+        self.save_rank = save_rank
+        if engine_key is not None and (not engine_key or engine_key in self.save_dict):
+            raise ValueError(f"engine_key must be a non-empty name not already in save_dict, got {engine_key!r}.")
+        self.engine_key = engine_key
+        self.logger = logging.getLogger(__name__)
+
+    @property
+    def path(self) -> str:
+        """Full path of the checkpoint file."""
+        return os.path.join(self.save_dir, self.filename)
+
+    def attach(self, engine: Engine) -> None:
+        """Save at the end of every ``interval``-th epoch (and remember ``engine`` if ``engine_key`` is set)."""
+        if self.engine_key is not None:
+            self.save_dict[self.engine_key] = engine
+        event = Events.EPOCH_COMPLETED(every=self.interval)
+        if not engine.has_event_handler(self, event):
+            engine.add_event_handler(event, self)
+
+    def __call__(self, engine: Engine | None = None) -> None:
+        """Write the checkpoint now (on ``save_rank`` only)."""
+        if idist.get_rank() != self.save_rank:
+            return
+        state = {}
+        for name, obj in self.save_dict.items():
+            if isinstance(obj, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+                obj = obj.module
+            state[name] = obj.state_dict()
+        os.makedirs(self.save_dir, exist_ok=True)
+        # a plain open() (not mkstemp, which creates the file 0600) keeps the user's umask permissions
+        tmp_path = os.path.join(self.save_dir, f".{self.filename}.{os.getpid()}.tmp")
+        try:
+            torch.save(state, tmp_path)
+            os.replace(tmp_path, self.path)
+        except BaseException:
+            if os.path.exists(tmp_path):
+                os.remove(tmp_path)
+            raise
+        epoch = getattr(getattr(engine, "state", None), "epoch", None)
+        self.logger.info(f"saved training state (epoch {epoch}) to {self.path}")

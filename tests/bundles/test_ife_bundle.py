@@ -1,0 +1,238 @@
+# Copyright (c) the project authors. Licensed under the Apache License, Version 2.0.
+"""Real runs of the ``bundles/ife_multitask`` workflows on a tiny synthetic set, on the CPU.
+
+Zoo-style: ``ConfigWorkflow`` (initialize, check_properties, run, finalize) for train / evaluate / inference, and
+``python -m monai.bundle`` subprocesses for the commands a user types (run from another folder,
+verify_net_in_out, ckpt_export, torchrun). 64 px images, about 40 gels, 1-2 epochs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+
+from custom_components.transforms.ife_labels import IFE_CLASSES
+
+pytestmark = pytest.mark.slow
+
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "ife_multitask"
+CONFIGS = BUNDLE / "configs"
+META = str(CONFIGS / "metadata.json")
+LOGGING = str(CONFIGS / "logging.conf")
+SMALL = {"image_size": 64, "batch_size": 8, "num_workers": 0, "cache_rate": 0.0, "synthetic_count": 40, "seed": 0}
+
+
+def _configs(*names: str) -> list[str]:
+    return [str(CONFIGS / n) for n in names]
+
+
+def _workflow(names, workflow_type, **override) -> ConfigWorkflow:
+    workflow = ConfigWorkflow(
+        config_file=_configs(*names), meta_file=META, logging_file=LOGGING, workflow_type=workflow_type, **override
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    workflow.run()
+    workflow.finalize()
+    return workflow
+
+
+def _cli(*args: str, cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def _datalist(dataset_dir: Path) -> dict:
+    with open(dataset_dir / "datalist.json") as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Train 2 epochs on the embedded synthetic default, written on first use into an empty dataset_dir."""
+    root = tmp_path_factory.mktemp("ife_bundle")
+    dataset_dir = root / "data"
+    override = {"bundle_root": str(root), "dataset_dir": str(dataset_dir), "max_epochs": 2, **SMALL}
+    _workflow(["train.json"], "train", **override)
+    return {"root": root, "dataset_dir": dataset_dir, "override": override}
+
+
+def test_train_outputs(trained):
+    root = trained["root"]
+    assert (trained["dataset_dir"] / "datalist.json").is_file()  # the synthetic default was generated
+    model = torch.load(root / "models" / "model.pt", weights_only=True)
+    assert "severe_head.weight" in model and "mild_head.weight" in model  # a bare state_dict of the network
+    state = torch.load(root / "models" / "checkpoint.pt", weights_only=True)
+    assert set(state) == {"model", "optimizer", "lr_scheduler", "trainer"}
+    iterations_per_epoch = state["trainer"]["epoch_length"]
+    assert state["trainer"]["iteration"] == 2 * iterations_per_epoch
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(root / "eval"))
+
+
+def test_resume_continues_from_checkpoint(trained, tmp_path):
+    root = tmp_path / "resumed"
+    shutil.copytree(trained["root"] / "models", root / "models")
+    override = {**trained["override"], "bundle_root": str(root), "resume": True, "max_epochs": 3}
+    workflow = _workflow(["train.json"], "train", **override)
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    state = torch.load(root / "models" / "checkpoint.pt", weights_only=True)
+    assert trainer.state.epoch == 3
+    assert state["trainer"]["iteration"] == 3 * state["trainer"]["epoch_length"]
+    # one epoch of SGD steps was taken after resuming: the LR scheduler continued from its saved step
+    assert workflow.parser.get_parsed_content("lr_scheduler").last_epoch == 3 * state["trainer"]["epoch_length"]
+
+
+def test_evaluate_writes_metrics(trained, tmp_path):
+    out = tmp_path / "eval"
+    override = {**trained["override"], "output_dir": str(out)}
+    _workflow(["train.json", "evaluate.json"], "train", **override)
+    with open(out / "metrics.json") as f:
+        report = json.load(f)
+    n_test = len(_datalist(trained["dataset_dir"])["testing"])
+    assert report["num_samples"] == n_test > 0
+    assert np.array(report["confusion_matrix"]).shape == (9, 9)
+    assert np.array(report["confusion_matrix"]).sum() == n_test
+    for key in ("accuracy", "macro_f1", "fnr"):
+        assert report[key] is None or 0.0 <= report[key] <= 1.0
+    assert set(report["per_class_recall"]) == set(IFE_CLASSES)
+    assert report["section"] == "testing" and report["checkpoint"].endswith("model.pt")
+    assert (out / "confusion_matrix.png").stat().st_size > 0
+
+
+def _read_predictions(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_inference_writes_predictions_and_figures(trained, tmp_path):
+    out = tmp_path / "infer"
+    override = {**trained["override"], "output_dir": str(out)}
+    _workflow(["inference.json"], "infer", **override)
+    rows = _read_predictions(out / "predictions.csv")
+    testing = _datalist(trained["dataset_dir"])["testing"]
+    assert len(rows) == len(testing)
+    for row in rows:
+        probs = np.array([float(row[f"p_{name}"]) for name in IFE_CLASSES])
+        assert probs.sum() == pytest.approx(1.0, abs=1e-4)
+        assert row["prediction"] in IFE_CLASSES and row["label"] in IFE_CLASSES
+        assert row["severe_prediction"] in ("None", "G", "A", "M")
+        assert row["mild_prediction"] in ("None", "kappa", "lambda")
+        # the call follows the per-head rule: a mild None is Negative whatever the severe head says
+        assert (row["prediction"] == "Negative") == (row["mild_prediction"] == "None")
+    assert len(os.listdir(out / "attention")) == len(testing)
+
+
+def test_inference_over_folder_skips_unreadable(trained, tmp_path):
+    folder = tmp_path / "gels"
+    folder.mkdir()
+    testing = _datalist(trained["dataset_dir"])["testing"][:3]
+    for entry in testing:
+        shutil.copy(trained["dataset_dir"] / entry["image"], folder)
+    (folder / "corrupt.png").write_bytes(b"not a png")
+    out = tmp_path / "infer"
+    override = {**trained["override"], "output_dir": str(out), "input_dir": str(folder), "save_figures": False}
+    _workflow(["inference.json"], "infer", **override)
+    rows = _read_predictions(out / "predictions.csv")
+    assert sorted(Path(r["image"]).name for r in rows) == sorted(Path(e["image"]).name for e in testing)
+    assert all(r["label"] == "" for r in rows)  # a folder has no labels
+    assert not (out / "attention").exists()
+
+
+def test_baseline_override(trained, tmp_path):
+    override = {**trained["override"], "bundle_root": str(tmp_path), "max_epochs": 1}
+    workflow = _workflow(["train.json", "baseline.json"], "train", **override)
+    assert type(workflow.parser.get_parsed_content("network")).__name__ == "IFEResNet"
+    assert workflow.parser.get_parsed_content("optimizer").defaults["lr"] == 0.1
+    model = torch.load(tmp_path / "models" / "baseline" / "model.pt", weights_only=True)
+    assert model["head.weight"].shape == (9, 512)
+
+
+@pytest.mark.parametrize(
+    "bad_entry, expected",
+    [({"image": "images/missing.png", "label": "Negative"}, "missing.png"), (None, "IgG-banana")],
+)
+def test_bad_datalist_entry_stops_before_training(trained, tmp_path, bad_entry, expected):
+    dataset_dir = tmp_path / "data"
+    shutil.copytree(trained["dataset_dir"], dataset_dir)
+    datalist = _datalist(dataset_dir)
+    if bad_entry is None:  # unknown label on an existing image
+        bad_entry = {"image": datalist["training"][0]["image"], "label": "IgG-banana"}
+    datalist["training"].append(bad_entry)
+    with open(dataset_dir / "datalist.json", "w") as f:
+        json.dump(datalist, f)
+    override = {**trained["override"], "bundle_root": str(tmp_path), "dataset_dir": str(dataset_dir)}
+    workflow = ConfigWorkflow(
+        config_file=_configs("train.json"), meta_file=META, logging_file=LOGGING, workflow_type="train", **override
+    )
+    with pytest.raises(Exception) as info:
+        workflow.initialize()
+    chain, error = [], info.value
+    while error is not None:
+        chain.append(str(error))
+        error = error.__cause__
+    assert any(expected in message for message in chain), chain
+    assert not (tmp_path / "models").exists()  # nothing was trained or saved
+
+
+def test_cli_ablation_from_another_directory(trained, tmp_path):
+    """The documented command line, run from an unrelated folder, with the Table 2 ablation overrides."""
+    root = tmp_path / "bundle"
+    _cli(
+        "run",
+        "--config_file", str(CONFIGS / "train.json"),
+        "--meta_file", META,
+        "--logging_file", LOGGING,
+        "--bundle_root", str(root),
+        "--dataset_dir", str(trained["dataset_dir"]),
+        "--train#trainer#max_epochs", "1",
+        "--lambda_inner", "0",
+        "--lambda_inter", "0",
+        *[arg for key, value in SMALL.items() for arg in (f"--{key}", str(value))],
+        cwd=tmp_path,
+    )
+    assert (root / "models" / "model.pt").is_file()
+
+
+def test_verify_net_in_out_and_export(trained, tmp_path):
+    root = trained["root"]
+    common = ["--meta_file", META, "--config_file", str(CONFIGS / "inference.json"), "--bundle_root", str(root)]
+    _cli("verify_net_in_out", "network_def", *common, cwd=tmp_path)
+    _cli(
+        "ckpt_export", "network_def", "--filepath", str(tmp_path / "model.ts"),
+        "--ckpt_file", str(root / "models" / "model.pt"), *common,
+        cwd=tmp_path,
+    )
+    scripted = torch.jit.load(str(tmp_path / "model.ts"))
+    probs = scripted(torch.rand(2, 3, 64, 64))
+    assert probs.shape == (2, 9)
+    torch.testing.assert_close(probs.sum(dim=1), torch.ones(2))
+
+
+def test_multi_gpu_config_runs_with_torchrun_on_cpu(trained, tmp_path):
+    """multi_gpu_train.json with one gloo process on the CPU: DDP wrapper, samplers, rank-0 handlers, finalize."""
+    root = tmp_path / "bundle"
+    config = "[" + ",".join(f"'{c}'" for c in _configs("train.json", "multi_gpu_train.json")) + "]"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=1",
+        "-m", "monai.bundle", "run", "--config_file", config, "--meta_file", META, "--logging_file", LOGGING,
+        "--bundle_root", str(root), "--dataset_dir", str(trained["dataset_dir"]),
+        "--device", "$torch.device('cpu')", "--dist_backend", "gloo", "--max_epochs", "1",
+        *[arg for key, value in SMALL.items() for arg in (f"--{key}", str(value))],
+    ]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (root / "models" / "model.pt").is_file()
+    assert "rank 0 of 1" in result.stdout

@@ -1,0 +1,207 @@
+# Copyright (c) the project authors. Licensed under the Apache License, Version 2.0.
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Engine
+from monai.data import MetaTensor
+from PIL import Image
+
+from custom_components.handlers.ife import (
+    PREDICTION_COLUMNS,
+    IFEEvaluationReport,
+    IFEPredictionWriter,
+    attention_profile,
+    plot_attention_figure,
+    plot_confusion_matrix,
+)
+from custom_components.transforms.ife_labels import IFE_CLASSES
+
+# attention_profile: (map, height, expected) -- feature row j covers image rows [j H/h, (j+1) H/h)
+PROFILE_CASES = [
+    ([0.5], 3, [0.5, 0.5, 0.5]),  # one row: constant
+    ([0.0, 1.0], 4, [0.0, 0.25, 0.75, 1.0]),  # centres at rows 1 and 3; rows 0.5 and 3.5 clamp
+    ([[0.2, 0.2, 0.8]], 3, [0.2, 0.2, 0.8]),  # (1, h) accepted; H == h is the identity
+]
+
+
+@pytest.mark.parametrize("attention, height, expected", PROFILE_CASES)
+def test_attention_profile(attention, height, expected):
+    np.testing.assert_allclose(attention_profile(torch.tensor(attention), height), expected)
+
+
+@pytest.mark.parametrize(
+    "attention, height, message",
+    [([], 3, "non-empty"), ([[0.1, 0.2], [0.3, 0.4]], 3, r"\(h,\)"), ([0.1], 0, "height")],
+)
+def test_attention_profile_errors(attention, height, message):
+    with pytest.raises(ValueError, match=message):
+        attention_profile(np.asarray(attention), height)
+
+
+def _is_png(path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_attention_figure(tmp_path):
+    gel = np.full((40, 60, 3), 230, np.uint8)
+    path = tmp_path / "fig.png"
+    plot_attention_figure(gel, {"severe": torch.rand(5), "mild": torch.rand(5)}, path, "title")
+    assert _is_png(path)
+    # channel-first network input (normalised to [-1, 1]) is accepted too
+    plot_attention_figure(torch.rand(3, 32, 32) * 2 - 1, {"attention": torch.rand(1)}, tmp_path / "b.png")
+    assert _is_png(tmp_path / "b.png")
+    with pytest.raises(ValueError, match="profiles"):
+        plot_attention_figure(gel, {}, tmp_path / "c.png")
+
+
+def test_plot_confusion_matrix(tmp_path):
+    plot_confusion_matrix(np.eye(9, dtype=int) * 3, tmp_path / "cm.png", title="t")
+    assert _is_png(tmp_path / "cm.png")
+    with pytest.raises(ValueError, match=r"\(9, 9\)"):
+        plot_confusion_matrix(np.eye(3), tmp_path / "bad.png")
+
+
+def _write_gel(path, height=30, width=45):
+    Image.fromarray(np.full((height, width, 3), 200, np.uint8)).save(path)
+    return str(path)
+
+
+def _item(path, probs, call, heads=True, label=None):
+    image = MetaTensor(torch.zeros(3, 32, 32), meta={"filename_or_obj": path})
+    item = {"image": image, "pred": torch.tensor(probs), "pred_call": torch.tensor(call)}
+    if heads:
+        item.update(
+            severe_logits=torch.tensor([0.0, 3.0, 0.0, 0.0]),  # G
+            mild_logits=torch.tensor([2.0, 0.0, 1.0]),  # None: a heavy chain alone is called Negative
+            attention_severe=torch.rand(1),
+            attention_mild=torch.rand(1),
+        )
+    else:
+        item["attention"] = torch.rand(1)
+    if label is not None:
+        item["label"] = label
+    return item
+
+
+def _run_writer(writer, batches):
+    """Run an engine whose outputs are the given lists of decollated items (inputs carry the labels)."""
+
+    def step(engine, batch):
+        outputs = [{k: v for k, v in item.items() if k != "label"} for item in batch]
+        engine.state.output = outputs
+        engine.state.batch = [{k: v for k, v in item.items() if k in ("image", "label")} for item in batch]
+        return outputs
+
+    engine = Engine(step)
+    writer.attach(engine)
+    engine.run(batches, max_epochs=1)
+    return engine
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_prediction_writer_rows_and_figures(tmp_path):
+    paths = [_write_gel(tmp_path / f"gel{i}.png") for i in range(3)]
+    probs = [0.6, 0.05, 0.05, 0.1, 0.05, 0.05, 0.04, 0.03, 0.03]
+    batches = [
+        [_item(paths[0], probs, 0, label="IgG-kappa"), _item(paths[1], probs, 0)],
+        [_item(paths[2], probs[::-1], 8, heads=False, label=torch.tensor(8))],
+    ]
+    out = tmp_path / "out"
+    writer = IFEPredictionWriter(out, max_figures=2)
+    _run_writer(writer, batches)
+    rows = _read_csv(out / "predictions.csv")
+    assert not os.path.exists(out / "predictions.csv.partial")
+    assert rows[0] == list(PREDICTION_COLUMNS)
+    assert [r[0] for r in rows[1:]] == paths
+    assert [r[1] for r in rows[1:]] == ["IgG-kappa", "", "IgM-lambda"]  # label from the batch; empty when absent
+    assert [r[2] for r in rows[1:]] == ["Negative", "Negative", "IgM-lambda"]
+    # multi-task rows: severe/mild from the head logits (G, None); baseline row: derived from the call (M, lambda)
+    assert [r[-2:] for r in rows[1:]] == [["G", "None"], ["G", "None"], ["M", "lambda"]]
+    for row in rows[1:]:
+        p = np.array(row[4:13], dtype=float)
+        assert p.sum() == pytest.approx(1.0, abs=1e-5)
+        assert float(row[3]) == pytest.approx(p[IFE_CLASSES.index(row[2])])
+    assert sorted(os.listdir(out / "attention")) == ["gel0.png", "gel1.png"]  # max_figures=2
+
+
+def test_prediction_writer_unique_figure_names_and_no_figures(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    paths = [_write_gel(tmp_path / "a" / "x.png"), _write_gel(tmp_path / "b" / "x.png")]
+    probs = [1.0] + [0.0] * 8
+    writer = IFEPredictionWriter(tmp_path / "out")
+    _run_writer(writer, [[_item(p, probs, 0) for p in paths]])
+    assert sorted(os.listdir(tmp_path / "out" / "attention")) == ["x.png", "x_1.png"]
+
+    writer = IFEPredictionWriter(tmp_path / "out2", figure_dir=None)
+    _run_writer(writer, [[_item(paths[0], probs, 0)]])
+    assert os.listdir(tmp_path / "out2") == ["predictions.csv"]
+
+
+def test_prediction_writer_missing_call_keeps_partial(tmp_path):
+    item = _item(_write_gel(tmp_path / "g.png"), [1.0] + [0.0] * 8, 0)
+    del item["pred_call"]
+    writer = IFEPredictionWriter(tmp_path / "out")
+    with pytest.raises(ValueError, match="pred_call"):
+        _run_writer(writer, [[item]])
+    assert not os.path.exists(tmp_path / "out" / "predictions.csv")
+    assert _read_csv(tmp_path / "out" / "predictions.csv.partial") == [list(PREDICTION_COLUMNS)]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message", [({"filename": "a/b.csv"}, "filename"), ({"max_figures": -1}, "max_figures")]
+)
+def test_prediction_writer_bad_arguments(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        IFEPredictionWriter(tmp_path, **kwargs)
+
+
+def test_evaluation_report(tmp_path):
+    # truth / calls: 4 Negative (one called kappa), 2 kappa (one called Negative), 2 IgG-kappa (both right)
+    truth = [0, 0, 0, 0, 1, 1, 3, 3]
+    calls = [0, 0, 0, 1, 0, 1, 3, 3]
+    batches = [list(zip(calls[:5], truth[:5])), list(zip(calls[5:], truth[5:]))]
+
+    def step(engine, batch):
+        # decollated outputs: 0-d call tensors, labels as numbers (as decollate_batch(detach=True) gives)
+        return [{"pred": torch.tensor(c), "label": t} for c, t in batch]
+
+    engine = Engine(step)
+    report = IFEEvaluationReport(tmp_path / "eval", minority_classes=["IgG-kappa", "kappa"], extra={"split": "testing"})
+    report.attach(engine)
+    engine.run(batches, max_epochs=1)
+    with open(tmp_path / "eval" / "metrics.json") as f:
+        saved = json.load(f)
+    assert saved == report.report
+    assert saved["accuracy"] == pytest.approx(6 / 8)
+    assert saved["fnr"] == pytest.approx(1 / 4)  # 4 positives, one called Negative
+    assert saved["m1_acc"] == pytest.approx(1.0)  # IgG-kappa recall
+    assert saved["m3_acc"] == pytest.approx((1.0 + 0.5) / 2)  # IgG-kappa and kappa
+    # per-class F1: Negative 2*3/(6+1+1) = 0.75, kappa 2/(2+1+1) = 0.5, IgG-kappa 1
+    assert saved["macro_f1"] == pytest.approx((0.75 + 0.5 + 1.0) / 3)
+    assert saved["per_class_recall"]["Negative"] == pytest.approx(0.75)
+    assert saved["per_class_recall"]["lambda"] is None
+    assert saved["confusion_matrix"][0][:2] == [3, 1] and saved["confusion_matrix"][1][:2] == [1, 1]
+    assert saved["split"] == "testing" and saved["num_samples"] == 8
+    assert _is_png(tmp_path / "eval" / "confusion_matrix.png")
+
+    engine.run(batches[:1], max_epochs=1)  # a second run starts from scratch
+    assert report.report["num_samples"] == 5
+
+
+def test_evaluation_report_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="metrics_filename"):
+        IFEEvaluationReport(tmp_path, metrics_filename="a/m.json")
+    with pytest.raises(ValueError, match="metrics_filename"):
+        IFEEvaluationReport(tmp_path, metrics_filename=None)

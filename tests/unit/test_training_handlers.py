@@ -1,0 +1,207 @@
+# Copyright (c) the project authors. Licensed under the Apache License, Version 2.0.
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+from ignite.engine import Engine, Events
+from monai.handlers import CheckpointLoader
+
+from custom_components.handlers.training import GradientClipping, LossTermsHandler, TrainingStateSaver
+
+
+def _linear_problem(grad):
+    """A parameter w (zeros) and an input x such that d(w . x)/dw = x = grad."""
+    w = torch.nn.Parameter(torch.zeros(len(grad)))
+    x = torch.tensor(grad, dtype=torch.float32)
+    return w, x
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_norm": 0}, "max_norm"),
+        ({"max_norm": -1.0}, "max_norm"),
+        ({"max_norm": True}, "max_norm"),
+        ({"max_norm": 1.0, "norm_type": 0}, "norm_type"),
+    ],
+)
+def test_gradient_clipping_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GradientClipping(**kwargs)
+
+
+def test_gradient_clipping_clips_before_step():
+    w, x = _linear_problem([3.0, 4.0])  # gradient norm 5
+    optimizer = torch.optim.SGD([w], lr=1.0)
+    clip = GradientClipping(max_norm=1.0, optimizer=optimizer)
+    clip.attach()
+    (w * x).sum().backward()
+    optimizer.step()
+    # clipped gradient = [3, 4] / 5 (clip_grad_norm_ adds 1e-6 to the norm): w = -[0.6, 0.8]
+    torch.testing.assert_close(w.detach(), torch.tensor([-0.6, -0.8]), atol=1e-5, rtol=0)
+    assert float(clip.last_norm) == pytest.approx(5.0)
+
+
+def test_gradient_clipping_leaves_small_gradients():
+    w, x = _linear_problem([0.3, 0.4])
+    optimizer = torch.optim.SGD([w], lr=1.0)
+    GradientClipping(max_norm=3.0, optimizer=optimizer).attach()
+    (w * x).sum().backward()
+    optimizer.step()
+    torch.testing.assert_close(w.detach(), torch.tensor([-0.3, -0.4]))
+
+
+def test_gradient_clipping_sees_unscaled_gradients_with_grad_scaler():
+    w, x = _linear_problem([3.0, 4.0])
+    optimizer = torch.optim.SGD([w], lr=1.0)
+    clip = GradientClipping(max_norm=1.0, optimizer=optimizer)
+    clip.attach()
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    scaler.scale((w * x).sum()).backward()
+    assert float(w.grad.norm()) == pytest.approx(5.0 * 1024.0)  # scaled before the step
+    scaler.step(optimizer)
+    scaler.update()
+    assert float(clip.last_norm) == pytest.approx(5.0)  # the hook ran after unscaling
+    torch.testing.assert_close(w.detach(), torch.tensor([-0.6, -0.8]), atol=1e-5, rtol=0)
+
+
+def test_gradient_clipping_engine_optimizer_set_after_attach():
+    """SupervisedTrainer stores its optimizer after attaching handlers: the hook must be set at STARTED."""
+    w, x = _linear_problem([6.0, 8.0])
+    optimizer = torch.optim.SGD([w], lr=1.0)
+
+    def step(engine, batch):
+        engine.optimizer.zero_grad()
+        (w * x).sum().backward()
+        engine.optimizer.step()
+
+    engine = Engine(step)
+    clip = GradientClipping(max_norm=2.0)
+    clip.attach(engine)
+    clip.attach(engine)  # attaching twice must not clip twice or register twice
+    engine.optimizer = optimizer
+    engine.run([0], max_epochs=1)
+    torch.testing.assert_close(w.detach(), torch.tensor([-1.2, -1.6]), atol=1e-5, rtol=0)
+    assert len(clip._hooks) == 1
+    clip.remove()
+    assert not clip._hooks
+
+
+def test_gradient_clipping_without_optimizer_raises():
+    engine = Engine(lambda e, b: None)
+    GradientClipping(max_norm=1.0).attach(engine)
+    with pytest.raises(ValueError, match="torch optimizer"):
+        engine.run([0], max_epochs=1)
+    with pytest.raises(ValueError, match="optimizer"):
+        GradientClipping(max_norm=1.0).attach(None)
+
+
+class _FakeLoss:
+    def __init__(self, values):
+        self.values = values
+        self.last_terms = {}
+
+
+def test_loss_terms_handler_epoch_means():
+    # two iterations per epoch; a NaN is skipped, so b's mean is over one value
+    values = [{"a": 1.0, "b": 2.0}, {"a": 3.0, "b": math.nan}, {"a": 10.0, "b": 20.0}, {"a": 30.0, "b": 40.0}]
+    loss = _FakeLoss(values)
+
+    def step(engine, batch):
+        loss.last_terms = values[engine.state.iteration - 1]
+
+    engine = Engine(step)
+    recorded = []
+    LossTermsHandler(loss, prefix="train_loss_").attach(engine)
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: recorded.append(dict(e.state.metrics)))
+    engine.run([0, 1], max_epochs=2)
+    assert recorded[0] == {"train_loss_a": 2.0, "train_loss_b": 2.0}
+    assert recorded[1] == {"train_loss_a": 20.0, "train_loss_b": 30.0}  # reset between epochs
+
+
+def test_loss_terms_handler_names_filter_and_missing_attribute():
+    loss = _FakeLoss(None)
+    loss.last_terms = {"a": 1.0, "b": 2.0}
+    engine = Engine(lambda e, b: None)
+    LossTermsHandler(loss, prefix="", names=["b"]).attach(engine)
+    engine.run([0], max_epochs=1)
+    assert engine.state.metrics == {"b": 2.0}
+
+    engine = Engine(lambda e, b: None)
+    LossTermsHandler(object()).attach(engine)  # no last_terms: nothing logged, no error
+    engine.run([0], max_epochs=1)
+    assert engine.state.metrics == {}
+    with pytest.raises(ValueError, match="attribute"):
+        LossTermsHandler(loss, attribute="")
+
+
+def _tiny_training(tmp_path, interval=1):
+    net = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+
+    def step(engine, batch):
+        optimizer.zero_grad()
+        net(torch.ones(1, 2)).sum().backward()
+        optimizer.step()
+
+    engine = Engine(step)
+    saver = TrainingStateSaver(
+        tmp_path, {"model": net, "optimizer": optimizer}, filename="state.pt", interval=interval, engine_key="trainer"
+    )
+    saver.attach(engine)
+    return engine, net, optimizer, saver
+
+
+def test_training_state_saver_round_trip(tmp_path):
+    engine, net, optimizer, saver = _tiny_training(tmp_path)
+    engine.run([0, 1, 2], max_epochs=2)
+    assert saver.path == os.path.join(tmp_path, "state.pt")
+    assert sorted(os.listdir(tmp_path)) == ["state.pt"]  # no temporary file left behind
+    state = torch.load(saver.path, weights_only=True)
+    assert set(state) == {"model", "optimizer", "trainer"}
+    # ignite keeps the iteration and the epoch length; the epoch is their quotient
+    assert state["trainer"]["iteration"] == 6 and state["trainer"]["epoch_length"] == 3
+
+    # resume with MONAI's CheckpointLoader into fresh objects
+    net2 = torch.nn.Linear(2, 1)
+    opt2 = torch.optim.SGD(net2.parameters(), lr=0.1, momentum=0.9)
+    engine2 = Engine(lambda e, b: None)
+    CheckpointLoader(saver.path, {"model": net2, "optimizer": opt2, "trainer": engine2}).attach(engine2)
+    epochs_run = []
+    engine2.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs_run.append(e.state.epoch))
+    engine2.run([0, 1, 2], max_epochs=3)
+    assert epochs_run == [3]  # epochs 1-2 were restored, only the third runs
+    torch.testing.assert_close(net2.weight, net.weight)
+    assert opt2.state_dict()["state"][0]["momentum_buffer"] is not None
+
+
+def test_training_state_saver_interval(tmp_path):
+    engine, _, _, saver = _tiny_training(tmp_path, interval=2)
+    saved_epochs = []
+    engine.add_event_handler(
+        Events.EPOCH_COMPLETED,
+        lambda e: saved_epochs.append(torch.load(saver.path, weights_only=True)["trainer"]["iteration"])
+        if os.path.exists(saver.path)
+        else saved_epochs.append(None),
+    )
+    engine.run([0], max_epochs=3)  # one iteration per epoch: iteration == epoch
+    assert saved_epochs == [None, 2, 2]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"save_dict": {}}, "save_dict"),
+        ({"save_dict": {"x": object()}}, "state_dict"),
+        ({"interval": 0}, "interval"),
+        ({"filename": "sub/state.pt"}, "filename"),
+        ({"engine_key": "model"}, "engine_key"),
+    ],
+)
+def test_training_state_saver_bad_arguments(tmp_path, kwargs, message):
+    args = {"save_dir": tmp_path, "save_dict": {"model": torch.nn.Linear(1, 1)}, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        TrainingStateSaver(**args)
