@@ -175,8 +175,9 @@ def render_bscan(
     Returns:
         ``(image, mask)`` or ``(image, mask, info)``: ``image`` (H, W) uint8 grayscale B-scan; ``mask`` (H, W) uint8
         in {0, 1}, 1 on fluid; ``info`` with ``fluid`` (the type), ``fluid_pixels``, ``cysts`` (number of
-        intraretinal cysts), ``subretinal`` (bool), ``fovea_col``, ``vessel_cols``, and the float row of three
-        boundaries per column (W,): ``ilm`` (top of the retina), ``rpe_top`` and ``bruch`` (bottom of the RPE).
+        intraretinal cysts), ``subretinal`` (bool), ``fovea_col``, ``pit_depth`` (fraction of the inner layers
+        missing at the fovea), ``vessel_cols``, and the float row of three boundaries per column (W,): ``ilm``
+        (top of the retina), ``rpe_top`` and ``bruch`` (bottom of the RPE).
         Fluid always lies strictly between ``ilm`` and ``bruch``, and a scan with fluid has at least one fluid pixel.
 
     Raises:
@@ -188,7 +189,7 @@ def render_bscan(
     type_weights = _check_type_weights(fluid_type_weights)
     if fluid is None:
         fluid = _draw_fluid_type(rng, type_weights) if rng.random() < fluid_fraction else FluidType.NONE.value
-    fluid = look_up_option(fluid, FluidType).value
+    fluid = look_up_option(str(fluid).lower(), FluidType).value
     has_cysts = fluid in (FluidType.INTRARETINAL.value, FluidType.BOTH.value)
     has_srf = fluid in (FluidType.SUBRETINAL.value, FluidType.BOTH.value)
 
@@ -200,10 +201,10 @@ def render_bscan(
     soft = f32(0.35 + 0.45 * height / 512.0)  # layer boundary blur: the axial point-spread function
 
     # ---- layer thicknesses per column (pixels), before placement --------------------------------------------
-    retina_px = height * rng.uniform(0.17, 0.24)
+    retina_px = height * rng.uniform(0.18, 0.27)
     px_per_um = retina_px / _STACK_UM
     fovea = width * float(np.clip(rng.normal(0.5, 0.06), 0.3, 0.7))
-    pit_sigma = width * rng.uniform(0.04, 0.065)
+    pit_sigma = width * rng.uniform(0.05, 0.08)
     pit_depth = rng.uniform(0.8, 0.97) if rng.random() < 0.85 else rng.uniform(0.2, 0.5)  # else scanned off-centre
     d = cols - fovea
     pit = 1 - pit_depth * _gauss(d, pit_sigma)
@@ -230,19 +231,20 @@ def render_bscan(
         spread = width * rng.uniform(0.06, 0.16)
         for _ in range(1 + int(rng.poisson(rng.uniform(0.5, 6.0)))):
             cx = float(np.clip(rng.normal(fovea, spread), 0.06 * width, 0.94 * width))
-            rx = max(1.0, width * np.exp(rng.uniform(np.log(0.006), np.log(0.055))))
-            ry = max(1.0, rx * height / width * rng.uniform(0.7, 1.7))
+            rx = max(1.3, width * np.exp(rng.uniform(np.log(0.006), np.log(0.055))))
+            ry = max(1.3, rx * height / width * rng.uniform(0.7, 1.7))
             host = "inl" if rx < 0.02 * width and rng.random() < 0.5 else "onl"
             # oedema spreads beyond the cavity: a broad bump keeps the ILM smooth over the cyst
-            bump = 2.0 * ry * rng.uniform(0.9, 1.2) * _gauss(cols - cx, rng.uniform(1.8, 3.0) * rx)
+            reach = rng.uniform(1.8, 3.0) * max(rx, 1.2 * ry * width / height)
+            bump = 2.0 * ry * rng.uniform(0.9, 1.2) * _gauss(cols - cx, reach)
             excess = (swelling["inl"] + swelling["onl"] + bump).max() - swell_cap
             if excess > 0:  # keep the total thickening plausible: shrink this cyst, or drop it if one exists
                 if cysts:
                     continue
-                shrink = max(swell_cap / (swell_cap + excess), 1.0 / ry)
-                rx, ry, bump = max(1.0, rx * shrink), max(1.0, ry * shrink), bump * shrink
+                shrink = max(swell_cap / (swell_cap + excess), 1.3 / ry)
+                rx, ry, bump = max(1.3, rx * shrink), max(1.3, ry * shrink), bump * shrink
             swelling[host] += bump.astype(f32)
-            cysts.append([cx, rx, ry, host])
+            cysts.append((cx, rx, ry, host))
         diffuse = height * rng.uniform(0.0, 0.04) * _gauss(cols - fovea, 2 * spread)  # diffuse macular thickening
         swelling["onl"] += (0.6 * diffuse).astype(f32)
         swelling["inl"] += (0.4 * diffuse).astype(f32)
@@ -314,8 +316,9 @@ def render_bscan(
     top, bottom = _band_rows(bruch, sclera_top, 4 * soft, height)
     if bottom > top:
         band = rows[top:bottom, None]
-        fine = gaussian_filter(rng.standard_normal((bottom - top, width), dtype=f32), (1.2 * size_scale + 0.4, 3.0 * size_scale + 0.5))
-        coarse = gaussian_filter(rng.standard_normal((bottom - top, width), dtype=f32), (2.5 * size_scale + 0.5, 8.0 * size_scale + 0.8))
+        shape = (bottom - top, width)
+        fine = gaussian_filter(rng.standard_normal(shape, dtype=f32), (1.2 * size_scale + 0.4, 3.0 * size_scale + 0.5))
+        coarse = gaussian_filter(rng.standard_normal(shape, dtype=f32), (2.5 * size_scale + 0.5, 8 * size_scale + 0.8))
         fine /= fine.std() + 1e-6
         coarse /= coarse.std() + 1e-6
         depth = np.clip((band - bruch[None, :]) / choroid_px[None, :], 0, 1)
@@ -341,22 +344,22 @@ def render_bscan(
         fluid_value[top:bottom] = np.where(cover > 0, srf_value, fluid_value[top:bottom])
     cyst_level = rng.uniform(0.02, 0.09)
     wall = rng.uniform(0.0, 0.12)  # septa and walls between cysts are slightly hyperreflective
-    for cyst in cysts:
-        cx, rx, ry, host = cyst
+    for cx, rx, ry, host in cysts:
         column = int(np.clip(round(cx), 0, width - 1))
         host_top, host_bottom = float(boundary[host][column]), float(boundary[host][column] + thickness[host][column])
         low, high = host_top + ry + 0.5, host_bottom - ry - 0.5
         cy = rng.uniform(low, high) if high > low else 0.5 * (host_top + host_bottom)
-        cyst.append(cy)
         r0, r1 = int(max(0, np.floor(cy - 1.5 * ry - 3))), int(min(height, np.ceil(cy + 1.5 * ry + 4)))
         c0, c1 = int(max(0, np.floor(cx - 1.5 * rx - 3))), int(min(width, np.ceil(cx + 1.5 * rx + 4)))
         dy, dx = rows[r0:r1, None] - cy, cols[None, c0:c1] - cx
         theta = np.arctan2(dy / ry, dx / rx)
         a2, a3 = rng.uniform(0, 0.12, size=2)
-        wobble = 1 + a2 * np.cos(2 * theta + rng.uniform(0, 2 * np.pi)) + a3 * np.cos(3 * theta + rng.uniform(0, 2 * np.pi))
+        phase2, phase3 = rng.uniform(0, 2 * np.pi, size=2)
+        wobble = 1 + a2 * np.cos(2 * theta + phase2) + a3 * np.cos(3 * theta + phase3)
         dist = np.sqrt((dx / rx) ** 2 + (dy / ry) ** 2) / wobble  # 1 on the cyst's outline
         # cysts stay inside the INL..ONL band: the OPL and the ELM bound them in real scans too
-        allowed = (rows[r0:r1, None] > boundary["inl"][None, c0:c1]) & (rows[r0:r1, None] < boundary["myoid"][None, c0:c1])
+        box_rows = rows[r0:r1, None]
+        allowed = (box_rows > boundary["inl"][None, c0:c1]) & (box_rows < boundary["myoid"][None, c0:c1])
         cover = np.clip((1 - dist) * min(rx, ry) / edge + 0.5, 0, 1) * allowed
         refl[r0:r1, c0:c1] += wall * _gauss((dist - 1) * min(rx, ry), 1.0) * (dist > 1)
         fluid_cover[r0:r1, c0:c1] = np.maximum(fluid_cover[r0:r1, c0:c1], cover)
@@ -399,14 +402,16 @@ def render_bscan(
 
     # ---- image formation: speckle, noise floor, log compression, display mapping ---------------------------
     looks = rng.uniform(1.5, 8.0)  # B-scan averaging (ART) reduces speckle
-    grain = (0.45 + 0.5 * size_scale, 0.6 + 0.8 * size_scale)
-    log_speckle = gaussian_filter(np.log(rng.standard_gamma(looks, size=(height, width), dtype=f32) / looks + 1e-6), grain)
+    grain = (0.4 + 0.6 * size_scale, 0.5 + 1.1 * size_scale)
+    gamma = rng.standard_gamma(looks, size=(height, width), dtype=f32) / looks
+    log_speckle = gaussian_filter(np.log(gamma + 1e-6), grain)
     # a downsized scan averages many grains: weaker speckle at small sizes, as when resizing a real scan
     target_std = np.sqrt(_trigamma(looks)) * min(1.0, size_scale) ** 0.35
     log_speckle = (log_speckle - log_speckle.mean()) * (target_std / (log_speckle.std() + 1e-6))
     floor = np.exp(_DYNAMIC_RANGE * rng.uniform(0.08, 0.16))
     intensity = np.exp(_DYNAMIC_RANGE * refl + log_speckle) * gain
-    intensity += floor * rng.standard_exponential(size=(height, width), dtype=f32)
+    floor_looks = 1.0 / min(1.0, size_scale) ** 0.7  # the noise floor averages out in a downsized scan too
+    intensity += floor * rng.standard_gamma(floor_looks, size=(height, width), dtype=f32) / floor_looks
     display = gaussian_filter(np.log(intensity) / _DYNAMIC_RANGE, (0.35 * size_scale + 0.2, 0.5 * size_scale + 0.2))
     lo = rng.uniform(0.06, 0.13)
     hi = rng.uniform(0.85, 1.0)
@@ -422,6 +427,7 @@ def render_bscan(
         "cysts": len(cysts),
         "subretinal": bool(has_srf),
         "fovea_col": float(fovea),
+        "pit_depth": float(pit_depth),
         "vessel_cols": vessel_cols,
         "ilm": ilm.astype(np.float64),
         "rpe_top": boundary["rpe"].astype(np.float64),
@@ -481,7 +487,8 @@ def synthesize_oct_dataset(
         fluid_fraction: fraction of scans with fluid, in [0, 1]; the count is exact (rounded), and with
             ``count >= 2`` and a fraction strictly between 0 and 1 there is at least one scan of each kind.
             Default: the paper's 194 fluid / 379 scans.
-        splits: training/validation/testing fractions (three values >= 0 summing to 1).
+        splits: training/validation/testing fractions (three values >= 0 summing to 1), applied to the fluid and
+            the no-fluid scans separately; a group of fewer than 3 scans goes to training only.
         fluid_type_weights: mix of ``"intraretinal"``, ``"subretinal"`` and ``"both"`` among the fluid scans;
             default :data:`DEFAULT_FLUID_TYPE_WEIGHTS`.
 

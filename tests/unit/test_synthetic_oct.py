@@ -1,0 +1,213 @@
+"""Synthetic OCT B-scans: determinism, sizes, retinal anatomy, mask/image agreement and the datalist."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.ndimage import binary_dilation
+
+from custom_components.data.synthetic.oct import (
+    DEFAULT_FLUID_FRACTION,
+    FluidType,
+    render_bscan,
+    synthesize_oct_dataset,
+)
+
+FLUID_TYPES = ("intraretinal", "subretinal", "both")
+
+
+def _digest(folder):
+    files = sorted((folder / "images").iterdir()) + sorted((folder / "masks").iterdir())
+    files += [folder / "datalist.json", folder / "synthesis.json"]
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
+    a = synthesize_oct_dataset(tmp_path / "a", count=4, seed=11, image_size=(48, 64)).parent
+    b = synthesize_oct_dataset(tmp_path / "b", count=4, seed=11, image_size=(48, 64)).parent
+    c = synthesize_oct_dataset(tmp_path / "c", count=4, seed=12, image_size=(48, 64)).parent
+    digest_a, digest_c = _digest(a), _digest(c)
+    assert digest_a == _digest(b)
+    assert len(digest_a) == 2 * 4 + 2
+    images = [k for k in digest_a if k.startswith("images/")]
+    assert all(digest_a[k] != digest_c[k] for k in images)
+
+
+def test_render_is_a_pure_function_of_the_generator_state():
+    first = render_bscan(np.random.default_rng(5), (40, 56))
+    second = render_bscan(np.random.default_rng(5), (40, 56))
+    other = render_bscan(np.random.default_rng(6), (40, 56))
+    assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
+    assert not np.array_equal(first[0], other[0])
+
+
+@pytest.mark.parametrize("size", [(16, 16), (32, 32), (48, 96), (96, 40), (512, 512)])
+@pytest.mark.parametrize("fluid", ["none", "both"])
+def test_any_size_gives_uint8_image_and_binary_mask(size, fluid):
+    image, mask, info = render_bscan(np.random.default_rng(3), size, fluid=fluid, return_info=True)
+    assert image.shape == size and mask.shape == size
+    assert image.dtype == np.uint8 and mask.dtype == np.uint8
+    assert set(np.unique(mask)) <= {0, 1}
+    assert info["fluid_pixels"] == int(mask.sum())
+    assert (mask.sum() > 0) == (fluid != "none")  # even 16 x 16 scans keep their fluid
+    assert image.std() > 10  # not a flat image
+    for key in ("ilm", "rpe_top", "bruch"):
+        assert info[key].shape == (size[1],)
+
+
+def test_default_size_is_512_square():
+    image, mask = render_bscan(np.random.default_rng(0), fluid="none")
+    assert image.shape == mask.shape == (512, 512)
+
+
+def test_layer_order_and_dark_vitreous_above_bright_retina():
+    for seed in range(4):
+        image, _, info = render_bscan(np.random.default_rng(seed), (128, 160), return_info=True)
+        ilm, rpe_top, bruch = info["ilm"], info["rpe_top"], info["bruch"]
+        assert np.all(ilm >= 0) and np.all(bruch < 128)
+        assert np.all(ilm < rpe_top) and np.all(rpe_top < bruch)
+        rows = np.arange(128)[:, None]
+        vitreous = rows < ilm[None, :] - 3
+        retina = (rows > ilm[None, :] + 1) & (rows < bruch[None, :])
+        assert image[vitreous].mean() + 30 < image[retina].mean()
+        # the RPE band is the brightest tissue: brighter than the retina above it on average
+        rpe = (rows >= rpe_top[None, :] + 0.5) & (rows < bruch[None, :] - 0.5)
+        assert image[rpe].mean() > image[retina].mean() + 20
+
+
+def test_foveal_pit_thins_the_retina_at_the_fovea():
+    checked = 0
+    for seed in range(12):
+        _, _, info = render_bscan(np.random.default_rng(seed), (256, 256), fluid="none", return_info=True)
+        if info["pit_depth"] < 0.7:  # scans off the foveal centre have a shallow pit
+            continue
+        thickness = info["bruch"] - info["ilm"]
+        fovea = int(round(info["fovea_col"]))
+        assert thickness[fovea] < 0.85 * thickness[max(0, fovea - 60) : fovea + 61].max()
+        checked += 1
+    assert checked >= 5
+
+
+def test_vessel_shadows_darken_the_columns_below_them():
+    drops = []
+    for seed in range(3):
+        image, _, info = render_bscan(np.random.default_rng(seed), (256, 256), fluid="none", return_info=True)
+        img = image.astype(float)
+        for vx in info["vessel_cols"]:
+            col = int(round(vx))
+            if not 12 <= col < 256 - 12:
+                continue
+            # outer retina between the vessel's depth and the RPE top
+            r0, r1 = int(info["ilm"][col] + 0.5 * (info["rpe_top"][col] - info["ilm"][col])), int(info["rpe_top"][col])
+            shadow = img[r0:r1, col].mean()
+            beside = np.mean([img[r0:r1, col - 10].mean(), img[r0:r1, col + 10].mean()])
+            drops.append(beside - shadow)
+    assert len(drops) >= 4
+    assert np.mean(drops) > 8
+
+
+@pytest.mark.parametrize("fluid", FLUID_TYPES)
+def test_mask_marks_dark_pockets_inside_the_retina(fluid):
+    for seed in range(4):
+        image, mask, info = render_bscan(np.random.default_rng(seed), (128, 128), fluid=fluid, return_info=True)
+        assert mask.sum() > 0
+        rows, cols = np.nonzero(mask)
+        assert np.all(rows > info["ilm"][cols]) and np.all(rows < info["bruch"][cols])
+        # the fluid is darker than the retina right around it
+        ring = binary_dilation(mask > 0, iterations=3) & (mask == 0)
+        ring_rows, ring_cols = np.nonzero(ring)
+        in_retina = (ring_rows > info["ilm"][ring_cols] + 1) & (ring_rows < info["bruch"][ring_cols])
+        assert image[mask > 0].mean() + 15 < image[ring_rows[in_retina], ring_cols[in_retina]].mean()
+        assert info["fluid"] == fluid
+        assert (info["cysts"] > 0) == (fluid != "subretinal")
+        assert info["subretinal"] == (fluid != "intraretinal")
+
+
+def test_subretinal_fluid_sits_on_the_rpe():
+    _, mask, info = render_bscan(np.random.default_rng(1), (128, 128), fluid="subretinal", return_info=True)
+    rows, cols = np.nonzero(mask)
+    # every fluid column reaches down to the RPE top (within the anti-aliased edge)
+    lowest = {c: r for r, c in zip(rows, cols)}  # row-major order: the last row seen per column is the lowest
+    assert all(abs(r - info["rpe_top"][c]) <= 1.5 for c, r in lowest.items())
+
+
+def test_no_fluid_gives_an_empty_mask():
+    for seed in range(3):
+        _, mask, info = render_bscan(np.random.default_rng(seed), (64, 64), fluid="none", return_info=True)
+        assert mask.sum() == 0 and info["cysts"] == 0 and not info["subretinal"]
+
+
+def test_random_fluid_follows_fluid_fraction():
+    drawn = [render_bscan(np.random.default_rng(s), (32, 32), return_info=True)[2]["fluid"] for s in range(40)]
+    with_fluid = sum(f != "none" for f in drawn)
+    assert 8 < with_fluid < 32  # about half (the default is the paper's 194 of 379)
+    for seed in range(5):
+        _, mask, info = render_bscan(np.random.default_rng(seed), (32, 32), fluid_fraction=0.0, return_info=True)
+        assert info["fluid"] == "none" and mask.sum() == 0
+    _, _, info = render_bscan(np.random.default_rng(0), (32, 32), fluid="SUBRETINAL", return_info=True)
+    assert info["fluid"] == "subretinal"
+
+
+def test_dataset_files_datalist_and_summary(tmp_path):
+    count = 12
+    root = tmp_path / "oct"
+    datalist_path = synthesize_oct_dataset(root, count=count, seed=0, image_size=(40, 72), fluid_fraction=0.5)
+    assert datalist_path == root / "datalist.json"
+    datalist = json.loads(datalist_path.read_text())
+    assert set(datalist) == {"training", "validation", "testing"}
+    entries = [e for section in datalist.values() for e in section]
+    assert len(entries) == count and len({e["image"] for e in entries}) == count
+    summary = json.loads((root / "synthesis.json").read_text())
+    assert summary["count"] == count and summary["image_size"] == [40, 72] and summary["seed"] == 0
+    per_image = {d["image"]: d for d in summary["images"]}
+    for entry in entries:
+        assert set(entry) == {"image", "label"}
+        assert entry["image"].startswith("images/") and entry["label"].startswith("masks/")
+        image, mask = Image.open(root / entry["image"]), Image.open(root / entry["label"])
+        assert image.mode == "L" and mask.mode == "L" and image.size == mask.size == (72, 40)
+        values = np.asarray(mask)
+        assert set(np.unique(values)) <= {0, 255}
+        assert per_image[entry["image"]]["fluid_pixels"] == int((values == 255).sum())
+        assert (values.max() == 255) == (per_image[entry["image"]]["fluid"] != "none")
+    # exact fluid count, and both kinds in training and testing (stratified split)
+    assert summary["fluid_counts"]["none"] == count // 2
+    assert sum(summary["fluid_counts"][t] for t in FLUID_TYPES) == count // 2
+    for section in ("training", "testing"):
+        kinds = {per_image[e["image"]]["fluid"] == "none" for e in datalist[section]}
+        assert kinds == {True, False}
+    assert summary["split_counts"] == {k: len(v) for k, v in datalist.items()}
+
+
+def test_default_fluid_fraction_gives_both_kinds_even_for_two_images(tmp_path):
+    assert 0.5 < DEFAULT_FLUID_FRACTION < 0.52  # 194 fluid scans of 379
+    synthesize_oct_dataset(tmp_path, count=2, seed=0, image_size=(32, 32))
+    summary = json.loads((tmp_path / "synthesis.json").read_text())
+    assert summary["fluid_counts"]["none"] == 1 and summary["fluid_fraction"] == DEFAULT_FLUID_FRACTION
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"count": 0}, "count"),
+        ({"count": 2, "splits": (0.5, 0.5)}, "splits"),
+        ({"count": 2, "splits": (0.8, 0.3, 0.1)}, "splits"),
+        ({"count": 2, "fluid_fraction": 1.5}, "fluid_fraction"),
+        ({"count": 2, "image_size": (8, 64)}, "image_size"),
+        ({"count": 2, "image_size": (32,)}, "image_size"),
+        ({"count": 2, "fluid_type_weights": {"cyst": 1.0}}, "cyst"),
+        ({"count": 2, "fluid_type_weights": {"both": 0.0}}, "fluid_type_weights"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        synthesize_oct_dataset(tmp_path, seed=0, **kwargs)
+
+
+def test_bad_fluid_type_raises():
+    with pytest.raises(ValueError, match="cyst"):
+        render_bscan(np.random.default_rng(0), (32, 32), fluid="cyst")
+    assert [t.value for t in FluidType] == ["none", "intraretinal", "subretinal", "both"]
