@@ -1,0 +1,3 @@
+"""Metrics: the IFE paper's classification metrics (accuracy, macro F1, FNR, M1/M3-Acc, per-class recall)."""
+
+from .ife import IFEClassificationMetric, IFEMetricName, compute_ife_metrics, minority_classes_from_labels

@@ -1,0 +1,5 @@
+"""Networks: horizontal attention, the IFE multi-task and baseline ResNet18s, the 2D TransUNet."""
+
+from .horizontal_attention import HorizontalAttention, UniformAttention
+from .ife_resnet import ForwardHeads, IFEBasicBlock, IFEResNet, IFEResStage, MultiTaskIFEResNet
+from .transunet import TransformerEncoderBlock, TransUNet
