@@ -15,7 +15,6 @@ through ``output_transform``, files are written on ``save_rank`` only. Figures u
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +26,7 @@ from monai.data import decollate_batch
 from monai.handlers import from_engine
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from custom_components.handlers.atomic import write_json_atomic
 from custom_components.metrics.ife import IFEClassificationMetric
 from custom_components.transforms.ife_labels import IFE_CLASSES, MILD_CLASSES, SEVERE_CLASSES, class_to_subtasks
 
@@ -216,14 +216,6 @@ def plot_confusion_matrix(
     if title:
         ax.set_title(title, fontsize=10)
     fig.savefig(os.fspath(path), dpi=dpi, bbox_inches="tight")
-
-
-def _write_json_atomic(data: Any, path: str) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def _class_name(value: Any, what: str) -> str:
@@ -561,7 +553,7 @@ class IFEEvaluationReport:
         if idist.get_rank() != self.save_rank:
             return
         os.makedirs(self.output_dir, exist_ok=True)
-        _write_json_atomic(self.report, self.metrics_path)
+        write_json_atomic(self.report, self.metrics_path)
         written = [self.metrics_path]
         if self.figure_filename is not None:
             figure_path = os.path.join(self.output_dir, self.figure_filename)

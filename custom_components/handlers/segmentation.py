@@ -30,6 +30,7 @@ from monai.metrics import compute_dice, compute_iou
 from monai.utils import IgniteInfo, min_version, optional_import
 from PIL import Image
 
+from custom_components.handlers.atomic import write_json_atomic
 from custom_components.transforms.io import is_nifti
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["MEASUREMENT_COLUMNS", "overlay_image", "FluidPredictionWriter", "SegmentationReport", "write_json_atomic"]
+__all__ = ["MEASUREMENT_COLUMNS", "overlay_image", "FluidPredictionWriter", "SegmentationReport"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,15 +48,6 @@ MEASUREMENT_COLUMNS = ("image", "slice", "fluid_pixels", "fluid_area_mm2", "flui
 """Columns of ``fluid_measurements.csv``: one row per B-scan (``slice`` is its index in a volume, empty for a 2D
 file) with the fluid pixel count and area, plus one row per volume (``slice`` = ``all``) with the fluid voxel
 count and volume. Physical columns are empty when the spacing is unknown (``spacing_source`` = ``unknown``)."""
-
-
-def write_json_atomic(data: Any, path: str) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
 
 
 def _array(value: Any) -> np.ndarray:
