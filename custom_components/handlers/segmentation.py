@@ -340,8 +340,12 @@ class SegmentationReport:
         report[f"{self.prefix}per_image"] = self._rows
         write_json_atomic(report, self.output_path)
         summary = self.summary()
+        nan = float("nan")  # no images: the means are None
         logger.info(
             "%sDice %.4f, Jaccard %.4f over %d images -> %s",
-            self.prefix or "clean ", summary["dice"] or float("nan"), summary["jaccard"] or float("nan"),
-            summary["num_images"], self.output_path,
+            self.prefix or "clean ",
+            nan if summary["dice"] is None else summary["dice"],
+            nan if summary["jaccard"] is None else summary["jaccard"],
+            summary["num_images"],
+            self.output_path,
         )

@@ -211,3 +211,62 @@ def test_bad_fluid_type_raises():
     with pytest.raises(ValueError, match="cyst"):
         render_bscan(np.random.default_rng(0), (32, 32), fluid="cyst")
     assert [t.value for t in FluidType] == ["none", "intraretinal", "subretinal", "both"]
+
+
+# ---- additions: sizes named in the spec, render errors, file/render agreement, synthesis.json bookkeeping ----
+
+
+@pytest.mark.parametrize("size", [(32, 32), (48, 80)])
+def test_render_shapes_rows_first(size):
+    image, mask = render_bscan(np.random.default_rng(0), size, fluid="intraretinal")
+    assert image.shape == size and mask.shape == size  # (H, W): rows first, not PIL's (W, H)
+    assert mask.any()
+
+
+def test_fluid_scans_are_never_empty_over_seeds():
+    for seed in range(8):
+        for fluid in FLUID_TYPES:
+            _, mask = render_bscan(np.random.default_rng(seed), (32, 48), fluid=fluid)
+            assert mask.sum() >= 1, (seed, fluid)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"image_size": (15, 64)}, r"at least \(16, 16\)"),
+        ({"image_size": (64, 4)}, r"at least \(16, 16\)"),
+        ({"image_size": (32, 32, 3)}, "image_size must be"),
+        ({"fluid_fraction": -0.1}, "fluid_fraction"),
+        ({"fluid_type_weights": {"both": -1.0, "subretinal": 2.0}}, "fluid_type_weights"),
+    ],
+)
+def test_render_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        render_bscan(np.random.default_rng(0), **kwargs)
+
+
+@pytest.mark.parametrize("count", [-1, 2.5])
+def test_count_must_be_a_positive_integer(tmp_path, count):
+    with pytest.raises(ValueError, match="count must be an integer >= 1"):
+        synthesize_oct_dataset(tmp_path, count=count)
+
+
+def test_written_files_are_the_rendered_scans(tmp_path):
+    root = tmp_path / "d"
+    synthesize_oct_dataset(root, count=3, seed=4, image_size=(32, 48), fluid_fraction=1.0)
+    summary = json.loads((root / "synthesis.json").read_text())
+    for index, detail in enumerate(summary["images"]):
+        image, mask = render_bscan(np.random.default_rng([4, 2, index]), (32, 48), fluid=detail["fluid"])
+        assert np.array_equal(np.asarray(Image.open(root / f"images/oct_{index:05d}.png")), image)
+        assert np.array_equal(np.asarray(Image.open(root / f"masks/oct_{index:05d}.png")), mask * 255)
+    assert summary["fluid_counts"]["none"] == 0
+    assert sum(summary["fluid_counts"].values()) == 3
+
+
+def test_small_groups_go_to_training_only(tmp_path):
+    # 2 fluid + 2 no-fluid scans: each group has fewer than 3 scans, so nothing is held out
+    datalist = json.loads(synthesize_oct_dataset(tmp_path, count=4, seed=0, image_size=(32, 32), fluid_fraction=0.5).read_text())
+    assert len(datalist["training"]) == 4 and datalist["validation"] == [] and datalist["testing"] == []
+    summary = json.loads((tmp_path / "synthesis.json").read_text())
+    assert summary["split_counts"] == {"training": 4, "validation": 0, "testing": 0}
+    assert [d["split"] for d in summary["images"]] == ["training"] * 4

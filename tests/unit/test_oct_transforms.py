@@ -1,0 +1,161 @@
+"""Tests of custom_components.transforms.oct: strict mask binarisation and file-seeded Gaussian noise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from custom_components.transforms.oct import BinarizeMaskd, SeededGaussianNoised, source_name
+
+
+def _meta(array, name="/x/mask.png"):
+    return MetaTensor(torch.as_tensor(array), meta={"filename_or_obj": name})
+
+
+# ---------------------------------------------------------------- BinarizeMaskd
+
+
+def test_binarize_0_255_to_float_0_1():
+    mask = torch.tensor([[[0, 255], [255, 0]]], dtype=torch.uint8)
+    out = BinarizeMaskd("label")({"label": mask})["label"]
+    assert out.dtype == torch.float32
+    assert torch.equal(out, torch.tensor([[[0.0, 1.0], [1.0, 0.0]]]))
+
+
+def test_binarize_0_1_unchanged():
+    mask = torch.tensor([[[0.0, 1.0], [1.0, 1.0]]])
+    out = BinarizeMaskd("label")({"label": mask})["label"]
+    assert torch.equal(out, mask) and out.dtype == torch.float32
+    # an all-255 mask is {255} <= {0, 255}: all ones
+    out = BinarizeMaskd("label")({"label": torch.full((1, 2, 2), 255.0)})["label"]
+    assert torch.equal(out, torch.ones(1, 2, 2))
+
+
+def test_binarize_all_zero():
+    out = BinarizeMaskd("label")({"label": torch.zeros(1, 3, 3, dtype=torch.uint8)})["label"]
+    assert torch.equal(out, torch.zeros(1, 3, 3)) and out.dtype == torch.float32
+
+
+def test_binarize_numpy_input():
+    out = BinarizeMaskd("label")({"label": np.array([[0, 255]], dtype=np.uint8)})["label"]
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32
+    assert np.array_equal(out, np.array([[0.0, 1.0]], dtype=np.float32))
+
+
+def test_binarize_keeps_meta_and_other_keys():
+    mask = _meta(torch.tensor([[[0.0, 255.0]]]))
+    data = {"label": mask, "image": torch.ones(1)}
+    out = BinarizeMaskd("label")(data)
+    assert isinstance(out["label"], MetaTensor)
+    assert out["label"].meta["filename_or_obj"] == "/x/mask.png"
+    assert out["image"] is data["image"]
+    assert data["label"] is mask  # input dict not modified
+
+
+def test_binarize_other_values_raise_naming_file():
+    mask = _meta(torch.tensor([[[0.0, 7.0], [1.0, 0.0]]]))
+    with pytest.raises(ValueError) as err:
+        BinarizeMaskd("label")({"label": mask})
+    message = str(err.value)
+    assert message.startswith("/x/mask.png:")
+    assert "[0.0, 1.0, 7.0]" in message
+    assert "..." not in message
+
+
+def test_binarize_mixed_1_and_255_raises():
+    with pytest.raises(ValueError, match=r"found \[0, 1, 255\]"):
+        BinarizeMaskd("label")({"label": torch.tensor([0, 1, 255])})
+
+
+def test_binarize_many_values_truncated_and_meta_dict_name():
+    data = {"label": torch.arange(20), "label_meta_dict": {"filename_or_obj": "/y/seg.png"}}
+    with pytest.raises(ValueError) as err:
+        BinarizeMaskd("label")(data)
+    message = str(err.value)
+    assert message.startswith("/y/seg.png:")
+    assert message.endswith("[0, 1, 2, 3, 4, 5, 6, 7, 8, 9] ...")
+
+
+def test_binarize_missing_key():
+    with pytest.raises(KeyError):
+        BinarizeMaskd("label")({"image": torch.zeros(1)})
+    out = BinarizeMaskd("label", allow_missing_keys=True)({"image": torch.zeros(1)})
+    assert set(out) == {"image"}
+
+
+def test_source_name_fallback():
+    assert source_name({"image": torch.zeros(1)}, "image") == "<in-memory image>"
+    assert source_name({"image": MetaTensor(torch.zeros(1))}, "image") == "<in-memory image>"
+
+
+# ---------------------------------------------------------------- SeededGaussianNoised
+
+
+def _image(name="/data/a.png", value=0.5, size=(1, 64, 64)):
+    return {"image": _meta(torch.full(size, value), name)}
+
+
+def test_noise_same_name_is_identical_across_calls_and_instances():
+    a = SeededGaussianNoised("image", sigma=0.1, seed=3)(_image())["image"]
+    b = SeededGaussianNoised("image", sigma=0.1, seed=3)(_image())["image"]
+    t = SeededGaussianNoised("image", sigma=0.1, seed=3)
+    c, d = t(_image())["image"], t(_image())["image"]
+    assert torch.equal(a, b) and torch.equal(a, c) and torch.equal(c, d)
+    assert not torch.equal(a, torch.full_like(a, 0.5))
+
+
+def test_noise_depends_on_name_and_seed():
+    a = SeededGaussianNoised("image", sigma=0.1)(_image("/data/a.png"))["image"]
+    b = SeededGaussianNoised("image", sigma=0.1)(_image("/data/b.png"))["image"]
+    c = SeededGaussianNoised("image", sigma=0.1, seed=1)(_image("/data/a.png"))["image"]
+    assert not torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_noise_sigma_zero_leaves_image_unchanged():
+    image = torch.rand(1, 16, 16)
+    out = SeededGaussianNoised("image", sigma=0.0)({"image": image})["image"]
+    assert torch.equal(out, image)
+
+
+def test_noise_is_clipped_to_unit_range():
+    out = SeededGaussianNoised("image", sigma=0.5)(_image(value=0.9))["image"]
+    assert out.min() >= 0 and out.max() <= 1
+    assert (out == 1).any() and (out == 0).any()
+    unclipped = SeededGaussianNoised("image", sigma=0.5, clip=False)(_image(value=0.9))["image"]
+    assert unclipped.max() > 1 and unclipped.min() < 0
+    assert torch.equal(out, unclipped.clamp(0, 1))  # same draw, only clipped
+
+
+def test_noise_std_close_to_sigma():
+    out = SeededGaussianNoised("image", sigma=0.05)(_image(value=0.5))["image"]
+    noise = out - 0.5
+    # 4096 samples: sample std within a few percent, mean near zero
+    assert noise.std().item() == pytest.approx(0.05, rel=0.06)
+    assert abs(noise.mean().item()) < 0.005
+
+
+def test_noise_negative_sigma_raises():
+    with pytest.raises(ValueError, match="sigma must be >= 0"):
+        SeededGaussianNoised("image", sigma=-0.1)
+
+
+def test_noise_preserves_meta_and_dtype():
+    data = _image("/data/scan.png")
+    data["image"].meta["pixdim"] = [1.0, 0.5]
+    out = SeededGaussianNoised("image", sigma=0.1)(data)["image"]
+    assert isinstance(out, MetaTensor)
+    assert out.meta["filename_or_obj"] == "/data/scan.png"
+    assert out.meta["pixdim"] == [1.0, 0.5]
+    assert out.dtype == torch.float32 and out.shape == (1, 64, 64)
+
+
+def test_noise_on_numpy_and_plain_tensors():
+    arr = np.full((1, 8, 8), 0.5, dtype=np.float32)
+    out = SeededGaussianNoised("image", sigma=0.1)({"image": arr})["image"]
+    assert isinstance(out, torch.Tensor) and out.shape == (1, 8, 8)
+    # no file name: seeded by the fallback name, still reproducible
+    again = SeededGaussianNoised("image", sigma=0.1)({"image": torch.full((1, 8, 8), 0.5)})["image"]
+    assert torch.allclose(out, again)
