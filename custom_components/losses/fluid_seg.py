@@ -12,12 +12,10 @@ weight ``beta``, so the same setting there is ``alpha=0.3, beta=0.7``. Here the 
 
 from __future__ import annotations
 
-from enum import Enum
-
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss, TverskyLoss
-from monai.utils import LossReduction, look_up_option
+from monai.utils import LossReduction, StrEnum, look_up_option
 from torch.nn.modules.loss import _Loss
 
 __all__ = ["FocalTverskyLoss", "WeightedBCELoss", "FluidSegLoss", "FluidLossName", "fluid_loss"]
@@ -230,7 +228,7 @@ class FluidSegLoss(_Loss):
         return total
 
 
-class FluidLossName(str, Enum):
+class FluidLossName(StrEnum):
     """The losses of the paper's comparison (Tables 3 and 4)."""
 
     COMBINED = "combined"
@@ -240,24 +238,34 @@ class FluidLossName(str, Enum):
     WBCE = "wbce"
 
 
-def fluid_loss(name: FluidLossName | str = FluidLossName.COMBINED, **kwargs) -> _Loss:
+# the single-loss settings of the paper's comparison; the factory refuses to override them
+_SINGLE_LOSS_WEIGHTS: dict[str, dict[str, float]] = {
+    FluidLossName.DICE.value: {"alpha": 1.0, "beta": 0.0, "gamma": 0.0},
+    FluidLossName.TVERSKY.value: {"alpha": 0.0, "beta": 1.0, "gamma": 0.0, "focal_gamma": 1.0},
+    FluidLossName.FOCAL_TVERSKY.value: {"alpha": 0.0, "beta": 1.0, "gamma": 0.0},
+    FluidLossName.WBCE.value: {"alpha": 0.0, "beta": 0.0, "gamma": 1.0},
+}
+
+
+def fluid_loss(name: FluidLossName | str = FluidLossName.COMBINED, **kwargs) -> FluidSegLoss:
     """Build one of the paper's losses by name, for a config switch (``"loss_name": "dice"``).
 
+    Every name gives a :class:`FluidSegLoss` (same ``last_terms`` logging, same batch pooling), with the weights of
+    the other terms set to 0 for the single losses.
+
     Args:
-        name: ``"combined"`` (Eq. 5, :class:`FluidSegLoss`), ``"dice"``, ``"tversky"`` (focal Tversky with
-            gamma 1), ``"focal_tversky"`` or ``"wbce"``.
-        kwargs: passed to :class:`FluidSegLoss` for ``"combined"``.
+        name: ``"combined"`` (Eq. 5), ``"dice"``, ``"tversky"`` (Tversky, i.e. focal Tversky with exponent 1),
+            ``"focal_tversky"`` or ``"wbce"``.
+        kwargs: further arguments of :class:`FluidSegLoss` (``smooth``, ``batch``, ``fn_weight``, ``pos_weight``,
+            ...). For the single losses the weights ``alpha``, ``beta``, ``gamma`` (and ``focal_gamma`` for
+            ``"tversky"``) are fixed by the name.
 
     Raises:
-        ValueError: on an unknown name (the message lists the valid ones).
+        ValueError: on an unknown name (the message lists the valid ones), or a keyword the name fixes.
     """
-    name = look_up_option(name, FluidLossName)
-    if name == FluidLossName.COMBINED:
-        return FluidSegLoss(**kwargs)
-    if name == FluidLossName.DICE:
-        return FluidSegLoss(alpha=1.0, beta=0.0, gamma=0.0)
-    if name == FluidLossName.TVERSKY:
-        return FluidSegLoss(alpha=0.0, beta=1.0, gamma=0.0, focal_gamma=1.0)
-    if name == FluidLossName.FOCAL_TVERSKY:
-        return FluidSegLoss(alpha=0.0, beta=1.0, gamma=0.0)
-    return FluidSegLoss(alpha=0.0, beta=0.0, gamma=1.0)
+    name = look_up_option(name, FluidLossName).value
+    fixed = _SINGLE_LOSS_WEIGHTS.get(name, {})
+    clash = sorted(set(kwargs) & set(fixed))
+    if clash:
+        raise ValueError(f"loss {name!r} fixes {clash}; use name 'combined' to set them, got {kwargs}.")
+    return FluidSegLoss(**{**kwargs, **fixed})

@@ -314,3 +314,33 @@ def test_fluid_loss_unknown_name_lists_options():
     assert "hinge" in message
     for name in ("combined", "dice", "tversky", "focal_tversky", "wbce"):
         assert name in message
+
+
+def test_fluid_loss_passes_other_arguments_to_single_losses():
+    logits, target = _batch()
+    dice = fluid_loss("dice", smooth=1.0, batch=False)
+    expected = DiceLoss(sigmoid=True, smooth_nr=1.0, smooth_dr=1.0, batch=False)(logits, target)
+    assert dice(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+    wbce = fluid_loss("wbce", pos_weight=2.0)
+    expected = F.binary_cross_entropy_with_logits(logits, target, pos_weight=torch.tensor(2.0))
+    assert wbce(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+    tversky = fluid_loss("tversky", fn_weight=0.5, fp_weight=0.5)
+    assert (tversky.focal_tversky.tversky.alpha, tversky.focal_tversky.tversky.beta) == (0.5, 0.5)
+
+
+@pytest.mark.parametrize("name, kwargs", [("dice", {"beta": 1.0}), ("wbce", {"gamma": 2.0}), ("tversky", {"focal_gamma": 0.75})])
+def test_fluid_loss_refuses_to_override_what_the_name_fixes(name, kwargs):
+    key = next(iter(kwargs))
+    with pytest.raises(ValueError, match=rf"loss '{name}' fixes \['{key}'\]"):
+        fluid_loss(name, **kwargs)
+
+
+@pytest.mark.parametrize("name", [n.value for n in FluidLossName])
+def test_every_loss_is_finite_on_an_empty_batch_and_zero_when_perfect(name):
+    target = torch.zeros(2, 1, 8, 8)
+    logits = torch.full((2, 1, 8, 8), -30.0, requires_grad=True)
+    loss = fluid_loss(name)
+    value = loss(logits, target)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(logits.grad).all()
+    assert value.item() == pytest.approx(0.0, abs=1e-4)

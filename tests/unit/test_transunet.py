@@ -141,8 +141,8 @@ def test_transformer_block_shape_and_residual():
     with torch.no_grad():
         block.attn.out_proj.weight.zero_()
         block.attn.out_proj.bias.zero_()
-        block.mlp[3].weight.zero_()
-        block.mlp[3].bias.zero_()
+        block.mlp.linear2.weight.zero_()
+        block.mlp.linear2.bias.zero_()
     assert torch.allclose(block(z), z)
 
 
@@ -162,3 +162,67 @@ def test_transformer_context_reaches_the_output_only_through_project():
         net.pos_embed.sub_(delta)
         y3 = net(x)
     assert torch.allclose(y2, y3)  # no path from the transformer when its projection is zero
+
+
+def _expected_parameter_count(filters, in_channels, out_channels, embed_dim, patch_size, mlp_dim, blocks, grid):
+    """Count by hand: conv3x3 without bias + BatchNorm (2 per channel), transformer, 2x2 deconvs, 1x1 head."""
+    count = 0
+    for i, f in enumerate(filters):  # encoder, 2 convs per level
+        c_in = in_channels if i == 0 else filters[i - 1]
+        count += 9 * c_in * f + 2 * f + 9 * f * f + 2 * f
+    d = embed_dim
+    count += filters[-1] * d * patch_size**2 + d  # patch embedding
+    count += d * grid[0] * grid[1]  # position embedding
+    count += blocks * ((3 * d * d + 3 * d) + (d * d + d) + (d * mlp_dim + mlp_dim) + (mlp_dim * d + d) + 4 * d)
+    count += 2 * d + d * filters[-1] + filters[-1]  # final LayerNorm, 1x1 projection back
+    for i in range(len(filters) - 1):  # decoder: deconv, then 2 convs after concatenation
+        f = filters[i]
+        count += 4 * filters[i + 1] * f + f + 9 * 2 * f * f + 2 * f + 9 * f * f + 2 * f
+    return count + filters[0] * out_channels + out_channels
+
+
+def test_parameter_count_small_by_hand():
+    net = _net(out_channels=2)
+    assert sum(p.numel() for p in net.parameters()) == _expected_parameter_count(
+        SMALL["filters"], 1, 2, 16, 1, 32, 2, (4, 4)
+    )
+
+
+@pytest.mark.parametrize("patch_size, expected", [(1, 35_505_473), (4, 42_878_273)])
+def test_parameter_count_of_the_paper_configuration(patch_size, expected):
+    # the numbers quoted in docs/oct_method_notes.md and the bundle README (512 x 512, in_channels=1)
+    net = TransUNet(patch_size=patch_size)
+    count = sum(p.numel() for p in net.parameters())
+    grid = (512 // (16 * patch_size),) * 2
+    assert count == _expected_parameter_count((64, 128, 256, 512, 1024), 1, 1, 512, patch_size, 384, 2, grid)
+    assert count == expected
+
+
+def test_transformer_block_is_pre_ln_attention_then_mlp():
+    torch.manual_seed(3)
+    block = TransformerEncoderBlock(embed_dim=8, num_heads=2, mlp_dim=12).eval()
+    z = torch.randn(2, 5, 8)
+    # the paper's Eqs. 3-4 written out: z' = MSA(LN(z)) + z, z'' = MLP(LN(z')) + z'
+    h = block.norm1(z)
+    q, k, v = block.attn.qkv(h).chunk(3, dim=-1)
+    heads = [
+        torch.softmax(q[..., i * 4 : (i + 1) * 4] @ k[..., i * 4 : (i + 1) * 4].transpose(1, 2) / 2.0, dim=-1)
+        @ v[..., i * 4 : (i + 1) * 4]
+        for i in range(2)
+    ]
+    z1 = z + block.attn.out_proj(torch.cat(heads, dim=-1))
+    m = block.norm2(z1)
+    z2 = z1 + block.mlp.linear2(torch.nn.functional.gelu(block.mlp.linear1(m)))
+    with torch.no_grad():
+        assert torch.allclose(block(z), z2, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [(dict(embed_dim=10, num_heads=3), r"embed_dim \(10\) must be divisible by num_heads \(3\)"), (dict(dropout=1.5), "dropout must be in")],
+)
+def test_transformer_block_errors(kwargs, message):
+    args = dict(embed_dim=8, num_heads=2, mlp_dim=12)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        TransformerEncoderBlock(**args)
