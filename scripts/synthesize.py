@@ -4,7 +4,8 @@
     python scripts/synthesize.py ife --output-dir DIR --count N --seed S [--size H W]
     python scripts/synthesize.py oct --output-dir DIR --count N --seed S [--size H W]
 
-``ife``: immunofixation electrophoresis gels of the nine classes (default 400 x 600, the paper's class imbalance).
+``ife``: immunofixation electrophoresis gels of the nine classes (default 400 x 600, the paper's class imbalance;
+every class at least once from 9 gels on), with ``DIR/synthesis.json`` recording the parameters and class counts.
 ``oct``: retinal OCT B-scans with binary fluid masks (default 512 x 512).
 The same seed gives the same bytes. The datalist has ``training``, ``validation`` and ``testing`` lists.
 """
@@ -12,32 +13,59 @@ The same seed gives the same bytes. The datalist has ``training``, ``validation`
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
+from pathlib import Path
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"count must be >= 1, got {value}")
+    return value
+
+
+def _synthesizer(kind: str):
+    # imported on demand: each generator loads only what it needs, and one kind works while the other is absent
+    if kind == "ife":
+        from custom_components.data.synthetic.ife import synthesize_ife_dataset
+
+        return synthesize_ife_dataset
+    from custom_components.data.synthetic.oct import synthesize_oct_dataset
+
+    return synthesize_oct_dataset
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=("ife", "oct"), help="which data set")
-    parser.add_argument("--output-dir", required=True, help="destination folder (created)")
-    parser.add_argument("--count", type=int, default=600, help="number of images (default 600)")
+    parser.add_argument("--output-dir", required=True, type=Path, help="destination folder (created)")
+    parser.add_argument("--count", type=_positive_int, default=600, help="number of images (default 600)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="image size in pixels, rows first")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
-    if args.kind == "ife":
-        from custom_components.data.synthetic.ife import synthesize_ife_dataset as synthesize
-    else:  # imported on demand: each generator only loads what it needs
-        from custom_components.data.synthetic.oct import synthesize_oct_dataset as synthesize
+    synthesize = _synthesizer(args.kind)
     kwargs = {"image_size": tuple(args.size)} if args.size else {}
-    start = time.time()
+    print(f"Writing {args.count} synthetic {args.kind.upper()} images (seed {args.seed}) to {args.output_dir} ...")
+    start = time.perf_counter()
     try:
-        datalist = synthesize(args.output_dir, count=args.count, seed=args.seed, **kwargs)
+        datalist = Path(synthesize(args.output_dir, count=args.count, seed=args.seed, **kwargs))
     except ValueError as err:
         parser.error(str(err))
-    print(f"Wrote {args.count} synthetic {args.kind.upper()} images in {time.time() - start:.1f} s; datalist: {datalist}")
+    seconds = time.perf_counter() - start
+    sections = json.loads(datalist.read_text())
+    split = ", ".join(f"{name} {len(entries)}" for name, entries in sections.items())
+    print(f"Wrote {args.count} images in {seconds:.1f} s ({args.count / max(seconds, 1e-9):.1f} images/s).")
+    for folder in sorted(p for p in datalist.parent.iterdir() if p.is_dir()):  # images/, and masks/ for oct
+        print(f"{folder.name.capitalize() + ':':<9} {folder.resolve()} ({sum(1 for _ in folder.iterdir())} files)")
+    print(f"Datalist: {datalist.resolve()} ({split})")
+    summary = datalist.parent / "synthesis.json"
+    if summary.is_file():
+        print(f"Details:  {summary.resolve()}")
     return 0
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "stratified_split",
     "stratified_kfold",
     "prepare_dataset",
+    "list_images",
     "scan_inputs",
 ]
 
@@ -92,7 +93,9 @@ def load_datalist(
     except json.JSONDecodeError as err:
         raise DatalistError(f"datalist {path} is not valid JSON: {err}") from err
     if not isinstance(content, dict):
-        raise DatalistError(f"datalist {path} must hold an object with lists such as 'training', got {type(content).__name__}.")
+        raise DatalistError(
+            f"datalist {path} must hold an object with lists such as 'training', got {type(content).__name__}."
+        )
     if section not in content:
         logger.info("datalist %s has no %r list; using none.", path, section)
         return []
@@ -107,7 +110,10 @@ def load_datalist(
         if not isinstance(item, dict) or "image" not in item:
             raise DatalistError(f"datalist {path}: {section}[{i}] must be an object with an 'image' key, got {item!r}.")
         entry = dict(item)
-        keys = path_keys if path_keys is not None else [k for k in ("image", "label") if k == "image" or _looks_like_path(entry.get(k))]
+        if path_keys is not None:
+            keys = list(path_keys)
+        else:
+            keys = [k for k in ("image", "label") if k == "image" or _looks_like_path(entry.get(k))]
         for key in keys:
             if key in entry and isinstance(entry[key], str):
                 entry[key] = str(base / entry[key]) if not os.path.isabs(entry[key]) else entry[key]
@@ -340,7 +346,10 @@ def prepare_dataset(
             f"{root} has files but no {DATALIST_NAME}. Write one (see the bundle's docs/README.md, section Data), "
             "or point dataset_dir at a new folder to generate the synthetic default there."
         )
-    logger.info("No %s in %s: generating %d synthetic %s images there (seed %d).", DATALIST_NAME, root, synthetic_count, kind, seed)
+    logger.info(
+        "No %s in %s: generating %d synthetic %s images there (seed %d).",
+        DATALIST_NAME, root, synthetic_count, kind, seed,
+    )  # fmt: skip
     root.parent.mkdir(parents=True, exist_ok=True)
     # build beside the target and rename into place, so concurrent ranks or an interrupted run never leave a
     # half-written data set behind a valid-looking path
@@ -355,6 +364,7 @@ def prepare_dataset(
         if root.is_dir():
             root.rmdir()  # empty (checked above)
         os.rename(staging, root)
+        logger.info("Synthetic %s data set ready: %s", kind, datalist)
     except OSError:
         if not datalist.is_file():  # someone else's rename did not win either: a real error
             raise
@@ -362,6 +372,30 @@ def prepare_dataset(
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return str(datalist)
+
+
+def list_images(
+    folder_or_file: str | os.PathLike, extensions: Iterable[str] = IMAGE_EXTENSIONS + NIFTI_EXTENSIONS
+) -> list[str]:
+    """The image files of a folder (searched recursively) or a single file, without opening them.
+
+    Args:
+        folder_or_file: a folder, or one file (returned whatever its ending).
+        extensions: file endings to pick up in a folder, case-insensitive (``.nii.gz`` works as one ending).
+
+    Returns:
+        absolute paths, sorted.
+
+    Raises:
+        DatalistError: when ``folder_or_file`` does not exist.
+    """
+    source = Path(folder_or_file)
+    if not source.exists():
+        raise DatalistError(f"inference input {source} not found.")
+    if source.is_file():
+        return [str(source.resolve())]
+    endings = tuple(e.lower() for e in extensions)
+    return sorted(str(p.resolve()) for p in source.rglob("*") if p.is_file() and p.name.lower().endswith(endings))
 
 
 def scan_inputs(
@@ -376,38 +410,45 @@ def scan_inputs(
     One corrupt file never stops inference over the others: it is logged with its problem, listed in
     ``skipped_report`` (CSV with ``image,error``), and left out of the returned list.
 
+    A datalist source uses only its ``section`` list (default ``testing``), never a fallback to other sections:
+    silently predicting on the training images would make results look better than they are.
+
     Args:
         source: a folder (searched recursively), one image file, or a datalist ``.json`` (its ``section`` list;
-            labels are kept).
+            labels and other keys are kept).
         extensions: file endings to pick up in a folder (case-insensitive).
         skipped_report: where to write the CSV of skipped files (written even when empty, so a run's outputs
             always say whether anything was skipped); ``None`` to only log.
         section: the datalist section used when ``source`` is a ``.json`` file.
-        decode: fully decode each image while checking (catches truncated files).
+        decode: fully decode each image while checking (catches truncated files that a header check misses).
 
     Returns:
-        ``[{"image": absolute path, ...}]`` sorted by path (datalist order for a datalist).
+        ``[{"image": absolute path, ...}]``, sorted by path for a folder, in file order for a datalist.
 
     Raises:
-        DatalistError: when ``source`` does not exist or holds no image at all.
+        DatalistError: when ``source`` does not exist, or holds no image at all (for a datalist: its ``section``
+            is missing or empty; the message lists the sections it has).
     """
     source = Path(source)
     if not source.exists():
         raise DatalistError(f"inference input {source} not found.")
+    extensions = tuple(extensions)
     if source.is_file() and source.suffix.lower() == ".json":
         entries = load_datalist(source, section)
-    elif source.is_file():
-        entries = [{"image": str(source.resolve())}]
+        if not entries:
+            content = json.loads(source.read_text())
+            sections = ", ".join(f"{k!r} ({len(v)})" for k, v in content.items() if isinstance(v, list)) or "none"
+            raise DatalistError(f"datalist {source} has no entries in {section!r}; its lists: {sections}.")
     else:
-        endings = tuple(e.lower() for e in extensions)
-        files = sorted(p for p in source.rglob("*") if p.is_file() and p.name.lower().endswith(endings))
-        entries = [{"image": str(p.resolve())} for p in files]
+        entries = [{"image": path} for path in list_images(source, extensions)]
     if not entries:
         raise DatalistError(f"no images ({', '.join(extensions)}) found in {source}.")
 
     def check(entry: dict) -> str | None:
         path = entry["image"]
-        return check_readable(path, decode=decode) if is_supported(path) else f"unsupported file type {Path(path).suffix!r}"
+        if not is_supported(path):
+            return f"unsupported file type {Path(path).suffix!r}"
+        return check_readable(path, decode=decode)
 
     with ThreadPoolExecutor(max_workers=min(8, len(entries))) as pool:
         errors = list(pool.map(check, entries))
@@ -422,5 +463,6 @@ def scan_inputs(
             writer.writerow(["image", "error"])
             writer.writerows(skipped)
     if skipped:
-        logger.warning("%d of %d inputs skipped as unreadable%s.", len(skipped), len(entries), f" (listed in {skipped_report})" if skipped_report else "")
+        where = f" (listed in {skipped_report})" if skipped_report else ""
+        logger.warning("%d of %d inputs skipped as unreadable%s.", len(skipped), len(entries), where)
     return [entry for entry, error in zip(entries, errors) if not error]

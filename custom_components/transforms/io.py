@@ -3,8 +3,10 @@
 
 Convention (the whole project): a 2D image is an array with rows first, ``(H, W)`` or ``(H, W, C)``, exactly as
 an ordinary image viewer shows the file. MONAI's ``PILReader`` transposes by default (it returns ``(W, H)``),
-so configs load 2D files with ``LoadImaged(reader="PILReader", reverse_indexing=False)``; the helpers here follow
-the same convention for validation and reporting.
+so configs load 2D files with ``LoadImaged(reader="PILReader", reverse_indexing=False)`` then
+``EnsureChannelFirstd`` (:func:`load_2d_image_transforms` builds that pair), giving ``(C, H, W)`` tensors; the
+plain readers here (:func:`read_image_2d`, :func:`read_array`, :func:`image_shape`) follow the same convention for
+validation and reporting.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from monai.config import KeysCollection
+from monai.data import PILReader
+from monai.transforms import EnsureChannelFirstd, LoadImaged, MapTransform
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -21,6 +26,9 @@ __all__ = [
     "image_shape",
     "read_array",
     "check_readable",
+    "read_image_2d",
+    "PILConvert",
+    "load_2d_image_transforms",
 ]
 
 #: 2D formats read through Pillow
@@ -107,3 +115,88 @@ def check_readable(path: str | Path, decode: bool = False) -> str | None:
     except Exception as err:  # any decoder error means "unreadable"; the message says which
         return f"unreadable image ({type(err).__name__}: {err})"
     return None
+
+
+def read_image_2d(path: str | Path, mode: str | None = None) -> np.ndarray:
+    """Decode a 2D image file (PNG, JPEG, TIFF, BMP) rows-first, as a viewer shows it.
+
+    Args:
+        path: image file.
+        mode: Pillow mode to convert to first (``"L"`` grayscale, ``"RGB"``); ``None`` keeps the file's own.
+
+    Returns:
+        ``(H, W)`` for single-channel images, ``(H, W, C)`` otherwise; the file's dtype (uint8 for 8-bit files).
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist.
+        ValueError: on a NIfTI or other non-2D file, or a file Pillow cannot decode (the message names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} not found.")
+    if not str(path).lower().endswith(IMAGE_EXTENSIONS):
+        raise ValueError(f"{path} is not a 2D image file (expected one of {IMAGE_EXTENSIONS}).")
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            if mode is not None and img.mode != mode:
+                img = img.convert(mode)
+            return np.asarray(img)
+    except (OSError, SyntaxError, ValueError) as err:  # Pillow's errors for truncated or non-image content
+        raise ValueError(f"{path}: unreadable image ({type(err).__name__}: {err})") from err
+
+
+class PILConvert:
+    """Pillow converter for ``PILReader(converter=...)``: ``image.convert(mode)`` when the mode differs.
+
+    A class rather than a lambda so that datasets holding the reader pickle (DataLoader workers, ``spawn``).
+
+    Args:
+        mode: target Pillow mode, e.g. ``"L"`` (grayscale, one channel) or ``"RGB"`` (three channels; drops alpha,
+            expands palette and grayscale files).
+
+    Raises:
+        ValueError: on an empty or non-string mode.
+    """
+
+    def __init__(self, mode: str) -> None:
+        if not isinstance(mode, str) or not mode:
+            raise ValueError(f"mode must be a Pillow mode such as 'L' or 'RGB', got {mode!r}.")
+        self.mode = mode
+
+    def __call__(self, image):
+        return image if image.mode == self.mode else image.convert(self.mode)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.mode!r})"
+
+
+def load_2d_image_transforms(
+    keys: KeysCollection,
+    mode: str | None = None,
+    dtype: np.dtype | type | None = np.float32,
+    allow_missing_keys: bool = False,
+) -> list[MapTransform]:
+    """The project's loading pair for 2D files: ``LoadImaged`` (rows first) then ``EnsureChannelFirstd``.
+
+    Use it first in a ``Compose``; in a bundle config:
+    ``"$custom_components.transforms.io.load_2d_image_transforms(['image'], mode='RGB') + [...]"``.
+
+    Args:
+        keys: keys of the file paths to load (e.g. ``["image", "label"]``).
+        mode: Pillow mode every file is converted to before it becomes an array, so that a data set mixing
+            grayscale, palette and RGB files gives one channel count: ``"RGB"`` gives ``(3, H, W)``, ``"L"`` gives
+            ``(1, H, W)``; ``None`` keeps each file's own (``(1, H, W)`` grayscale, ``(C, H, W)`` colour).
+        dtype: array dtype after loading; ``None`` keeps the file's.
+        allow_missing_keys: skip keys absent from a data dict (e.g. no label at inference).
+
+    Returns:
+        ``[LoadImaged, EnsureChannelFirstd]``; outputs are MetaTensors ``(C, H, W)``, ``H`` the image rows top to
+        bottom.
+    """
+    reader = PILReader(reverse_indexing=False, converter=None if mode is None else PILConvert(mode))
+    return [
+        LoadImaged(keys, reader=reader, dtype=dtype, image_only=True, allow_missing_keys=allow_missing_keys),
+        EnsureChannelFirstd(keys, allow_missing_keys=allow_missing_keys),
+    ]

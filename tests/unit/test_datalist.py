@@ -11,6 +11,7 @@ from PIL import Image
 
 from custom_components.data.datalist import (
     DatalistError,
+    list_images,
     load_datalist,
     prepare_dataset,
     scan_inputs,
@@ -91,10 +92,17 @@ def test_segmentation_validation_checks_size_and_mask_values(tmp_path):
     with pytest.raises(DatalistError) as err:
         validate_segmentation_entries(entries)
     message = str(err.value)
+    assert "3 of 4 segmentation entries" in message
     assert "small.png: mask size (10, 11) differs from image size (10, 12)" in message
     assert "odd.png: mask values must be {0, 1} or {0, 255}, found 7" in message
     assert "nope.png: file not found" in message
     assert validate_segmentation_entries(entries[:1]) == entries[:1]
+    ones = _png(tmp_path / "ones.png", np.eye(10, 12))
+    empty = _png(tmp_path / "empty.png", np.zeros((10, 12)))  # a scan without fluid
+    assert len(validate_segmentation_entries([{"image": image, "label": ones}, {"image": image, "label": empty}])) == 2
+    mixed = _png(tmp_path / "mixed.png", np.eye(10, 12) * 255 + np.eye(10, 12, 1))
+    with pytest.raises(DatalistError, match="found 0, 1, 255"):
+        validate_segmentation_entries([{"image": image, "label": mixed}])
 
 
 def test_stratified_split_keeps_rare_classes_on_both_sides_and_is_deterministic():
@@ -107,6 +115,18 @@ def test_stratified_split_keeps_rare_classes_on_both_sides_and_is_deterministic(
     assert stratified_split(entries, 0.2, seed=2) != (train, val)
     with pytest.raises(ValueError, match="val_fraction"):
         stratified_split(entries, 1.5)
+
+
+def test_stratified_split_covers_every_class_with_two_or_more_entries():
+    sizes = {"Negative": 70, "IgG-kappa": 11, "IgG-lambda": 7, "IgA-kappa": 4, "kappa": 2, "lambda": 1}
+    entries = [{"image": f"{name}{i}.png", "label": name} for name, n in sizes.items() for i in range(n)]
+    for seed in range(5):
+        train, val = stratified_split(entries, 0.1, seed=seed)
+        train_counts, val_counts = Counter(e["label"] for e in train), Counter(e["label"] for e in val)
+        assert train_counts + val_counts == Counter(sizes)
+        for name, n in sizes.items():
+            assert train_counts[name] >= 1
+            assert val_counts[name] == (0 if n < 2 else max(1, round(n * 0.1))), (seed, name)
 
 
 def test_stratified_kfold_holds_out_every_entry_once():
@@ -154,3 +174,38 @@ def test_scan_inputs_skips_and_reports_unreadable_files(tmp_path):
         scan_inputs(tmp_path / "nowhere")
     with pytest.raises(DatalistError, match="no images"):
         scan_inputs(tmp_path / "out", extensions=(".png",))
+
+
+def test_scan_inputs_checks_pixels_so_a_truncated_png_is_skipped(tmp_path):
+    _png(tmp_path / "in" / "whole.png", np.random.default_rng(0).integers(0, 255, (64, 64, 3)))
+    data = (tmp_path / "in" / "whole.png").read_bytes()
+    (tmp_path / "in" / "cut.png").write_bytes(data[: len(data) // 2])  # valid header, half the pixels
+    entries = scan_inputs(tmp_path / "in")
+    assert [e["image"].rsplit("/", 1)[1] for e in entries] == ["whole.png"]
+
+
+def test_scan_inputs_reads_a_datalist_section_and_names_the_sections_when_it_is_empty(tmp_path):
+    _png(tmp_path / "images" / "a.png", np.zeros((5, 7, 3)))
+    _corrupt(tmp_path / "images" / "bad.png")
+    datalist = {"training": [{"image": "images/a.png", "label": "kappa"}],
+                "testing": [{"image": "images/bad.png"}, {"image": "images/a.png", "label": "Negative"}]}  # fmt: skip
+    (tmp_path / "datalist.json").write_text(json.dumps(datalist))
+    report = tmp_path / "skipped.csv"
+    entries = scan_inputs(tmp_path / "datalist.json", skipped_report=report)
+    assert entries == [{"image": str(tmp_path / "images" / "a.png"), "label": "Negative"}]  # labels kept
+    assert "bad.png" in report.read_text()
+    expected = r"no entries in 'validation'; its lists: 'training' \(1\), 'testing' \(2\)"
+    with pytest.raises(DatalistError, match=expected):
+        scan_inputs(tmp_path / "datalist.json", section="validation")
+
+
+def test_list_images_is_recursive_sorted_and_case_insensitive(tmp_path):
+    for name in ("b.PNG", "a.png", "deep/c.nii.gz", "deep/d.txt", "e.jpeg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    names = [p[len(str(tmp_path.resolve())) + 1 :] for p in list_images(tmp_path)]
+    assert names == ["a.png", "b.PNG", "deep/c.nii.gz", "e.jpeg"]
+    assert [p.rsplit("/", 1)[1] for p in list_images(tmp_path, extensions=(".png",))] == ["a.png", "b.PNG"]
+    assert list_images(tmp_path / "deep" / "d.txt") == [str((tmp_path / "deep" / "d.txt").resolve())]
+    with pytest.raises(DatalistError, match="not found"):
+        list_images(tmp_path / "missing")

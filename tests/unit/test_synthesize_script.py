@@ -2,27 +2,62 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "synthesize.py"
 
 
-def test_ife_command_writes_images_and_datalist(tmp_path):
+def _run(*args):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
+
+
+def test_ife_command_writes_images_datalist_and_says_where(tmp_path):
     out = tmp_path / "gels"
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "ife", "--output-dir", str(out), "--count", "5", "--seed", "1", "--size", "60", "90"],
-        capture_output=True, text=True, check=True,
-    )
-    assert "datalist" in result.stdout
+    result = _run("ife", "--output-dir", str(out), "--count", "5", "--seed", "1", "--size", "60", "90")
+    assert result.returncode == 0, result.stderr
     datalist = json.loads((out / "datalist.json").read_text())
     assert sum(len(v) for v in datalist.values()) == 5 and len(list((out / "images").glob("*.png"))) == 5
+    assert f"Datalist: {(out / 'datalist.json').resolve()}" in result.stdout
+    assert f"{(out / 'images').resolve()} (5 files)" in result.stdout
+    assert "synthetic IFE gels: 5/5" in result.stderr  # progress is logged
+    summary = json.loads((out / "synthesis.json").read_text())
+    assert summary["seed"] == 1 and summary["image_size"] == [60, 90]
 
 
-def test_bad_count_is_a_usage_error(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "ife", "--output-dir", str(tmp_path), "--count", "0"], capture_output=True, text=True
-    )
-    assert result.returncode == 2 and "count must be >= 1" in result.stderr
+@pytest.fixture(scope="module")
+def script():
+    # in-process (a second interpreter costs seconds of imports): the same main() the command line runs
+    spec = importlib.util.spec_from_file_location("synthesize_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["ife", "--count", "0"], "count must be >= 1, got 0"),
+        (["xray"], "invalid choice: 'xray'"),
+        (["ife", "--size", "20", "30"], "image_size must be (H, W) of at least (48, 64)"),
+    ],
+)
+def test_bad_arguments_are_usage_errors_that_write_nothing(script, tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        script.main([*args, "--output-dir", str(tmp_path / "x")])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_oct_command_delegates_to_the_oct_generator(script, tmp_path, capsys):
+    out = tmp_path / "oct"
+    assert script.main(["oct", "--output-dir", str(out), "--count", "2", "--seed", "0", "--size", "64", "64"]) == 0
+    datalist = json.loads((out / "datalist.json").read_text())
+    entries = [e for split in datalist.values() for e in split]
+    assert len(entries) == 2 and all((out / e["image"]).is_file() and (out / e["label"]).is_file() for e in entries)
+    assert "Datalist:" in capsys.readouterr().out
