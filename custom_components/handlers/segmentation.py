@@ -10,8 +10,9 @@
 
 Conventions: arrays are channel-first, rows first (``(1, H, W)`` for B-scans, ``(1, H, W, S)`` for volumes whose
 last axis indexes the B-scans), exactly as loaded by the bundle's configs; masks are binary after post-processing.
-Files are written on ``save_rank`` only; the CSV is written to ``*.partial`` as rows come and renamed when the run
-completes, so a crash never leaves a complete-looking, half-written table.
+Files are written on ``save_rank`` only and never appear half-written: masks and overlays are written to a temporary
+name and renamed into place, the CSV is written to ``*.partial`` as rows come (flushed per iteration) and renamed
+when the run completes, and the JSON report is replaced atomically.
 """
 
 from __future__ import annotations
@@ -44,7 +45,15 @@ __all__ = ["MEASUREMENT_COLUMNS", "overlay_image", "FluidPredictionWriter", "Seg
 
 logger = logging.getLogger(__name__)
 
-MEASUREMENT_COLUMNS = ("image", "slice", "fluid_pixels", "fluid_area_mm2", "fluid_volume_mm3", "spacing_mm", "spacing_source")
+MEASUREMENT_COLUMNS = (
+    "image",
+    "slice",
+    "fluid_pixels",
+    "fluid_area_mm2",
+    "fluid_volume_mm3",
+    "spacing_mm",
+    "spacing_source",
+)
 """Columns of ``fluid_measurements.csv``: one row per B-scan (``slice`` is its index in a volume, empty for a 2D
 file) with the fluid pixel count and area, plus one row per volume (``slice`` = ``all``) with the fluid voxel
 count and volume. Physical columns are empty when the spacing is unknown (``spacing_source`` = ``unknown``)."""
@@ -86,7 +95,9 @@ def overlay_image(bscan: np.ndarray, prediction: np.ndarray, truth: np.ndarray |
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
-def _spacing(item_image: Any, source: str, pixel_spacing_mm: Sequence[float] | None) -> tuple[tuple[float, ...] | None, str]:
+def _spacing(
+    item_image: Any, source: str, pixel_spacing_mm: Sequence[float] | None
+) -> tuple[tuple[float, ...] | None, str]:
     """Voxel spacing in mm (rows, columns[, slices]) and where it came from."""
     if is_nifti(source) and isinstance(item_image, MetaTensor):
         affine = _array(item_image.affine)
@@ -95,6 +106,23 @@ def _spacing(item_image: Any, source: str, pixel_spacing_mm: Sequence[float] | N
     if pixel_spacing_mm is not None:
         return tuple(float(s) for s in pixel_spacing_mm), "pixel_spacing_mm"
     return None, "unknown"
+
+
+def _save_atomic(path: str, save: Callable[[str], None]) -> None:
+    """Call ``save(temporary path)`` then rename it to ``path``: a reader sees the old file, none, or the whole new one.
+
+    The temporary name keeps the file's ending (``.png``, ``.nii.gz``), because Pillow and nibabel choose the
+    format from it.
+    """
+    folder, name = os.path.split(path)
+    stem = _stem(name)
+    tmp = os.path.join(folder, f".{stem}.{os.getpid()}.tmp{name[len(stem):]}")
+    try:
+        save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _stem(source: str) -> str:
@@ -109,7 +137,9 @@ class FluidPredictionWriter:
     """Write masks, overlays and fluid measurements for every item an engine processes.
 
     Args:
-        output_dir: destination; masks go to ``masks/``, overlays to ``overlays/``, the CSV to the folder itself.
+        output_dir: destination; masks go to ``masks/<name>_fluid.png|.nii.gz``, overlays to
+            ``overlays/<name>[_sliceK]_overlay.png``, the CSV to the folder itself (``<name>``: the input's file name
+            without its ending, with ``_2``, ``_3``, ... for later inputs of the same name).
         pixel_spacing_mm: (row, column) spacing of 2D inputs in mm, when known (PNG/JPEG/TIFF files carry none);
             a single number means square pixels. NIfTI volumes always use their header.
         save_masks: write mask files.
@@ -118,10 +148,12 @@ class FluidPredictionWriter:
         image_key, pred_key, label_key: keys of the decollated items; ``label_key`` is optional per item.
         output_transform: maps ``engine.state.output`` to the list of item dicts (default: as is, decollating a
             batch dict if needed).
+        slice_axis: spatial axis of a volume that indexes its B-scans (0, 1 or 2; the inferer's ``slice_axis``):
+            per-B-scan rows and the overlay follow it; the mask volume keeps the input's axes and affine.
         save_rank: the rank that writes.
 
     Raises:
-        ValueError: on a spacing that is not one number or two positive numbers.
+        ValueError: on a spacing that is not one number or two positive numbers, or a ``slice_axis`` not in 0..2.
     """
 
     def __init__(
@@ -135,21 +167,31 @@ class FluidPredictionWriter:
         pred_key: str = "pred",
         label_key: str = "label",
         output_transform: Callable[[Any], Any] = lambda x: x,
+        slice_axis: int = 2,
         save_rank: int = 0,
     ) -> None:
+        if slice_axis not in (0, 1, 2):
+            raise ValueError(f"slice_axis must be 0, 1 or 2 (a spatial axis of a volume), got {slice_axis!r}.")
         if pixel_spacing_mm is not None:
-            spacing = [float(pixel_spacing_mm)] * 2 if np.isscalar(pixel_spacing_mm) else [float(s) for s in pixel_spacing_mm]
+            if np.isscalar(pixel_spacing_mm):
+                spacing = [float(pixel_spacing_mm)] * 2
+            else:
+                spacing = [float(s) for s in pixel_spacing_mm]
             if len(spacing) != 2 or min(spacing) <= 0:
-                raise ValueError(f"pixel_spacing_mm must be one or two positive numbers (rows, columns), got {pixel_spacing_mm!r}.")
+                raise ValueError(
+                    f"pixel_spacing_mm must be one or two positive numbers (rows, columns), got {pixel_spacing_mm!r}."
+                )
             pixel_spacing_mm = tuple(spacing)
         self.output_dir = output_dir
         self.pixel_spacing_mm = pixel_spacing_mm
         self.save_masks, self.save_overlays, self.save_measurements = save_masks, save_overlays, save_measurements
         self.image_key, self.pred_key, self.label_key = image_key, pred_key, label_key
         self.output_transform = output_transform
+        self.slice_axis = slice_axis
         self.save_rank = save_rank
         self._file = None
         self._writer = None
+        self._stems: dict[str, str] = {}
 
     @property
     def csv_path(self) -> str:
@@ -172,6 +214,7 @@ class FluidPredictionWriter:
         if not self._is_writer():
             return
         os.makedirs(self.output_dir, exist_ok=True)
+        self._stems = {}
         if self.save_measurements:
             self._file = open(self.csv_path + ".partial", "w", newline="")
             self._writer = csv.writer(self._file)
@@ -207,17 +250,32 @@ class FluidPredictionWriter:
         if self._file is not None:
             self._file.flush()
 
+    def _unique_stem(self, source: str) -> str:
+        """Output name stem of ``source``; inputs sharing a file name (``p1/b001.png``, ``p2/b001.png``, ``b001.tif``)
+        get ``_2``, ``_3``, ... in processing order instead of overwriting each other's outputs."""
+        stem, n = _stem(source), 1
+        candidate = stem
+        while self._stems.get(candidate, source) != source:
+            n += 1
+            candidate = f"{stem}_{n}"
+        if candidate != stem and candidate not in self._stems:
+            logger.warning("%s shares its name with %s: its outputs are named %s_*", source, self._stems[stem], candidate)
+        self._stems[candidate] = source
+        return candidate
+
     def write_item(self, item: Mapping) -> None:
         """Write the outputs of one decollated item (``image`` (1, H, W[, S]), ``pred`` same shape, binary)."""
         image, pred = item[self.image_key], item[self.pred_key]
         source = str(image.meta.get("filename_or_obj", "image")) if isinstance(image, MetaTensor) else "image"
-        stem = _stem(source)
+        stem = self._unique_stem(source)
         bscans = _array(image)[0].astype(np.float32)
         mask = _array(pred)[0] > 0.5
         truth = item.get(self.label_key)
-        truth = _array(truth)[0] > 0.5 if isinstance(truth, (torch.Tensor, np.ndarray)) and np.ndim(truth) == np.ndim(pred) else None
+        has_truth = isinstance(truth, (torch.Tensor, np.ndarray)) and np.ndim(truth) == np.ndim(pred)
+        truth = _array(truth)[0] > 0.5 if has_truth else None
         spacing, spacing_source = _spacing(image, source, self.pixel_spacing_mm)
         volume = mask.ndim == 3
+        in_plane = tuple(a for a in range(3) if a != self.slice_axis) if volume else (0, 1)
 
         if self.save_masks:
             os.makedirs(os.path.join(self.output_dir, "masks"), exist_ok=True)
@@ -225,32 +283,35 @@ class FluidPredictionWriter:
                 import nibabel as nib
 
                 affine = _array(image.affine) if isinstance(image, MetaTensor) else np.eye(4)
-                nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), os.path.join(self.output_dir, "masks", f"{stem}_fluid.nii.gz"))
+                nifti = nib.Nifti1Image(mask.astype(np.uint8), affine)
+                path = os.path.join(self.output_dir, "masks", f"{stem}_fluid.nii.gz")
+                _save_atomic(path, lambda tmp: nib.save(nifti, tmp))
             else:
-                Image.fromarray(mask.astype(np.uint8) * 255).save(os.path.join(self.output_dir, "masks", f"{stem}_fluid.png"))
+                png = Image.fromarray(mask.astype(np.uint8) * 255)
+                _save_atomic(os.path.join(self.output_dir, "masks", f"{stem}_fluid.png"), png.save)
 
         if self.save_overlays:
             os.makedirs(os.path.join(self.output_dir, "overlays"), exist_ok=True)
-            k = int(mask.sum(axis=(0, 1)).argmax()) if volume else None  # the B-scan with the most fluid
-            pick = (lambda a: a[..., k]) if volume else (lambda a: a)
+            k = int(mask.sum(axis=in_plane).argmax()) if volume else None  # the B-scan with the most fluid
+            pick = (lambda a: np.take(a, k, axis=self.slice_axis)) if volume else (lambda a: a)
             rgb = overlay_image(pick(bscans), pick(mask), None if truth is None else pick(truth))
             suffix = f"_slice{k:03d}" if volume else ""
-            Image.fromarray(rgb).save(os.path.join(self.output_dir, "overlays", f"{stem}{suffix}_overlay.png"))
+            _save_atomic(
+                os.path.join(self.output_dir, "overlays", f"{stem}{suffix}_overlay.png"), Image.fromarray(rgb).save
+            )
 
         if self._writer is not None:
             spacing_text = "x".join(f"{s:g}" for s in spacing) if spacing else ""
-            area = spacing[0] * spacing[1] if spacing else None
-            per_slice = mask.sum(axis=(0, 1)) if volume else [mask.sum()]
+            area = float(np.prod([spacing[a] for a in in_plane])) if spacing else None
+            per_slice = mask.sum(axis=in_plane) if volume else [mask.sum()]
             for k, pixels in enumerate(per_slice):
-                self._writer.writerow(
-                    [source, k if volume else "", int(pixels), "" if area is None else round(float(pixels) * area, 6), "", spacing_text, spacing_source]
-                )
+                mm2 = "" if area is None else round(float(pixels) * area, 6)
+                self._writer.writerow([source, k if volume else "", int(pixels), mm2, "", spacing_text, spacing_source])
             if volume:
                 voxels = int(mask.sum())
                 cubic = spacing[0] * spacing[1] * spacing[2] if spacing and len(spacing) >= 3 else None
-                self._writer.writerow(
-                    [source, "all", voxels, "", "" if cubic is None else round(voxels * cubic, 6), spacing_text, spacing_source]
-                )
+                mm3 = "" if cubic is None else round(voxels * cubic, 6)
+                self._writer.writerow([source, "all", voxels, "", mm3, spacing_text, spacing_source])
 
 
 class SegmentationReport:
@@ -342,8 +403,8 @@ class SegmentationReport:
         summary = self.summary()
         nan = float("nan")  # no images: the means are None
         logger.info(
-            "%sDice %.4f, Jaccard %.4f over %d images -> %s",
-            self.prefix or "clean ",
+            "%s: Dice %.4f, Jaccard %.4f over %d images -> %s",
+            self.prefix.rstrip("_") or "clean",
             nan if summary["dice"] is None else summary["dice"],
             nan if summary["jaccard"] is None else summary["jaccard"],
             summary["num_images"],

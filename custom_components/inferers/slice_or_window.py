@@ -29,7 +29,14 @@ class SliceOrWindowInferer(Inferer):
         kwargs: passed to both inferers (e.g. ``padding_mode``, ``sw_device``, ``device``).
 
     Raises:
-        ValueError: (when called) on inputs that are neither 4D nor 5D, naming the shape.
+        ValueError: on a ``roi_size`` that is not two positive numbers or a ``slice_axis`` not in 0..2; (when
+            called) on inputs that are neither 4D nor 5D, naming the shape.
+
+    Example::
+
+        inferer = SliceOrWindowInferer(roi_size=(512, 512), sw_batch_size=4)
+        inferer(torch.rand(1, 1, 496, 1024), net)  # a wide B-scan: (1, 1, 496, 1024) logits
+        inferer(torch.rand(1, 1, 496, 512, 49), net)  # a volume of 49 B-scans: (1, 1, 496, 512, 49)
     """
 
     def __init__(
@@ -43,14 +50,27 @@ class SliceOrWindowInferer(Inferer):
     ) -> None:
         super().__init__()
         roi = tuple(int(s) for s in roi_size)
-        if len(roi) != 2:
-            raise ValueError(f"roi_size must be two numbers (H, W), got {roi_size!r}.")
-        self.window = SlidingWindowInferer(roi_size=roi, sw_batch_size=sw_batch_size, overlap=overlap, mode=mode, **kwargs)
-        self.slices = SliceInferer(
-            spatial_dim=slice_axis, roi_size=roi, sw_batch_size=sw_batch_size, overlap=overlap, mode=mode, **kwargs
-        )
+        if len(roi) != 2 or min(roi) < 1:
+            raise ValueError(f"roi_size must be two positive numbers (H, W), got {roi_size!r}.")
+        if slice_axis not in (0, 1, 2):
+            raise ValueError(f"slice_axis must be 0, 1 or 2 (a spatial axis of a volume), got {slice_axis!r}.")
+        common = {"roi_size": roi, "sw_batch_size": sw_batch_size, "overlap": overlap, "mode": mode, **kwargs}
+        self.window = SlidingWindowInferer(**common)
+        self.slices = SliceInferer(spatial_dim=slice_axis, **common)
 
-    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:
+    def __call__(
+        self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        """Segment ``inputs`` with ``network`` (a 2D network: (N, C, h, w) -> (N, C', h, w)).
+
+        Args:
+            inputs: (B, C, H, W) B-scans or (B, C, H, W, S) volumes (B-scans along ``slice_axis``).
+            network: the 2D network.
+            args, kwargs: passed on to ``network``.
+
+        Returns:
+            (B, C', H, W) or (B, C', H, W, S): the network's outputs stitched at the input's size.
+        """
         if inputs.ndim == 4:
             return self.window(inputs, network, *args, **kwargs)
         if inputs.ndim == 5:

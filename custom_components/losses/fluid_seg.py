@@ -29,7 +29,9 @@ def _check_weight(value: float, name: str) -> float:
 
 def _check_shapes(logits: torch.Tensor, target: torch.Tensor) -> None:
     if logits.shape != target.shape:
-        raise ValueError(f"logits and target must have the same shape, got {tuple(logits.shape)} and {tuple(target.shape)}.")
+        raise ValueError(
+            f"logits and target must have the same shape, got {tuple(logits.shape)} and {tuple(target.shape)}."
+        )
 
 
 class FocalTverskyLoss(_Loss):
@@ -149,8 +151,13 @@ class WeightedBCELoss(_Loss):
         """
         _check_shapes(logits, target)
         target = target.to(logits.dtype)
-        weight = self.batch_pos_weight(target) if self.pos_weight == "batch" else torch.tensor(self.pos_weight, device=logits.device)
-        return F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight.to(logits.dtype), reduction=self.reduction)
+        if self.pos_weight == "batch":
+            weight = self.batch_pos_weight(target)
+        else:
+            weight = torch.tensor(self.pos_weight, device=logits.device)
+        return F.binary_cross_entropy_with_logits(
+            logits, target, pos_weight=weight.to(logits.dtype), reduction=self.reduction
+        )
 
 
 class FluidSegLoss(_Loss):
@@ -193,7 +200,9 @@ class FluidSegLoss(_Loss):
         batch: bool = True,
     ) -> None:
         super().__init__()
-        self.alpha, self.beta, self.gamma = (_check_weight(v, n) for v, n in ((alpha, "alpha"), (beta, "beta"), (gamma, "gamma")))
+        self.alpha = _check_weight(alpha, "alpha")
+        self.beta = _check_weight(beta, "beta")
+        self.gamma = _check_weight(gamma, "gamma")
         if self.alpha + self.beta + self.gamma == 0:
             raise ValueError("at least one of alpha, beta, gamma must be > 0.")
         self.dice = DiceLoss(sigmoid=True, smooth_nr=smooth, smooth_dr=smooth, batch=batch)
@@ -218,7 +227,12 @@ class FluidSegLoss(_Loss):
         _check_shapes(logits, target)
         terms = {}
         total = logits.new_zeros(())
-        for name, weight, fn in (("dice", self.alpha, self.dice), ("focal_tversky", self.beta, self.focal_tversky), ("wbce", self.gamma, self.wbce)):
+        parts = (
+            ("dice", self.alpha, self.dice),
+            ("focal_tversky", self.beta, self.focal_tversky),
+            ("wbce", self.gamma, self.wbce),
+        )
+        for name, weight, fn in parts:
             if weight > 0:
                 value = fn(logits, target)
                 terms[name] = value.detach()

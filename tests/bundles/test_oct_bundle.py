@@ -1,9 +1,10 @@
 # Copyright (c) the project authors. Licensed under the Apache License, Version 2.0.
 """Real runs of the ``bundles/oct_fluid_seg`` workflows on tiny synthetic B-scans, on the CPU.
 
-Train (on the embedded synthetic default), evaluate (clean and noisy), inference over a folder holding PNG
-B-scans of other sizes, a NIfTI volume and a corrupt file; bad datalists; the Table 1 network overrides;
-verify_net_in_out and ckpt_export. 32 px images and a narrow TransUNet keep each run to seconds.
+Train (on the embedded synthetic default), evaluate (clean and noisy), inference over a folder holding PNG and
+TIFF B-scans of other sizes (one 16-bit), a NIfTI volume and a corrupt file; bad datalists; the device-side
+augmentation switch; the Table 1 network overrides; verify_net_in_out and ckpt_export. 32 px images and a narrow
+TransUNet keep each run to seconds.
 """
 
 from __future__ import annotations
@@ -70,6 +71,19 @@ def test_train_writes_best_model_and_resumable_state(trained):
     assert state["trainer"]["iteration"] == 2 * state["trainer"]["epoch_length"]
 
 
+def test_resume_continues_from_the_saved_epoch(trained, tmp_path):
+    import shutil
+
+    shutil.copytree(trained["root"] / "models", tmp_path / "models")
+    override = {**trained["override"], "bundle_root": str(tmp_path), "max_epochs": 3, "resume": True}
+    workflow = _workflow(["train.json"], "train", **override)
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    epoch_length = trainer.state.epoch_length
+    assert trainer.state.epoch == 3 and trainer.state.iteration == 3 * epoch_length  # one more epoch, not three
+    state = torch.load(tmp_path / "models" / "checkpoint.pt", weights_only=True)
+    assert state["trainer"]["iteration"] == 3 * state["trainer"]["epoch_length"]
+
+
 def test_evaluate_reports_clean_and_noisy_scores(trained, tmp_path):
     out = tmp_path / "eval"
     _workflow(["train.json", "evaluate.json"], "train", **trained["override"], output_dir=str(out), noise_sigma=0.2)
@@ -87,8 +101,13 @@ def test_inference_on_pngs_of_any_size_a_nifti_volume_and_a_corrupt_file(trained
     inputs = tmp_path / "in"
     inputs.mkdir()
     Image.fromarray(render_bscan(np.random.default_rng(1), (48, 80))[0]).save(inputs / "wide.png")
-    Image.fromarray(render_bscan(np.random.default_rng(2), (32, 32))[0]).save(inputs / "small.tif")
-    volume = np.stack([render_bscan(np.random.default_rng(i), (40, 36))[0] for i in range(3)], axis=-1)
+    small = render_bscan(np.random.default_rng(2), (32, 32))[0]
+    Image.fromarray(small).save(inputs / "small.tif")
+    # the same B-scan as a 16-bit TIFF: min-max scaling makes it the same network input, hence the same mask
+    Image.fromarray(small.astype(np.uint16) * 257).save(inputs / "small16.tif")
+    bscans = [render_bscan(np.random.default_rng(i), (40, 36))[0] for i in range(3)]
+    Image.fromarray(bscans[1]).save(inputs / "slice1.png")
+    volume = np.stack(bscans, axis=-1)
     affine = np.diag([0.004, 0.012, 0.12, 1.0])
     nib.save(nib.Nifti1Image(volume, affine), inputs / "volume.nii.gz")
     (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
@@ -98,16 +117,21 @@ def test_inference_on_pngs_of_any_size_a_nifti_volume_and_a_corrupt_file(trained
 
     wide = np.asarray(Image.open(out / "masks" / "wide_fluid.png"))
     assert wide.shape == (48, 80) and set(np.unique(wide)) <= {0, 255}  # the input's size and orientation
-    assert np.asarray(Image.open(out / "masks" / "small_fluid.png")).shape == (32, 32)
+    small_mask = np.asarray(Image.open(out / "masks" / "small_fluid.png"))
+    assert small_mask.shape == (32, 32)
+    assert np.array_equal(np.asarray(Image.open(out / "masks" / "small16_fluid.png")), small_mask)
     mask_volume = nib.load(out / "masks" / "volume_fluid.nii.gz")
     assert mask_volume.shape == (40, 36, 3) and np.allclose(mask_volume.affine, affine)
     assert set(np.unique(np.asarray(mask_volume.dataobj))) <= {0, 1}
+    # each B-scan of a volume is segmented (and intensity-scaled) exactly as the same B-scan given as a PNG
+    slice1 = np.asarray(Image.open(out / "masks" / "slice1_fluid.png")) > 0
+    assert np.array_equal(np.asarray(mask_volume.dataobj)[:, :, 1] > 0, slice1)
 
     rows = list(csv.DictReader(open(out / "fluid_measurements.csv")))
     by_image = {}
     for row in rows:
         by_image.setdefault(Path(row["image"]).name, []).append(row)
-    assert set(by_image) == {"wide.png", "small.tif", "volume.nii.gz"}  # the corrupt file was skipped
+    assert set(by_image) == {"wide.png", "small.tif", "small16.tif", "slice1.png", "volume.nii.gz"}  # corrupt: skipped
     wide_row = by_image["wide.png"][0]
     assert int(wide_row["fluid_pixels"]) == int((wide > 0).sum())
     assert float(wide_row["fluid_area_mm2"]) == pytest.approx(int(wide_row["fluid_pixels"]) * 0.0039 * 0.0117, rel=1e-3)
@@ -119,7 +143,7 @@ def test_inference_on_pngs_of_any_size_a_nifti_volume_and_a_corrupt_file(trained
     assert volume_rows[0]["spacing_source"] == "nifti_header"
     skipped = (out / "skipped_inputs.csv").read_text()
     assert "broken.png" in skipped
-    assert len(list((out / "overlays").glob("*.png"))) == 3
+    assert len(list((out / "overlays").glob("*.png"))) == 5
 
 
 def _write_pair(folder: Path, name: str, image_shape, mask):
@@ -152,6 +176,36 @@ def test_bad_datalist_stops_training_before_the_first_epoch(tmp_path):
     assert "values.png: mask values must be {0, 1} or {0, 255}, found 128" in message
     assert "missing.png: file not found" in message
     assert not (tmp_path / "models").exists()
+
+
+def test_augmentation_on_device_switch(tmp_path):
+    """``augment_on_device`` moves the random transforms after a ``ToDeviced`` (here to the CPU, the only device of
+    the test machine) and keeps the data loader in the main process, as CUDA tensors cannot cross worker processes."""
+    from monai.bundle import ConfigParser
+    from monai.transforms import RandAffined, ToDeviced
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    data = tmp_path / "data"
+    parser.update({"bundle_root": str(tmp_path), "dataset_dir": str(data), **SMALL, "num_workers": 2})
+    parser.update({"augment_on_device": True, "device": "$torch.device('cpu')", "synthetic_count": 8})
+    transforms = parser.get_parsed_content("train#preprocessing").transforms
+    names = [type(t).__name__ for t in transforms]
+    first_random = names.index("RandScaleCropd")
+    assert names[first_random - 1] == "ToDeviced"  # cached up to here (on the device), random after it
+    assert isinstance(transforms[first_random - 1], ToDeviced)
+    assert next(t for t in transforms if isinstance(t, RandAffined)).rand_affine.resampler.device == torch.device("cpu")
+    loader = parser.get_parsed_content("train#dataloader")
+    assert loader.num_workers == 0
+    batch = next(iter(loader))
+    assert batch["image"].shape == batch["label"].shape == (4, 1, 32, 32)
+    assert set(torch.unique(batch["label"]).tolist()) <= {0.0, 1.0}
+
+    default = ConfigParser()
+    default.read_config(str(CONFIGS / "train.json"))
+    default.update({"bundle_root": str(tmp_path), "dataset_dir": str(data), **SMALL, "num_workers": 2})
+    assert "ToDeviced" not in [type(t).__name__ for t in default.get_parsed_content("train#preprocessing").transforms]
+    assert default.get_parsed_content("train#dataloader").num_workers == 2
 
 
 @pytest.mark.parametrize("network", ["unet", "attention_unet", "swin_unetr"])

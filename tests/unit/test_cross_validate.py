@@ -1,8 +1,9 @@
-"""scripts/cross_validate.py end to end on a tiny synthetic set: 2 folds x 1 epoch."""
+"""scripts/cross_validate.py: end to end on a tiny synthetic set (2 folds x 1 epoch), and its argument checks."""
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import subprocess
 import sys
@@ -13,6 +14,15 @@ import pytest
 from custom_components.data.synthetic.oct import synthesize_oct_dataset
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "cross_validate.py"
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "oct_fluid_seg"
+
+
+@pytest.fixture(scope="module")
+def cv():
+    spec = importlib.util.spec_from_file_location("cross_validate", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.slow
@@ -43,10 +53,30 @@ def test_two_fold_cross_validation_writes_per_fold_and_mean_scores(tmp_path):
     assert "Dice" in result.stdout and "fold 2/2" in result.stdout
 
 
-def test_bad_fold_count_is_reported(tmp_path):
-    synthesize_oct_dataset(tmp_path / "data", count=4, seed=0, image_size=(32, 32))
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--dataset-dir", str(tmp_path / "data"), "--folds", "1", "--output-dir", str(tmp_path / "cv")],
-        capture_output=True, text=True, timeout=120,
+@pytest.mark.parametrize("folds", ["1", "0"])
+def test_bad_fold_count_is_reported_before_any_work(cv, tmp_path, capsys, folds):
+    with pytest.raises(SystemExit) as err:
+        cv.main(["--folds", folds, "--dataset-dir", str(tmp_path / "data"), "--output-dir", str(tmp_path / "cv")])
+    assert err.value.code == 2
+    assert f"--folds must be at least 2, got {folds}" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists() and not (tmp_path / "cv").exists()
+
+
+def test_missing_extra_config_is_reported(cv, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cv.main(["--config", "networks/unet_typo.json", "--output-dir", str(tmp_path / "cv")])
+    assert "networks/unet_typo.json not found" in capsys.readouterr().err
+
+
+def test_command_merges_extra_configs_in_order_and_passes_overrides(cv, tmp_path):
+    args = cv._parse(["--config", "networks/unet.json", "--bundle-root", str(BUNDLE)])
+    assert args.bundle_root == BUNDLE.resolve() and args.folds == 5
+    cmd = cv.bundle_command(
+        args.bundle_root, ["train.json", *args.config, "evaluate.json"], tmp_path, {"max_epochs": "3"}
     )
-    assert result.returncode != 0 and "folds must be in" in result.stderr
+    files = cmd[cmd.index("--config_file") + 1]
+    configs = BUNDLE.resolve() / "configs"
+    assert files == f"['{configs / 'train.json'}','{configs / 'networks' / 'unet.json'}','{configs / 'evaluate.json'}']"
+    assert cmd[cmd.index("--bundle_root") + 1] == str(tmp_path)
+    assert cmd[-2:] == ["--max_epochs", "3"]
+    assert cmd[1:4] == ["-m", "monai.bundle", "run"]

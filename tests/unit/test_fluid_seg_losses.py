@@ -66,10 +66,12 @@ def test_focal_tversky_empty_target_empty_prediction_no_nan():
     loss = FocalTverskyLoss(sigmoid=False)(probs, g)
     assert torch.isfinite(loss)
     assert loss.item() == pytest.approx(0.0, abs=1e-6)
-    # and the gradient at that point is finite too
-    logits = torch.full((2, 1, 8, 8), -30.0, requires_grad=True)
-    FocalTverskyLoss()(logits, g).backward()
-    assert torch.isfinite(logits.grad).all()
+    # and the gradient at that point is finite too, also where the sigmoid underflows to exactly 0 (TI exactly 1,
+    # the base of (1 - TI) ** 0.75 exactly 0)
+    for value in (-30.0, -200.0):
+        logits = torch.full((2, 1, 8, 8), value, requires_grad=True)
+        FocalTverskyLoss()(logits, g).backward()
+        assert torch.isfinite(logits.grad).all()
 
 
 def test_focal_tversky_gamma_1_is_monai_tversky_with_swapped_names():
@@ -328,7 +330,9 @@ def test_fluid_loss_passes_other_arguments_to_single_losses():
     assert (tversky.focal_tversky.tversky.alpha, tversky.focal_tversky.tversky.beta) == (0.5, 0.5)
 
 
-@pytest.mark.parametrize("name, kwargs", [("dice", {"beta": 1.0}), ("wbce", {"gamma": 2.0}), ("tversky", {"focal_gamma": 0.75})])
+@pytest.mark.parametrize(
+    "name, kwargs", [("dice", {"beta": 1.0}), ("wbce", {"gamma": 2.0}), ("tversky", {"focal_gamma": 0.75})]
+)
 def test_fluid_loss_refuses_to_override_what_the_name_fixes(name, kwargs):
     key = next(iter(kwargs))
     with pytest.raises(ValueError, match=rf"loss '{name}' fixes \['{key}'\]"):

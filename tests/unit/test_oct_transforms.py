@@ -1,17 +1,84 @@
-"""Tests of custom_components.transforms.oct: strict mask binarisation and file-seeded Gaussian noise."""
+"""Tests of custom_components.transforms.oct: one-channel Pillow converters, strict mask binarisation, per-B-scan
+intensity scaling and file-seeded Gaussian noise."""
 
 from __future__ import annotations
+
+import pickle
 
 import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
+from monai.transforms import LoadImaged
+from PIL import Image
 
-from custom_components.transforms.oct import BinarizeMaskd, SeededGaussianNoised, source_name
+from custom_components.transforms.oct import (
+    BinarizeMaskd,
+    BScanToGrayscale,
+    MaskToSingleChannel,
+    ScaleIntensityPerBScand,
+    SeededGaussianNoised,
+    source_name,
+)
 
 
 def _meta(array, name="/x/mask.png"):
     return MetaTensor(torch.as_tensor(array), meta={"filename_or_obj": name})
+
+
+# ---------------------------------------------------------------- BScanToGrayscale, MaskToSingleChannel
+
+
+def _load(path, converter):
+    """The bundle's loader: PILReader rows first, with the converter."""
+    return LoadImaged("x", reader="PILReader", reverse_indexing=False, converter=converter, image_only=True)(
+        {"x": str(path)}
+    )["x"]
+
+
+def test_grayscale_keeps_16_bit_depth_and_orientation(tmp_path):
+    # 3 rows x 2 columns, values far above 255: convert("L") would clip them all to 255
+    array = np.array([[0, 1000], [20000, 40000], [65535, 300]], np.uint16)
+    Image.fromarray(array).save(tmp_path / "b.tif")
+    loaded = _load(tmp_path / "b.tif", BScanToGrayscale())
+    assert loaded.shape == (3, 2)  # rows first, as a viewer shows the file
+    assert np.array_equal(np.asarray(loaded), array.astype(np.float32))
+
+
+def test_grayscale_converts_colour_and_drops_alpha():
+    rgb = Image.fromarray(np.array([[[255, 0, 0], [255, 255, 255]]], np.uint8), "RGB")
+    gray = BScanToGrayscale()(rgb)
+    assert gray.mode == "L"
+    assert np.array_equal(np.asarray(gray), np.asarray(rgb.convert("L")))  # ITU-R 601 luminance: red -> 76
+    la = Image.fromarray(np.array([[[10, 0], [200, 255]]], np.uint8), "LA")
+    assert np.array_equal(np.asarray(BScanToGrayscale()(la)), [[10, 200]])
+    eight_bit = Image.fromarray(np.array([[1, 2]], np.uint8))
+    assert BScanToGrayscale()(eight_bit) is eight_bit
+
+
+def test_mask_palette_keeps_indices_not_colours():
+    palette = Image.fromarray(np.array([[0, 1], [1, 0]], np.uint8), "L").convert("P")
+    palette.putpalette([0, 0, 0, 255, 0, 0])  # index 1 drawn red: luminance 76
+    out = MaskToSingleChannel()(palette)
+    assert np.array_equal(np.asarray(out), [[0, 1], [1, 0]])
+
+
+def test_mask_colour_is_max_over_colour_channels_alpha_dropped():
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[..., 3] = 255  # opaque everywhere: alpha must not count as fluid
+    rgba[0, 0, 0] = 255  # red fluid
+    rgba[1, 1, 2] = 255  # blue fluid
+    out = MaskToSingleChannel()(Image.fromarray(rgba, "RGBA"))
+    assert out.mode == "L"
+    assert np.array_equal(np.asarray(out), [[255, 0], [0, 255]])
+    la = Image.fromarray(np.array([[[0, 255], [1, 255]]], np.uint8), "LA")
+    assert np.array_equal(np.asarray(MaskToSingleChannel()(la)), [[0, 1]])
+
+
+def test_converters_pickle_for_worker_processes():
+    for converter in (BScanToGrayscale(), MaskToSingleChannel()):
+        clone = pickle.loads(pickle.dumps(converter))
+        assert type(clone) is type(converter) and repr(clone) == repr(converter)
 
 
 # ---------------------------------------------------------------- BinarizeMaskd
@@ -88,6 +155,49 @@ def test_binarize_missing_key():
 def test_source_name_fallback():
     assert source_name({"image": torch.zeros(1)}, "image") == "<in-memory image>"
     assert source_name({"image": MetaTensor(torch.zeros(1))}, "image") == "<in-memory image>"
+
+
+# ---------------------------------------------------------------- ScaleIntensityPerBScand
+
+
+def test_scale_2d_matches_whole_image_min_max():
+    image = torch.tensor([[[2.0, 4.0], [6.0, 10.0]]])
+    out = ScaleIntensityPerBScand("image")({"image": image})["image"]
+    assert torch.allclose(out, torch.tensor([[[0.0, 0.25], [0.5, 1.0]]]))
+
+
+def test_scale_volume_each_bscan_on_its_own_keeps_meta():
+    volume = torch.zeros(1, 2, 2, 3)
+    volume[..., 0] = torch.tensor([[0.0, 1.0], [2.0, 4.0]])
+    volume[..., 1] = torch.tensor([[100.0, 300.0], [200.0, 100.0]])  # a bright B-scan must not darken the others
+    volume[..., 2] = 7.0  # constant: minv
+    affine = torch.diag(torch.tensor([0.004, 0.012, 0.12, 1.0], dtype=torch.float64))
+    image = MetaTensor(volume, affine=affine, meta={"filename_or_obj": "/v/vol.nii.gz"})
+    out = ScaleIntensityPerBScand("image", minv=-1.0, maxv=1.0)({"image": image})["image"]
+    assert torch.allclose(out[0, ..., 0], torch.tensor([[-1.0, -0.5], [0.0, 1.0]]))
+    assert torch.allclose(out[0, ..., 1], torch.tensor([[-1.0, 1.0], [0.0, -1.0]]))
+    assert torch.equal(out[0, ..., 2], torch.full((2, 2), -1.0))
+    assert isinstance(out, MetaTensor) and out.meta["filename_or_obj"] == "/v/vol.nii.gz"
+    assert torch.allclose(out.affine, affine)
+
+
+def test_scale_volume_other_slice_axis_and_numpy():
+    volume = np.zeros((1, 2, 3, 3), np.float32)
+    volume[:, 0] = 5.0
+    volume[:, 1] = np.arange(9.0).reshape(3, 3)  # B-scans along spatial axis 0
+    out = ScaleIntensityPerBScand("image", slice_axis=0)({"image": volume})["image"]
+    assert isinstance(out, np.ndarray)
+    assert np.array_equal(out[:, 0], np.zeros((1, 3, 3)))
+    assert np.allclose(out[:, 1], np.arange(9.0).reshape(1, 3, 3) / 8)
+
+
+def test_scale_bad_arguments_and_shape():
+    with pytest.raises(ValueError, match="maxv must be greater than minv"):
+        ScaleIntensityPerBScand("image", minv=1.0, maxv=1.0)
+    with pytest.raises(ValueError, match="slice_axis must be a spatial axis"):
+        ScaleIntensityPerBScand("image", slice_axis=3)
+    with pytest.raises(ValueError, match=r"/x/mask.png: expected a B-scan .* got shape \(4, 4\)"):
+        ScaleIntensityPerBScand("image")({"image": _meta(torch.zeros(4, 4))})
 
 
 # ---------------------------------------------------------------- SeededGaussianNoised

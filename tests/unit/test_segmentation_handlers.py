@@ -186,6 +186,62 @@ def test_writer_call_decollates_batch(tmp_path):
     assert [r[0] for r in _read_csv(writer.csv_path)[1:]] == ["/d/a.png", "/d/b.png"]
 
 
+def test_writer_same_file_names_do_not_overwrite(tmp_path, caplog):
+    writer = FluidPredictionWriter(str(tmp_path), save_overlays=False)
+    writer.started()
+    with caplog.at_level(logging.WARNING):
+        for name in ("/p1/b001.png", "/p2/b001.png", "/p1/b001.png", "/p3/b001.tif"):
+            writer.write_item(_item_2d(name))
+    writer.completed()
+    # the same source again reuses its name; other sources of the same stem get _2, _3
+    assert sorted(os.listdir(tmp_path / "masks")) == ["b001_2_fluid.png", "b001_3_fluid.png", "b001_fluid.png"]
+    assert "/p2/b001.png shares its name with /p1/b001.png" in caplog.text
+    writer.started()  # a new run starts naming afresh
+    writer.write_item(_item_2d("/p2/b001.png"))
+    assert writer._stems == {"b001": "/p2/b001.png"}
+
+
+def test_writer_leaves_no_temporary_files(tmp_path, monkeypatch):
+    writer = FluidPredictionWriter(str(tmp_path), save_measurements=False)
+    writer.started()
+    writer.write_item(_item_2d("/d/a.png"))
+    assert sorted(os.listdir(tmp_path / "masks")) == ["a_fluid.png"]
+    assert sorted(os.listdir(tmp_path / "overlays")) == ["a_overlay.png"]
+
+    def broken_save(self, fp, *args, **kwargs):  # a crash half-way through writing the file
+        with open(fp, "wb") as f:
+            f.write(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        writer.write_item(_item_2d("/d/b.png"))
+    assert sorted(os.listdir(tmp_path / "masks")) == ["a_fluid.png"]  # no half-written b_fluid.png, no temp file
+
+
+def test_writer_volume_with_bscans_along_the_first_axis(tmp_path):
+    affine = np.diag([2.0, 0.5, 0.25, 1.0])  # slice spacing 2 mm along axis 0, in-plane 0.5 x 0.25
+    image = MetaTensor(torch.rand(1, 3, 6, 8), affine=torch.as_tensor(affine), meta={"filename_or_obj": "/v/x.nii"})
+    pred = torch.zeros(1, 3, 6, 8)
+    pred[0, 1, 0:2, 0:5] = 1  # 10 pixels in B-scan 1
+    writer = FluidPredictionWriter(str(tmp_path), slice_axis=0)
+    writer.started()
+    writer.write_item({"image": image, "pred": pred})
+    writer.completed()
+    rows = _read_csv(writer.csv_path)[1:]
+    assert [(r[1], r[2], r[3]) for r in rows[:3]] == [("0", "0", "0.0"), ("1", "10", "1.25"), ("2", "0", "0.0")]
+    assert rows[3][1:3] == ["all", "10"] and float(rows[3][4]) == pytest.approx(10 * 2.0 * 0.5 * 0.25)
+    overlay = np.asarray(Image.open(tmp_path / "overlays" / "x_slice001_overlay.png"))
+    assert overlay.shape == (6, 8, 3)
+    assert nib.load(tmp_path / "masks" / "x_fluid.nii.gz").shape == (3, 6, 8)  # the input's axes
+
+
+@pytest.mark.parametrize("axis", [-1, 3])
+def test_writer_bad_slice_axis(tmp_path, axis):
+    with pytest.raises(ValueError, match="slice_axis must be 0, 1 or 2"):
+        FluidPredictionWriter(str(tmp_path), slice_axis=axis)
+
+
 # ---------------------------------------------------------------- SegmentationReport
 
 

@@ -107,7 +107,13 @@ def test_bad_input_rank_names_shape(shape):
     assert "(B, C, H, W)" in str(err.value)
 
 
-@pytest.mark.parametrize("roi", [(32,), (32, 32, 32), ()])
+@pytest.mark.parametrize("roi", [(32,), (32, 32, 32), (), (0, 32)])
 def test_bad_roi_size(roi):
-    with pytest.raises(ValueError, match="roi_size must be two numbers"):
+    with pytest.raises(ValueError, match="roi_size must be two positive numbers"):
         SliceOrWindowInferer(roi_size=roi)
+
+
+@pytest.mark.parametrize("axis", [3, -1])
+def test_bad_slice_axis(axis):
+    with pytest.raises(ValueError, match=f"slice_axis must be 0, 1 or 2 .*got {axis}"):
+        SliceOrWindowInferer(roi_size=(32, 32), slice_axis=axis)

@@ -270,3 +270,44 @@ def test_small_groups_go_to_training_only(tmp_path):
     summary = json.loads((tmp_path / "synthesis.json").read_text())
     assert summary["split_counts"] == {"training": 4, "validation": 0, "testing": 0}
     assert [d["split"] for d in summary["images"]] == ["training"] * 4
+
+
+# ---- boolean fluid switch, PNG bytes without metadata, progress logging ----
+
+
+def test_with_fluid_switch_and_boolean_fluid():
+    for seed in range(6):
+        _, mask, info = render_bscan(np.random.default_rng(seed), (32, 40), with_fluid=True, return_info=True)
+        assert info["fluid"] in FLUID_TYPES and mask.sum() > 0
+        _, mask, info = render_bscan(np.random.default_rng(seed), (32, 40), with_fluid=False, return_info=True)
+        assert info["fluid"] == "none" and mask.sum() == 0
+        # positional boolean = keyword switch, same generator draws
+        positional = render_bscan(np.random.default_rng(seed), (32, 40), True)
+        keyword = render_bscan(np.random.default_rng(seed), (32, 40), with_fluid=True)
+        assert all(np.array_equal(a, b) for a, b in zip(positional, keyword))
+    # fluid_fraction does not override an explicit switch
+    _, mask = render_bscan(np.random.default_rng(0), (32, 32), with_fluid=True, fluid_fraction=0.0)
+    assert mask.any()
+    with pytest.raises(ValueError, match="not both"):
+        render_bscan(np.random.default_rng(0), (32, 32), fluid="none", with_fluid=True)
+
+
+def _png_chunks(data: bytes) -> list[str]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, pos = [], 8
+    while pos < len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        chunks.append(data[pos + 4 : pos + 8].decode("ascii"))
+        pos += 12 + length
+    return chunks
+
+
+def test_pngs_carry_no_metadata_and_progress_is_logged(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="custom_components.data.synthetic.oct"):
+        synthesize_oct_dataset(tmp_path, count=20, seed=1, image_size=(32, 32))
+    for folder in ("images", "masks"):
+        for path in sorted((tmp_path / folder).iterdir()):
+            # no tEXt/tIME/pHYs chunks: bytes depend on the pixels only
+            assert set(_png_chunks(path.read_bytes())) == {"IHDR", "IDAT", "IEND"}, path
+    progress = [r.getMessage() for r in caplog.records if "B-scans" in r.getMessage()]
+    assert progress[-1].endswith("20/20") and 5 <= len(progress) <= 11

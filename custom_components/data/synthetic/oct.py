@@ -155,10 +155,11 @@ def _check_type_weights(weights: Mapping[str, float] | None) -> dict[str, float]
 def render_bscan(
     rng: np.random.Generator,
     image_size: Sequence[int] = (512, 512),
-    fluid: str | None = None,
+    fluid: str | bool | None = None,
     fluid_fraction: float = DEFAULT_FLUID_FRACTION,
     fluid_type_weights: Mapping[str, float] | None = None,
     return_info: bool = False,
+    with_fluid: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, dict]:
     """Render one synthetic macular SD-OCT B-scan and its fluid mask.
 
@@ -166,11 +167,14 @@ def render_bscan(
         rng: random generator (one per image for reproducibility).
         image_size: ``(H, W)``, rows first; each side >= 16. Features scale with the size.
         fluid: ``"none"``, ``"intraretinal"`` (cysts), ``"subretinal"`` (a dome of subretinal fluid) or ``"both"``;
-            ``None`` draws it: fluid with probability ``fluid_fraction``, its type from ``fluid_type_weights``.
+            ``True`` draws the type from ``fluid_type_weights``, ``False`` means ``"none"``; ``None`` draws it all:
+            fluid with probability ``fluid_fraction``, its type from ``fluid_type_weights``.
         fluid_fraction: probability of fluid when ``fluid`` is ``None``, in [0, 1].
         fluid_type_weights: weights of ``"intraretinal"``, ``"subretinal"`` and ``"both"`` when ``fluid`` is
             ``None``; default :data:`DEFAULT_FLUID_TYPE_WEIGHTS`.
         return_info: also return a dict describing the scan.
+        with_fluid: keyword form of a boolean ``fluid`` (``True``: some fluid of a random type, ``False``: none);
+            give ``fluid`` or ``with_fluid``, not both.
 
     Returns:
         ``(image, mask)`` or ``(image, mask, info)``: ``image`` (H, W) uint8 grayscale B-scan; ``mask`` (H, W) uint8
@@ -181,14 +185,21 @@ def render_bscan(
         Fluid always lies strictly between ``ilm`` and ``bruch``, and a scan with fluid has at least one fluid pixel.
 
     Raises:
-        ValueError: on a bad ``image_size``, ``fluid``, ``fluid_fraction`` or ``fluid_type_weights``.
+        ValueError: on a bad ``image_size``, ``fluid``, ``fluid_fraction`` or ``fluid_type_weights``, or when both
+            ``fluid`` and ``with_fluid`` are given.
     """
     height, width = _check_size(image_size)
     if not 0.0 <= float(fluid_fraction) <= 1.0:
         raise ValueError(f"fluid_fraction must be in [0, 1], got {fluid_fraction}.")
     type_weights = _check_type_weights(fluid_type_weights)
+    if with_fluid is not None:
+        if fluid is not None:
+            raise ValueError(f"give fluid or with_fluid, not both; got fluid={fluid!r}, with_fluid={with_fluid!r}.")
+        fluid = bool(with_fluid)
     if fluid is None:
-        fluid = _draw_fluid_type(rng, type_weights) if rng.random() < fluid_fraction else FluidType.NONE.value
+        fluid = rng.random() < fluid_fraction
+    if isinstance(fluid, (bool, np.bool_)):
+        fluid = _draw_fluid_type(rng, type_weights) if fluid else FluidType.NONE.value
     fluid = look_up_option(str(fluid).lower(), FluidType).value
     has_cysts = fluid in (FluidType.INTRARETINAL.value, FluidType.BOTH.value)
     has_srf = fluid in (FluidType.SUBRETINAL.value, FluidType.BOTH.value)
