@@ -17,9 +17,9 @@ decoder with skip connections::
     -> 1x1 conv: logits (B, out_channels, H, W)
 
 Every number of the paper's Table 2 is an argument with the paper's value as default (5 filter levels, 2 convs
-per down and per up level, 2 transformer blocks, 2 heads, MLP of 384 with GELU). The paper leaves the filter
-widths and the embedding width open; see ``filters`` and ``embed_dim``, and ``docs/oct_method_notes.md`` for the
-choices and their measurements. Input sides must be divisible by ``2 ** (len(filters) - 1) * patch_size``.
+per down and per up level, 2 transformer blocks, 2 heads, MLP of 384 with GELU, embedding width 96). The paper
+leaves the filter widths open; see ``filters``, and ``docs/oct_method_notes.md`` for the choices and their
+measurements. Input sides must be divisible by ``2 ** (len(filters) - 1) * patch_size``.
 
 The building blocks are MONAI's: ``Convolution`` (conv - norm - act), ``SABlock`` and ``MLPBlock`` inside the
 pre-LN block, ``UpSample`` (transposed convolution). MONAI's ``TransformerBlock`` is not used because it always
@@ -39,7 +39,9 @@ from torch import nn
 __all__ = ["TransUNet", "TransformerEncoderBlock"]
 
 
-def _conv_stack(in_channels: int, out_channels: int, num_convs: int, act: str | tuple, norm: str | tuple) -> nn.Sequential:
+def _conv_stack(
+    in_channels: int, out_channels: int, num_convs: int, act: str | tuple, norm: str | tuple
+) -> nn.Sequential:
     """``num_convs`` x [conv3x3 - norm - act]; no conv bias, the normalisation that follows has one."""
     return nn.Sequential(
         *[
@@ -93,7 +95,7 @@ class TransUNet(nn.Module):
 
     Example::
 
-        net = TransUNet()  # the paper's Table 2, 512 x 512 grayscale B-scans, one fluid logit
+        net = TransUNet()  # the paper's Table 2, 512 x 512 grayscale B-scans, one fluid logit; 31,556,385 parameters
         logits = net(torch.zeros(1, 1, 512, 512))  # (1, 1, 512, 512)
 
     Args:
@@ -107,9 +109,9 @@ class TransUNet(nn.Module):
         patch_size: side of the patches the deepest feature map is cut into. 1 (default) gives one token per
             bottleneck position, as keras-unet-collection's ``transunet_2d`` whose parameter names Table 2 uses:
             a 32 x 32 grid at 512 px, so small cysts keep their own tokens. 4 (the paper's text) gives 8 x 8 tokens
-            of 64 x 64 input pixels each, adds 7 M parameters to the patch projection and makes inputs divide by
-            64. See ``docs/oct_method_notes.md`` for the comparison.
-        embed_dim: token width D (open in the paper; 512 by default, half the deepest filter width).
+            of 64 x 64 input pixels each, adds 1.4 M parameters (the 4 x 4 patch projection) and makes inputs
+            divide by 64. See ``docs/oct_method_notes.md`` for the comparison.
+        embed_dim: token width D (Table 2's "embedding dimensions": 96, so the MLP of 384 is the usual 4 x D).
         num_transformer_blocks: transformer layers (Table 2: 2).
         num_heads: attention heads (Table 2: 2).
         mlp_dim: MLP hidden width in each transformer block (Table 2: 384).
@@ -132,7 +134,7 @@ class TransUNet(nn.Module):
         num_down_convs: int = 2,
         num_up_convs: int = 2,
         patch_size: int = 1,
-        embed_dim: int = 512,
+        embed_dim: int = 96,
         num_transformer_blocks: int = 2,
         num_heads: int = 2,
         mlp_dim: int = 384,
@@ -143,7 +145,9 @@ class TransUNet(nn.Module):
     ) -> None:
         super().__init__()
         if spatial_dims != 2:
-            raise ValueError(f"TransUNet is 2D (volumes are segmented slice by slice); got spatial_dims={spatial_dims}.")
+            raise ValueError(
+                f"TransUNet is 2D (volumes are segmented slice by slice); got spatial_dims={spatial_dims}."
+            )
         filters = [int(f) for f in filters]
         if len(filters) < 2:
             raise ValueError(f"filters needs at least 2 levels, got {filters}.")
@@ -171,7 +175,10 @@ class TransUNet(nn.Module):
         self.grid = (img_size[0] // self.divisor, img_size[1] // self.divisor)
 
         self.encoder = nn.ModuleList(
-            [_conv_stack(in_channels if i == 0 else filters[i - 1], f, num_down_convs, act, norm) for i, f in enumerate(filters)]
+            [
+                _conv_stack(in_channels if i == 0 else filters[i - 1], f, num_down_convs, act, norm)
+                for i, f in enumerate(filters)
+            ]
         )
         self.patch_embed = nn.Conv2d(filters[-1], embed_dim, kernel_size=patch_size, stride=patch_size)
         # stored as a map, not a sequence, so that a different token grid is a plain bilinear resize
@@ -190,7 +197,10 @@ class TransUNet(nn.Module):
             ]
         )
         self.decoder = nn.ModuleList(
-            [_conv_stack(2 * filters[i], filters[i], num_up_convs, act, norm) for i in reversed(range(len(filters) - 1))]
+            [
+                _conv_stack(2 * filters[i], filters[i], num_up_convs, act, norm)
+                for i in reversed(range(len(filters) - 1))
+            ]
         )
         self.head = nn.Conv2d(filters[0], out_channels, kernel_size=1)
 
@@ -199,6 +209,21 @@ class TransUNet(nn.Module):
         if h == self.grid[0] and w == self.grid[1]:
             return self.pos_embed
         return F.interpolate(self.pos_embed, size=(h, w), mode="bilinear", align_corners=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors):
+        # A checkpoint trained at another image size (a CPU demo at 96 px, MONAI Label fine-tuning on small crops)
+        # has a position embedding for another token grid; resize it to this network's grid, as forward() would,
+        # so any TransUNet checkpoint loads into a network of the same widths whatever img_size each was built for.
+        key = prefix + "pos_embed"
+        stored = state_dict.get(key)
+        if isinstance(stored, torch.Tensor) and stored.ndim == 4 and stored.shape[:2] == self.pos_embed.shape[:2]:
+            if stored.shape[2:] != self.pos_embed.shape[2:]:
+                state_dict[key] = F.interpolate(
+                    stored.float(), size=self.grid, mode="bilinear", align_corners=False
+                ).to(stored.dtype)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """
@@ -215,8 +240,9 @@ class TransUNet(nn.Module):
         if height % self.divisor != 0 or width % self.divisor != 0:
             # string concatenation, not an f-string: TorchScript compiles this method
             raise ValueError(
-                "TransUNet input sides must be divisible by " + str(self.divisor) + " (2**(levels-1) * patch_size), got "
-                + str(height) + "x" + str(width) + "; pad or resize the image, or use a sliding-window inferer."
+                "TransUNet input sides must be divisible by " + str(self.divisor)
+                + " (2**(levels-1) * patch_size), got " + str(height) + "x" + str(width)
+                + "; pad or resize the image, or use a sliding-window inferer."
             )
         skips: list[torch.Tensor] = []
         for i, level in enumerate(self.encoder):

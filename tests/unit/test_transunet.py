@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
@@ -105,6 +107,24 @@ def test_other_input_size_than_img_size():
     assert torch.isfinite(y).all()
 
 
+def test_checkpoint_of_another_image_size_loads_with_resized_position_embedding():
+    small = _net(img_size=(32, 32)).eval()  # 2 x 2 token grid
+    large = _net(img_size=(64, 128))  # 4 x 8 token grid, same widths
+    large.load_state_dict(small.state_dict())  # strict: every other parameter matches as is
+    large.eval()
+    assert large.pos_embed.shape == (1, 16, 4, 8)
+    # the loaded map is what the small network itself uses on a 4 x 8 grid, so both give the same output
+    assert torch.equal(large.pos_embed, small._position_embedding(4, 8))
+    x = torch.randn(1, 1, 64, 128)
+    with torch.no_grad():
+        assert torch.allclose(large(x), small(x), atol=1e-5)
+
+
+def test_checkpoint_of_another_embedding_width_is_still_refused():
+    with pytest.raises(RuntimeError, match="pos_embed"):
+        _net(embed_dim=16).load_state_dict(_net(embed_dim=32, num_heads=2).state_dict())
+
+
 def test_torchscript_matches_eager():
     net = _net().eval()
     scripted = torch.jit.script(net)
@@ -188,13 +208,21 @@ def test_parameter_count_small_by_hand():
     )
 
 
-@pytest.mark.parametrize("patch_size, expected", [(1, 35_505_473), (4, 42_878_273)])
+def test_defaults_are_table_2():
+    defaults = {k: v.default for k, v in inspect.signature(TransUNet).parameters.items()}
+    table_2 = dict(num_down_convs=2, num_up_convs=2, num_transformer_blocks=2, num_heads=2, mlp_dim=384, embed_dim=96)
+    assert {k: defaults[k] for k in table_2} == table_2
+    assert len(defaults["filters"]) == 5  # "filter number 5"
+    assert defaults["in_channels"] == defaults["out_channels"] == 1
+
+
+@pytest.mark.parametrize("patch_size, expected", [(1, 31_556_385), (4, 32_938_785)])
 def test_parameter_count_of_the_paper_configuration(patch_size, expected):
-    # the numbers quoted in docs/oct_method_notes.md and the bundle README (512 x 512, in_channels=1)
+    # the numbers quoted in docs/oct_method_notes.md (512 x 512, in_channels=1)
     net = TransUNet(patch_size=patch_size)
     count = sum(p.numel() for p in net.parameters())
     grid = (512 // (16 * patch_size),) * 2
-    assert count == _expected_parameter_count((64, 128, 256, 512, 1024), 1, 1, 512, patch_size, 384, 2, grid)
+    assert count == _expected_parameter_count((64, 128, 256, 512, 1024), 1, 1, 96, patch_size, 384, 2, grid)
     assert count == expected
 
 
@@ -219,7 +247,10 @@ def test_transformer_block_is_pre_ln_attention_then_mlp():
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [(dict(embed_dim=10, num_heads=3), r"embed_dim \(10\) must be divisible by num_heads \(3\)"), (dict(dropout=1.5), "dropout must be in")],
+    [
+        (dict(embed_dim=10, num_heads=3), r"embed_dim \(10\) must be divisible by num_heads \(3\)"),
+        (dict(dropout=1.5), "dropout must be in"),
+    ],
 )
 def test_transformer_block_errors(kwargs, message):
     args = dict(embed_dim=8, num_heads=2, mlp_dim=12)
