@@ -1,0 +1,124 @@
+"""Inference from a local bundle folder that also starts before the bundle has been trained."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+from monai.transforms import SaveImaged
+from monailabel.interfaces.tasks.infer_v2 import InferType
+from monailabel.tasks.infer.basic_infer import BasicInferTask
+from monailabel.tasks.infer.bundle import BundleConstants, BundleInferTask
+from monailabel.utils.others.generic import strtobool
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LocalBundleInferTask"]
+
+
+class LocalBundleInferTask(BundleInferTask):
+    """:class:`BundleInferTask` for a bundle on disk, with or without ``models/model.pt``.
+
+    MONAI Label's ``BundleInferTask`` drops a bundle that has neither ``models/model.pt`` nor ``models/model.ts``.
+    Here the network is always built from ``network_def`` of ``configs/inference.json``; the checkpoint is loaded
+    when it exists (and reloaded whenever training replaces it), and until then the model serves random weights
+    with a warning in the log, in ``/info`` and in every result.
+
+    Preprocessing, inferer and postprocessing come from ``inference.json`` as in ``BundleInferTask``
+    (``LoadImaged`` is kept with the bundle's reader settings; ``SaveImaged`` is dropped).
+
+    Args:
+        path: bundle folder (holding ``configs/inference.json`` and ``configs/metadata.json``).
+        conf: the app's ``--conf`` settings (``preload``: build the network on every device at start).
+        type: the MONAI Label task type, e.g. ``InferType.SEGMENTATION``.
+        labels: label name to value (segmentation) or to class index (classification).
+        add_post_restore: append MONAI Label's ``Restored`` step to the postprocessing.
+        post_filter: postprocessing transform types to drop.
+        kwargs: passed to :class:`BasicInferTask`.
+
+    Raises:
+        FileNotFoundError: when the bundle has no inference config or no metadata.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        conf: dict[str, str],
+        type: str | InferType,
+        labels: dict[str, int] | None = None,
+        add_post_restore: bool = False,
+        post_filter: tuple[type, ...] = (SaveImaged,),
+        **kwargs: Any,
+    ) -> None:
+        self.valid = False
+        self.const = BundleConstants()
+        self.pre_filter = None
+        self.post_filter = list(post_filter)
+        self.extend_load_image = True
+        self.dropout = 0.0
+        self.add_post_restore = add_post_restore
+
+        configs = [c for c in self.const.configs() if os.path.isfile(os.path.join(path, "configs", c))]
+        metadata_path = os.path.join(path, "configs", self.const.metadata_json())
+        if not configs or not os.path.isfile(metadata_path):
+            raise FileNotFoundError(
+                f"bundle {path!r} needs configs/{' or configs/'.join(self.const.configs())} and "
+                f"configs/{self.const.metadata_json()}."
+            )
+        self.bundle_path = path
+        self.bundle_config_path = os.path.join(path, "configs", configs[0])
+        self.bundle_config = self._load_bundle_config(path, self.bundle_config_path)
+        with open(metadata_path) as f:
+            metadata = json.load(f)
+
+        self.key_image, image_format = next(iter(metadata["network_data_format"]["inputs"].items()))
+        self.key_pred, _ = next(iter(metadata["network_data_format"]["outputs"].items()))
+        network = self.bundle_config.get_parsed_content(self.const.key_network_def(), instantiate=True)
+        self.checkpoint = os.path.join(path, "models", self.const.model_pytorch())
+        if not os.path.isfile(self.checkpoint):
+            logger.warning(self.untrained_warning())
+
+        BasicInferTask.__init__(
+            self,
+            path=self.checkpoint,
+            network=network,
+            type=type,
+            labels=labels,
+            dimension=len(image_format.get("spatial_shape", (0, 0))),
+            description=metadata.get("description", ""),
+            preload=strtobool(conf.get("preload", "false")),
+            load_strict=True,
+            input_key=self.key_image,
+            output_label_key=self.key_pred,
+            **kwargs,
+        )
+        self.version = metadata.get("version")
+        self.valid = True
+
+    def has_checkpoint(self) -> bool:
+        """Whether ``models/model.pt`` exists now (training may add it while the server runs)."""
+        return os.path.isfile(self.checkpoint)
+
+    def untrained_warning(self) -> str:
+        """The message given while the bundle has no checkpoint."""
+        return (
+            f"{os.path.basename(self.bundle_path)}: no trained checkpoint at {self.checkpoint}; serving RANDOM "
+            "weights until a training run (POST /train/<model>) or a copy of model.pt puts one there."
+        )
+
+    def info(self) -> dict[str, Any]:
+        i = super().info()
+        i["bundle"] = self.bundle_path
+        i["checkpoint"] = self.checkpoint if self.has_checkpoint() else None
+        if not self.has_checkpoint():
+            i["warning"] = self.untrained_warning()
+        return i
+
+    def __call__(self, request, callbacks=None):
+        result_file, result_json = super().__call__(request, callbacks)
+        if not self.has_checkpoint():
+            logger.warning(self.untrained_warning())
+            result_json["warning"] = self.untrained_warning()
+        return result_file, result_json

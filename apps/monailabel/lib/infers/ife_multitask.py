@@ -1,0 +1,124 @@
+"""IFE gel classification: the 9-class call with the severe/mild findings and attention profiles."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from monailabel.interfaces.tasks.infer_v2 import InferType
+
+from custom_components.networks.ife_resnet import ForwardHeads
+from custom_components.transforms.ife_labels import (
+    IFE_CLASSES,
+    MILD_CLASSES,
+    SEVERE_CLASSES,
+    call_from_probabilities,
+    class_to_subtasks,
+)
+from lib.infers.bundle_task import LocalBundleInferTask
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["IFEMultiTaskInfer", "ife_result"]
+
+HEADS_KEY = "ife_heads"
+
+
+def _named(probabilities: torch.Tensor, names: tuple[str, ...]) -> dict[str, float]:
+    return {name: round(float(p), 6) for name, p in zip(names, probabilities.tolist())}
+
+
+def ife_result(heads: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """Turn one gel's network heads into the JSON answer of ``/infer/ife_multitask``.
+
+    Args:
+        heads: ``forward_heads`` output for ONE image (no batch dimension): ``probabilities`` (9,), and either the
+            multi-task heads ``severe_logits`` (4,), ``mild_logits`` (3,), ``attention_severe`` (R,),
+            ``attention_mild`` (R,), or the 9-class baseline's ``logits`` (9,) and ``attention`` (R,). R = rows of
+            the last stage (input height / 32).
+
+    Returns:
+        ``label`` (predicted class name, by the paper's rule: mild call None gives Negative) and ``label_index``;
+        ``probabilities`` (class name -> probability, the nine sum to 1); ``prediction`` (the same as MONAI Label's
+        classification list ``[{"idx", "label", "score"}]``); ``severe`` and ``mild`` (``call`` and per-head
+        ``probabilities``; for the baseline, the calls implied by the class and no per-head probabilities);
+        ``attention``: ``severe`` and ``mild`` profiles (baseline: ``class``), R weights in [0, 1], each for an
+        equal band of the gel's rows, top to bottom.
+
+    Raises:
+        ValueError: when the heads have unexpected shapes or keys.
+    """
+    probs = heads["probabilities"].detach().float().cpu()
+    if probs.shape != (len(IFE_CLASSES),):
+        raise ValueError(f"probabilities must have shape ({len(IFE_CLASSES)},), got {list(probs.shape)}.")
+    index = int(call_from_probabilities(probs[None])[0])
+    result: dict[str, Any] = {
+        "label": IFE_CLASSES[index],
+        "label_index": index,
+        "probabilities": _named(probs, IFE_CLASSES),
+        "prediction": [
+            {"idx": i, "label": name, "score": round(float(p), 6)} for i, (name, p) in enumerate(zip(IFE_CLASSES, probs))
+        ],
+    }
+    if "severe_logits" in heads and "mild_logits" in heads:
+        severe = torch.softmax(heads["severe_logits"].detach().float().cpu(), dim=0)
+        mild = torch.softmax(heads["mild_logits"].detach().float().cpu(), dim=0)
+        result["severe"] = {"call": SEVERE_CLASSES[int(severe.argmax())], "probabilities": _named(severe, SEVERE_CLASSES)}
+        result["mild"] = {"call": MILD_CLASSES[int(mild.argmax())], "probabilities": _named(mild, MILD_CLASSES)}
+        profiles = {"severe": heads["attention_severe"], "mild": heads["attention_mild"]}
+    elif "attention" in heads:
+        severe_index, mild_index = class_to_subtasks(index)
+        result["severe"] = {"call": SEVERE_CLASSES[severe_index], "probabilities": None}
+        result["mild"] = {"call": MILD_CLASSES[mild_index], "probabilities": None}
+        profiles = {"class": heads["attention"]}
+    else:
+        raise ValueError(f"heads need severe/mild logits (multi-task) or an attention map (baseline), got {sorted(heads)}.")
+    result["attention"] = {}
+    for name, profile in profiles.items():
+        if profile.ndim != 1:
+            raise ValueError(f"attention profile {name!r} must be 1-D (rows), got shape {list(profile.shape)}.")
+        result["attention"][name] = [round(float(v), 6) for v in profile.detach().float().cpu()]
+    return result
+
+
+class IFEMultiTaskInfer(LocalBundleInferTask):
+    """Classification task for ``bundles/ife_multitask`` (no spatial restore: the answer is not an image).
+
+    The bundle's preprocessing prepares the gel; the network runs through ``ForwardHeads`` so that the answer can
+    carry both heads and their attention profiles, and :func:`ife_result` builds the JSON. The bundle's
+    postprocessing is not run: it only turns the probabilities into a class index, which the JSON already has.
+
+    Args:
+        path: bundle folder.
+        conf: the app's ``--conf`` settings.
+    """
+
+    def __init__(self, path: str, conf: dict[str, str]) -> None:
+        super().__init__(
+            path,
+            conf,
+            type=InferType.CLASSIFICATION,
+            labels={name: i for i, name in enumerate(IFE_CLASSES)},
+            add_post_restore=False,
+        )
+
+    def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict[str, Any]:
+        inferer = self.inferer(data)
+        network = ForwardHeads(self._get_network(device, data))
+        inputs = data[self.input_key]
+        inputs = inputs if torch.is_tensor(inputs) else torch.as_tensor(inputs)
+        inputs = (inputs[None] if convert_to_batch else inputs).to(torch.device(device))
+        with torch.no_grad():
+            heads = inferer(inputs, network)
+        heads = {k: v[0].detach().cpu() for k, v in heads.items()}
+        data[self.output_label_key] = heads["probabilities"]
+        data[HEADS_KEY] = heads
+        return data
+
+    def post_transforms(self, data=None) -> list:
+        return []
+
+    def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[None, dict[str, Any]]:
+        return None, ife_result(data[HEADS_KEY])

@@ -1,0 +1,141 @@
+"""Fine-tuning a local bundle on the datastore's final labels."""
+
+from __future__ import annotations
+
+import logging
+import os
+from abc import abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+from monailabel.interfaces.datastore import Datastore
+from monailabel.tasks.train.bundle import BundleTrainTask
+
+from custom_components.handlers.atomic import write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LocalBundleTrainTask", "non_negative_int", "positive_int"]
+
+
+def non_negative_int(value: Any, name: str) -> int:
+    """Parse a non-negative integer request parameter (an int or a string of digits).
+
+    Raises:
+        ValueError: when ``value`` is not a non-negative integer.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
+        raise ValueError(f"train parameter {name!r} must be a non-negative integer, got {value!r}.")
+    return int(value)
+
+
+def positive_int(value: Any, name: str) -> int:
+    """Parse a positive integer request parameter (an int or a string of digits).
+
+    Raises:
+        ValueError: when ``value`` is not a positive integer.
+    """
+    if non_negative_int(value, name) < 1:
+        raise ValueError(f"train parameter {name!r} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+class LocalBundleTrainTask(BundleTrainTask):
+    """:class:`BundleTrainTask` for a bundle on disk that picks its own labels from the shared datastore.
+
+    MONAI Label's task already fine-tunes from ``models/model.pt`` when it exists (it adds a ``CheckpointLoader``
+    for ``@network``), overrides ``bundle_root``, ``device``, ``train#trainer#max_epochs``,
+    ``train#dataset#data`` and ``validate#dataset#data``, and runs ``monai.bundle.run``. This subclass adds:
+
+    - :meth:`select_datalist`: the subclass keeps the datastore entries whose label suits its model, in the form
+      its bundle's datalist uses;
+    - a deterministic split that always leaves at least one validation image;
+    - :attr:`request_overrides`: train request parameters (image size, batch size, ...) mapped to bundle ids,
+      each parsed and checked, so a request can make a run small and fast without editing the bundle.
+
+    Args:
+        path: bundle folder.
+        conf: the app's ``--conf`` settings.
+
+    Raises:
+        FileNotFoundError: when the bundle has no train config.
+    """
+
+    #: request parameter -> (bundle config id, parser(value, name))
+    request_overrides: dict[str, tuple[str, Callable[[Any, str], Any]]] = {}
+
+    def __init__(self, path: str, conf: dict[str, str]) -> None:
+        super().__init__(path, conf, enable_tracking=False, load_strict=True)
+        if not self.valid:
+            raise FileNotFoundError(f"bundle {path!r} has no configs/{' or configs/'.join(self.const.configs())}.")
+        self._request: dict[str, Any] = {}
+
+    def config(self) -> dict[str, Any]:
+        options = super().config()
+        for key, (config_id, _) in self.request_overrides.items():
+            options[key] = self.bundle_config.get(config_id)
+        return options
+
+    @abstractmethod
+    def select_datalist(self, datalist: list[dict[str, str]]) -> list[dict[str, Any]]:
+        """Keep the entries this model trains on.
+
+        Args:
+            datalist: ``{"image": path, "label": path}`` of every datastore image with a final label.
+
+        Returns:
+            the bundle's datalist entries.
+        """
+
+    def _fetch_datalist(self, request: dict[str, Any], datastore: Datastore) -> list[dict[str, Any]]:
+        entries = [{"image": d["image"], "label": d["label"]} for d in datastore.datalist() if d]
+        selected = self.select_datalist(entries)
+        if not selected:
+            raise ValueError(
+                f"{request.get('model')}: none of the {len(entries)} images with a final label has a label for this "
+                "model; save labels with PUT /datastore/label?image=<id>&tag=final first."
+            )
+        logger.info(f"{request.get('model')}: {len(selected)} labelled images of {len(entries)}")
+        return selected
+
+    def _partition_datalist(self, datalist, request, shuffle=False):
+        """Split off the last ``round(n * val_split)`` entries (at least one) for validation, in datastore order.
+
+        Raises:
+            ValueError: when ``val_split`` is not in (0, 1).
+        """
+        val_split = float(request.get("val_split", 0.2))
+        if not 0.0 < val_split < 1.0:
+            raise ValueError(f"train parameter 'val_split' must be in (0, 1), got {val_split}.")
+        if len(datalist) == 1:
+            logger.warning("Only one labelled image: it is used for training and for validation.")
+            return datalist, datalist
+        n_val = min(len(datalist) - 1, max(1, round(len(datalist) * val_split)))
+        return datalist[:-n_val], datalist[-n_val:]
+
+    def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
+        self._request = dict(request)
+        return super().__call__(request, datastore)
+
+    def datastore_dataset_dir(self) -> str:
+        """Folder of the datalist written from the datastore for the next run (inside the bundle's ``data/``)."""
+        return os.path.join(self.bundle_path, "data", "monailabel")
+
+    def _update_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        """Hand the datastore's entries to the bundle as a ``datalist.json``, the way a user's data reaches it.
+
+        MONAI Label overrides ``train#dataset#data`` and ``validate#dataset#data`` only; the bundles also read
+        their datalist in ``initialize`` (entry checks, class statistics, the log line) and would otherwise build
+        their synthetic default data set for that. Writing the split to ``dataset_dir`` instead runs the bundle's
+        own data path unchanged, with its checks, on exactly the labelled images.
+        """
+        training = overrides.pop(self.const.key_train_dataset_data())
+        validation = overrides.pop(self.const.key_validate_dataset_data(), None) or training
+        dataset_dir = self.datastore_dataset_dir()
+        write_json_atomic({"training": training, "validation": validation}, os.path.join(dataset_dir, "datalist.json"))
+        overrides["dataset_dir"] = dataset_dir
+        for key, (config_id, parse) in self.request_overrides.items():
+            if self._request.get(key) is not None:
+                overrides[config_id] = parse(self._request[key], key)
+        logger.info(f"Bundle overrides: {overrides}")
+        return overrides

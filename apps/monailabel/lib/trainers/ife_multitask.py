@@ -1,0 +1,39 @@
+"""Fine-tuning ``bundles/ife_multitask`` on the IFE class labels saved in the datastore."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from lib.trainers.bundle_task import LocalBundleTrainTask, non_negative_int, positive_int
+from lib.validation import LABEL_JSON_EXTENSION, parse_class_label
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["IFEMultiTaskTrain"]
+
+
+class IFEMultiTaskTrain(LocalBundleTrainTask):
+    """Train task for the IFE classifier.
+
+    The class of a gel is its final LABEL FILE: ``labels/final/<image id>.json`` holding
+    ``{"label": "<class name>"}``, saved with ``PUT /datastore/label?image=<id>&tag=final`` (the datastore checks
+    the name on upload). Images whose final label is a mask belong to the OCT model and are skipped. The bundle
+    receives ``{"image": path, "label": class name}`` entries, the format of its own datalist.
+
+    Request parameters beyond MONAI Label's (``max_epochs``, ``val_split``, ``pretrained``, ``device``):
+    ``image_size`` (the side of the square network input), ``batch_size``, ``num_workers``.
+    """
+
+    request_overrides = {
+        "image_size": ("image_size", positive_int),
+        "batch_size": ("batch_size", positive_int),
+        "num_workers": ("num_workers", non_negative_int),
+    }
+
+    def select_datalist(self, datalist: list[dict[str, str]]) -> list[dict[str, Any]]:
+        selected = []
+        for entry in datalist:
+            if entry["label"].lower().endswith(LABEL_JSON_EXTENSION):
+                selected.append({"image": entry["image"], "label": parse_class_label(entry["label"], entry["label"])})
+        return selected

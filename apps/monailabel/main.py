@@ -1,0 +1,174 @@
+"""MONAI Label app serving the repository's two bundles: OCT fluid segmentation and IFE gel classification.
+
+Start it on a folder of images (see README.md beside this file)::
+
+    monailabel start_server --app apps/monailabel --studies /path/to/images
+
+``--conf`` settings:
+
+- ``models``: ``all`` (default) or a comma-separated subset of ``oct_fluid_seg,ife_multitask``.
+- ``bundles_dir``: folder holding the bundle folders (default: ``bundles/`` of this repository).
+- ``skip_trainers``: ``true`` serves inference only.
+- ``preload``: ``true`` builds the networks at start rather than on the first request.
+
+Everything is read from the local bundle folders: no model zoo, no download, no network access.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import monailabel
+from fastapi import HTTPException
+from monailabel.config import settings
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.config import TaskConfig
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.utils.others.generic import strtobool
+
+from lib.configs.ife_multitask import IFEMultiTaskConfig
+from lib.configs.oct_fluid_seg import OCTFluidSegConfig
+from lib.datastore import CheckedLocalDatastore
+from lib.validation import check_identifier, http_errors, is_server_upload, read_image_size
+
+logger = logging.getLogger(__name__)
+
+#: model name (= bundle folder name) -> its task configuration
+TASK_CONFIGS: dict[str, type[TaskConfig]] = {
+    "oct_fluid_seg": OCTFluidSegConfig,
+    "ife_multitask": IFEMultiTaskConfig,
+}
+
+
+def select_models(value: str) -> list[str]:
+    """Parse the ``models`` setting.
+
+    Args:
+        value: ``all`` or comma-separated model names.
+
+    Returns:
+        the selected names, in :data:`TASK_CONFIGS` order.
+
+    Raises:
+        ValueError: when the setting is empty or names an unknown model.
+    """
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"--conf models must be 'all' or some of {', '.join(TASK_CONFIGS)}, got {value!r}.")
+    if "all" in names:
+        return list(TASK_CONFIGS)
+    unknown = [n for n in names if n not in TASK_CONFIGS]
+    if unknown:
+        raise ValueError(f"--conf models names unknown model(s) {unknown}; choose from all, {', '.join(TASK_CONFIGS)}.")
+    return [n for n in TASK_CONFIGS if n in names]
+
+
+class BundlesApp(MONAILabelApp):
+    """The app: one :class:`TaskConfig` per bundle, a checked local datastore, and 4xx answers for bad requests.
+
+    Args:
+        app_dir: this folder.
+        studies: the folder of images (B-scans and gels may share it).
+        conf: ``--conf`` settings (see the module docstring).
+
+    Raises:
+        ValueError: for a bad ``models`` setting.
+        FileNotFoundError: when a selected bundle is missing.
+    """
+
+    def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        default_bundles = os.path.join(app_dir, os.pardir, os.pardir, "bundles")
+        bundles_dir = os.path.realpath(conf.get("bundles_dir") or default_bundles)
+        self.task_configs: dict[str, TaskConfig] = {}
+        for name in select_models(conf.get("models", "all")):
+            config = TASK_CONFIGS[name]()
+            config.init(name, bundles_dir, conf, None)
+            self.task_configs[name] = config
+        logger.info(f"+++ Models: {list(self.task_configs)} from {bundles_dir}")
+
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name=f"IFE and OCT bundles (MONAI Label {monailabel.__version__})",
+            description="OCT fluid segmentation (TransUNet) and multi-task IFE gel classification",
+            version=monailabel.__version__,
+        )
+
+    def init_datastore(self) -> Datastore:
+        if self.studies.startswith(("http://", "https://")):
+            return super().init_datastore()
+        return CheckedLocalDatastore(
+            self.studies,
+            auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+            read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+        )
+
+    def init_infers(self) -> dict[str, InferTask]:
+        return {name: config.infer() for name, config in self.task_configs.items()}
+
+    def init_trainers(self) -> dict[str, TrainTask]:
+        if strtobool(self.conf.get("skip_trainers", "false")):
+            return {}
+        return {name: config.trainer() for name, config in self.task_configs.items()}
+
+    def _unknown_model(self, model: Any, tasks: dict[str, Any], what: str) -> HTTPException:
+        return HTTPException(
+            status_code=404, detail=f"unknown model {model!r} for {what}; available: {', '.join(tasks) or 'none'}."
+        )
+
+    def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
+        """Check the model and the image, then run MONAI Label's inference.
+
+        Raises:
+            HTTPException: 404 for an unknown model or image id, 400 for an image id that is a path,
+                415 for a file that is not a readable 2D image.
+        """
+        model = request.get("model")
+        if model not in self._infers:
+            raise self._unknown_model(model, self._infers, "inference")
+        image = request.get("image")
+        if isinstance(image, str):
+            what = "the uploaded file"
+            if is_server_upload(image):
+                path = image
+            elif self._sessions is not None and _is_inside(image, self._sessions.store_path):
+                path = image
+            else:
+                with http_errors(400):
+                    check_identifier(image, "image id")
+                store = datastore if datastore else self.datastore()
+                what = f"image {image!r}"
+                path = store.get_image_uri(image)
+                if not path or not os.path.isfile(path):
+                    raise HTTPException(
+                        status_code=404,
+                        detail=f"image id {image!r} is not in the datastore; upload a file with -F file=@image.png "
+                        "or add it with PUT /datastore/image.",
+                    )
+            with http_errors(415):
+                read_image_size(path, what)
+        return super().infer(request, datastore)
+
+    def bundle_path(self, model: Any) -> str | None:
+        """Bundle folder of ``model``'s train task; unknown models are refused here.
+
+        MONAI Label's ``POST /train/{model}`` (and ``/batch/infer/{model}``) call this before they start the
+        background process, which is the one place an unknown name can still get a 404 rather than a task
+        that fails later.
+
+        Raises:
+            HTTPException: 404 when ``model`` is a name that neither a train nor an infer task has.
+        """
+        if isinstance(model, str) and model not in self._trainers and model not in self._infers:
+            raise self._unknown_model(model, self._trainers, "training or batch inference")
+        return super().bundle_path(model)
+
+
+def _is_inside(path: str, folder: str) -> bool:
+    real, root = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.isabs(path) and os.path.commonpath([real, root]) == root

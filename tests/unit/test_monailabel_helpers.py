@@ -1,0 +1,131 @@
+"""Unit tests of the MONAI Label app's pure helpers (apps/monailabel/lib): request checks, label parsing, answers.
+
+The server itself is exercised over HTTP in tests/integration/test_monailabel_app.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+APP_DIR = Path(__file__).resolve().parents[2] / "apps" / "monailabel"
+sys.path.insert(0, str(APP_DIR))  # the app's own imports are "lib.*", as when MONAI Label loads it
+
+from lib.infers.ife_multitask import ife_result  # noqa: E402
+from lib.infers.oct_fluid_seg import fluid_mask, fluid_result  # noqa: E402
+from lib.trainers.bundle_task import non_negative_int, positive_int  # noqa: E402
+from lib.validation import check_binary_mask, check_identifier, parse_class_label, read_image_size  # noqa: E402
+
+from custom_components.transforms.ife_labels import IFE_CLASSES  # noqa: E402
+
+
+@pytest.mark.parametrize("value", ["scan_01", "gel 7", "a.b"])
+def test_plain_ids_pass(value):
+    assert check_identifier(value) == value
+
+
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        ("../oct_000", "not a datastore id"),
+        ("a/b", "not a datastore id"),
+        ("a\\b", "not a datastore id"),
+        ("..", "not a datastore id"),
+        ("/etc/hostname", "absolute path"),
+        ("C:secret", "absolute path"),
+        ("", "non-empty string"),
+        (None, "non-empty string"),
+    ],
+)
+def test_path_like_ids_are_refused(value, words):
+    with pytest.raises(ValueError, match=words):
+        check_identifier(value)
+
+
+def test_read_image_size_is_rows_first_and_names_bad_files(tmp_path):
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "x.png")
+    assert read_image_size(str(tmp_path / "x.png")) == (20, 30)
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="upload is not a readable 2D image"):
+        read_image_size(str(tmp_path / "bad.png"), "upload")
+
+
+def test_binary_mask_checks(tmp_path):
+    path = tmp_path / "m.png"
+    Image.fromarray(np.array([[0, 255], [255, 0]], np.uint8)).save(path)
+    assert check_binary_mask(str(path), (2, 2)).tolist() == [[0, 1], [1, 0]]
+    with pytest.raises(ValueError, match="size"):
+        check_binary_mask(str(path), (2, 3))
+    Image.fromarray(np.array([[0, 7], [1, 0]], np.uint8)).save(path)
+    with pytest.raises(ValueError, match=r"\[0, 1, 7\]"):
+        check_binary_mask(str(path), (2, 2))
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(path)
+    with pytest.raises(ValueError, match="single-channel"):
+        check_binary_mask(str(path), (2, 2))
+
+
+def test_class_label_file(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"label": "IgA-lambda"}))
+    assert parse_class_label(str(path)) == "IgA-lambda"
+    path.write_text(json.dumps({"label": "IgZ-kappa"}))
+    with pytest.raises(ValueError, match="IgZ-kappa"):
+        parse_class_label(str(path))
+    path.write_text('["IgG-kappa"]')
+    with pytest.raises(ValueError, match="JSON object"):
+        parse_class_label(str(path))
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not a JSON file"):
+        parse_class_label(str(path))
+
+
+def test_fluid_mask_thresholds_and_restores_the_input_size():
+    pred = torch.zeros(1, 4, 6)
+    pred[0, 1:3, 2:4] = 1.0
+    mask = fluid_mask(pred, (8, 12))  # the prediction was made at half size
+    assert mask.shape == (8, 12) and set(np.unique(mask).tolist()) == {0, 255}
+    assert np.count_nonzero(mask) == 4 * 4  # 2 x 2 fluid pixels, each now 2 x 2
+    result = fluid_result(mask)
+    assert result["fluid_area_px"] == 16 and result["fluid_fraction"] == pytest.approx(16 / 96, abs=1e-6)  # rounded to 6 places
+    assert result["image_size"] == [8, 12]
+    with pytest.raises(ValueError, match="one 2D fluid map"):
+        fluid_mask(torch.zeros(2, 4, 4), None)
+
+
+def test_ife_result_follows_the_negative_rule_and_sums_to_one():
+    severe_logits = torch.tensor([0.0, 5.0, 0.0, 0.0])  # G
+    mild_logits = torch.tensor([5.0, 0.0, 0.0])  # None -> Negative whatever the severe call
+    severe, mild = torch.softmax(severe_logits, 0), torch.softmax(mild_logits, 0)
+    # the fused probabilities as the network builds them: P(Negative) = P(mild None), the rest severe x mild
+    probs = torch.cat([mild[:1], (severe[:, None] * mild[None, 1:]).flatten()])
+    heads = {
+        "probabilities": probs,
+        "severe_logits": severe_logits,
+        "mild_logits": mild_logits,
+        "attention_severe": torch.tensor([0.1, 0.9, 0.2]),
+        "attention_mild": torch.tensor([0.3, 0.4, 0.5]),
+    }
+    answer = ife_result(heads)
+    assert answer["label"] == "Negative" and answer["label_index"] == IFE_CLASSES.index("Negative")
+    assert answer["severe"]["call"] == "G" and answer["mild"]["call"] == "None"
+    assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert answer["attention"] == {"severe": [0.1, 0.9, 0.2], "mild": [0.3, 0.4, 0.5]}
+    with pytest.raises(ValueError, match="probabilities must have shape"):
+        ife_result({**heads, "probabilities": probs[:8]})
+
+
+@pytest.mark.parametrize("parse, value, expected", [(positive_int, "3", 3), (non_negative_int, 0, 0)])
+def test_train_parameters(parse, value, expected):
+    assert parse(value, "x") == expected
+
+
+@pytest.mark.parametrize("value", [0, -1, "two", True, 1.5])
+def test_bad_positive_int_names_the_parameter(value):
+    with pytest.raises(ValueError, match="'batch_size'"):
+        positive_int(value, "batch_size")
