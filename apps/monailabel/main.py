@@ -2,7 +2,7 @@
 
 Start it on a folder of images (see README.md beside this file)::
 
-    monailabel start_server --app apps/monailabel --studies /path/to/images
+    .venv/bin/python -m monailabel.main start_server --app apps/monailabel --studies /path/to/images
 
 ``--conf`` settings:
 
