@@ -1,10 +1,13 @@
-"""What the two task configurations share: finding a bundle folder."""
+"""What the two task configurations share: finding the bundle folder and building its infer and train tasks."""
 
 from __future__ import annotations
 
 import os
+from typing import Any, ClassVar
 
-__all__ = ["resolve_bundle"]
+from monailabel.interfaces.config import TaskConfig
+
+__all__ = ["resolve_bundle", "LocalBundleConfig"]
 
 
 def resolve_bundle(bundles_dir: str, name: str) -> str:
@@ -27,3 +30,25 @@ def resolve_bundle(bundles_dir: str, name: str) -> str:
             "that holds the bundles, or --conf models to the ones you have)."
         )
     return path
+
+
+class LocalBundleConfig(TaskConfig):
+    """A model served from ``<bundles_dir>/<bundle_name>``: subclasses name the bundle and its two task classes.
+
+    ``init`` receives the bundles folder as ``model_dir``; ``infer()`` and ``trainer()`` build the tasks with the
+    bundle path and the app's ``--conf`` settings.
+    """
+
+    bundle_name: ClassVar[str]
+    infer_class: ClassVar[type]
+    train_class: ClassVar[type]
+
+    def init(self, name: str, model_dir: str, conf: dict[str, str], planner: Any, **kwargs: Any) -> None:
+        super().init(name, model_dir, conf, planner, **kwargs)
+        self.bundle_path = resolve_bundle(model_dir, self.bundle_name)
+
+    def infer(self):
+        return self.infer_class(self.bundle_path, self.conf)
+
+    def trainer(self):
+        return self.train_class(self.bundle_path, self.conf)
