@@ -71,6 +71,17 @@ def test_train_writes_best_model_and_resumable_state(trained):
     assert state["trainer"]["iteration"] == 2 * state["trainer"]["epoch_length"]
 
 
+@pytest.mark.parametrize("override", [{"max_epochs": 7}, {"train#trainer#max_epochs": 7}])
+def test_cosine_schedule_spans_the_epochs_trained(override):
+    # MONAI Label and scripts/demo.py set train#trainer#max_epochs only; the schedule must follow either id
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser.update({"image_size": 32, "filters": NARROW, "device": "$torch.device('cpu')", **override})
+    assert parser.get_parsed_content("lr_scheduler").T_max == 7
+
+
 def test_resume_continues_from_the_saved_epoch(trained, tmp_path):
     import shutil
 
