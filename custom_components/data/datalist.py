@@ -35,7 +35,6 @@ from custom_components.transforms.io import (
     NIFTI_EXTENSIONS,
     check_readable,
     image_shape,
-    is_supported,
     read_array,
 )
 
@@ -47,6 +46,7 @@ __all__ = [
     "validate_segmentation_entries",
     "stratified_split",
     "stratified_kfold",
+    "median_aspect",
     "prepare_dataset",
     "list_images",
     "scan_inputs",
@@ -121,12 +121,14 @@ def load_datalist(
     return entries
 
 
-def _raise_problems(problems: list[str], total: int, what: str) -> None:
-    if not problems:
-        return
+def _listed(problems: list[str]) -> str:
     listed = "\n".join(f"  - {p}" for p in problems[:_MAX_LISTED])
-    more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
-    raise DatalistError(f"{len(problems)} of {total} {what} entries cannot be used:\n{listed}{more}")
+    return listed + (f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else "")
+
+
+def _raise_problems(problems: list[str], total: int, what: str) -> None:
+    if problems:
+        raise DatalistError(f"{len(problems)} of {total} {what} entries cannot be used:\n{_listed(problems)}")
 
 
 def _parallel(fn: Callable[[dict], list[str]], entries: Sequence[dict]) -> list[str]:
@@ -171,7 +173,7 @@ def validate_classification_entries(
         if image is None:
             return [f"{entry}: no {image_key!r} key"]
         problems = []
-        error = check_readable(image, decode=decode)
+        error = check_readable(image, decode=decode, extensions=IMAGE_EXTENSIONS)
         if error:
             problems.append(f"{image}: {error}")
         label = entry.get(label_key)
@@ -185,9 +187,9 @@ def validate_classification_entries(
 
 
 def validate_segmentation_entries(
-    entries: Sequence[dict], image_key: str = "image", label_key: str = "label"
+    entries: Sequence[dict], image_key: str = "image", label_key: str = "label", decode: bool = False
 ) -> list[dict]:
-    """Check a segmentation datalist before training: image and mask readable, same size, mask binary.
+    """Check a segmentation datalist before training: image and mask readable 2D files, same size, mask binary.
 
     A mask must hold only {0, 1} or only {0, 255} (an all-zero mask is fine: a scan without fluid).
 
@@ -195,6 +197,7 @@ def validate_segmentation_entries(
         entries: datalist entries with absolute paths (see :func:`load_datalist`).
         image_key: key of the image path.
         label_key: key of the mask path.
+        decode: decode every image rather than only checking the file structure (masks are always decoded).
 
     Returns:
         ``entries`` unchanged, so a config can chain it.
@@ -210,7 +213,9 @@ def validate_segmentation_entries(
         image, mask = entry.get(image_key), entry.get(label_key)
         if image is None or mask is None:
             return [f"{entry}: needs both {image_key!r} and {label_key!r}"]
-        problems = [f"{p}: {e}" for p in (image, mask) if (e := check_readable(p))]
+        problems = [
+            f"{p}: {e}" for p in (image, mask) if (e := check_readable(p, decode=decode, extensions=IMAGE_EXTENSIONS))
+        ]
         if problems:
             return problems
         try:
@@ -227,6 +232,29 @@ def validate_segmentation_entries(
 
     _raise_problems(_parallel(check, entries), len(entries), "segmentation")
     return list(entries)
+
+
+def median_aspect(entries: Sequence[dict], image_key: str = "image", max_entries: int = 200) -> float | None:
+    """Median rows / columns of a datalist's images, read from file headers (no pixels decoded).
+
+    What a checkpoint records of its training scans' shape, so that inference can warn about a volume whose axes
+    look swapped. Up to ``max_entries`` evenly spaced entries are read, which keeps start-up fast on large sets.
+
+    Returns:
+        the median aspect, or ``None`` for an empty list or when no header can be read.
+    """
+    if not entries:
+        return None
+    step = max(1, len(entries) // max_entries)
+    aspects = []
+    for entry in list(entries)[::step]:
+        try:
+            shape = image_shape(entry[image_key])
+        except Exception:  # unreadable files are reported by the entry checks, not here
+            continue
+        if len(shape) >= 2 and min(shape[:2]) > 0:
+            aspects.append(shape[0] / shape[1])
+    return round(float(np.median(aspects)), 4) if aspects else None
 
 
 def _groups(entries: Sequence[dict], key: str | Callable[[dict], object] | None) -> dict[object, list[int]]:
@@ -404,11 +432,14 @@ def scan_inputs(
     skipped_report: str | os.PathLike | None = None,
     section: str = "testing",
     decode: bool = True,
+    strict: bool = False,
 ) -> list[dict]:
-    """List the readable images of a folder, a single file or a datalist, reporting the unreadable ones.
+    """The one way both bundles list inference inputs: a folder, a single file or a datalist section, screened.
 
-    One corrupt file never stops inference over the others: it is logged with its problem, listed in
-    ``skipped_report`` (CSV with ``image,error``), and left out of the returned list.
+    Every entry is screened the same way (:func:`~custom_components.transforms.io.check_readable`: missing, not a
+    file, wrong type for this bundle, empty, unreadable or truncated, no pixels, a NIfTI that is neither one B-scan
+    nor one volume). One bad file never stops inference over the others: it is logged with its problem, listed in
+    ``skipped_report`` (CSV with ``image,error``) and left out of the returned list.
 
     A datalist source uses only its ``section`` list (default ``testing``), never a fallback to other sections:
     silently predicting on the training images would make results look better than they are.
@@ -416,23 +447,26 @@ def scan_inputs(
     Args:
         source: a folder (searched recursively), one image file, or a datalist ``.json`` (its ``section`` list;
             labels and other keys are kept).
-        extensions: file endings to pick up in a folder (case-insensitive).
+        extensions: file types this bundle reads (case-insensitive); a folder is searched for these only.
         skipped_report: where to write the CSV of skipped files (written even when empty, so a run's outputs
             always say whether anything was skipped); ``None`` to only log.
         section: the datalist section used when ``source`` is a ``.json`` file.
         decode: fully decode each image while checking (catches truncated files that a header check misses).
+        strict: make any skipped input an error (after writing ``skipped_report``), for pipelines that must not
+            go on with a partial result.
 
     Returns:
         ``[{"image": absolute path, ...}]``, sorted by path for a folder, in file order for a datalist.
 
     Raises:
-        DatalistError: when ``source`` does not exist, or holds no image at all (for a datalist: its ``section``
-            is missing or empty; the message lists the sections it has).
+        DatalistError: when ``source`` does not exist, holds no image at all (for a datalist: its ``section`` is
+            missing or empty; the message lists the sections it has), every input is unusable, or ``strict`` and
+            any input is unusable (the message lists them).
     """
     source = Path(source)
     if not source.exists():
         raise DatalistError(f"inference input {source} not found.")
-    extensions = tuple(extensions)
+    extensions = tuple(e.lower() for e in extensions)
     if source.is_file() and source.suffix.lower() == ".json":
         entries = load_datalist(source, section)
         if not entries:
@@ -444,14 +478,8 @@ def scan_inputs(
     if not entries:
         raise DatalistError(f"no images ({', '.join(extensions)}) found in {source}.")
 
-    def check(entry: dict) -> str | None:
-        path = entry["image"]
-        if not is_supported(path):
-            return f"unsupported file type {Path(path).suffix!r}"
-        return check_readable(path, decode=decode)
-
     with ThreadPoolExecutor(max_workers=min(8, len(entries))) as pool:
-        errors = list(pool.map(check, entries))
+        errors = list(pool.map(lambda e: check_readable(e["image"], decode=decode, extensions=extensions), entries))
     skipped = [(entry["image"], error) for entry, error in zip(entries, errors) if error]
     for image, error in skipped:
         logger.warning("Skipping %s: %s", image, error)
@@ -464,5 +492,11 @@ def scan_inputs(
             writer.writerows(skipped)
     if skipped:
         where = f" (listed in {skipped_report})" if skipped_report else ""
-        logger.warning("%d of %d inputs skipped as unreadable%s.", len(skipped), len(entries), where)
+        logger.warning("%d of %d inputs skipped as unusable%s.", len(skipped), len(entries), where)
+        if strict or len(skipped) == len(entries):
+            why = "strict mode stops on any" if strict else "no usable input is left after"
+            raise DatalistError(
+                f"{why} unusable input: {len(skipped)} of {len(entries)} inference inputs cannot be used:\n"
+                + _listed([f"{image}: {error}" for image, error in skipped])
+            )
     return [entry for entry, error in zip(entries, errors) if not error]

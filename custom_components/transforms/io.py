@@ -80,40 +80,58 @@ def read_array(path: str | Path) -> np.ndarray:
         return np.asarray(img)
 
 
-def check_readable(path: str | Path, decode: bool = False) -> str | None:
-    """Check that a file exists and parses as an image.
+def check_readable(
+    path: str | Path, decode: bool = False, extensions: tuple[str, ...] = IMAGE_EXTENSIONS + NIFTI_EXTENSIONS
+) -> str | None:
+    """Check that a file exists and parses as an image the bundles can use.
+
+    The checks, in order: the file exists and is a regular file; its type is one of ``extensions``; it is not
+    empty (zero bytes); it parses (with ``decode``: every pixel decodes); it has pixels; a NIfTI file holds one
+    B-scan or one volume (2 or 3 dimensions after dropping trailing dimensions of size 1: a 4D series or an RGB
+    volume is refused here, not in the data loader). 2D files of any Pillow mode pass: the bundles convert every
+    mode to the channels they need (RGB for gels, grayscale for B-scans).
 
     Args:
         path: image file.
         decode: also decode every pixel (slower; catches truncated files that a header check misses).
+        extensions: file endings accepted (lower case; a gel classifier takes no NIfTI).
 
     Returns:
-        ``None`` when the file is readable, otherwise a one-line description of the problem.
+        ``None`` when the file is usable, otherwise a one-line description of the problem.
     """
     path = Path(path)
     if not path.exists():
         return "file not found"
     if not path.is_file():
         return "not a file"
-    if not is_supported(path):
-        return f"unsupported file type {path.suffix!r} (expected one of {IMAGE_EXTENSIONS + NIFTI_EXTENSIONS})"
+    if not str(path).lower().endswith(tuple(extensions)):
+        kind = "".join(path.suffixes[-2:]) if is_nifti(path) else path.suffix
+        return f"unsupported file type {kind!r} (expected one of {', '.join(extensions)})"
+    if path.stat().st_size == 0:
+        return "empty file (0 bytes)"
     try:
         if is_nifti(path):
             import nibabel as nib
 
             img = nib.load(str(path))
+            shape = image_shape(path)
             if decode:
                 np.asarray(img.dataobj)
         else:
             from PIL import Image
 
             with Image.open(path) as img:
+                shape = (img.height, img.width)
                 if decode:
                     img.load()
                 else:
                     img.verify()  # checks the structure (PNG chunk CRCs) without decoding the pixels
     except Exception as err:  # any decoder error means "unreadable"; the message says which
         return f"unreadable image ({type(err).__name__}: {err})"
+    if min(shape, default=0) < 1:
+        return f"image has no pixels (shape {shape})"
+    if len(shape) not in (2, 3):
+        return f"expected a 2D B-scan or a 3D volume, got a {len(shape)}D array of shape {shape}"
     return None
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import os
 from collections import Counter
+
+import nibabel as nib
 
 import numpy as np
 import pytest
@@ -13,6 +17,7 @@ from custom_components.data.datalist import (
     DatalistError,
     list_images,
     load_datalist,
+    median_aspect,
     prepare_dataset,
     scan_inputs,
     stratified_kfold,
@@ -197,6 +202,57 @@ def test_scan_inputs_reads_a_datalist_section_and_names_the_sections_when_it_is_
     expected = r"no entries in 'validation'; its lists: 'training' \(1\), 'testing' \(2\)"
     with pytest.raises(DatalistError, match=expected):
         scan_inputs(tmp_path / "datalist.json", section="validation")
+
+
+def _bad_inputs(folder):
+    """A truncated JPEG, a zero-byte PNG, a text file named .png, a 4D NIfTI and a NIfTI with an empty axis."""
+    _png(folder / "whole.jpg", np.random.default_rng(0).integers(0, 255, (40, 40, 3)))
+    data = (folder / "whole.jpg").read_bytes()
+    (folder / "cut.jpg").write_bytes(data[: len(data) // 2])
+    (folder / "zero.png").write_bytes(b"")
+    (folder / "text.png").write_text("not an image")
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 3, 2), np.float32), np.eye(4)), folder / "series.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((8, 0, 3), np.float32), np.eye(4)), folder / "hollow.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 3, 1), np.float32), np.eye(4)), folder / "volume.nii.gz")
+
+
+def test_scan_inputs_screens_every_entry_the_same_way_and_says_why(tmp_path):
+    _bad_inputs(tmp_path / "in")
+    report = tmp_path / "skipped.csv"
+    entries = scan_inputs(tmp_path / "in", skipped_report=report)
+    assert sorted(e["image"].rsplit("/", 1)[1] for e in entries) == ["volume.nii.gz", "whole.jpg"]
+    with open(report, newline="") as f:
+        reasons = {os.path.basename(r["image"]): r["error"] for r in csv.DictReader(f)}
+    assert reasons["cut.jpg"].startswith("unreadable image")
+    assert reasons["zero.png"] == "empty file (0 bytes)"
+    assert reasons["text.png"].startswith("unreadable image (UnidentifiedImageError")
+    assert reasons["series.nii.gz"] == "expected a 2D B-scan or a 3D volume, got a 4D array of shape (8, 8, 3, 2)"
+    assert reasons["hollow.nii.gz"].startswith("image has no pixels")
+    # a bundle that reads no NIfTI: a folder is searched for its types only; a file given by name is screened
+    gels = scan_inputs(tmp_path / "in", extensions=(".jpg", ".png"))
+    assert [e["image"].rsplit("/", 1)[1] for e in gels] == ["whole.jpg"]
+    with pytest.raises(DatalistError, match=r"no usable input is left(.|\n)*volume.nii.gz: unsupported file type '.nii.gz'"):
+        scan_inputs(tmp_path / "in" / "volume.nii.gz", extensions=(".jpg", ".png"))
+
+
+def test_scan_inputs_strict_makes_any_skip_an_error_after_listing_it(tmp_path):
+    _bad_inputs(tmp_path / "in")
+    report = tmp_path / "skipped.csv"
+    with pytest.raises(DatalistError) as err:
+        scan_inputs(tmp_path / "in", skipped_report=report, strict=True)
+    message = str(err.value)
+    assert message.startswith("strict mode stops on any unusable input: 5 of 7 inference inputs cannot be used")
+    assert "zero.png: empty file (0 bytes)" in message and "cut.jpg" in message
+    assert len(report.read_text().splitlines()) == 6  # the CSV is written before the error
+    good = tmp_path / "in" / "whole.jpg"
+    assert scan_inputs(good, strict=True) == [{"image": str(good.resolve())}]
+
+
+def test_median_aspect_reads_headers(tmp_path):
+    entries = [{"image": _png(tmp_path / f"{i}.png", np.zeros((h, w)))} for i, (h, w) in enumerate([(40, 80), (50, 100), (90, 90)])]
+    assert median_aspect(entries) == 0.5
+    assert median_aspect(entries + [{"image": str(tmp_path / "missing.png")}]) == 0.5  # unreadable: left out
+    assert median_aspect([]) is None
 
 
 def test_list_images_is_recursive_sorted_and_case_insensitive(tmp_path):
