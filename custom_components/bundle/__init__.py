@@ -1,0 +1,13 @@
+"""Bundle plumbing shared by both bundles: checkpoints that carry the recipe of the network they hold."""
+
+from .recipe import (
+    CheckedCheckpointLoader,
+    CheckpointMismatchError,
+    RecipeMismatchError,
+    RecipeSaver,
+    check_recipe,
+    describe_mismatch,
+    read_recipe,
+    recipe_path,
+    write_recipe,
+)
