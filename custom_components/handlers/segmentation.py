@@ -5,8 +5,9 @@
   B-scan, NIfTI with the input's affine for a volume), an overlay PNG (predicted fluid in colour, the ground truth
   outline when known), and ``fluid_measurements.csv``: fluid area per B-scan and fluid volume per volume, in
   mm^2 / mm^3 when the spacing is known (NIfTI header, or ``pixel_spacing_mm`` for PNGs), in pixels otherwise.
-- :class:`SegmentationReport` (evaluation): Dice and Jaccard per image and their means, merged into one JSON file
-  under a prefix, so the clean and the noisy evaluation share ``metrics.json``.
+- :class:`SegmentationReport` (evaluation): the evaluator's fluid metrics (pooled and fluid-scan Dice and Jaccard,
+  false fluid rate) merged into one JSON file under a prefix, so the clean and the noisy evaluation share
+  ``metrics.json``, and the per-scan table behind them.
 
 Conventions: arrays are channel-first, rows first (``(1, H, W)`` for B-scans, ``(1, H, W, S)`` for volumes whose
 last axis indexes the B-scans), exactly as loaded by the bundle's configs; masks are binary after post-processing.
@@ -27,8 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from monai.data import MetaTensor, decollate_batch
-from monai.metrics import compute_dice, compute_iou
-from monai.utils import IgniteInfo, min_version, optional_import
+from monai.utils import IgniteInfo, min_version, optional_import, string_list_all_gather
 from PIL import Image
 
 from custom_components.handlers.atomic import write_json_atomic
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["MEASUREMENT_COLUMNS", "overlay_image", "FluidPredictionWriter", "SegmentationReport"]
+__all__ = ["MEASUREMENT_COLUMNS", "PER_SCAN_COLUMNS", "overlay_image", "FluidPredictionWriter", "SegmentationReport"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,14 +95,21 @@ def overlay_image(bscan: np.ndarray, prediction: np.ndarray, truth: np.ndarray |
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
+def _bscan_axes(image: Any) -> list[int]:
+    """(rows, columns, B-scans) axes of the stored volume (:class:`~custom_components.transforms.oct.BScanLayoutd`)."""
+    axes = image.meta.get("bscan_axes") if isinstance(image, MetaTensor) else None
+    return [int(a) for a in axes] if axes is not None else [0, 1, 2]
+
+
 def _spacing(
     item_image: Any, source: str, pixel_spacing_mm: Sequence[float] | None
 ) -> tuple[tuple[float, ...] | None, str]:
-    """Voxel spacing in mm (rows, columns[, slices]) and where it came from."""
+    """Voxel spacing in mm (rows, columns[, B-scans]) and where it came from."""
     if is_nifti(source) and isinstance(item_image, MetaTensor):
-        affine = _array(item_image.affine)
+        affine = _array(item_image.affine)  # the file's own: BScanLayoutd leaves it untouched
         sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-        return tuple(float(s) for s in sizes[: item_image.ndim - 1]), "nifti_header"
+        order = _bscan_axes(item_image) if item_image.ndim == 4 else [0, 1]
+        return tuple(float(sizes[a]) for a in order), "nifti_header"
     if pixel_spacing_mm is not None:
         return tuple(float(s) for s in pixel_spacing_mm), "pixel_spacing_mm"
     return None, "unknown"
@@ -123,6 +130,23 @@ def _save_atomic(path: str, save: Callable[[str], None]) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _mask_nifti(mask: np.ndarray, image: Any, source: str):
+    """The (rows, columns, B-scans) mask as a NIfTI image in the source volume's own axis order, with its affine
+    and header (units, qform/sform codes, descriptions), stored as uint8 {0, 1}."""
+    import nibabel as nib
+
+    stored = np.transpose(mask, np.argsort(_bscan_axes(image))).astype(np.uint8)
+    if is_nifti(source) and os.path.isfile(source):
+        original = nib.load(source)  # the header only; the voxels are not read
+        header = original.header.copy()
+        header.set_data_dtype(np.uint8)
+        header.set_slope_inter(1.0, 0.0)
+        stored = stored.reshape(stored.shape + (1,) * (len(original.shape) - stored.ndim))  # trailing 1s kept
+        return type(original)(stored, original.affine, header)
+    affine = _array(image.affine) if isinstance(image, MetaTensor) else np.eye(4)
+    return nib.Nifti1Image(stored, affine)
 
 
 def _stem(source: str) -> str:
@@ -148,12 +172,13 @@ class FluidPredictionWriter:
         image_key, pred_key, label_key: keys of the decollated items; ``label_key`` is optional per item.
         output_transform: maps ``engine.state.output`` to the list of item dicts (default: as is, decollating a
             batch dict if needed).
-        slice_axis: spatial axis of a volume that indexes its B-scans (0, 1 or 2; the inferer's ``slice_axis``):
-            per-B-scan rows and the overlay follow it; the mask volume keeps the input's axes and affine.
         save_rank: the rank that writes.
 
+    Volumes arrive as (1, rows, columns, B-scans) (:class:`~custom_components.transforms.oct.BScanLayoutd`); the
+    mask volume is written back in the file's own axis order, with its affine and header.
+
     Raises:
-        ValueError: on a spacing that is not one number or two positive numbers, or a ``slice_axis`` not in 0..2.
+        ValueError: on a spacing that is not one number or two positive numbers.
     """
 
     def __init__(
@@ -167,11 +192,8 @@ class FluidPredictionWriter:
         pred_key: str = "pred",
         label_key: str = "label",
         output_transform: Callable[[Any], Any] = lambda x: x,
-        slice_axis: int = 2,
         save_rank: int = 0,
     ) -> None:
-        if slice_axis not in (0, 1, 2):
-            raise ValueError(f"slice_axis must be 0, 1 or 2 (a spatial axis of a volume), got {slice_axis!r}.")
         if pixel_spacing_mm is not None:
             if np.isscalar(pixel_spacing_mm):
                 spacing = [float(pixel_spacing_mm)] * 2
@@ -187,7 +209,6 @@ class FluidPredictionWriter:
         self.save_masks, self.save_overlays, self.save_measurements = save_masks, save_overlays, save_measurements
         self.image_key, self.pred_key, self.label_key = image_key, pred_key, label_key
         self.output_transform = output_transform
-        self.slice_axis = slice_axis
         self.save_rank = save_rank
         self._file = None
         self._writer = None
@@ -274,18 +295,15 @@ class FluidPredictionWriter:
         has_truth = isinstance(truth, (torch.Tensor, np.ndarray)) and np.ndim(truth) == np.ndim(pred)
         truth = _array(truth)[0] > 0.5 if has_truth else None
         spacing, spacing_source = _spacing(image, source, self.pixel_spacing_mm)
-        volume = mask.ndim == 3
-        in_plane = tuple(a for a in range(3) if a != self.slice_axis) if volume else (0, 1)
+        volume = mask.ndim == 3  # (rows, columns, B-scans)
+        in_plane = (0, 1)
 
         if self.save_masks:
             os.makedirs(os.path.join(self.output_dir, "masks"), exist_ok=True)
             if volume:
-                import nibabel as nib
-
-                affine = _array(image.affine) if isinstance(image, MetaTensor) else np.eye(4)
-                nifti = nib.Nifti1Image(mask.astype(np.uint8), affine)
                 path = os.path.join(self.output_dir, "masks", f"{stem}_fluid.nii.gz")
-                _save_atomic(path, lambda tmp: nib.save(nifti, tmp))
+                nifti = _mask_nifti(mask, image, source)
+                _save_atomic(path, lambda tmp: nifti.to_filename(tmp))
             else:
                 png = Image.fromarray(mask.astype(np.uint8) * 255)
                 _save_atomic(os.path.join(self.output_dir, "masks", f"{stem}_fluid.png"), png.save)
@@ -293,7 +311,7 @@ class FluidPredictionWriter:
         if self.save_overlays:
             os.makedirs(os.path.join(self.output_dir, "overlays"), exist_ok=True)
             k = int(mask.sum(axis=in_plane).argmax()) if volume else None  # the B-scan with the most fluid
-            pick = (lambda a: np.take(a, k, axis=self.slice_axis)) if volume else (lambda a: a)
+            pick = (lambda a: a[:, :, k]) if volume else (lambda a: a)
             rgb = overlay_image(pick(bscans), pick(mask), None if truth is None else pick(truth))
             suffix = f"_slice{k:03d}" if volume else ""
             _save_atomic(
@@ -315,17 +333,29 @@ class FluidPredictionWriter:
 
 
 class SegmentationReport:
-    """Dice and Jaccard per image and their means, merged into a JSON file under ``prefix``.
+    """The evaluator's fluid metrics as a JSON summary under a prefix, and the per-scan table behind them (CSV).
 
-    Two means are reported, because about half of a fluid data set may be scans without fluid: ``dice`` over all
-    images (an image with no fluid scores 1 if nothing is predicted, else 0) and ``dice_fluid_scans`` over the
-    images whose ground truth has fluid (likewise for Jaccard).
+    The numbers are those of the evaluator's own metrics (``engine.state.metrics``, computed by MONAI and
+    gathered across ranks; see :mod:`custom_components.metrics.segmentation` for what each means). The per-scan
+    table comes from the per-scan confusion counts (TP, FP, TN, FN) that the pooled Dice metric keeps in
+    ``engine.state.metric_details``, with every scan's file name gathered in the same rank order, so a
+    multi-process evaluation writes the same files as one process.
+
+    ``<output_path>``: ``{prefix}{name}`` for every metric (``metric_prefix`` removed from the engine's names),
+    ``{prefix}num_scans``, ``{prefix}num_fluid_scans``, ``{prefix}num_normal_scans``, ``{prefix}per_scan_csv``,
+    plus ``extra``; reports of other prefixes in the same file are kept unless ``overwrite``.
+    ``<prefix>per_scan.csv`` beside it: ``image, fluid_pixels_true, fluid_pixels_predicted, true_positive_pixels,
+    dice, jaccard`` (empty on scans without fluid, where they are undefined) and ``false_fluid`` (1 when fluid is
+    predicted on a scan without any).
 
     Args:
-        output_path: the JSON file; existing keys of other prefixes are kept unless ``overwrite``.
-        prefix: key prefix, e.g. ``""`` for clean images and ``"noisy_"`` for the noise test.
+        output_path: the JSON file.
+        prefix: key and file prefix, e.g. ``""`` for clean images and ``"noisy_"`` for the noise test.
+        details_metric: the engine metric holding per-scan confusion counts (a ``ConfusionMatrixMetric`` with
+            ``save_details=True``).
+        metric_prefix: removed from the engine's metric names in the report (``"val_dice"`` -> ``"dice"``).
         extra: constant entries to add (e.g. ``{"noise_sigma": 0.1}``).
-        output_transform: maps ``engine.state.output`` to ``(preds, labels)`` lists of (1, H, W) binary tensors.
+        batch_transform: maps ``engine.state.batch`` to the list of source file names of the batch.
         save_rank: the rank that writes.
         overwrite: start a new file instead of merging into an existing one (the first report of a run).
     """
@@ -334,19 +364,24 @@ class SegmentationReport:
         self,
         output_path: str,
         prefix: str = "",
+        details_metric: str = "val_dice",
+        metric_prefix: str = "val_",
         extra: Mapping[str, Any] | None = None,
-        output_transform: Callable[[Any], Any] | None = None,
+        batch_transform: Callable[[Any], Sequence[str]] | None = None,
         save_rank: int = 0,
         overwrite: bool = False,
     ) -> None:
-        from monai.handlers import from_engine
-
         self.output_path, self.prefix = output_path, prefix
+        self.details_metric, self.metric_prefix = details_metric, metric_prefix
         self.extra = dict(extra or {})
-        self.output_transform = output_transform or from_engine(["pred", "label"])
+        self.batch_transform = batch_transform or _source_names
         self.save_rank = save_rank
         self.overwrite = overwrite
-        self._rows: list[dict] = []
+        self._names: list[str] = []
+
+    @property
+    def table_path(self) -> str:
+        return os.path.join(os.path.dirname(os.path.abspath(self.output_path)), f"{self.prefix}per_scan.csv")
 
     def attach(self, engine: Engine) -> None:
         if not engine.has_event_handler(self.started, Events.STARTED):
@@ -357,56 +392,100 @@ class SegmentationReport:
             engine.add_event_handler(Events.COMPLETED, self.completed)
 
     def started(self, engine: Engine | None = None) -> None:
-        self._rows = []
+        self._names = []
 
     def __call__(self, engine: Engine) -> None:
-        preds, labels = self.output_transform(engine.state.output)
-        for pred, label in zip(preds, labels):
-            y_pred, y = (torch.as_tensor(t)[None].float() for t in (pred, label))  # (1, 1, H, W[, S])
-            source = pred.meta.get("filename_or_obj", "") if isinstance(pred, MetaTensor) else ""
-            self._rows.append(
+        self._names.extend(str(n) for n in self.batch_transform(engine.state.batch))
+
+    def per_scan_rows(self, counts: torch.Tensor, names: Sequence[str]) -> list[dict[str, Any]]:
+        """Table rows from (N, 1, 4) confusion counts (TP, FP, TN, FN per scan) and the N file names."""
+        rows = []
+        for name, (tp, fp, _, fn) in zip(names, counts.reshape(-1, 4).tolist()):
+            has_fluid = tp + fn > 0
+            rows.append(
                 {
-                    "image": str(source),
-                    "dice": float(compute_dice(y_pred, y, ignore_empty=False)[0, 0]),
-                    "jaccard": float(compute_iou(y_pred, y, ignore_empty=False)[0, 0]),
-                    "has_fluid": bool(y.sum() > 0),
+                    "image": name,
+                    "fluid_pixels_true": int(tp + fn),
+                    "fluid_pixels_predicted": int(tp + fp),
+                    "true_positive_pixels": int(tp),
+                    "dice": round(2 * tp / (2 * tp + fp + fn), 6) if has_fluid else "",
+                    "jaccard": round(tp / (tp + fp + fn), 6) if has_fluid else "",
+                    "false_fluid": "" if has_fluid else int(tp + fp > 0),
                 }
             )
+        return rows
 
-    def summary(self) -> dict[str, Any]:
-        """The means over all images and over the images with fluid (``None`` where there are none)."""
-
-        def mean(key: str, rows: list[dict]) -> float | None:
-            return float(np.mean([r[key] for r in rows])) if rows else None
-
-        fluid = [r for r in self._rows if r["has_fluid"]]
-        return {
-            "dice": mean("dice", self._rows),
-            "jaccard": mean("jaccard", self._rows),
-            "dice_fluid_scans": mean("dice", fluid),
-            "jaccard_fluid_scans": mean("jaccard", fluid),
-            "num_images": len(self._rows),
-            "num_fluid_images": len(fluid),
-        }
-
-    def completed(self, engine: Engine | None = None) -> None:
+    def completed(self, engine: Engine) -> None:
+        # collectives first, on every rank: the names in the order MONAI gathers the metric buffers (rank by rank)
+        names = string_list_all_gather(self._names)
         if idist.get_rank() != self.save_rank:
             return
+        counts = engine.state.metric_details.get(self.details_metric)
+        if counts is None:
+            raise RuntimeError(
+                f"metric {self.details_metric!r} has no per-scan details: attach it as an IgniteMetricHandler with "
+                "save_details=True (the pooled Dice of the bundle's validate#key_metric)."
+            )
+        if len(names) != counts.shape[0]:
+            raise RuntimeError(f"{len(names)} file names for {counts.shape[0]} scans of {self.details_metric!r}.")
+        rows = self.per_scan_rows(torch.as_tensor(counts).cpu(), names)
+        summary = {
+            name[len(self.metric_prefix):] if name.startswith(self.metric_prefix) else name: _number(value)
+            for name, value in engine.state.metrics.items()
+        }
+        num_fluid = sum(1 for r in rows if r["dice"] != "")
+        if num_fluid == 0:  # MONAI's mean over no scan (all NaN) is 0; a mean over no fluid scan is undefined
+            summary.update({k: None for k in summary if k.endswith("_fluid_scans")})
+        summary.update(num_scans=len(rows), num_fluid_scans=num_fluid, num_normal_scans=len(rows) - num_fluid)
+        summary["per_scan_csv"] = os.path.basename(self.table_path)
+
+        _write_csv_atomic(self.table_path, PER_SCAN_COLUMNS, rows)
         report = {}
         if os.path.isfile(self.output_path) and not self.overwrite:
             with open(self.output_path) as f:
                 report = json.load(f)
-        report.update({f"{self.prefix}{k}": v for k, v in self.summary().items()})
+        report.update({f"{self.prefix}{k}": v for k, v in summary.items()})
         report.update(self.extra)
-        report[f"{self.prefix}per_image"] = self._rows
         write_json_atomic(report, self.output_path)
-        summary = self.summary()
-        nan = float("nan")  # no images: the means are None
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if isinstance(v, float))
         logger.info(
-            "%s: Dice %.4f, Jaccard %.4f over %d images -> %s",
-            self.prefix.rstrip("_") or "clean",
-            nan if summary["dice"] is None else summary["dice"],
-            nan if summary["jaccard"] is None else summary["jaccard"],
-            summary["num_images"],
-            self.output_path,
-        )
+            "%s: %s over %d scans (%d with fluid) -> %s",
+            self.prefix.rstrip("_") or "clean", shown, len(rows), num_fluid, self.output_path,
+        )  # fmt: skip
+
+
+#: columns of the per-scan table written by :class:`SegmentationReport`
+PER_SCAN_COLUMNS = (
+    "image",
+    "fluid_pixels_true",
+    "fluid_pixels_predicted",
+    "true_positive_pixels",
+    "dice",
+    "jaccard",
+    "false_fluid",
+)
+
+
+def _number(value: Any) -> float | None:
+    """A metric value as a JSON number; NaN (undefined, e.g. no scan without fluid) becomes ``None``."""
+    value = float(value.item() if isinstance(value, torch.Tensor) else value)
+    return None if np.isnan(value) else value
+
+
+def _source_names(batch: Any) -> list[str]:
+    """File names of a collated batch's images (``filename_or_obj`` of their metadata)."""
+    images = batch["image"] if isinstance(batch, Mapping) else [item["image"] for item in batch]
+    if isinstance(images, MetaTensor):
+        names = images.meta.get("filename_or_obj", [""] * images.shape[0])
+        return [str(n) for n in ([names] if isinstance(names, str) else names)]
+    return [str(getattr(i, "meta", {}).get("filename_or_obj", "")) for i in images]
+
+
+def _write_csv_atomic(path: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)

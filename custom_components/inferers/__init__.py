@@ -1,3 +1,3 @@
-"""Inferers: B-scans of any size with a sliding window, volumes slice by slice."""
+"""Inferers: B-scans of any size and OCT volumes at the pixel scale the network was trained at."""
 
-from .slice_or_window import SliceOrWindowInferer
+from .bscan import BScanGeometry, BScanInferer

@@ -6,26 +6,35 @@
 - :class:`BinarizeMaskd`: {0, 1} or {0, 255} masks to float {0, 1}; anything else is an error naming the file.
 - :class:`ScaleIntensityPerBScand`: min-max scaling of each B-scan on its own, also inside a volume, so a volume is
   scaled exactly as the single B-scans the network was trained on.
+- :class:`BScanLayoutd`: a volume's axes to (rows, columns, B-scans), whatever order its file stores them in.
+- :func:`geometry_crops`: the training crop that matches the inference geometry (resize or native scale).
 - :class:`SeededGaussianNoised`: reproducible Gaussian noise for the paper's robustness test.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import zlib
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform
+from monai.transforms import MapTransform, RandScaleCropd, RandSpatialCropd, Resized, SpatialPadd, Transpose
+from monai.utils import look_up_option
 from PIL import Image, ImageChops
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "BScanToGrayscale",
     "MaskToSingleChannel",
     "BinarizeMaskd",
     "ScaleIntensityPerBScand",
+    "BScanLayoutd",
+    "geometry_crops",
     "SeededGaussianNoised",
     "source_name",
 ]
@@ -134,36 +143,29 @@ class ScaleIntensityPerBScand(MapTransform):
     """Min-max scale each B-scan to ``[minv, maxv]`` on its own.
 
     A 2D image ``(C, H, W)`` is scaled as a whole, exactly like MONAI's ``ScaleIntensityd`` (what training uses);
-    a volume ``(C, H, W, S)`` is scaled slice by slice along ``slice_axis``, so that every B-scan of a volume
-    reaches the network scaled as the single B-scans it was trained on, whatever the other slices hold (one
-    saturated B-scan would otherwise darken the whole volume). A constant B-scan becomes ``minv``.
+    a volume ``(C, H, W, S)`` (B-scans along the last axis, see :class:`BScanLayoutd`) is scaled B-scan by B-scan,
+    so that every B-scan of a volume reaches the network scaled as the single B-scans it was trained on, whatever
+    the other B-scans hold (one saturated B-scan would otherwise darken the whole volume). A constant B-scan
+    becomes ``minv``.
 
     Args:
         keys: image keys.
         minv: lowest output value.
         maxv: highest output value, > ``minv``.
-        slice_axis: spatial axis of a volume indexing its B-scans (0, 1 or 2; -1 = the last, as the inferer uses).
         allow_missing_keys: do not raise for absent keys.
 
     Raises:
-        ValueError: on ``maxv <= minv`` or a ``slice_axis`` outside [-3, 2]; (when called) on an input that is not
-            ``(C, H, W)`` or ``(C, H, W, S)``, naming its shape.
+        ValueError: on ``maxv <= minv``; (when called) on an input that is not ``(C, H, W)`` or ``(C, H, W, S)``,
+            naming the file and its shape.
     """
 
     def __init__(
-        self,
-        keys: KeysCollection,
-        minv: float = 0.0,
-        maxv: float = 1.0,
-        slice_axis: int = -1,
-        allow_missing_keys: bool = False,
+        self, keys: KeysCollection, minv: float = 0.0, maxv: float = 1.0, allow_missing_keys: bool = False
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if not maxv > minv:
             raise ValueError(f"maxv must be greater than minv, got minv={minv!r}, maxv={maxv!r}.")
-        if slice_axis not in (-3, -2, -1, 0, 1, 2):
-            raise ValueError(f"slice_axis must be a spatial axis of a volume (0, 1, 2 or -3..-1), got {slice_axis!r}.")
-        self.minv, self.maxv, self.slice_axis = float(minv), float(maxv), int(slice_axis)
+        self.minv, self.maxv = float(minv), float(maxv)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
@@ -176,17 +178,125 @@ class ScaleIntensityPerBScand(MapTransform):
                     f"got shape {tuple(x.shape)}."
                 )
             plain = x.as_tensor() if isinstance(x, MetaTensor) else x
-            if x.ndim == 3:
-                reduce = (0, 1, 2)
-            else:  # keep the slice axis, reduce over channels and the two in-plane axes
-                kept = 1 + self.slice_axis % 3
-                reduce = tuple(a for a in range(4) if a != kept)
+            reduce = (0, 1, 2)  # channels and the two in-plane axes; a volume keeps its B-scan axis
             low, high = plain.amin(dim=reduce, keepdim=True), plain.amax(dim=reduce, keepdim=True)
             span = high - low
             scale = torch.where(span > 0, (self.maxv - self.minv) / span.clamp_min(torch.finfo(span.dtype).tiny), 0.0)
             out = (x - low) * scale + self.minv  # MetaTensor arithmetic keeps the metadata (affine, file name)
             d[key] = out if isinstance(image, torch.Tensor) else out.numpy()
         return d
+
+
+class BScanLayoutd(MapTransform):
+    """Bring a volume's axes into the order the bundle works in: ``(C, rows, columns, B-scans)``.
+
+    Converted OCT volumes store their axes in different orders: (axial, lateral, B-scan) is the bundle's own, many
+    converters write (lateral, axial, B-scan), some put the B-scans first. ``bscan_axes`` names, in the stored
+    array (channel axis excluded), the axis of a B-scan's rows (axial, top to bottom), of its columns (lateral)
+    and the axis that indexes the B-scans; the volume is transposed accordingly (MONAI's ``Transpose``, which
+    leaves the affine as the file has it). The permutation is recorded in the metadata under ``"bscan_axes"`` so
+    that the mask is written back in the file's own axis order with the file's own affine and header. 2D images
+    (PNG, TIFF, ...) are rows-first already and pass unchanged.
+
+    When ``expected_aspect`` (rows / columns of the B-scans the model was trained on) is known, a volume whose
+    B-scans would fit it clearly better transposed gets a warning naming the file: its axes are probably swapped.
+
+    Args:
+        keys: image keys.
+        bscan_axes: (rows axis, columns axis, B-scan axis) of a stored volume, a permutation of (0, 1, 2).
+        expected_aspect: rows / columns of the training B-scans, or ``None`` to skip the check.
+        allow_missing_keys: do not raise for absent keys.
+
+    Raises:
+        ValueError: on ``bscan_axes`` that is not a permutation of (0, 1, 2) or an ``expected_aspect`` <= 0.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        bscan_axes: Sequence[int] = (0, 1, 2),
+        expected_aspect: float | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        axes = [int(a) for a in bscan_axes]
+        if sorted(axes) != [0, 1, 2]:
+            raise ValueError(
+                f"bscan_axes must list the (rows, columns, B-scans) axes of a volume, a permutation of (0, 1, 2); "
+                f"got {bscan_axes!r}."
+            )
+        if expected_aspect is not None and not expected_aspect > 0:
+            raise ValueError(f"expected_aspect must be a positive rows/columns ratio or None, got {expected_aspect!r}.")
+        self.bscan_axes = axes
+        self.expected_aspect = expected_aspect
+        self.transpose = Transpose([0] + [1 + a for a in axes])
+
+    def _check_aspect(self, name: str, rows: int, columns: int) -> None:
+        if self.expected_aspect is None:
+            return
+        # compare on a log scale: how far the B-scan's aspect is from the training one, as is and transposed
+        as_is = abs(math.log(rows / columns) - math.log(self.expected_aspect))
+        transposed = abs(math.log(columns / rows) - math.log(self.expected_aspect))
+        if transposed + math.log(1.25) < as_is:
+            logger.warning(
+                "%s: its B-scans are %d x %d (rows x columns) with bscan_axes=%s, but the model was trained on "
+                "B-scans of aspect %.2f (rows/columns); the volume looks transposed. Check bscan_axes.",
+                name, rows, columns, self.bscan_axes, self.expected_aspect,
+            )  # fmt: skip
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            if image.ndim != 4:  # (C, H, W): a 2D image, rows first by the project's convention
+                continue
+            out = self.transpose(image)
+            if isinstance(out, MetaTensor):
+                out.meta["bscan_axes"] = list(self.bscan_axes)
+            self._check_aspect(source_name(d, key), int(out.shape[1]), int(out.shape[2]))
+            d[key] = out
+        return d
+
+
+def geometry_crops(
+    geometry: str,
+    image_size: Sequence[int],
+    keys: KeysCollection = ("image", "label"),
+    min_crop_fraction: float = 0.8,
+) -> list[MapTransform]:
+    """The random crop that shows the network training B-scans at the pixel scale of its inference geometry.
+
+    - ``"resize"``: a random crop of ``min_crop_fraction`` to all of each side (scale augmentation), resized to
+      ``image_size`` like every B-scan at inference.
+    - ``"native"``: a random ``image_size`` crop of the native pixels (B-scans smaller than that are zero-padded),
+      matching the sliding window at inference.
+
+    Args:
+        geometry: ``"resize"`` or ``"native"`` (:class:`custom_components.inferers.BScanGeometry`).
+        image_size: (H, W) the network is trained at.
+        keys: image and mask keys (images resized bilinearly, the mask by nearest neighbour).
+        min_crop_fraction: smallest crop side as a fraction of the B-scan's (``resize`` only), in (0, 1].
+
+    Returns:
+        the transforms, to run after the cached deterministic ones.
+
+    Raises:
+        ValueError: on an unknown ``geometry`` or a ``min_crop_fraction`` outside (0, 1].
+    """
+    from custom_components.inferers.bscan import BScanGeometry
+
+    geometry = look_up_option(geometry, BScanGeometry)
+    if not 0 < min_crop_fraction <= 1:
+        raise ValueError(f"min_crop_fraction must be in (0, 1], got {min_crop_fraction!r}.")
+    size = [int(s) for s in image_size]
+    keys = [keys] if isinstance(keys, str) else list(keys)
+    if geometry == BScanGeometry.RESIZE:
+        modes = ["bilinear"] + ["nearest"] * (len(keys) - 1)
+        return [
+            RandScaleCropd(keys, roi_scale=min_crop_fraction, max_roi_scale=1.0, random_size=True),
+            Resized(keys, spatial_size=size, mode=modes),
+        ]
+    return [SpatialPadd(keys, spatial_size=size), RandSpatialCropd(keys, roi_size=size, random_size=False)]
 
 
 class SeededGaussianNoised(MapTransform):

@@ -1,5 +1,5 @@
 """Tests of custom_components.transforms.oct: one-channel Pillow converters, strict mask binarisation, per-B-scan
-intensity scaling and file-seeded Gaussian noise."""
+intensity scaling, volume axis order, geometry crops and file-seeded Gaussian noise."""
 
 from __future__ import annotations
 
@@ -9,15 +9,17 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-from monai.transforms import LoadImaged
+from monai.transforms import Compose, LoadImaged
 from PIL import Image
 
 from custom_components.transforms.oct import (
     BinarizeMaskd,
+    BScanLayoutd,
     BScanToGrayscale,
     MaskToSingleChannel,
     ScaleIntensityPerBScand,
     SeededGaussianNoised,
+    geometry_crops,
     source_name,
 )
 
@@ -181,23 +183,95 @@ def test_scale_volume_each_bscan_on_its_own_keeps_meta():
     assert torch.allclose(out.affine, affine)
 
 
-def test_scale_volume_other_slice_axis_and_numpy():
-    volume = np.zeros((1, 2, 3, 3), np.float32)
-    volume[:, 0] = 5.0
-    volume[:, 1] = np.arange(9.0).reshape(3, 3)  # B-scans along spatial axis 0
-    out = ScaleIntensityPerBScand("image", slice_axis=0)({"image": volume})["image"]
+def test_scale_volume_numpy():
+    volume = np.zeros((1, 3, 3, 2), np.float32)
+    volume[..., 0] = 5.0
+    volume[..., 1] = np.arange(9.0).reshape(3, 3)  # B-scans along the last axis
+    out = ScaleIntensityPerBScand("image")({"image": volume})["image"]
     assert isinstance(out, np.ndarray)
-    assert np.array_equal(out[:, 0], np.zeros((1, 3, 3)))
-    assert np.allclose(out[:, 1], np.arange(9.0).reshape(1, 3, 3) / 8)
+    assert np.array_equal(out[..., 0], np.zeros((1, 3, 3)))
+    assert np.allclose(out[..., 1], np.arange(9.0).reshape(1, 3, 3) / 8)
 
 
 def test_scale_bad_arguments_and_shape():
     with pytest.raises(ValueError, match="maxv must be greater than minv"):
         ScaleIntensityPerBScand("image", minv=1.0, maxv=1.0)
-    with pytest.raises(ValueError, match="slice_axis must be a spatial axis"):
-        ScaleIntensityPerBScand("image", slice_axis=3)
     with pytest.raises(ValueError, match=r"/x/mask.png: expected a B-scan .* got shape \(4, 4\)"):
         ScaleIntensityPerBScand("image")({"image": _meta(torch.zeros(4, 4))})
+
+
+# ---------------------------------------------------------------- BScanLayoutd
+
+
+@pytest.mark.parametrize("axes", [(0, 1, 2), (1, 0, 2), (2, 0, 1), (1, 2, 0)])
+def test_layout_brings_any_stored_order_to_rows_columns_bscans(axes):
+    canonical = torch.arange(4 * 6 * 3, dtype=torch.float32).reshape(1, 4, 6, 3)  # (C, rows, columns, B-scans)
+    stored = canonical.permute(0, *[1 + int(np.argsort(axes)[i]) for i in range(3)])  # axis axes[k] holds dim k
+    affine = torch.diag(torch.tensor([0.01, 0.02, 0.1, 1.0]))
+    image = MetaTensor(stored, affine=affine, meta={"filename_or_obj": "/v.nii.gz"})
+    out = BScanLayoutd("image", bscan_axes=axes)({"image": image})["image"]
+    assert torch.equal(out.as_tensor(), canonical)
+    assert out.meta["bscan_axes"] == list(axes)
+    torch.testing.assert_close(out.affine, affine.double())  # the file's own affine, for writing the mask back
+
+
+def test_layout_leaves_2d_images_alone():
+    image = _meta(torch.rand(1, 5, 7))
+    out = BScanLayoutd("image", bscan_axes=(1, 0, 2))({"image": image})["image"]
+    assert torch.equal(out, image) and "bscan_axes" not in out.meta
+
+
+def test_layout_warns_when_the_volume_looks_transposed(caplog):
+    wide = _meta(torch.zeros(1, 64, 40, 3), "/data/lateral_first.nii.gz")  # 64 x 40 B-scans
+    with caplog.at_level("WARNING"):
+        BScanLayoutd("image", expected_aspect=40 / 64)({"image": wide})  # trained on 40 x 64 B-scans
+    assert "lateral_first.nii.gz" in caplog.text and "looks transposed" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        BScanLayoutd("image", expected_aspect=40 / 64)({"image": _meta(torch.zeros(1, 40, 64, 3))})
+        BScanLayoutd("image", expected_aspect=1.0)({"image": wide})  # square training scans: nothing to tell
+        BScanLayoutd("image")({"image": wide})  # aspect unknown
+    assert "looks transposed" not in caplog.text
+
+
+@pytest.mark.parametrize("axes", [(0, 1), (0, 1, 1), (0, 1, 3)])
+def test_layout_bad_axes(axes):
+    with pytest.raises(ValueError, match="permutation of \\(0, 1, 2\\)"):
+        BScanLayoutd("image", bscan_axes=axes)
+
+
+# ---------------------------------------------------------------- geometry_crops
+
+
+def test_geometry_crops_resize_gives_the_training_size_from_any_scan():
+    from monai.utils import set_determinism
+
+    set_determinism(0)
+    crops = Compose(geometry_crops("resize", (32, 32)))
+    mask = torch.zeros(1, 50, 90)
+    mask[:, 20:30] = 1
+    out = crops({"image": torch.rand(1, 50, 90), "label": mask})
+    assert out["image"].shape == out["label"].shape == (1, 32, 32)
+    assert set(torch.unique(out["label"]).tolist()) <= {0.0, 1.0}  # masks by nearest neighbour
+
+
+def test_geometry_crops_native_keeps_the_pixel_scale():
+    image = torch.arange(50 * 90, dtype=torch.float32).reshape(1, 50, 90)
+    out = Compose(geometry_crops("native", (32, 32)))({"image": image, "label": image.clone()})
+    assert out["image"].shape == (1, 32, 32)
+    assert torch.equal(out["image"], out["label"])  # image and mask cropped alike
+    # a crop of the native pixels: neighbouring values differ by exactly one row / one column
+    assert torch.all(out["image"][0, 1:, 0] - out["image"][0, :-1, 0] == 90)
+    assert torch.all(out["image"][0, 0, 1:] - out["image"][0, 0, :-1] == 1)
+    small = Compose(geometry_crops("native", (32, 32)))({"image": torch.ones(1, 20, 40), "label": torch.ones(1, 20, 40)})
+    assert small["image"].shape == (1, 32, 32) and small["image"].sum() == 20 * 32  # zero-padded rows
+
+
+def test_geometry_crops_bad_arguments():
+    with pytest.raises(ValueError, match="native"):
+        geometry_crops("tiles", (32, 32))
+    with pytest.raises(ValueError, match="min_crop_fraction"):
+        geometry_crops("resize", (32, 32), min_crop_fraction=0)
 
 
 # ---------------------------------------------------------------- SeededGaussianNoised

@@ -7,7 +7,6 @@ import csv
 import json
 import logging
 import os
-from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -15,14 +14,17 @@ import pytest
 import torch
 from monai.data import MetaTensor
 from PIL import Image
+from types import SimpleNamespace
 
 from custom_components.handlers.segmentation import (
     MEASUREMENT_COLUMNS,
+    PER_SCAN_COLUMNS,
     FluidPredictionWriter,
     SegmentationReport,
     overlay_image,
 )
 
+BUNDLE_CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "bundles", "oct_fluid_seg", "configs")
 ORANGE = np.array([255.0, 140.0, 0.0])
 GREEN = (40, 230, 60)
 
@@ -219,34 +221,39 @@ def test_writer_leaves_no_temporary_files(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path / "masks")) == ["a_fluid.png"]  # no half-written b_fluid.png, no temp file
 
 
-def test_writer_volume_with_bscans_along_the_first_axis(tmp_path):
-    affine = np.diag([2.0, 0.5, 0.25, 1.0])  # slice spacing 2 mm along axis 0, in-plane 0.5 x 0.25
-    image = MetaTensor(torch.rand(1, 3, 6, 8), affine=torch.as_tensor(affine), meta={"filename_or_obj": "/v/x.nii"})
-    pred = torch.zeros(1, 3, 6, 8)
-    pred[0, 1, 0:2, 0:5] = 1  # 10 pixels in B-scan 1
-    writer = FluidPredictionWriter(str(tmp_path), slice_axis=0)
+def test_writer_volume_stored_bscans_first_is_written_back_in_its_own_order(tmp_path):
+    # the file stores (B-scans, rows, columns) with 2 mm between B-scans and 0.5 x 0.25 mm pixels
+    affine = np.array([[2.0, 0, 0, 5.0], [0, 0.5, 0, -1.0], [0, 0, 0.25, 3.0], [0, 0, 0, 1]])
+    source = tmp_path / "x.nii"
+    header = nib.Nifti1Image(np.zeros((3, 6, 8), np.int16), affine)
+    header.header.set_xyzt_units("mm", "sec")
+    header.header["descrip"] = b"vendor export"
+    nib.save(header, source)
+    # what BScanLayoutd makes of it: (1, rows, columns, B-scans), the file's affine, the permutation recorded
+    image = MetaTensor(
+        torch.rand(1, 6, 8, 3), affine=torch.as_tensor(affine), meta={"filename_or_obj": str(source), "bscan_axes": [1, 2, 0]}
+    )
+    pred = torch.zeros(1, 6, 8, 3)
+    pred[0, 0:2, 0:5, 1] = 1  # 10 pixels in B-scan 1
+    writer = FluidPredictionWriter(str(tmp_path / "out"))
     writer.started()
     writer.write_item({"image": image, "pred": pred})
     writer.completed()
     rows = _read_csv(writer.csv_path)[1:]
     assert [(r[1], r[2], r[3]) for r in rows[:3]] == [("0", "0", "0.0"), ("1", "10", "1.25"), ("2", "0", "0.0")]
+    assert rows[0][5] == "0.5x0.25x2"  # rows, columns, B-scans
     assert rows[3][1:3] == ["all", "10"] and float(rows[3][4]) == pytest.approx(10 * 2.0 * 0.5 * 0.25)
-    overlay = np.asarray(Image.open(tmp_path / "overlays" / "x_slice001_overlay.png"))
+    overlay = np.asarray(Image.open(tmp_path / "out" / "overlays" / "x_slice001_overlay.png"))
     assert overlay.shape == (6, 8, 3)
-    assert nib.load(tmp_path / "masks" / "x_fluid.nii.gz").shape == (3, 6, 8)  # the input's axes
-
-
-@pytest.mark.parametrize("axis", [-1, 3])
-def test_writer_bad_slice_axis(tmp_path, axis):
-    with pytest.raises(ValueError, match="slice_axis must be 0, 1 or 2"):
-        FluidPredictionWriter(str(tmp_path), slice_axis=axis)
+    saved = nib.load(tmp_path / "out" / "masks" / "x_fluid.nii.gz")
+    assert saved.shape == (3, 6, 8)  # the input's own axis order
+    assert np.array_equal(np.asarray(saved.dataobj), pred[0].permute(2, 0, 1).numpy().astype(np.uint8))
+    assert np.allclose(saved.affine, affine)
+    assert saved.header.get_xyzt_units() == ("mm", "sec") and saved.header["descrip"] == b"vendor export"
+    assert saved.get_data_dtype() == np.uint8
 
 
 # ---------------------------------------------------------------- SegmentationReport
-
-
-def _engine(pairs):
-    return SimpleNamespace(state=SimpleNamespace(output=[{"pred": p, "label": l} for p, l in pairs]))
 
 
 def _mask(cells, shape=(4, 4)):
@@ -256,81 +263,101 @@ def _mask(cells, shape=(4, 4)):
     return m
 
 
-def _pairs():
-    # image 0: pred 2 px, truth 3 px, 2 overlap -> Dice 4/5, Jaccard 2/3
-    # image 1: empty truth, empty prediction -> 1, 1
-    # image 2: empty truth, 1 px predicted -> 0, 0
-    # image 3: truth 2 px, nothing predicted -> 0, 0
+def _scans():
+    """(name, prediction, truth) of four hand-made 4 x 4 scans, with what each contributes:
+
+    - a.png: truth 4 px, half found (2 px, both right): TP 2, FN 2 -> Dice 2/3, Jaccard 1/2
+    - b.png: no fluid, nothing predicted -> a normal scan without false fluid
+    - c.png: no fluid, one false pixel: FP 1 -> false fluid
+    - d.png: truth 2 px, nothing predicted: FN 2 -> Dice 0, Jaccard 0
+    """
     return [
-        (_mask([(0, 0), (0, 1)]), _mask([(0, 0), (0, 1), (0, 2)])),
-        (_mask([]), _mask([])),
-        (_mask([(3, 3)]), _mask([])),
-        (_mask([]), _mask([(1, 1), (2, 2)])),
+        ("/d/a.png", _mask([(0, 0), (0, 1)]), _mask([(0, 0), (0, 1), (0, 2), (0, 3)])),
+        ("/d/b.png", _mask([]), _mask([])),
+        ("/d/c.png", _mask([(3, 3)]), _mask([])),
+        ("/d/d.png", _mask([]), _mask([(1, 1), (2, 2)])),
     ]
 
 
-def _run(report, pairs):
-    report.started()
-    report(_engine(pairs))
-    report.completed()
+def _bundle_metrics():
+    """The OCT bundle's own validation metrics, built from its train.json."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(os.path.join(BUNDLE_CONFIGS, "train.json"))
+    return {**parser.get_parsed_content("validate#key_metric"), **parser.get_parsed_content("validate#additional_metrics")}
 
 
-def test_report_per_image_and_means(tmp_path):
+def _evaluate(report, scans, batch_size=2):
+    """Run an ignite engine over ``scans`` with the bundle's metrics and ``report`` attached, as an evaluator does."""
+    from ignite.engine import Engine
+
+    items = [
+        {"image": MetaTensor(torch.zeros_like(p), meta={"filename_or_obj": n}), "pred": p, "label": t}
+        for n, p, t in scans
+    ]
+    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    engine = Engine(lambda e, batch: batch)
+    engine.state.metric_details = {}
+    for name, metric in _bundle_metrics().items():
+        metric.attach(engine, name)
+    report.attach(engine)
+    engine.run(batches)
+    return engine
+
+
+def test_report_pooled_and_fluid_scan_metrics_against_hand_computed_values(tmp_path):
     path = str(tmp_path / "metrics.json")
-    report = SegmentationReport(path, extra={"noise_sigma": 0.0})
-    _run(report, _pairs())
+    _evaluate(SegmentationReport(path, extra={"noise_sigma": 0.0}), _scans())
     data = json.loads(open(path).read())
-    dice = [r["dice"] for r in data["per_image"]]
-    jaccard = [r["jaccard"] for r in data["per_image"]]
-    assert dice == pytest.approx([0.8, 1.0, 0.0, 0.0])
-    assert jaccard == pytest.approx([2 / 3, 1.0, 0.0, 0.0])
-    assert [r["has_fluid"] for r in data["per_image"]] == [True, False, False, True]
-    assert data["dice"] == pytest.approx(1.8 / 4)
-    assert data["jaccard"] == pytest.approx((2 / 3 + 1) / 4)
-    assert data["dice_fluid_scans"] == pytest.approx(0.4)  # images 0 and 3 only
-    assert data["jaccard_fluid_scans"] == pytest.approx(1 / 3)
-    assert data["num_images"] == 4 and data["num_fluid_images"] == 2
-    assert data["noise_sigma"] == 0.0
+    # pooled over the set: TP 2, FP 1, FN 4
+    assert data["dice"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 4))
+    assert data["jaccard"] == pytest.approx(2 / (2 + 1 + 4))
+    # per-scan means over a.png and d.png, the scans with fluid
+    assert data["dice_fluid_scans"] == pytest.approx((2 / 3 + 0) / 2)
+    assert data["jaccard_fluid_scans"] == pytest.approx((1 / 2 + 0) / 2)
+    assert data["false_fluid_rate"] == pytest.approx(1 / 2)  # c.png of the two normal scans
+    assert (data["num_scans"], data["num_fluid_scans"], data["num_normal_scans"]) == (4, 2, 2)
+    assert data["noise_sigma"] == 0.0 and data["per_scan_csv"] == "per_scan.csv"
+
+    with open(tmp_path / "per_scan.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == list(PER_SCAN_COLUMNS)
+    assert [r["image"] for r in rows] == ["/d/a.png", "/d/b.png", "/d/c.png", "/d/d.png"]
+    assert [(r["fluid_pixels_true"], r["fluid_pixels_predicted"], r["true_positive_pixels"]) for r in rows] == [
+        ("4", "2", "2"), ("0", "0", "0"), ("0", "1", "0"), ("2", "0", "0"),
+    ]  # fmt: skip
+    assert [r["dice"] for r in rows] == ["0.666667", "", "", "0.0"]  # undefined without fluid
+    assert [r["false_fluid"] for r in rows] == ["", "0", "1", ""]
+    # the table is what the summary is made of
+    fluid = [float(r["dice"]) for r in rows if r["dice"]]
+    assert np.mean(fluid) == pytest.approx(data["dice_fluid_scans"])
 
 
-def test_report_no_fluid_scans_gives_none(tmp_path):
+def test_report_without_normal_or_fluid_scans_gives_none(tmp_path):
     path = str(tmp_path / "m.json")
-    report = SegmentationReport(path)
-    _run(report, [(_mask([]), _mask([]))])
+    _evaluate(SegmentationReport(path), [s for s in _scans() if s[2].sum() > 0])
+    assert json.loads(open(path).read())["false_fluid_rate"] is None  # no normal scan: undefined, not 0
+    _evaluate(SegmentationReport(path), [s for s in _scans() if s[2].sum() == 0])
     data = json.loads(open(path).read())
-    assert data["dice"] == 1.0 and data["jaccard"] == 1.0
-    assert data["dice_fluid_scans"] is None and data["num_fluid_images"] == 0
-
-
-def test_report_image_names_from_meta(tmp_path):
-    path = str(tmp_path / "m.json")
-    pred = MetaTensor(_mask([(0, 0)]), meta={"filename_or_obj": "/d/x.png"})
-    _run(SegmentationReport(path), [(pred, _mask([(0, 0)]))])
-    assert json.loads(open(path).read())["per_image"][0]["image"] == "/d/x.png"
-
-
-def test_report_started_resets_rows(tmp_path):
-    path = str(tmp_path / "m.json")
-    report = SegmentationReport(path)
-    _run(report, _pairs())
-    _run(report, _pairs()[:1])
-    assert json.loads(open(path).read())["num_images"] == 1
+    assert data["dice_fluid_scans"] is None and data["num_fluid_scans"] == 0
+    assert data["false_fluid_rate"] == pytest.approx(0.5)
 
 
 def test_report_prefix_merge_and_overwrite(tmp_path):
     path = str(tmp_path / "metrics.json")
-    _run(SegmentationReport(path, overwrite=True), _pairs()[:2])
-    _run(SegmentationReport(path, prefix="noisy_", extra={"noise_sigma": 0.1}), _pairs()[2:])
+    _evaluate(SegmentationReport(path, overwrite=True), _scans()[:2])
+    _evaluate(SegmentationReport(path, prefix="noisy_", extra={"noise_sigma": 0.1}), _scans()[2:])
     data = json.loads(open(path).read())
-    assert data["dice"] == pytest.approx(0.9) and data["num_images"] == 2
-    assert data["noisy_dice"] == pytest.approx(0.0) and data["noisy_num_images"] == 2
-    assert len(data["per_image"]) == 2 and len(data["noisy_per_image"]) == 2
+    assert data["dice"] == pytest.approx(2 / 3) and data["num_scans"] == 2
+    assert data["noisy_dice"] == pytest.approx(0.0) and data["noisy_num_scans"] == 2
     assert data["noise_sigma"] == 0.1
+    assert (tmp_path / "per_scan.csv").is_file() and (tmp_path / "noisy_per_scan.csv").is_file()
     # a new run starting with overwrite=True drops the old keys
-    _run(SegmentationReport(path, overwrite=True), _pairs()[1:2])
+    _evaluate(SegmentationReport(path, overwrite=True), _scans()[1:2])
     data = json.loads(open(path).read())
     assert "noisy_dice" not in data and "noise_sigma" not in data
-    assert data["dice"] == 1.0 and data["num_images"] == 1
+    assert data["num_scans"] == 1 and data["false_fluid_rate"] == 0.0
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 
 
@@ -340,13 +367,22 @@ def test_report_volumes(tmp_path):
     label = torch.zeros(1, 4, 4, 2)
     pred[0, 0, 0, 0] = label[0, 0, 0, 0] = 1
     label[0, 1, 1, 1] = 1  # Dice 2*1/(1+2) over the whole volume
-    _run(SegmentationReport(path), [(pred, label)])
+    _evaluate(SegmentationReport(path), [("/v.nii.gz", pred, label)])
     assert json.loads(open(path).read())["dice"] == pytest.approx(2 / 3)
+
+
+def test_report_needs_the_confusion_details(tmp_path):
+    from ignite.engine import Engine
+
+    engine = Engine(lambda e, b: b)
+    engine.state.metric_details, engine.state.metrics = {}, {}
+    with pytest.raises(RuntimeError, match="save_details=True"):
+        SegmentationReport(str(tmp_path / "m.json")).completed(engine)
 
 
 def test_report_log_shows_zero_dice_not_nan(tmp_path, caplog):
     path = str(tmp_path / "m.json")
     with caplog.at_level(logging.INFO, logger="custom_components.handlers.segmentation"):
-        _run(SegmentationReport(path), [(_mask([]), _mask([(0, 0)]))])
+        _evaluate(SegmentationReport(path), [_scans()[3]])
     assert json.loads(open(path).read())["dice"] == 0.0
-    assert "Dice 0.0000" in caplog.text
+    assert "dice 0.0000" in caplog.text
