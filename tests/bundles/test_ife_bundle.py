@@ -75,6 +75,9 @@ def test_train_outputs(trained):
     assert (trained["dataset_dir"] / "datalist.json").is_file()  # the synthetic default was generated
     model = torch.load(root / "models" / "model.pt", weights_only=True)
     assert "severe_head.weight" in model and "mild_head.weight" in model  # a bare state_dict of the network
+    recipe = json.loads((root / "models" / "model.recipe.json").read_text())
+    assert recipe["settings"] == {"image_size": 64, "multitask": True}
+    assert recipe["network"] == "custom_components.networks.ife_resnet.MultiTaskIFEResNet"
     state = torch.load(root / "models" / "checkpoint.pt", weights_only=True)
     assert set(state) == {"model", "optimizer", "lr_scheduler", "trainer"}
     iterations_per_epoch = state["trainer"]["epoch_length"]
@@ -119,8 +122,10 @@ def _read_predictions(path: Path) -> list[dict]:
 
 def test_inference_writes_predictions_and_figures(trained, tmp_path):
     out = tmp_path / "infer"
-    override = {**trained["override"], "output_dir": str(out)}
-    _workflow(["inference.json"], "infer", **override)
+    # no image_size: the checkpoint's recipe says 64
+    override = {"bundle_root": str(trained["root"]), "dataset_dir": str(trained["dataset_dir"]), "num_workers": 0}
+    workflow = _workflow(["inference.json"], "infer", **override, output_dir=str(out))
+    assert workflow.parser.get_parsed_content("image_size") == 64
     rows = _read_predictions(out / "predictions.csv")
     testing = _datalist(trained["dataset_dir"])["testing"]
     assert len(rows) == len(testing)
@@ -149,6 +154,40 @@ def test_inference_over_folder_skips_unreadable(trained, tmp_path):
     assert sorted(Path(r["image"]).name for r in rows) == sorted(Path(e["image"]).name for e in testing)
     assert all(r["label"] == "" for r in rows)  # a folder has no labels
     assert not (out / "attention").exists()
+
+
+def test_inference_over_a_datalist_skips_broken_entries_and_strict_stops(trained, tmp_path):
+    dataset_dir = tmp_path / "data"
+    shutil.copytree(trained["dataset_dir"], dataset_dir)
+    datalist = _datalist(dataset_dir)
+    good = datalist["testing"][:5]
+    png = (dataset_dir / good[0]["image"]).read_bytes()
+    (dataset_dir / "images" / "truncated.png").write_bytes(png[: len(png) // 2])
+    (dataset_dir / "images" / "empty.png").write_bytes(b"")
+    (dataset_dir / "images" / "text.png").write_text("a text file, not an image")
+    broken = [{"image": f"images/{n}", "label": "Negative"} for n in ("truncated.png", "empty.png", "text.png")]
+    datalist["testing"] = good[:2] + broken + good[2:]
+    (dataset_dir / "datalist.json").write_text(json.dumps(datalist))
+    out = tmp_path / "infer"
+    paths = {"bundle_root": str(trained["root"]), "dataset_dir": str(dataset_dir), "num_workers": 0, "save_figures": False}
+    _workflow(["inference.json"], "infer", **paths, output_dir=str(out))
+    rows = _read_predictions(out / "predictions.csv")
+    assert [Path(r["image"]).name for r in rows] == [Path(e["image"]).name for e in good]  # every good gel, in order
+    assert [r["label"] for r in rows] == [e["label"] for e in good]
+    reasons = {Path(r["image"]).name: r["error"] for r in csv.DictReader(open(out / "skipped_inputs.csv"))}
+    assert set(reasons) == {"truncated.png", "empty.png", "text.png"}
+    assert reasons["empty.png"] == "empty file (0 bytes)" and reasons["text.png"].startswith("unreadable image")
+    # --strict true: the same datalist is a failure (non-zero exit), before any prediction is written
+    strict_out = tmp_path / "strict"
+    result = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "inference.json"), "--meta_file",
+         META, "--logging_file", LOGGING, "--bundle_root", str(trained["root"]), "--dataset_dir", str(dataset_dir),
+         "--output_dir", str(strict_out), "--num_workers", "0", "--strict", "true"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "strict mode stops on any unusable input: 3 of 8" in result.stderr
+    assert not (strict_out / "predictions.csv").exists()
 
 
 def test_baseline_override(trained, tmp_path):
