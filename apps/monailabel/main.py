@@ -30,6 +30,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.utils.others.generic import strtobool
 
+from custom_components.bundle.recipe import CheckpointMismatchError, RecipeMismatchError
 from lib.configs.ife_multitask import IFEMultiTaskConfig
 from lib.configs.oct_fluid_seg import OCTFluidSegConfig
 from lib.datastore import CheckedLocalDatastore
@@ -126,7 +127,9 @@ class BundlesApp(MONAILabelApp):
 
         Raises:
             HTTPException: 404 for an unknown model or image id, 400 for an image id that is a path,
-                415 for a file that is not a readable 2D image.
+                415 for a file that is not a readable 2D image; 500 with the reason when the model's checkpoint
+                does not fit its network or its recipe is unreadable (a server-side problem, named, never a bare
+                500).
         """
         model = request.get("model")
         if model not in self._infers:
@@ -152,7 +155,11 @@ class BundlesApp(MONAILabelApp):
                     )
             with http_errors(415):
                 read_image_size(path, what)
-        return super().infer(request, datastore)
+        try:
+            return super().infer(request, datastore)
+        except (CheckpointMismatchError, RecipeMismatchError) as err:
+            logger.error(f"{model}: {err}")
+            raise HTTPException(status_code=500, detail=f"model {model!r} cannot serve: {err}") from err
 
     def bundle_path(self, model: Any) -> str | None:
         """Bundle folder of ``model``'s train task; unknown models are refused here.

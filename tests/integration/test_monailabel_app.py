@@ -346,3 +346,44 @@ def test_save_labels_then_one_epoch_training_writes_checkpoint(server: Server, m
     assert "warning" not in answer
     if model == "ife_multitask":
         _check_ife_answer(answer)
+
+
+def _train_narrow_oct(root: Path) -> Path:
+    """A narrow TransUNet trained by the bundle itself at 32 px, as the README's demo leaves one."""
+    from monai.bundle import ConfigWorkflow
+
+    configs = REPO / "bundles" / "oct_fluid_seg" / "configs"
+    workflow = ConfigWorkflow(
+        config_file=str(configs / "train.json"), meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"), workflow_type="train", bundle_root=str(root),
+        dataset_dir=str(root / "data"), image_size=32, filters=[8, 16, 32, 64], max_epochs=1, batch_size=4,
+        num_workers=0, cache_rate=0.0, synthetic_count=8, seed=0,
+    )  # fmt: skip
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    return root / "models"
+
+
+def _replace(source: Path, target: Path) -> None:
+    shutil.copy(source, target.with_suffix(".copying"))
+    os.replace(target.with_suffix(".copying"), target)  # as a training run writes it: all at once
+
+
+def test_a_checkpoint_of_other_settings_is_served_from_its_recipe(server: Server, tmp_path: Path) -> None:
+    models = _train_narrow_oct(tmp_path / "demo")
+    served = server.bundles / "oct_fluid_seg" / "models"
+    _replace(models / "model.pt", served / "model.pt")
+    _replace(models / "model.recipe.json", served / "model.recipe.json")
+    response = _infer(server, "oct_fluid_seg", "image", params={"image": "oct_002"})
+    assert response.status_code == 200, f"{response.text}\n{server.log_tail()}"
+    mask = np.asarray(Image.open(io.BytesIO(response.content)))
+    assert mask.shape == OCT_HW and set(np.unique(mask).tolist()) <= {0, 255}
+
+    # without its recipe the checkpoint no longer fits the bundle's default network: a 500 that says why
+    os.remove(served / "model.recipe.json")
+    response = _infer(server, "oct_fluid_seg", "json", params={"image": "oct_002"})
+    assert response.status_code == 500, response.text
+    detail = response.json()["detail"]
+    assert "does not fit" in detail and "encoder.0.0.conv.weight: checkpoint (8, 1, 3, 3), network (64, 1, 3, 3)" in detail
+    assert requests.get(f"{server.url}/info/", timeout=REQUEST_TIMEOUT_S).status_code == 200  # still serving

@@ -129,3 +129,28 @@ def test_train_parameters(parse, value, expected):
 def test_bad_positive_int_names_the_parameter(value):
     with pytest.raises(ValueError, match="'batch_size'"):
         positive_int(value, "batch_size")
+
+
+def test_fine_tuning_keeps_the_checkpoint_recipe_unless_the_request_sets_it(tmp_path):
+    import shutil
+
+    from lib.trainers.oct_fluid_seg import OCTFluidSegTrain
+
+    from custom_components.bundle.recipe import write_recipe
+
+    bundle = tmp_path / "oct_fluid_seg"
+    shutil.copytree(APP_DIR.parents[1] / "bundles" / "oct_fluid_seg" / "configs", bundle / "configs")
+    task = OCTFluidSegTrain(str(bundle), {})
+    task._request = {}
+    assert task.fine_tuning_settings() == {}  # nothing trained yet: the bundle's defaults
+    (bundle / "models").mkdir()
+    torch.save({}, bundle / "models" / "model.pt")
+    settings = {"image_size": 96, "geometry": "resize", "filters": [16, 32, 64, 128, 256], "training_aspect": 0.5}
+    write_recipe(bundle / "models" / "model.pt", settings)
+    # the network the weights need, not the aspect of the old training scans (train.json computes it from the data)
+    assert task.fine_tuning_settings() == {k: v for k, v in settings.items() if k != "training_aspect"}
+    task._request = {"pretrained": False}
+    assert task.fine_tuning_settings() == {}  # training from scratch starts from the bundle's own settings
+    task._request = {"image_size": "64"}
+    overrides = task._update_overrides({"train#dataset#data": [{"image": "a.png", "label": "a_mask.png"}]})
+    assert overrides["image_size"] == 64 and overrides["filters"] == settings["filters"]  # the request wins

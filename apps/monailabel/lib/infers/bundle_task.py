@@ -7,11 +7,14 @@ import logging
 import os
 from typing import Any
 
+import torch
 from monai.transforms import SaveImaged
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 from monailabel.tasks.infer.bundle import BundleConstants, BundleInferTask
 from monailabel.utils.others.generic import strtobool
+
+from custom_components.bundle.recipe import CheckpointMismatchError, describe_mismatch, recipe_path
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +30,12 @@ class LocalBundleInferTask(BundleInferTask):
     with a warning in the log, in ``/info`` and in every result.
 
     Preprocessing, inferer and postprocessing come from ``inference.json`` as in ``BundleInferTask``
-    (``LoadImaged`` is kept with the bundle's reader settings; ``SaveImaged`` is dropped).
+    (``LoadImaged`` is kept with the bundle's reader settings; ``SaveImaged`` is dropped). ``inference.json`` reads
+    the network settings and the geometry from the checkpoint's recipe (``models/model.recipe.json``), so the
+    network built here is the one that was trained, whatever overrides training used; when training replaces the
+    checkpoint with one of another recipe, the bundle config and the network are built again before the next
+    request. A checkpoint that still does not fit gets :class:`CheckpointMismatchError` naming the first
+    mismatched layer (answered with its message, see ``main.py``).
 
     Args:
         path: bundle folder (holding ``configs/inference.json`` and ``configs/metadata.json``).
@@ -69,16 +77,15 @@ class LocalBundleInferTask(BundleInferTask):
             )
         self.bundle_path = path
         self.bundle_config_path = os.path.join(path, "configs", configs[0])
-        self.bundle_config = self._load_bundle_config(path, self.bundle_config_path)
         with open(metadata_path) as f:
             metadata = json.load(f)
 
         self.key_image, image_format = next(iter(metadata["network_data_format"]["inputs"].items()))
         self.key_pred, _ = next(iter(metadata["network_data_format"]["outputs"].items()))
-        network = self.bundle_config.get_parsed_content(self.const.key_network_def(), instantiate=True)
         self.checkpoint = os.path.join(path, "models", self.const.model_pytorch())
         if not os.path.isfile(self.checkpoint):
             logger.warning(self.untrained_warning())
+        network = self._build()
 
         BasicInferTask.__init__(
             self,
@@ -96,6 +103,40 @@ class LocalBundleInferTask(BundleInferTask):
         )
         self.version = metadata.get("version")
         self.valid = True
+
+    def _recipe_signature(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(recipe_path(self.checkpoint))
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def _build(self) -> Any:
+        """Read the bundle config (which reads the checkpoint's recipe) and build its network."""
+        self._built_for = self._recipe_signature()
+        self.bundle_config = self._load_bundle_config(self.bundle_path, self.bundle_config_path)
+        return self.bundle_config.get_parsed_content(self.const.key_network_def(), instantiate=True)
+
+    def _rebuild_if_retrained(self) -> None:
+        """Training wrote a checkpoint with a new recipe: build the config and the network it describes."""
+        if self._recipe_signature() != self._built_for:
+            logger.info(f"{os.path.basename(self.bundle_path)}: new checkpoint recipe; rebuilding the network.")
+            self.network = self._build()
+            self._networks = {}
+
+    def _get_network(self, device, data):
+        try:
+            return super()._get_network(device, data)
+        except RuntimeError as err:  # load_state_dict: PyTorch lists every mismatched tensor; name the first
+            state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+            problem = describe_mismatch(self.network, state.get(self.model_state_dict, state))
+            if problem is None:
+                raise
+            raise CheckpointMismatchError(
+                f"{self.checkpoint} does not fit the network of {os.path.basename(self.bundle_path)}'s "
+                f"inference.json: {problem}. Keep the checkpoint's {os.path.basename(recipe_path(self.checkpoint))} "
+                "beside it, or train the model again."
+            ) from err
 
     def has_checkpoint(self) -> bool:
         """Whether ``models/model.pt`` exists now (training may add it while the server runs)."""
@@ -117,6 +158,7 @@ class LocalBundleInferTask(BundleInferTask):
         return i
 
     def __call__(self, request, callbacks=None):
+        self._rebuild_if_retrained()
         result_file, result_json = super().__call__(request, callbacks)
         if not self.has_checkpoint():
             logger.warning(self.untrained_warning())

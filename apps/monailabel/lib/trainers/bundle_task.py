@@ -11,6 +11,7 @@ from typing import Any
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.bundle import BundleTrainTask
 
+from custom_components.bundle.recipe import read_recipe
 from custom_components.handlers.atomic import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,9 @@ class LocalBundleTrainTask(BundleTrainTask):
       its bundle's datalist uses;
     - a deterministic split that always leaves at least one validation image;
     - :attr:`request_overrides`: train request parameters (image size, batch size, ...) mapped to bundle ids,
-      each parsed and checked, so a request can make a run small and fast without editing the bundle.
+      each parsed and checked, so a request can make a run small and fast without editing the bundle;
+    - fine-tuning rebuilds the network the checkpoint holds: the settings of its recipe
+      (``models/model.recipe.json``) become overrides, except where the request sets the id itself.
 
     Args:
         path: bundle folder.
@@ -117,6 +120,22 @@ class LocalBundleTrainTask(BundleTrainTask):
         self._request = dict(request)
         return super().__call__(request, datastore)
 
+    def fine_tuning_settings(self) -> dict[str, Any]:
+        """The checkpoint's recipe settings that fine-tuning must keep, as train config overrides.
+
+        Only when the run starts from ``models/model.pt`` (``pretrained``, the default, and the file exists), and
+        only ids that ``train.json`` sets to a plain value: ids it computes from the data (``$`` expressions such
+        as the training scans' aspect) are computed again for the new data.
+        """
+        checkpoint = os.path.join(self.bundle_path, "models", self.const.model_pytorch())
+        if not self._request.get("pretrained", True) or not os.path.isfile(checkpoint):
+            return {}
+        settings = read_recipe(checkpoint)["settings"]
+        plain = {k: v for k, v in settings.items() if not str(self.bundle_config.get(k, "$")).startswith("$")}
+        if plain:
+            logger.info(f"Fine-tuning {checkpoint} with its recipe's settings {plain}")
+        return plain
+
     def datastore_dataset_dir(self) -> str:
         """Folder of the datalist written from the datastore for the next run (inside the bundle's ``data/``)."""
         return os.path.join(self.bundle_path, "data", "monailabel")
@@ -137,5 +156,6 @@ class LocalBundleTrainTask(BundleTrainTask):
         for key, (config_id, parse) in self.request_overrides.items():
             if self._request.get(key) is not None:
                 overrides[config_id] = parse(self._request[key], key)
+        overrides.update({k: v for k, v in self.fine_tuning_settings().items() if k not in overrides})
         logger.info(f"Bundle overrides: {overrides}")
         return overrides
