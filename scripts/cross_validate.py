@@ -39,7 +39,15 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BUNDLE = REPO / "bundles" / "oct_fluid_seg"
-SCORES = ("dice", "jaccard", "dice_fluid_scans", "jaccard_fluid_scans", "noisy_dice", "noisy_jaccard")
+SCORES = (
+    "dice",
+    "jaccard",
+    "dice_fluid_scans",
+    "jaccard_fluid_scans",
+    "false_fluid_rate",
+    "noisy_dice",
+    "noisy_jaccard",
+)
 
 
 def bundle_command(bundle: Path, configs: list[str], bundle_root: Path, overrides: dict[str, str]) -> list[str]:

@@ -88,20 +88,20 @@ def run_bundle(name: str, workdir: Path, full: bool) -> dict:
     sizes = dict(FULL_OVERRIDES[name] if full else CPU_OVERRIDES[name])
     max_epochs = sizes.pop("max_epochs", None)
     data_dir = workdir / name / "data"
-    common = {"dataset_dir": data_dir, **sizes}
-    train = dict(common)
+    train = {"dataset_dir": data_dir, **sizes}
     if max_epochs is not None:
         train["train#trainer#max_epochs"] = max_epochs
     eval_dir, infer_dir = workdir / name / "eval", workdir / name / "inference"
 
     print(f"\n=== {BUNDLES[name]}: train (synthetic data in {data_dir}) ===", flush=True)
     _run(_bundle_cmd(bundle_root, ["train.json"], train))
+    # evaluation and inference rebuild the trained network from its checkpoint's recipe (models/model.recipe.json):
+    # no network, size or optimiser setting is repeated
+    later = {"dataset_dir": data_dir, "num_workers": sizes.get("num_workers", 2)}
     print(f"\n=== {BUNDLES[name]}: evaluate on the held-out test split ===", flush=True)
-    _run(_bundle_cmd(bundle_root, ["train.json", "evaluate.json"], {**common, "output_dir": eval_dir}))
+    _run(_bundle_cmd(bundle_root, ["train.json", "evaluate.json"], {**later, "output_dir": eval_dir}))
     print(f"\n=== {BUNDLES[name]}: inference on the test images ===", flush=True)
-    # the inference config builds the same network from the same ids; optimiser settings do not apply there
-    inference = {k: v for k, v in common.items() if k not in ("learning_rate", "warmup_epochs")}
-    _run(_bundle_cmd(bundle_root, ["inference.json"], {**inference, "output_dir": infer_dir}))
+    _run(_bundle_cmd(bundle_root, ["inference.json"], {**later, "output_dir": infer_dir}))
     return {"bundle_root": bundle_root, "data": data_dir, "eval": eval_dir, "inference": infer_dir}
 
 
@@ -132,7 +132,10 @@ def main() -> None:
         _print_report(outputs["ife"]["eval"] / "metrics.json", ("accuracy", "macro_f1", "fnr", "m1_acc", "m3_acc"))
     if "oct" in outputs:
         print("OCT fluid segmentation (test split):")
-        _print_report(outputs["oct"]["eval"] / "metrics.json", ("dice", "jaccard", "noisy_dice", "noisy_jaccard"))
+        _print_report(
+            outputs["oct"]["eval"] / "metrics.json",
+            ("dice", "jaccard", "dice_fluid_scans", "false_fluid_rate", "noisy_dice", "noisy_jaccard"),
+        )
     print("\nWhere the outputs are:")
     for name, paths in outputs.items():
         print(f"  {BUNDLES[name]}:")
