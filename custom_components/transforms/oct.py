@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import zlib
 from collections.abc import Hashable, Mapping, Sequence
 
@@ -302,7 +303,8 @@ def geometry_crops(
 class SeededGaussianNoised(MapTransform):
     """Add zero-mean Gaussian noise whose draw depends only on ``seed`` and the image's file name.
 
-    The paper's robustness test evaluates on "the same images with added Gaussian noise"; seeding by file makes
+    The paper's robustness test evaluates on "the same images with added Gaussian noise"; seeding by the file's name
+    (its base name, not its folder, so a data set copied elsewhere draws the same noise) makes
     that noisy test set identical across runs, models and machines, so numbers are comparable. Apply it after
     intensity scaling, so ``sigma`` is a fraction of the intensity range.
 
@@ -334,7 +336,8 @@ class SeededGaussianNoised(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             image = d[key]
-            rng = np.random.default_rng([self.seed, zlib.crc32(source_name(d, key).encode())])
+            name = os.path.basename(source_name(d, key))
+            rng = np.random.default_rng([self.seed, zlib.crc32(name.encode())])
             noise = torch.as_tensor(rng.normal(0.0, self.sigma, tuple(image.shape)), dtype=torch.float32)
             noisy = torch.as_tensor(image, dtype=torch.float32) + noise.to(torch.as_tensor(image).device)
             if self.clip:

@@ -290,12 +290,14 @@ def test_noise_same_name_is_identical_across_calls_and_instances():
     assert not torch.equal(a, torch.full_like(a, 0.5))
 
 
-def test_noise_depends_on_name_and_seed():
+def test_noise_depends_on_name_and_seed_not_on_the_folder():
     a = SeededGaussianNoised("image", sigma=0.1)(_image("/data/a.png"))["image"]
     b = SeededGaussianNoised("image", sigma=0.1)(_image("/data/b.png"))["image"]
     c = SeededGaussianNoised("image", sigma=0.1, seed=1)(_image("/data/a.png"))["image"]
+    moved = SeededGaussianNoised("image", sigma=0.1)(_image("/elsewhere/copy/a.png"))["image"]
     assert not torch.equal(a, b)
     assert not torch.equal(a, c)
+    assert torch.equal(a, moved)  # a copied data set gets the very same noisy test images
 
 
 def test_noise_sigma_zero_leaves_image_unchanged():
