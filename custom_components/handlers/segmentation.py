@@ -343,7 +343,8 @@ class SegmentationReport:
 
     ``<output_path>``: ``{prefix}{name}`` for every metric (``metric_prefix`` removed from the engine's names),
     ``{prefix}num_scans``, ``{prefix}num_fluid_scans``, ``{prefix}num_normal_scans``, ``{prefix}per_scan_csv``,
-    plus ``extra``; reports of other prefixes in the same file are kept unless ``overwrite``.
+    plus ``extra``; reports of other prefixes in the same file are kept unless ``overwrite``. An undefined value
+    (a fluid-scan mean without fluid scans, a false fluid rate without normal scans) is ``null``, never 0.
     ``<prefix>per_scan.csv`` beside it: ``image, fluid_pixels_true, fluid_pixels_predicted, true_positive_pixels,
     dice, jaccard`` (empty on scans without fluid, where they are undefined) and ``false_fluid`` (1 when fluid is
     predicted on a scan without any).
