@@ -30,7 +30,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.utils.others.generic import strtobool
 
-from custom_components.bundle.recipe import CheckpointMismatchError, RecipeMismatchError
+from custom_components.bundle.recipe import CheckpointMismatchError, RecipeError
 from lib.configs.ife_multitask import IFEMultiTaskConfig
 from lib.configs.oct_fluid_seg import OCTFluidSegConfig
 from lib.datastore import CheckedLocalDatastore
@@ -157,7 +157,7 @@ class BundlesApp(MONAILabelApp):
                 read_image_size(path, what)
         try:
             return super().infer(request, datastore)
-        except (CheckpointMismatchError, RecipeMismatchError) as err:
+        except (CheckpointMismatchError, RecipeError) as err:
             logger.error(f"{model}: {err}")
             raise HTTPException(status_code=500, detail=f"model {model!r} cannot serve: {err}") from err
 

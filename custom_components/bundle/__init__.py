@@ -3,10 +3,12 @@
 from .recipe import (
     CheckedCheckpointLoader,
     CheckpointMismatchError,
+    RecipeError,
     RecipeMismatchError,
     RecipeSaver,
     check_recipe,
     describe_mismatch,
+    mismatch_error,
     read_recipe,
     recipe_path,
     write_recipe,

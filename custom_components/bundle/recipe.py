@@ -44,6 +44,7 @@ else:
 
 __all__ = [
     "RECIPE_SUFFIX",
+    "RecipeError",
     "RecipeMismatchError",
     "CheckpointMismatchError",
     "recipe_path",
@@ -52,6 +53,7 @@ __all__ = [
     "RecipeSaver",
     "check_recipe",
     "describe_mismatch",
+    "mismatch_error",
     "CheckedCheckpointLoader",
 ]
 
@@ -61,7 +63,11 @@ logger = logging.getLogger(__name__)
 RECIPE_SUFFIX = ".recipe.json"
 
 
-class RecipeMismatchError(ValueError):
+class RecipeError(ValueError):
+    """A checkpoint's recipe cannot be read."""
+
+
+class RecipeMismatchError(RecipeError):
     """A run asks a checkpoint for a geometry or network other than the one it was trained as."""
 
 
@@ -127,28 +133,32 @@ def write_recipe(
     return path
 
 
-def read_recipe(checkpoint: str | os.PathLike) -> dict[str, Any]:
+def read_recipe(checkpoint: str | os.PathLike, warn: bool = True) -> dict[str, Any]:
     """The recipe written beside ``checkpoint``: ``{"network": ..., "settings": {...}, ...}``.
+
+    Args:
+        checkpoint: the weights file.
+        warn: log a warning when the checkpoint exists without a recipe.
 
     Returns:
         the recipe, or ``{"settings": {}}`` when there is none (a checkpoint from before recipes, or copied without
         its ``.recipe.json``): the config's own values are then used, as logged here.
 
     Raises:
-        RecipeMismatchError: when the recipe file exists but is not valid JSON with a ``settings`` object.
+        RecipeError: when the recipe file exists but is not valid JSON with a ``settings`` object.
     """
     path = recipe_path(checkpoint)
     if not os.path.isfile(path):
-        if os.path.isfile(os.fspath(checkpoint)):
+        if warn and os.path.isfile(os.fspath(checkpoint)):
             logger.warning("%s has no recipe (%s): the config's network and geometry settings are used.", checkpoint, path)
         return {"settings": {}}
     try:
         with open(path, encoding="utf-8") as f:
             recipe = json.load(f)
     except (OSError, json.JSONDecodeError) as err:
-        raise RecipeMismatchError(f"{path}: unreadable checkpoint recipe ({err}).") from err
+        raise RecipeError(f"{path}: unreadable checkpoint recipe ({err}).") from err
     if not isinstance(recipe, dict) or not isinstance(recipe.get("settings"), dict):
-        raise RecipeMismatchError(f"{path}: a checkpoint recipe must be an object with a 'settings' object.")
+        raise RecipeError(f"{path}: a checkpoint recipe must be an object with a 'settings' object.")
     return recipe
 
 
@@ -226,6 +236,35 @@ def describe_mismatch(network: torch.nn.Module, state_dict: Mapping[str, torch.T
     return problems[0] + (f" (first of {len(problems)} mismatched tensors)" if len(problems) > 1 else "")
 
 
+def mismatch_error(
+    checkpoint: str | os.PathLike, network: torch.nn.Module, key: str = "model", what: str = "this config"
+) -> CheckpointMismatchError | None:
+    """The error to raise when ``checkpoint`` failed to load into ``network``: the file, the first mismatched layer
+    and both shapes, and the likely cause; ``None`` when every tensor fits (the failure was something else).
+
+    Args:
+        checkpoint: the weights file (a bare ``state_dict``, or a dict holding it under ``key``).
+        network: the network it was loaded into (DDP wrappers are unwrapped).
+        key: the key of the weights in a checkpoint that holds more than weights.
+        what: what built the network, for the message.
+    """
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+        state = state[key]
+    problem = describe_mismatch(getattr(network, "module", network), state)
+    if problem is None:
+        return None
+    recipe = recipe_path(checkpoint)
+    cause = (
+        f"its {os.path.basename(recipe)} does not cover a setting it was trained with (an id of a configs/networks "
+        "file, or a network_def argument set directly): give that setting again"
+        if os.path.isfile(recipe)
+        else f"it has no {os.path.basename(recipe)} beside it: copy the recipe with it, or give the settings it was "
+        "trained with"
+    )
+    return CheckpointMismatchError(f"{checkpoint} does not fit the network {what} builds: {problem}. {cause}.")
+
+
 class RecipeSaver:
     """Write a checkpoint's recipe whenever the checkpoint file is written.
 
@@ -281,18 +320,11 @@ class CheckedCheckpointLoader(CheckpointLoader):
     def __call__(self, engine: Engine) -> None:
         try:
             super().__call__(engine)
-        except RuntimeError as err:
+        except RuntimeError:
             if len(self.load_dict) != 1:
                 raise
-            (key, network), = self.load_dict.items()
-            checkpoint = torch.load(self.load_path, map_location="cpu", weights_only=True)
-            if isinstance(checkpoint, Mapping) and key in checkpoint and isinstance(checkpoint[key], Mapping):
-                checkpoint = checkpoint[key]
-            problem = describe_mismatch(getattr(network, "module", network), checkpoint)
-            if problem is None:
+            ((key, network),) = self.load_dict.items()
+            error = mismatch_error(self.load_path, network, key)
+            if error is None:
                 raise
-            raise CheckpointMismatchError(
-                f"{self.load_path} does not fit the network this config builds: {problem}. The checkpoint was trained "
-                f"with other network settings; keep its {os.path.basename(recipe_path(self.load_path))} beside it, or "
-                "give the settings it was trained with."
-            ) from None
+            raise error from None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -33,7 +34,7 @@ import numpy as np
 from custom_components.transforms.io import (
     IMAGE_EXTENSIONS,
     NIFTI_EXTENSIONS,
-    check_readable,
+    screen_image_file,
     image_shape,
     read_array,
 )
@@ -173,7 +174,7 @@ def validate_classification_entries(
         if image is None:
             return [f"{entry}: no {image_key!r} key"]
         problems = []
-        error = check_readable(image, decode=decode, extensions=IMAGE_EXTENSIONS)
+        error = screen_image_file(image, decode=decode, extensions=IMAGE_EXTENSIONS)
         if error:
             problems.append(f"{image}: {error}")
         label = entry.get(label_key)
@@ -214,7 +215,7 @@ def validate_segmentation_entries(
         if image is None or mask is None:
             return [f"{entry}: needs both {image_key!r} and {label_key!r}"]
         problems = [
-            f"{p}: {e}" for p in (image, mask) if (e := check_readable(p, decode=decode, extensions=IMAGE_EXTENSIONS))
+            f"{p}: {e}" for p in (image, mask) if (e := screen_image_file(p, decode=decode, extensions=IMAGE_EXTENSIONS))
         ]
         if problems:
             return problems
@@ -245,7 +246,7 @@ def median_aspect(entries: Sequence[dict], image_key: str = "image", max_entries
     """
     if not entries:
         return None
-    step = max(1, len(entries) // max_entries)
+    step = max(1, math.ceil(len(entries) / max_entries))
     aspects = []
     for entry in list(entries)[::step]:
         try:
@@ -436,7 +437,7 @@ def scan_inputs(
 ) -> list[dict]:
     """The one way both bundles list inference inputs: a folder, a single file or a datalist section, screened.
 
-    Every entry is screened the same way (:func:`~custom_components.transforms.io.check_readable`: missing, not a
+    Every entry is screened the same way (:func:`~custom_components.transforms.io.screen_image_file`: missing, not a
     file, wrong type for this bundle, empty, unreadable or truncated, no pixels, a NIfTI that is neither one B-scan
     nor one volume). One bad file never stops inference over the others: it is logged with its problem, listed in
     ``skipped_report`` (CSV with ``image,error``) and left out of the returned list.
@@ -479,7 +480,7 @@ def scan_inputs(
         raise DatalistError(f"no images ({', '.join(extensions)}) found in {source}.")
 
     with ThreadPoolExecutor(max_workers=min(8, len(entries))) as pool:
-        errors = list(pool.map(lambda e: check_readable(e["image"], decode=decode, extensions=extensions), entries))
+        errors = list(pool.map(lambda e: screen_image_file(e["image"], decode=decode, extensions=extensions), entries))
     skipped = [(entry["image"], error) for entry, error in zip(entries, errors) if error]
     for image, error in skipped:
         logger.warning("Skipping %s: %s", image, error)

@@ -1,8 +1,8 @@
 # Copyright (c) the project authors. Licensed under the Apache License, Version 2.0.
 """Output writers of the OCT fluid segmentation bundle.
 
-- :class:`FluidPredictionWriter` (inference, and overlays in evaluation): per input a mask file (PNG for a 2D
-  B-scan, NIfTI with the input's affine for a volume), an overlay PNG (predicted fluid in colour, the ground truth
+- :class:`FluidPredictionWriter` (inference, and overlays in evaluation): per input a mask file (PNG for a PNG,
+  JPEG or TIFF B-scan, NIfTI with the input's axis order, affine and header for a NIfTI file), an overlay PNG (predicted fluid in colour, the ground truth
   outline when known), and ``fluid_measurements.csv``: fluid area per B-scan and fluid volume per volume, in
   mm^2 / mm^3 when the spacing is known (NIfTI header, or ``pixel_spacing_mm`` for PNGs), in pixels otherwise.
 - :class:`SegmentationReport` (evaluation): the evaluator's fluid metrics (pooled and fluid-scan Dice and Jaccard,
@@ -133,11 +133,11 @@ def _save_atomic(path: str, save: Callable[[str], None]) -> None:
 
 
 def _mask_nifti(mask: np.ndarray, image: Any, source: str):
-    """The (rows, columns, B-scans) mask as a NIfTI image in the source volume's own axis order, with its affine
+    """The (rows, columns[, B-scans]) mask as a NIfTI image in the source file's own axis order, with its affine
     and header (units, qform/sform codes, descriptions), stored as uint8 {0, 1}."""
     import nibabel as nib
 
-    stored = np.transpose(mask, np.argsort(_bscan_axes(image))).astype(np.uint8)
+    stored = (np.transpose(mask, np.argsort(_bscan_axes(image))) if mask.ndim == 3 else mask).astype(np.uint8)
     if is_nifti(source) and os.path.isfile(source):
         original = nib.load(source)  # the header only; the voxels are not read
         header = original.header.copy()
@@ -161,7 +161,8 @@ class FluidPredictionWriter:
     """Write masks, overlays and fluid measurements for every item an engine processes.
 
     Args:
-        output_dir: destination; masks go to ``masks/<name>_fluid.png|.nii.gz``, overlays to
+        output_dir: destination; masks go to ``masks/<name>_fluid.png`` (2D image files) or ``.nii.gz`` (NIfTI
+            inputs, with their affine and header), overlays to
             ``overlays/<name>[_sliceK]_overlay.png``, the CSV to the folder itself (``<name>``: the input's file name
             without its ending, with ``_2``, ``_3``, ... for later inputs of the same name).
         pixel_spacing_mm: (row, column) spacing of 2D inputs in mm, when known (PNG/JPEG/TIFF files carry none);
@@ -300,7 +301,7 @@ class FluidPredictionWriter:
 
         if self.save_masks:
             os.makedirs(os.path.join(self.output_dir, "masks"), exist_ok=True)
-            if volume:
+            if volume or is_nifti(source):  # a NIfTI input gets a NIfTI mask, in its own space
                 path = os.path.join(self.output_dir, "masks", f"{stem}_fluid.nii.gz")
                 nifti = _mask_nifti(mask, image, source)
                 _save_atomic(path, lambda tmp: nifti.to_filename(tmp))

@@ -25,7 +25,7 @@ __all__ = [
     "is_supported",
     "image_shape",
     "read_array",
-    "check_readable",
+    "screen_image_file",
     "read_image_2d",
     "PILConvert",
     "load_2d_image_transforms",
@@ -80,16 +80,16 @@ def read_array(path: str | Path) -> np.ndarray:
         return np.asarray(img)
 
 
-def check_readable(
+def screen_image_file(
     path: str | Path, decode: bool = False, extensions: tuple[str, ...] = IMAGE_EXTENSIONS + NIFTI_EXTENSIONS
 ) -> str | None:
-    """Check that a file exists and parses as an image the bundles can use.
+    """Screen one input file: is it an image the bundles can use?
 
     The checks, in order: the file exists and is a regular file; its type is one of ``extensions``; it is not
     empty (zero bytes); it parses (with ``decode``: every pixel decodes); it has pixels; a NIfTI file holds one
-    B-scan or one volume (2 or 3 dimensions after dropping trailing dimensions of size 1: a 4D series or an RGB
-    volume is refused here, not in the data loader). 2D files of any Pillow mode pass: the bundles convert every
-    mode to the channels they need (RGB for gels, grayscale for B-scans).
+    B-scan or one volume (2 or 3 dimensions after dropping trailing dimensions of size 1, which the bundles' NIfTI
+    reader squeezes too: a 4D series is refused here, not in the data loader). 2D files of any Pillow mode pass:
+    the bundles convert every mode to the channels they need (RGB for gels, grayscale for B-scans).
 
     Args:
         path: image file.

@@ -304,7 +304,8 @@ class SeededGaussianNoised(MapTransform):
     """Add zero-mean Gaussian noise whose draw depends only on ``seed`` and the image's file name.
 
     The paper's robustness test evaluates on "the same images with added Gaussian noise"; seeding by the file's name
-    (its base name, not its folder, so a data set copied elsewhere draws the same noise) makes
+    (its base name, not its folder, so a data set copied elsewhere draws the same noise; two files of one name in
+    different folders get the same draw) makes
     that noisy test set identical across runs, models and machines, so numbers are comparable. Apply it after
     intensity scaling, so ``sigma`` is a fraction of the intensity range.
 

@@ -217,6 +217,8 @@ def test_inference_on_pngs_of_any_size_a_nifti_volume_and_a_corrupt_file(trained
     volume = np.stack(bscans, axis=-1)
     affine = np.diag([0.004, 0.012, 0.12, 1.0])
     nib.save(nib.Nifti1Image(volume, affine), inputs / "volume.nii.gz")
+    # the same volume with a trailing axis of size 1, as some converters write it
+    nib.save(nib.Nifti1Image(volume[..., None], affine), inputs / "volume4d.nii.gz")
     (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
     out = tmp_path / "out"
     _workflow(["inference.json"], "infer", **trained["paths"], input_dir=str(inputs), output_dir=str(out), pixel_spacing_mm=[0.0039, 0.0117])
@@ -237,7 +239,10 @@ def test_inference_on_pngs_of_any_size_a_nifti_volume_and_a_corrupt_file(trained
     by_image = {}
     for row in rows:
         by_image.setdefault(Path(row["image"]).name, []).append(row)
-    assert set(by_image) == {"wide.png", "small.tif", "small16.tif", "slice1.png", "volume.nii.gz"}  # corrupt: skipped
+    assert set(by_image) == {"wide.png", "small.tif", "small16.tif", "slice1.png", "volume.nii.gz", "volume4d.nii.gz"}
+    mask_4d = nib.load(out / "masks" / "volume4d_fluid.nii.gz")
+    assert mask_4d.shape == (40, 36, 3, 1)  # the file's own shape, trailing axis kept
+    assert np.array_equal(np.asarray(mask_4d.dataobj)[..., 0], np.asarray(mask_volume.dataobj))
     wide_row = by_image["wide.png"][0]
     assert int(wide_row["fluid_pixels"]) == int((wide > 0).sum())
     assert float(wide_row["fluid_area_mm2"]) == pytest.approx(int(wide_row["fluid_pixels"]) * 0.0039 * 0.0117, rel=1e-3)
@@ -249,7 +254,7 @@ def test_inference_on_pngs_of_any_size_a_nifti_volume_and_a_corrupt_file(trained
     assert volume_rows[0]["spacing_source"] == "nifti_header"
     skipped = (out / "skipped_inputs.csv").read_text()
     assert "broken.png" in skipped
-    assert len(list((out / "overlays").glob("*.png"))) == 5
+    assert len(list((out / "overlays").glob("*.png"))) == 6
 
 
 def test_a_volume_stored_lateral_first_gives_the_same_masks_with_bscan_axes(trained, tmp_path, capsys):

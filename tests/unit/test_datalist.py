@@ -8,7 +8,6 @@ import os
 from collections import Counter
 
 import nibabel as nib
-
 import numpy as np
 import pytest
 from PIL import Image

@@ -11,7 +11,7 @@ from PIL import Image
 
 from custom_components.transforms.io import (
     PILConvert,
-    check_readable,
+    screen_image_file,
     image_shape,
     load_2d_image_transforms,
     read_image_2d,
@@ -45,8 +45,8 @@ def test_read_image_2d_errors_name_the_file(files):
     (files / "volume.nii.gz").write_bytes(b"")
     with pytest.raises(ValueError, match="not a 2D image file"):
         read_image_2d(files / "volume.nii.gz")
-    assert check_readable(files / "corrupt.png").startswith("unreadable image")
-    assert check_readable(files / "missing.png") == "file not found"
+    assert screen_image_file(files / "corrupt.png").startswith("unreadable image")
+    assert screen_image_file(files / "missing.png") == "file not found"
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from ignite.engine import Engine
 from custom_components.bundle.recipe import (
     CheckedCheckpointLoader,
     CheckpointMismatchError,
+    RecipeError,
     RecipeMismatchError,
     RecipeSaver,
     check_recipe,
@@ -55,10 +56,10 @@ def test_no_recipe_means_the_config_decides(tmp_path, caplog):
 
 def test_unreadable_recipe_is_named(tmp_path):
     (tmp_path / "model.recipe.json").write_text("{not json")
-    with pytest.raises(RecipeMismatchError, match="model.recipe.json: unreadable checkpoint recipe"):
+    with pytest.raises(RecipeError, match="model.recipe.json: unreadable checkpoint recipe"):
         read_recipe(tmp_path / "model.pt")
     (tmp_path / "model.recipe.json").write_text(json.dumps({"settings": [1]}))
-    with pytest.raises(RecipeMismatchError, match="'settings' object"):
+    with pytest.raises(RecipeError, match="'settings' object"):
         read_recipe(tmp_path / "model.pt")
 
 
@@ -127,8 +128,12 @@ def test_checked_loader_names_the_first_mismatched_layer(tmp_path):
         loader(_loader_engine())
     message = str(err.value)
     assert message.startswith(f"{checkpoint} does not fit the network this config builds: encoder.0.0.conv.weight: ")
-    assert "checkpoint (4, 1, 3, 3), network (8, 1, 3, 3)" in message and "model.recipe.json" in message
+    assert "checkpoint (4, 1, 3, 3), network (8, 1, 3, 3)" in message
+    assert "it has no model.recipe.json beside it" in message  # the likely cause
     assert err.value.__cause__ is None and err.value.__suppress_context__  # one error, not PyTorch's list
+    write_recipe(checkpoint, {"image_size": 16})  # a recipe that does not cover what differs
+    with pytest.raises(CheckpointMismatchError, match="does not cover a setting it was trained with"):
+        loader(_loader_engine())
 
 
 def test_checked_loader_loads_a_fitting_checkpoint_of_another_size(tmp_path):

@@ -1,5 +1,5 @@
-"""Tests of custom_components.handlers.segmentation: overlays, the prediction writer and the Dice/Jaccard report,
-driven without an ignite engine (started / write_item or __call__ / completed by hand)."""
+"""Tests of custom_components.handlers.segmentation: overlays, the prediction writer (driven by hand: started /
+write_item or __call__ / completed) and the metrics report (on an ignite engine with the bundle's own metrics)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import os
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -14,7 +15,6 @@ import pytest
 import torch
 from monai.data import MetaTensor
 from PIL import Image
-from types import SimpleNamespace
 
 from custom_components.handlers.segmentation import (
     MEASUREMENT_COLUMNS,
@@ -251,6 +251,23 @@ def test_writer_volume_stored_bscans_first_is_written_back_in_its_own_order(tmp_
     assert np.allclose(saved.affine, affine)
     assert saved.header.get_xyzt_units() == ("mm", "sec") and saved.header["descrip"] == b"vendor export"
     assert saved.get_data_dtype() == np.uint8
+
+
+def test_writer_2d_nifti_bscan_gets_a_nifti_mask_in_its_space(tmp_path):
+    affine = np.diag([0.0039, 0.0117, 1.0, 1.0])
+    source = tmp_path / "bscan.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((6, 8), np.float32), affine), source)
+    image = MetaTensor(torch.rand(1, 6, 8), affine=torch.as_tensor(affine), meta={"filename_or_obj": str(source)})
+    pred = torch.zeros(1, 6, 8)
+    pred[0, 2:4, 1:3] = 1
+    writer = FluidPredictionWriter(str(tmp_path / "out"))
+    writer.started()
+    writer.write_item({"image": image, "pred": pred})
+    writer.completed()
+    saved = nib.load(tmp_path / "out" / "masks" / "bscan_fluid.nii.gz")
+    assert saved.shape == (6, 8) and np.allclose(saved.affine, affine)
+    assert np.array_equal(np.asarray(saved.dataobj), pred[0].numpy().astype(np.uint8))
+    assert not (tmp_path / "out" / "masks" / "bscan_fluid.png").exists()
 
 
 # ---------------------------------------------------------------- SegmentationReport

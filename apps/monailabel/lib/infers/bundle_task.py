@@ -7,14 +7,13 @@ import logging
 import os
 from typing import Any
 
-import torch
 from monai.transforms import SaveImaged
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 from monailabel.tasks.infer.bundle import BundleConstants, BundleInferTask
 from monailabel.utils.others.generic import strtobool
 
-from custom_components.bundle.recipe import CheckpointMismatchError, describe_mismatch, recipe_path
+from custom_components.bundle.recipe import mismatch_error, read_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +33,9 @@ class LocalBundleInferTask(BundleInferTask):
     the network settings and the geometry from the checkpoint's recipe (``models/model.recipe.json``), so the
     network built here is the one that was trained, whatever overrides training used; when training replaces the
     checkpoint with one of another recipe, the bundle config and the network are built again before the next
-    request. A checkpoint that still does not fit gets :class:`CheckpointMismatchError` naming the first
-    mismatched layer (answered with its message, see ``main.py``).
+    request (and once more when the weights arrive before their recipe). A checkpoint that still does not fit gets
+    :class:`~custom_components.bundle.recipe.CheckpointMismatchError` naming the first mismatched layer (answered
+    with its message, see ``main.py``).
 
     Args:
         path: bundle folder (holding ``configs/inference.json`` and ``configs/metadata.json``).
@@ -104,39 +104,42 @@ class LocalBundleInferTask(BundleInferTask):
         self.version = metadata.get("version")
         self.valid = True
 
-    def _recipe_signature(self) -> tuple[int, int] | None:
-        try:
-            st = os.stat(recipe_path(self.checkpoint))
-        except FileNotFoundError:
-            return None
-        return st.st_ino, st.st_mtime_ns
+    def _recipe_key(self) -> tuple[Any, str]:
+        """What the network depends on: the recipe's network class and settings (not its time stamp, which every
+        improving validation rewrites)."""
+        recipe = read_recipe(self.checkpoint, warn=False)  # asked at every request; the config's reading warns
+        return recipe.get("network"), json.dumps(recipe["settings"], sort_keys=True)
 
     def _build(self) -> Any:
         """Read the bundle config (which reads the checkpoint's recipe) and build its network."""
-        self._built_for = self._recipe_signature()
+        self._built_for = self._recipe_key()
         self.bundle_config = self._load_bundle_config(self.bundle_path, self.bundle_config_path)
         return self.bundle_config.get_parsed_content(self.const.key_network_def(), instantiate=True)
 
-    def _rebuild_if_retrained(self) -> None:
-        """Training wrote a checkpoint with a new recipe: build the config and the network it describes."""
-        if self._recipe_signature() != self._built_for:
-            logger.info(f"{os.path.basename(self.bundle_path)}: new checkpoint recipe; rebuilding the network.")
-            self.network = self._build()
-            self._networks = {}
+    def _rebuild_if_retrained(self) -> bool:
+        """Training wrote a checkpoint of another recipe: build the config and the network it describes.
+
+        Returns:
+            whether the network was built again.
+        """
+        if self._recipe_key() == self._built_for:
+            return False
+        logger.info(f"{os.path.basename(self.bundle_path)}: new checkpoint recipe; building its network.")
+        self.network = self._build()
+        self._networks = {}
+        return True
 
     def _get_network(self, device, data):
         try:
             return super()._get_network(device, data)
-        except RuntimeError as err:  # load_state_dict: PyTorch lists every mismatched tensor; name the first
-            state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
-            problem = describe_mismatch(self.network, state.get(self.model_state_dict, state))
-            if problem is None:
+        except RuntimeError as err:  # load_state_dict failed
+            # a training run writes the weights a moment before their recipe: look at the recipe once more
+            if self._rebuild_if_retrained():
+                return super()._get_network(device, data)
+            error = mismatch_error(self.checkpoint, self.network, self.model_state_dict, "inference.json")
+            if error is None:
                 raise
-            raise CheckpointMismatchError(
-                f"{self.checkpoint} does not fit the network of {os.path.basename(self.bundle_path)}'s "
-                f"inference.json: {problem}. Keep the checkpoint's {os.path.basename(recipe_path(self.checkpoint))} "
-                "beside it, or train the model again."
-            ) from err
+            raise error from err
 
     def has_checkpoint(self) -> bool:
         """Whether ``models/model.pt`` exists now (training may add it while the server runs)."""
