@@ -76,7 +76,7 @@ def test_train_outputs(trained):
     model = torch.load(root / "models" / "model.pt", weights_only=True)
     assert "severe_head.weight" in model and "mild_head.weight" in model  # a bare state_dict of the network
     recipe = json.loads((root / "models" / "model.recipe.json").read_text())
-    assert recipe["settings"] == {"image_size": 64, "multitask": True}
+    assert recipe["settings"] == {"image_size": 64}  # the call rule follows from the network class
     assert recipe["network"] == "custom_components.networks.ife_resnet.MultiTaskIFEResNet"
     state = torch.load(root / "models" / "checkpoint.pt", weights_only=True)
     assert set(state) == {"model", "optimizer", "lr_scheduler", "trainer"}
@@ -197,6 +197,24 @@ def test_baseline_override(trained, tmp_path):
     assert workflow.parser.get_parsed_content("optimizer").defaults["lr"] == 0.1
     model = torch.load(tmp_path / "models" / "baseline" / "model.pt", weights_only=True)
     assert model["head.weight"].shape == (9, 512)
+    assert workflow.parser.get_parsed_content("multitask") is False  # the 9-class call rule, from the network
+    # inference with the baseline's override file and nothing else; without it, the recipe names the mismatch
+    paths = {"bundle_root": str(tmp_path), "dataset_dir": str(trained["dataset_dir"]), "num_workers": 0, "save_figures": False}
+    infer = _workflow(["inference.json", "baseline.json"], "infer", **paths, output_dir=str(tmp_path / "out"))
+    assert infer.parser.get_parsed_content("multitask") is False
+    assert len(_read_predictions(tmp_path / "out" / "predictions.csv")) == len(_datalist(trained["dataset_dir"])["testing"])
+    shutil.copytree(tmp_path / "models" / "baseline", tmp_path / "plain" / "models")
+    workflow = ConfigWorkflow(
+        config_file=_configs("inference.json"), meta_file=META, logging_file=LOGGING, workflow_type="infer",
+        **{**paths, "bundle_root": str(tmp_path / "plain")},
+    )
+    with pytest.raises(Exception) as info:
+        workflow.initialize()
+    chain, error = [], info.value
+    while error is not None:
+        chain.append(str(error))
+        error = error.__cause__
+    assert any("holds a custom_components.networks.ife_resnet.IFEResNet" in m and "baseline.json" in m for m in chain)
 
 
 @pytest.mark.parametrize(
