@@ -55,6 +55,15 @@ def _cli(*args: str, cwd: Path, timeout: int = 240) -> subprocess.CompletedProce
     return result
 
 
+def _error_messages(error: BaseException) -> list[str]:
+    """The messages of an error and of its causes (the config parser wraps what a config expression raises)."""
+    messages = []
+    while error is not None:
+        messages.append(str(error))
+        error = error.__cause__
+    return messages
+
+
 def _datalist(dataset_dir: Path) -> dict:
     with open(dataset_dir / "datalist.json") as f:
         return json.load(f)
@@ -210,10 +219,7 @@ def test_baseline_override(trained, tmp_path):
     )
     with pytest.raises(Exception) as info:
         workflow.initialize()
-    chain, error = [], info.value
-    while error is not None:
-        chain.append(str(error))
-        error = error.__cause__
+    chain = _error_messages(info.value)
     assert any("holds a custom_components.networks.ife_resnet.IFEResNet" in m and "baseline.json" in m for m in chain)
 
 
@@ -236,10 +242,7 @@ def test_bad_datalist_entry_stops_before_training(trained, tmp_path, bad_entry, 
     )
     with pytest.raises(Exception) as info:
         workflow.initialize()
-    chain, error = [], info.value
-    while error is not None:
-        chain.append(str(error))
-        error = error.__cause__
+    chain = _error_messages(info.value)
     assert any(expected in message for message in chain), chain
     assert not (tmp_path / "models").exists()  # nothing was trained or saved
 
