@@ -4,10 +4,14 @@ Sub-packages, each with one job:
 
 - ``networks``: horizontal attention, the multi-task and baseline IFE ResNet18s, the 2D TransUNet.
 - ``losses``: the IFE attention regularisers and objective, the OCT fluid segmentation losses.
-- ``metrics``: the IFE classification metrics of the paper (accuracy, macro F1, FNR, M1/M3-Acc).
-- ``transforms``: IFE label decomposition and fusion, image/mask loading helpers MONAI lacks.
-- ``data``: datalist reading and validation, synthetic IFE gels and OCT B-scans.
+- ``metrics``: the IFE classification metrics of the paper (accuracy, macro F1, FNR, M1/M3-Acc), the OCT false
+  fluid rate.
+- ``transforms``: IFE label decomposition and fusion, OCT volume axes and geometry crops, image screening and
+  loading helpers MONAI lacks.
+- ``inferers``: B-scans of any size and OCT volumes at the geometry the network was trained at.
+- ``data``: datalist reading and validation, inference input listing, synthetic IFE gels and OCT B-scans.
 - ``handlers``: ignite handlers that write figures, CSVs and JSON reports.
+- ``bundle``: checkpoints that carry the recipe of their network (written, read, checked, loaded).
 
 Networks and losses know nothing of files or handlers; bundles and scripts depend on this package,
 never the other way round.
