@@ -183,7 +183,7 @@ def check_recipe(
     Raises:
         RecipeMismatchError: on a geometry or network class that differs from the recipe's, naming both.
     """
-    recipe = read_recipe(checkpoint)
+    recipe = read_recipe(checkpoint, warn=False)  # the config's own reading of the recipe has warned already
     trained = recipe["settings"]
     if network is not None and recipe.get("network") and qualified_name(network) != recipe["network"]:
         raise RecipeMismatchError(

@@ -441,7 +441,8 @@ class SegmentationReport:
         summary.update(num_scans=len(rows), num_fluid_scans=num_fluid, num_normal_scans=len(rows) - num_fluid)
         summary["per_scan_csv"] = os.path.basename(self.table_path)
 
-        _write_csv_atomic(self.table_path, PER_SCAN_COLUMNS, rows)
+        os.makedirs(os.path.dirname(self.table_path), exist_ok=True)
+        _save_atomic(self.table_path, lambda tmp: _write_csv(tmp, PER_SCAN_COLUMNS, rows))
         report = {}
         if os.path.isfile(self.output_path) and not self.overwrite:
             with open(self.output_path) as f:
@@ -483,11 +484,8 @@ def _source_names(batch: Any) -> list[str]:
     return [str(getattr(i, "meta", {}).get("filename_or_obj", "")) for i in images]
 
 
-def _write_csv_atomic(path: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", newline="") as f:
+def _write_csv(path: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(columns))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)

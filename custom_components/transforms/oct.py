@@ -27,6 +27,8 @@ from monai.transforms import MapTransform, RandScaleCropd, RandSpatialCropd, Res
 from monai.utils import look_up_option
 from PIL import Image, ImageChops
 
+from custom_components.inferers.bscan import BScanGeometry
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -284,8 +286,6 @@ def geometry_crops(
     Raises:
         ValueError: on an unknown ``geometry`` or a ``min_crop_fraction`` outside (0, 1].
     """
-    from custom_components.inferers.bscan import BScanGeometry
-
     geometry = look_up_option(geometry, BScanGeometry)
     if not 0 < min_crop_fraction <= 1:
         raise ValueError(f"min_crop_fraction must be in (0, 1], got {min_crop_fraction!r}.")
