@@ -72,7 +72,7 @@ def _run(cmd: list[str], log: Path) -> None:
 
 
 def _has_fluid(entry: dict) -> bool:
-    from custom_components.transforms.io import read_array
+    from custom_components.data.image_files import read_array
 
     return bool(np.any(read_array(entry["label"])))
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the cross-validation; returns the exit status."""
     args = _parse(argv)
     from custom_components.data.datalist import load_datalist, prepare_dataset, stratified_kfold
-    from custom_components.handlers.atomic import write_json_atomic
+    from custom_components.utils.atomic import write_json_atomic
 
     overrides = {key: value for key, value in args.override}
     if args.image_size:

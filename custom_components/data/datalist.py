@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from custom_components.transforms.io import (
+from custom_components.data.image_files import (
     IMAGE_EXTENSIONS,
     NIFTI_EXTENSIONS,
     screen_image_file,
@@ -162,7 +162,7 @@ def validate_classification_entries(
         DatalistError: naming each bad entry (its image path) and its problem, all at once; also for an empty list.
     """
     if class_names is None:
-        from custom_components.transforms.ife_labels import IFE_CLASSES
+        from custom_components.ife_classes import IFE_CLASSES
 
         class_names = IFE_CLASSES
     if not entries:
@@ -437,7 +437,7 @@ def scan_inputs(
 ) -> list[dict]:
     """The one way both bundles list inference inputs: a folder, a single file or a datalist section, screened.
 
-    Every entry is screened the same way (:func:`~custom_components.transforms.io.screen_image_file`: missing, not a
+    Every entry is screened the same way (:func:`~custom_components.data.image_files.screen_image_file`: missing, not a
     file, wrong type for this bundle, empty, unreadable or truncated, no pixels, a NIfTI that is neither one B-scan
     nor one volume). One bad file never stops inference over the others: it is logged with its problem, listed in
     ``skipped_report`` (CSV with ``image,error``) and left out of the returned list.

@@ -26,9 +26,9 @@ from monai.data import decollate_batch
 from monai.handlers import from_engine
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from custom_components.handlers.atomic import write_json_atomic
+from custom_components.utils.atomic import write_json_atomic
 from custom_components.metrics.ife import IFEClassificationMetric
-from custom_components.transforms.ife_labels import IFE_CLASSES, MILD_CLASSES, SEVERE_CLASSES, class_to_subtasks
+from custom_components.ife_classes import IFE_CLASSES, MILD_CLASSES, SEVERE_CLASSES, class_to_subtasks
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")

@@ -32,7 +32,7 @@ import torch
 from monai.metrics import CumulativeIterationMetric
 from monai.utils import StrEnum, look_up_option
 
-from custom_components.transforms.ife_labels import IFE_CLASSES, NEGATIVE_INDEX, class_index
+from custom_components.ife_classes import IFE_CLASSES, NEGATIVE_INDEX, class_index
 
 __all__ = [
     "IFEMetricName",

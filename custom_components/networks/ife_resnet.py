@@ -27,7 +27,7 @@ from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from torch import nn
 
 from custom_components.networks.horizontal_attention import HorizontalAttention, UniformAttention
-from custom_components.transforms.ife_labels import fuse_subtask_probabilities
+from custom_components.ife_classes import fuse_subtask_probabilities
 
 __all__ = ["IFEBasicBlock", "IFEResStage", "MultiTaskIFEResNet", "IFEResNet", "ForwardHeads"]
 
@@ -310,7 +310,7 @@ class MultiTaskIFEResNet(nn.Module):
 
         Returns:
             (B, 9) fused class probabilities in ``IFE_CLASSES`` order (rows sum to 1). Turn them into a call
-            with :func:`~custom_components.transforms.ife_labels.call_from_probabilities` (the paper's rule).
+            with :func:`~custom_components.ife_classes.call_from_probabilities` (the paper's rule).
         """
         return self.forward_heads(x)["probabilities"]
 

@@ -1,14 +1,4 @@
-"""Transforms: IFE label decomposition and fusion, OCT mask checks and seeded noise, image reading helpers."""
+"""Transforms: the IFE call from fused probabilities, OCT Pillow converters, volume axes, geometry crops, noise."""
 
-from .ife_labels import (
-    IFE_CLASSES,
-    MILD_CLASSES,
-    SEVERE_CLASSES,
-    IFECalld,
-    IFELabelToIndexd,
-    call_from_probabilities,
-    class_to_subtasks,
-    fuse_subtask_probabilities,
-    subtasks_to_class,
-)
-from .oct import BinarizeMaskd, SeededGaussianNoised
+from .ife import IFECalld, IFELabelToIndexd
+from .oct import BinarizeMaskd, BScanLayoutd, ScaleIntensityPerBScand, SeededGaussianNoised, geometry_crops

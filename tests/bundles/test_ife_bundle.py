@@ -21,7 +21,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from custom_components.transforms.ife_labels import IFE_CLASSES
+from custom_components.ife_classes import IFE_CLASSES
 
 pytestmark = pytest.mark.slow
 

@@ -29,7 +29,7 @@ from PIL import Image
 
 from custom_components.data.synthetic.ife import render_gel
 from custom_components.data.synthetic.oct import render_bscan
-from custom_components.transforms.ife_labels import IFE_CLASSES, MILD_CLASSES, SEVERE_CLASSES, subtasks_to_class
+from custom_components.ife_classes import IFE_CLASSES, MILD_CLASSES, SEVERE_CLASSES, subtasks_to_class
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ from custom_components.handlers.ife import (
     plot_attention_figure,
     plot_confusion_matrix,
 )
-from custom_components.transforms.ife_labels import IFE_CLASSES
+from custom_components.ife_classes import IFE_CLASSES
 
 # attention_profile: (map, height, expected) -- feature row j covers image rows [j H/h, (j+1) H/h)
 PROFILE_CASES = [

@@ -1,4 +1,4 @@
-"""Tests of custom_components.transforms.ife_labels: label algebra, fusion, the Negative rule, transforms."""
+"""Tests of custom_components.ife_classes: label algebra, fusion, the Negative rule, transforms."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from custom_components.transforms.ife_labels import (
+from custom_components.ife_classes import (
     IFE_CLASSES,
     MILD_CLASSES,
     SEVERE_CLASSES,
-    IFECalld,
-    IFELabelToIndexd,
     call_from_probabilities,
     class_index,
     class_to_subtasks,
@@ -22,6 +20,7 @@ from custom_components.transforms.ife_labels import (
     subtasks_to_class,
     target_to_indices,
 )
+from custom_components.transforms.ife import IFECalld, IFELabelToIndexd
 
 # (class name, severe name, mild name), written out by hand from the clinical meaning of each class
 CLASS_TABLE = [

@@ -22,7 +22,7 @@ from custom_components.metrics.ife import (
     minority_classes_from_labels,
     per_class_recall,
 )
-from custom_components.transforms.ife_labels import IFE_CLASSES
+from custom_components.ife_classes import IFE_CLASSES
 
 # rows = truth, columns = prediction, IFE_CLASSES order; 25 samples, IgA-lambda (6) absent everywhere
 CM = [

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from custom_components.losses.ife_regularizers import IFEBaselineLoss, MultiTaskIFELoss
+from custom_components.losses.ife_multitask import IFEBaselineLoss, MultiTaskIFELoss
 from custom_components.networks.horizontal_attention import HorizontalAttention
 from custom_components.networks.ife_resnet import ForwardHeads, IFEResNet, MultiTaskIFEResNet
-from custom_components.transforms.ife_labels import call_from_probabilities, fuse_subtask_probabilities
+from custom_components.ife_classes import call_from_probabilities, fuse_subtask_probabilities
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 

@@ -22,7 +22,7 @@ from lib.infers.oct_fluid_seg import fluid_mask, fluid_result  # noqa: E402
 from lib.trainers.bundle_task import non_negative_int, positive_int  # noqa: E402
 from lib.validation import check_binary_mask, check_identifier, parse_class_label, read_image_size  # noqa: E402
 
-from custom_components.transforms.ife_labels import IFE_CLASSES  # noqa: E402
+from custom_components.ife_classes import IFE_CLASSES  # noqa: E402
 
 
 @pytest.mark.parametrize("value", ["scan_01", "gel 7", "a.b"])

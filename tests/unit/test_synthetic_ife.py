@@ -18,7 +18,7 @@ from custom_components.data.synthetic.ife import (
     sample_labels,
     synthesize_ife_dataset,
 )
-from custom_components.transforms.ife_labels import IFE_CLASSES
+from custom_components.ife_classes import IFE_CLASSES
 
 SMALL = (60, 90)  # rows, columns: landscape 3:2 like the default 400 x 600
 

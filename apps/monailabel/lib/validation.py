@@ -19,7 +19,7 @@ import numpy as np
 from fastapi import HTTPException
 from PIL import Image, UnidentifiedImageError
 
-from custom_components.transforms.ife_labels import IFE_CLASSES
+from custom_components.ife_classes import IFE_CLASSES
 
 __all__ = [
     "IMAGE_EXTENSIONS",

@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-from custom_components.transforms.ife_labels import IFE_CLASSES, class_to_subtasks
+from custom_components.ife_classes import IFE_CLASSES, class_to_subtasks
 
 __all__ = ["DEFAULT_CLASS_FRACTIONS", "LANES", "SPLITS", "sample_labels", "render_gel", "synthesize_ife_dataset"]
 
@@ -171,7 +171,7 @@ def render_gel(
 
     Args:
         rng: random generator (one per image, for reproducibility).
-        class_name: one of :data:`~custom_components.transforms.ife_labels.IFE_CLASSES`.
+        class_name: one of :data:`~custom_components.ife_classes.IFE_CLASSES`.
         image_size: ``(H, W)``; landscape about 3:2 like real scans; any size from 48 x 64 works.
         return_info: also return the ground truth of the drawing (for tests and figures).
 

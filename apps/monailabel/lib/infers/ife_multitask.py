@@ -10,7 +10,7 @@ import torch
 from monailabel.interfaces.tasks.infer_v2 import InferType
 
 from custom_components.networks.ife_resnet import ForwardHeads
-from custom_components.transforms.ife_labels import (
+from custom_components.ife_classes import (
     IFE_CLASSES,
     MILD_CLASSES,
     SEVERE_CLASSES,

@@ -12,7 +12,7 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.bundle import BundleTrainTask
 
 from custom_components.bundle.recipe import read_recipe
-from custom_components.handlers.atomic import write_json_atomic
+from custom_components.utils.atomic import write_json_atomic
 
 logger = logging.getLogger(__name__)
 

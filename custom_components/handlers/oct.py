@@ -31,8 +31,8 @@ from monai.data import MetaTensor, decollate_batch
 from monai.utils import IgniteInfo, min_version, optional_import, string_list_all_gather
 from PIL import Image
 
-from custom_components.handlers.atomic import write_json_atomic
-from custom_components.transforms.io import is_nifti
+from custom_components.utils.atomic import write_json_atomic
+from custom_components.data.image_files import is_nifti
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")

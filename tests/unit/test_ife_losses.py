@@ -1,4 +1,4 @@
-"""Tests of custom_components.losses.ife_regularizers against divergences computed by hand with plain math."""
+"""Tests of custom_components.losses.ife_multitask against divergences computed by hand with plain math."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from custom_components.losses.ife_regularizers import (
+from custom_components.losses.ife_multitask import (
     AUTHORS_BATCH_SIZE,
     IFEBaselineLoss,
     InnerTaskRegularizer,

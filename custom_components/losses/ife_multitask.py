@@ -24,7 +24,7 @@ from monai.utils import LossReduction, look_up_option
 from torch import nn
 from torch.nn.modules.loss import _Loss
 
-from custom_components.transforms.ife_labels import is_severe_and_mild, split_target, target_to_indices
+from custom_components.ife_classes import is_severe_and_mild, split_target, target_to_indices
 
 __all__ = [
     "InnerTaskRegularizer",

@@ -9,7 +9,7 @@ import pytest
 from monai.transforms import Compose
 from PIL import Image
 
-from custom_components.transforms.io import (
+from custom_components.data.image_files import (
     PILConvert,
     screen_image_file,
     image_shape,

@@ -1,4 +1,4 @@
-"""Tests of custom_components.handlers.segmentation: overlays, the prediction writer (driven by hand: started /
+"""Tests of custom_components.handlers.oct: overlays, the prediction writer (driven by hand: started /
 write_item or __call__ / completed) and the metrics report (on an ignite engine with the bundle's own metrics)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from monai.data import MetaTensor
 from PIL import Image
 
-from custom_components.handlers.segmentation import (
+from custom_components.handlers.oct import (
     MEASUREMENT_COLUMNS,
     PER_SCAN_COLUMNS,
     FluidPredictionWriter,
@@ -399,7 +399,7 @@ def test_report_needs_the_confusion_details(tmp_path):
 
 def test_report_log_shows_zero_dice_not_nan(tmp_path, caplog):
     path = str(tmp_path / "m.json")
-    with caplog.at_level(logging.INFO, logger="custom_components.handlers.segmentation"):
+    with caplog.at_level(logging.INFO, logger="custom_components.handlers.oct"):
         _evaluate(SegmentationReport(path), [_scans()[3]])
     assert json.loads(open(path).read())["dice"] == 0.0
     assert "dice 0.0000" in caplog.text

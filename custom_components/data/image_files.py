@@ -199,7 +199,7 @@ def load_2d_image_transforms(
     """The project's loading pair for 2D files: ``LoadImaged`` (rows first) then ``EnsureChannelFirstd``.
 
     Use it first in a ``Compose``; in a bundle config:
-    ``"$custom_components.transforms.io.load_2d_image_transforms(['image'], mode='RGB') + [...]"``.
+    ``"$custom_components.data.image_files.load_2d_image_transforms(['image'], mode='RGB') + [...]"``.
 
     Args:
         keys: keys of the file paths to load (e.g. ``["image", "label"]``).
