@@ -33,6 +33,7 @@ __all__ = [
     "MILD_CLASSES",
     "NEGATIVE_INDEX",
     "class_index",
+    "label_to_index",
     "class_to_subtasks",
     "subtasks_to_class",
     "target_to_indices",
@@ -66,6 +67,14 @@ _CLASS_TO_SUBTASKS: tuple[tuple[int, int], ...] = ((0, 0),) + tuple(
 )
 
 
+def _check_index(value: int, upper: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{what} must be an integer, got {value!r} ({type(value).__name__}).")
+    if not 0 <= int(value) < upper:
+        raise ValueError(f"{what} must be in [0, {upper - 1}], got {value}.")
+    return int(value)
+
+
 def class_index(name: str) -> int:
     """Return the 9-class index of an IFE class name.
 
@@ -84,12 +93,18 @@ def class_index(name: str) -> int:
         raise ValueError(f"unknown IFE class name {name!r}; valid names are {list(IFE_CLASSES)}.") from None
 
 
-def _check_index(value: int, upper: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{what} must be an integer, got {value!r} ({type(value).__name__}).")
-    if not 0 <= int(value) < upper:
-        raise ValueError(f"{what} must be in [0, {upper - 1}], got {value}.")
-    return int(value)
+def label_to_index(label: str | int) -> np.int64:
+    """The 9-class index of a datalist label: a class name (``"IgG-kappa"``) or an index in ``0..8``.
+
+    What the bundles map over the ``label`` key (``Lambdad``); datalists are checked before training, so an
+    unknown label there stops start-up with the file named, and this error only guards other callers.
+
+    Raises:
+        ValueError: on an unknown class name (the message lists the valid ones) or an out-of-range index.
+    """
+    if isinstance(label, str):
+        return np.int64(class_index(label))
+    return np.int64(_check_index(label, _NUM_CLASSES, "class index"))
 
 
 def class_to_subtasks(index: int) -> tuple[int, int]:
@@ -128,11 +143,12 @@ def subtasks_to_class(severe: int, mild: int) -> int:
     return NEGATIVE_INDEX if mild == 0 else 2 * severe + mild
 
 
-def target_to_indices(target: torch.Tensor) -> torch.Tensor:
-    """Validate a batch of 9-class targets as MONAI loaders give them and return them as (B,) long.
+def target_to_indices(target: torch.Tensor, name: str = "target") -> torch.Tensor:
+    """Validate a batch of 9-class indices as MONAI loaders give them and return them as (B,) long.
 
     Args:
         target: shape (B,) or (B, 1), integer or integral float, values in ``0..8``.
+        name: what the tensor is, for error messages (``"target"``, ``"y_pred"``).
 
     Returns:
         (B,) long tensor on the target's device.
@@ -141,19 +157,19 @@ def target_to_indices(target: torch.Tensor) -> torch.Tensor:
         ValueError: on a bad shape, a non-integral value or an index outside ``0..8``.
     """
     if not isinstance(target, torch.Tensor):
-        raise ValueError(f"target must be a torch.Tensor, got {type(target).__name__}.")
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(target).__name__}.")
     if target.ndim == 2 and target.shape[1] == 1:
         target = target[:, 0]
     if target.ndim != 1:
-        raise ValueError(f"target must have shape (B,) or (B, 1) of 9-class indices, got {tuple(target.shape)}.")
+        raise ValueError(f"{name} must have shape (B,) or (B, 1) of 9-class indices, got {tuple(target.shape)}.")
     if target.is_floating_point():
         rounded = target.round()
         if not torch.equal(rounded, target):
-            raise ValueError(f"target holds non-integer class indices: {target.tolist()}.")
+            raise ValueError(f"{name} holds non-integer class indices: {target.tolist()}.")
         target = rounded
     target = target.long()
     if target.numel() > 0 and (int(target.min()) < 0 or int(target.max()) >= _NUM_CLASSES):
-        raise ValueError(f"target class indices must be in [0, {_NUM_CLASSES - 1}], got {target.tolist()}.")
+        raise ValueError(f"{name} class indices must be in [0, {_NUM_CLASSES - 1}], got {target.tolist()}.")
     return target
 
 

@@ -118,7 +118,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the cross-validation; returns the exit status."""
     args = _parse(argv)
-    from custom_components.data.datalist import load_datalist, prepare_dataset, stratified_kfold
+    from custom_components.data import load_datalist, prepare_dataset, stratified_kfold
     from custom_components.utils.atomic import write_json_atomic
 
     overrides = {key: value for key, value in args.override}

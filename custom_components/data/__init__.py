@@ -1,12 +1,8 @@
-"""Data: datalist reading, checking and splitting, the embedded synthetic default, inference input scanning."""
+"""Data, one job per module: image files (``image_files``), datalists (``datalist``), entry checks before training
+(``validation``), splits (``splits``), inference inputs (``inputs``), the synthetic default (``synthetic``)."""
 
-from .datalist import (
-    DatalistError,
-    load_datalist,
-    prepare_dataset,
-    scan_inputs,
-    stratified_kfold,
-    stratified_split,
-    validate_classification_entries,
-    validate_segmentation_entries,
-)
+from .datalist import DATALIST_NAME, DatalistError, load_datalist, median_aspect, training_and_validation
+from .inputs import list_images, scan_inputs
+from .splits import stratified_kfold, stratified_split
+from .synthetic.prepare import prepare_dataset
+from .validation import mask_value_problem, validate_classification_entries, validate_segmentation_entries

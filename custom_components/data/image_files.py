@@ -4,9 +4,10 @@
 Convention (the whole project): a 2D image is an array with rows first, ``(H, W)`` or ``(H, W, C)``, exactly as
 an ordinary image viewer shows the file. MONAI's ``PILReader`` transposes by default (it returns ``(W, H)``),
 so configs load 2D files with ``LoadImaged(reader="PILReader", reverse_indexing=False)`` then
-``EnsureChannelFirstd`` (:func:`load_2d_image_transforms` builds that pair), giving ``(C, H, W)`` tensors; the
-plain readers here (:func:`read_image_2d`, :func:`read_array`, :func:`image_shape`) follow the same convention for
-validation and reporting.
+``EnsureChannelFirstd``, giving ``(C, H, W)`` tensors, with a Pillow converter (:class:`PILConvert` for gels, the OCT
+converters of :mod:`custom_components.transforms.oct` for B-scans and masks) that gives every file one channel
+layout. The plain readers here (:func:`read_array`, :func:`image_shape`) follow the same convention for screening
+and validation.
 """
 
 from __future__ import annotations
@@ -14,21 +15,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from monai.config import KeysCollection
-from monai.data import PILReader
-from monai.transforms import EnsureChannelFirstd, LoadImaged, MapTransform
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "NIFTI_EXTENSIONS",
     "is_nifti",
-    "is_supported",
     "image_shape",
     "read_array",
     "screen_image_file",
-    "read_image_2d",
     "PILConvert",
-    "load_2d_image_transforms",
 ]
 
 #: 2D formats read through Pillow
@@ -40,11 +35,6 @@ NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 def is_nifti(path: str | Path) -> bool:
     """True for ``.nii`` and ``.nii.gz`` files (case-insensitive)."""
     return str(path).lower().endswith(NIFTI_EXTENSIONS)
-
-
-def is_supported(path: str | Path) -> bool:
-    """True for the 2D image and NIfTI extensions this project reads."""
-    return str(path).lower().endswith(IMAGE_EXTENSIONS + NIFTI_EXTENSIONS)
 
 
 def image_shape(path: str | Path) -> tuple[int, ...]:
@@ -135,36 +125,6 @@ def screen_image_file(
     return None
 
 
-def read_image_2d(path: str | Path, mode: str | None = None) -> np.ndarray:
-    """Decode a 2D image file (PNG, JPEG, TIFF, BMP) rows-first, as a viewer shows it.
-
-    Args:
-        path: image file.
-        mode: Pillow mode to convert to first (``"L"`` grayscale, ``"RGB"``); ``None`` keeps the file's own.
-
-    Returns:
-        ``(H, W)`` for single-channel images, ``(H, W, C)`` otherwise; the file's dtype (uint8 for 8-bit files).
-
-    Raises:
-        FileNotFoundError: when ``path`` does not exist.
-        ValueError: on a NIfTI or other non-2D file, or a file Pillow cannot decode (the message names the file).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image {path} not found.")
-    if not str(path).lower().endswith(IMAGE_EXTENSIONS):
-        raise ValueError(f"{path} is not a 2D image file (expected one of {IMAGE_EXTENSIONS}).")
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            if mode is not None and img.mode != mode:
-                img = img.convert(mode)
-            return np.asarray(img)
-    except (OSError, SyntaxError, ValueError) as err:  # Pillow's errors for truncated or non-image content
-        raise ValueError(f"{path}: unreadable image ({type(err).__name__}: {err})") from err
-
-
 class PILConvert:
     """Pillow converter for ``PILReader(converter=...)``: ``image.convert(mode)`` when the mode differs.
 
@@ -188,33 +148,3 @@ class PILConvert:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.mode!r})"
-
-
-def load_2d_image_transforms(
-    keys: KeysCollection,
-    mode: str | None = None,
-    dtype: np.dtype | type | None = np.float32,
-    allow_missing_keys: bool = False,
-) -> list[MapTransform]:
-    """The project's loading pair for 2D files: ``LoadImaged`` (rows first) then ``EnsureChannelFirstd``.
-
-    Use it first in a ``Compose``; in a bundle config:
-    ``"$custom_components.data.image_files.load_2d_image_transforms(['image'], mode='RGB') + [...]"``.
-
-    Args:
-        keys: keys of the file paths to load (e.g. ``["image", "label"]``).
-        mode: Pillow mode every file is converted to before it becomes an array, so that a data set mixing
-            grayscale, palette and RGB files gives one channel count: ``"RGB"`` gives ``(3, H, W)``, ``"L"`` gives
-            ``(1, H, W)``; ``None`` keeps each file's own (``(1, H, W)`` grayscale, ``(C, H, W)`` colour).
-        dtype: array dtype after loading; ``None`` keeps the file's.
-        allow_missing_keys: skip keys absent from a data dict (e.g. no label at inference).
-
-    Returns:
-        ``[LoadImaged, EnsureChannelFirstd]``; outputs are MetaTensors ``(C, H, W)``, ``H`` the image rows top to
-        bottom.
-    """
-    reader = PILReader(reverse_indexing=False, converter=None if mode is None else PILConvert(mode))
-    return [
-        LoadImaged(keys, reader=reader, dtype=dtype, image_only=True, allow_missing_keys=allow_missing_keys),
-        EnsureChannelFirstd(keys, allow_missing_keys=allow_missing_keys),
-    ]

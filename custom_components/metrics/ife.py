@@ -32,7 +32,7 @@ import torch
 from monai.metrics import CumulativeIterationMetric
 from monai.utils import StrEnum, look_up_option
 
-from custom_components.ife_classes import IFE_CLASSES, NEGATIVE_INDEX, class_index
+from custom_components.ife_classes import IFE_CLASSES, NEGATIVE_INDEX, class_index, target_to_indices
 
 __all__ = [
     "IFEMetricName",
@@ -260,16 +260,7 @@ def _to_indices(values: torch.Tensor, name: str) -> torch.Tensor:
                 "(IFECalld for the multi-task network, or AsDiscrete(argmax=True, to_onehot=9))."
             )
         return values.argmax(dim=1)
-    if values.ndim == 2 and values.shape[1] == 1:
-        values = values[:, 0]
-    if values.ndim != 1:
-        raise ValueError(f"{name} must be (B,), (B, 1) class indices or (B, 9) one-hot, got {tuple(values.shape)}.")
-    if values.is_floating_point() and not torch.equal(values, values.round()):
-        raise ValueError(f"{name} holds non-integer class indices: {values.tolist()}.")
-    values = values.round().long() if values.is_floating_point() else values.long()
-    if values.numel() and (int(values.min()) < 0 or int(values.max()) >= _NUM_CLASSES):
-        raise ValueError(f"{name} class indices must be in [0, {_NUM_CLASSES - 1}], got {values.tolist()}.")
-    return values
+    return target_to_indices(values, name)
 
 
 class IFEClassificationMetric(CumulativeIterationMetric):

@@ -3,7 +3,6 @@
 
 - :class:`BScanToGrayscale` / :class:`MaskToSingleChannel`: Pillow converters for ``PILReader(converter=...)`` that
   give one channel without losing information (16-bit B-scans keep their depth, palette masks keep their indices).
-- :class:`BinarizeMaskd`: {0, 1} or {0, 255} masks to float {0, 1}; anything else is an error naming the file.
 - :class:`ScaleIntensityPerBScand`: min-max scaling of each B-scan on its own, also inside a volume, so a volume is
   scaled exactly as the single B-scans the network was trained on.
 - :class:`BScanLayoutd`: a volume's axes to (rows, columns, B-scans), whatever order its file stores them in.
@@ -34,7 +33,6 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "BScanToGrayscale",
     "MaskToSingleChannel",
-    "BinarizeMaskd",
     "ScaleIntensityPerBScand",
     "BScanLayoutd",
     "geometry_crops",
@@ -77,13 +75,14 @@ class MaskToSingleChannel:
     """Pillow converter giving a one-channel mask whose values are those stored in the file.
 
     - single-channel modes are kept; for a palette (``P``) mask that means the palette *indices* (0/1), which is
-      what annotation tools store and what ``custom_components.data.datalist.validate_segmentation_entries``
+      what annotation tools store and what ``custom_components.data.validation.validate_segmentation_entries``
       checks, not the luminance of the palette colours (a red index 1 would become 76);
     - ``LA`` / ``PA``: the first channel (alpha dropped);
     - colour masks (``RGB``, ``RGBA``, ...): the maximum over the colour channels, alpha dropped, so fluid drawn in
       any pure colour on black reads as 255.
 
-    Values are not checked here; :class:`BinarizeMaskd` does that with the file named.
+    Values are not checked here: the datalist checks do that before training, with the file named
+    (:func:`custom_components.data.validation.mask_value_problem`), and ``AsDiscreted(threshold=0.5)`` binarises.
     """
 
     def __call__(self, image: Image.Image) -> Image.Image:
@@ -104,42 +103,6 @@ def source_name(data: Mapping, key: str) -> str:
     if isinstance(value, MetaTensor):
         return str(value.meta.get("filename_or_obj", "<in-memory image>"))
     return str(data.get(f"{key}_meta_dict", {}).get("filename_or_obj", "<in-memory image>"))
-
-
-class BinarizeMaskd(MapTransform):
-    """Turn a {0, 1} or {0, 255} mask into a float {0, 1} mask; anything else is an error naming the file.
-
-    Masks exported by annotation tools come as 0/1 or 0/255; a mask with other values (anti-aliased edges, a
-    multi-label map, a grayscale image given by mistake) would silently train the wrong target, so it is refused.
-
-    Args:
-        keys: mask keys.
-        allow_missing_keys: do not raise for absent keys.
-
-    Raises:
-        ValueError: (when called) on values other than {0, 1} or {0, 255}, naming the mask file.
-    """
-
-    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            mask = d[key]
-            values = set(torch.unique(torch.as_tensor(mask)).tolist())
-            if values <= {0, 1}:
-                scale = 1.0
-            elif values <= {0, 255}:
-                scale = 255.0
-            else:
-                shown = sorted(values)[:10]
-                raise ValueError(
-                    f"{source_name(d, key)}: mask values must be {{0, 1}} or {{0, 255}}, found {shown}"
-                    + (" ..." if len(values) > 10 else "")
-                )
-            d[key] = (mask / scale).float() if isinstance(mask, torch.Tensor) else np.asarray(mask, np.float32) / scale
-        return d
 
 
 class ScaleIntensityPerBScand(MapTransform):

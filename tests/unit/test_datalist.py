@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from custom_components.data.datalist import (
+from custom_components.data import (
     DatalistError,
     list_images,
     load_datalist,
@@ -21,6 +21,7 @@ from custom_components.data.datalist import (
     scan_inputs,
     stratified_kfold,
     stratified_split,
+    training_and_validation,
     validate_classification_entries,
     validate_segmentation_entries,
 )
@@ -39,16 +40,26 @@ def _corrupt(path):
 
 
 def test_load_datalist_resolves_relative_paths_and_keeps_class_names(tmp_path):
-    datalist = {
-        "training": [{"image": "images/a.png", "label": "kappa"}, {"image": "images/b.png", "label": "masks/b.png"}],
-        "testing": ["images/c.png"],
-    }
-    (tmp_path / "datalist.json").write_text(json.dumps(datalist))
-    train = load_datalist(tmp_path / "datalist.json", "training")
-    assert train[0] == {"image": str(tmp_path / "images/a.png"), "label": "kappa"}
-    assert train[1]["label"] == str(tmp_path / "masks/b.png")
-    assert load_datalist(tmp_path / "datalist.json", "testing") == [{"image": str(tmp_path / "images/c.png")}]
-    assert load_datalist(tmp_path / "datalist.json", "validation") == []
+    classification = {"training": [{"image": "images/a.png", "label": "kappa"}], "testing": [{"image": "images/c.png"}]}
+    (tmp_path / "gels.json").write_text(json.dumps(classification))
+    assert load_datalist(tmp_path / "gels.json", "training") == [{"image": str(tmp_path / "images/a.png"), "label": "kappa"}]
+    assert load_datalist(tmp_path / "gels.json", "testing") == [{"image": str(tmp_path / "images/c.png")}]
+    assert load_datalist(tmp_path / "gels.json", "validation") == []
+    segmentation = {"training": [{"image": "images/b.png", "label": "masks/b.png"}, {"image": "/abs/x.png", "label": "m.png"}]}
+    (tmp_path / "scans.json").write_text(json.dumps(segmentation))
+    train = load_datalist(tmp_path / "scans.json", "training")
+    assert train[0] == {"image": str(tmp_path / "images/b.png"), "label": str(tmp_path / "masks/b.png")}
+    assert train[1] == {"image": "/abs/x.png", "label": str(tmp_path / "m.png")}
+
+
+def test_training_and_validation_uses_the_given_list_or_splits_training(tmp_path):
+    entries = [{"image": f"{i}.png", "label": "Negative" if i % 3 else "kappa"} for i in range(30)]
+    (tmp_path / "split.json").write_text(json.dumps({"training": entries}))
+    train, val = training_and_validation(tmp_path / "split.json", 0.2, seed=1)
+    assert len(train) + len(val) == 30 and Counter(e["label"] for e in val) == {"Negative": 4, "kappa": 2}
+    (tmp_path / "given.json").write_text(json.dumps({"training": entries[:25], "validation": entries[25:]}))
+    train, val = training_and_validation(tmp_path / "given.json")
+    assert [e["image"] for e in val] == [str(tmp_path / f"{i}.png") for i in range(25, 30)] and len(train) == 25
 
 
 def test_load_datalist_errors_name_the_problem(tmp_path):
@@ -60,6 +71,12 @@ def test_load_datalist_errors_name_the_problem(tmp_path):
     (tmp_path / "noimage.json").write_text(json.dumps({"training": [{"label": "kappa"}]}))
     with pytest.raises(DatalistError, match=r"training\[0\].*'image'"):
         load_datalist(tmp_path / "noimage.json", "training")
+    (tmp_path / "bare.json").write_text(json.dumps({"testing": ["c.png"]}))
+    with pytest.raises(DatalistError, match=r"testing\[0\] must be an object with an 'image' key, got 'c.png'"):
+        load_datalist(tmp_path / "bare.json", "testing")
+    (tmp_path / "notlist.json").write_text(json.dumps({"training": {"image": "a.png"}}))
+    with pytest.raises(DatalistError, match="'training' must be a list, got dict"):
+        load_datalist(tmp_path / "notlist.json", "training")
 
 
 def test_classification_validation_reports_every_bad_entry(tmp_path):

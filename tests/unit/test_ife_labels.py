@@ -1,11 +1,11 @@
-"""Tests of custom_components.ife_classes: label algebra, fusion, the Negative rule, transforms."""
+"""Tests of custom_components.ife_classes: label algebra, fusion, the Negative rule, the call transform."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from monai.data import MetaTensor
+from monai.transforms import Lambdad
 
 from custom_components.ife_classes import (
     IFE_CLASSES,
@@ -16,11 +16,12 @@ from custom_components.ife_classes import (
     class_to_subtasks,
     fuse_subtask_probabilities,
     is_severe_and_mild,
+    label_to_index,
     split_target,
     subtasks_to_class,
     target_to_indices,
 )
-from custom_components.transforms.ife import IFECalld, IFELabelToIndexd
+from custom_components.transforms.ife import IFECalld
 
 # (class name, severe name, mild name), written out by hand from the clinical meaning of each class
 CLASS_TABLE = [
@@ -153,23 +154,21 @@ def test_call_bad_shape():
         call_from_probabilities(torch.rand(2, 8))
 
 
-def test_label_to_index_transform():
-    t = IFELabelToIndexd(keys="label")
-    out = t({"image": "a.png", "label": "IgA-lambda"})
-    assert out["label"] == 6 and isinstance(out["label"], np.int64)
-    assert t({"label": np.int64(2)})["label"] == 2  # idempotent on indices
-    assert t({"label": torch.tensor([3])})["label"] == 3
-    assert t({"label": np.array(["kappa"])})["label"] == 1
+def test_label_to_index():
+    assert label_to_index("IgA-lambda") == 6 and isinstance(label_to_index("IgA-lambda"), np.int64)
+    assert label_to_index(2) == 2 and label_to_index(np.int64(8)) == 8  # indices pass through
+    with pytest.raises(ValueError, match=r"'IgD-kappa'.*valid names are"):
+        label_to_index("IgD-kappa")
+    with pytest.raises(ValueError, match=r"class index must be in \[0, 8\], got 12"):
+        label_to_index(12)
+    with pytest.raises(ValueError, match="must be an integer"):
+        label_to_index(True)
 
 
-def test_label_to_index_error_names_entry():
-    t = IFELabelToIndexd(keys="label")
-    with pytest.raises(ValueError, match=r"gels/bad\.png.*valid names are"):
-        t({"image": "gels/bad.png", "label": "IgD-kappa"})
-    loaded = MetaTensor(torch.zeros(3, 4, 4), meta={"filename_or_obj": "/data/x.png"})
-    with pytest.raises(ValueError, match=r"/data/x\.png.*\[0, 8\]"):
-        t({"image": loaded, "label": 12})
-    assert IFELabelToIndexd(keys="label", allow_missing_keys=True)({"image": "u.png"}) == {"image": "u.png"}
+def test_label_to_index_as_the_bundle_maps_it():
+    # the IFE train.json maps datalist labels with MONAI's Lambdad over label_to_index
+    to_index = Lambdad("label", label_to_index)
+    assert to_index({"image": "a.png", "label": "kappa"}) == {"image": "a.png", "label": 1}
 
 
 def test_call_transform():

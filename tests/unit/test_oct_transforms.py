@@ -1,4 +1,4 @@
-"""Tests of custom_components.transforms.oct: one-channel Pillow converters, strict mask binarisation, per-B-scan
+"""Tests of custom_components.transforms.oct: one-channel Pillow converters, mask values, per-B-scan
 intensity scaling, volume axis order, geometry crops and file-seeded Gaussian noise."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Compose, LoadImaged
+from monai.transforms import AsDiscreted, Compose, LoadImaged
 from PIL import Image
 
+from custom_components.data.validation import mask_value_problem
 from custom_components.transforms.oct import (
-    BinarizeMaskd,
     BScanLayoutd,
     BScanToGrayscale,
     MaskToSingleChannel,
@@ -83,75 +83,22 @@ def test_converters_pickle_for_worker_processes():
         assert type(clone) is type(converter) and repr(clone) == repr(converter)
 
 
-# ---------------------------------------------------------------- BinarizeMaskd
+# ---------------------------------------------------------------- mask values
 
 
-def test_binarize_0_255_to_float_0_1():
-    mask = torch.tensor([[[0, 255], [255, 0]]], dtype=torch.uint8)
-    out = BinarizeMaskd("label")({"label": mask})["label"]
-    assert out.dtype == torch.float32
+@pytest.mark.parametrize("fluid", [1, 255])
+def test_masks_of_either_convention_binarise_alike(fluid):
+    # what the OCT train.json does after the datalist checks: AsDiscreted(threshold=0.5)
+    mask = torch.tensor([[[0, fluid], [fluid, 0]]], dtype=torch.uint8)
+    assert mask_value_problem(mask.numpy()) is None
+    out = AsDiscreted("label", threshold=0.5)({"label": mask.float()})["label"]
     assert torch.equal(out, torch.tensor([[[0.0, 1.0], [1.0, 0.0]]]))
 
 
-def test_binarize_0_1_unchanged():
-    mask = torch.tensor([[[0.0, 1.0], [1.0, 1.0]]])
-    out = BinarizeMaskd("label")({"label": mask})["label"]
-    assert torch.equal(out, mask) and out.dtype == torch.float32
-    # an all-255 mask is {255} <= {0, 255}: all ones
-    out = BinarizeMaskd("label")({"label": torch.full((1, 2, 2), 255.0)})["label"]
-    assert torch.equal(out, torch.ones(1, 2, 2))
-
-
-def test_binarize_all_zero():
-    out = BinarizeMaskd("label")({"label": torch.zeros(1, 3, 3, dtype=torch.uint8)})["label"]
-    assert torch.equal(out, torch.zeros(1, 3, 3)) and out.dtype == torch.float32
-
-
-def test_binarize_numpy_input():
-    out = BinarizeMaskd("label")({"label": np.array([[0, 255]], dtype=np.uint8)})["label"]
-    assert isinstance(out, np.ndarray) and out.dtype == np.float32
-    assert np.array_equal(out, np.array([[0.0, 1.0]], dtype=np.float32))
-
-
-def test_binarize_keeps_meta_and_other_keys():
-    mask = _meta(torch.tensor([[[0.0, 255.0]]]))
-    data = {"label": mask, "image": torch.ones(1)}
-    out = BinarizeMaskd("label")(data)
-    assert isinstance(out["label"], MetaTensor)
-    assert out["label"].meta["filename_or_obj"] == "/x/mask.png"
-    assert out["image"] is data["image"]
-    assert data["label"] is mask  # input dict not modified
-
-
-def test_binarize_other_values_raise_naming_file():
-    mask = _meta(torch.tensor([[[0.0, 7.0], [1.0, 0.0]]]))
-    with pytest.raises(ValueError) as err:
-        BinarizeMaskd("label")({"label": mask})
-    message = str(err.value)
-    assert message.startswith("/x/mask.png:")
-    assert "[0.0, 1.0, 7.0]" in message
-    assert "..." not in message
-
-
-def test_binarize_mixed_1_and_255_raises():
-    with pytest.raises(ValueError, match=r"found \[0, 1, 255\]"):
-        BinarizeMaskd("label")({"label": torch.tensor([0, 1, 255])})
-
-
-def test_binarize_many_values_truncated_and_meta_dict_name():
-    data = {"label": torch.arange(20), "label_meta_dict": {"filename_or_obj": "/y/seg.png"}}
-    with pytest.raises(ValueError) as err:
-        BinarizeMaskd("label")(data)
-    message = str(err.value)
-    assert message.startswith("/y/seg.png:")
-    assert message.endswith("[0, 1, 2, 3, 4, 5, 6, 7, 8, 9] ...")
-
-
-def test_binarize_missing_key():
-    with pytest.raises(KeyError):
-        BinarizeMaskd("label")({"image": torch.zeros(1)})
-    out = BinarizeMaskd("label", allow_missing_keys=True)({"image": torch.zeros(1)})
-    assert set(out) == {"image"}
+def test_mask_value_problem_lists_what_it_found():
+    assert mask_value_problem(np.zeros((3, 3), np.uint8)) is None  # a scan without fluid
+    assert mask_value_problem(np.array([0, 1, 255])) == "mask values must be {0, 1} or {0, 255}, found 0, 1, 255"
+    assert mask_value_problem(np.arange(20)).endswith("found 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 ...")
 
 
 def test_source_name_fallback():

@@ -2,3 +2,4 @@
 
 from .ife import render_gel, synthesize_ife_dataset
 from .oct import render_bscan, synthesize_oct_dataset
+from .prepare import prepare_dataset

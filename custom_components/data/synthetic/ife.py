@@ -36,16 +36,15 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
+from custom_components.data.splits import SECTIONS, assign_sections
 from custom_components.ife_classes import IFE_CLASSES, class_to_subtasks
 
-__all__ = ["DEFAULT_CLASS_FRACTIONS", "LANES", "SPLITS", "sample_labels", "render_gel", "synthesize_ife_dataset"]
+__all__ = ["DEFAULT_CLASS_FRACTIONS", "LANES", "sample_labels", "render_gel", "synthesize_ife_dataset"]
 
 logger = logging.getLogger(__name__)
 
 #: lane order on the gel, left to right, as printed in the label strip (K = kappa, L = lambda)
 LANES = ("ELP", "G", "A", "M", "K", "L")
-#: datalist sections, in the order of the ``splits`` fractions
-SPLITS = ("training", "validation", "testing")
 
 #: Class mix derived from the paper's data set (14,540 gels): Negative "over 10,000" (70 %), ``kappa`` the rarest
 #: with 63 gels (0.43 %), overall imbalance ratio 0.006 (63 / 10,178). The paper's two sub-task imbalance ratios,
@@ -309,27 +308,6 @@ def render_gel(
     return image, info
 
 
-def _assign_splits(labels: Sequence[str], splits: Sequence[float], rng: np.random.Generator) -> list[str]:
-    """Stratified assignment of each index to a section of :data:`SPLITS`.
-
-    Per class of ``n`` gels: ``round(n * test)`` to testing and ``round(n * val)`` to validation, at least one to
-    testing once ``n >= 3`` (when the test fraction is > 0), and always at least one left for training, so every
-    class present at all is in training.
-    """
-    assignment = [SPLITS[0]] * len(labels)
-    for cls in IFE_CLASSES:
-        members = [i for i, label in enumerate(labels) if label == cls]
-        rng.shuffle(members)
-        n = len(members)
-        if n < 3:
-            continue  # too few to split: training first
-        n_test = max(round(n * splits[2]), 1 if splits[2] > 0 else 0)
-        n_val = min(round(n * splits[1]), n - n_test - 1)
-        for j, i in enumerate(members):
-            assignment[i] = SPLITS[2] if j < n_test else SPLITS[1] if j < n_test + n_val else SPLITS[0]
-    return assignment
-
-
 def synthesize_ife_dataset(
     output_dir: str | Path,
     count: int,
@@ -368,9 +346,9 @@ def synthesize_ife_dataset(
     out = Path(output_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     labels = sample_labels(np.random.default_rng([seed, 0]), count, class_fractions)
-    assignment = _assign_splits(labels, splits, np.random.default_rng([seed, 1]))
+    assignment = assign_sections(labels, splits, np.random.default_rng([seed, 1]), order=IFE_CLASSES)
 
-    datalist: dict[str, list[dict]] = {name: [] for name in SPLITS}
+    datalist: dict[str, list[dict]] = {name: [] for name in SECTIONS}
     details = []
     step = max(1, count // 10)
     # PNG encoding (zlib, which releases the GIL) takes as long as rendering: a writer thread overlaps the two;
@@ -401,7 +379,7 @@ def synthesize_ife_dataset(
         "count": count,
         "image_size": [int(s) for s in image_size],
         "class_fractions": dict(DEFAULT_CLASS_FRACTIONS if class_fractions is None else class_fractions),
-        "splits": dict(zip(SPLITS, (float(s) for s in splits))),
+        "splits": dict(zip(SECTIONS, (float(s) for s in splits))),
         "class_counts": {c: labels.count(c) for c in IFE_CLASSES},
         "split_counts": {k: len(v) for k, v in datalist.items()},
         "images": details,

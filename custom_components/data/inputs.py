@@ -1,0 +1,120 @@
+# Copyright (c) the project authors. Licensed under the Apache License, Version 2.0.
+"""Listing inference inputs: a folder, one file or a datalist section, screened so one bad file costs only itself."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from custom_components.data.datalist import DatalistError, load_datalist
+from custom_components.data.image_files import IMAGE_EXTENSIONS, NIFTI_EXTENSIONS, screen_image_file
+from custom_components.data.validation import listed_problems
+
+__all__ = ["list_images", "scan_inputs"]
+
+logger = logging.getLogger(__name__)
+
+
+def list_images(
+    folder_or_file: str | os.PathLike, extensions: Iterable[str] = IMAGE_EXTENSIONS + NIFTI_EXTENSIONS
+) -> list[str]:
+    """The image files of a folder (searched recursively) or a single file, without opening them.
+
+    Args:
+        folder_or_file: a folder, or one file (returned whatever its ending).
+        extensions: file endings to pick up in a folder, case-insensitive (``.nii.gz`` works as one ending).
+
+    Returns:
+        absolute paths, sorted.
+
+    Raises:
+        DatalistError: when ``folder_or_file`` does not exist.
+    """
+    source = Path(folder_or_file)
+    if not source.exists():
+        raise DatalistError(f"inference input {source} not found.")
+    if source.is_file():
+        return [str(source.resolve())]
+    endings = tuple(e.lower() for e in extensions)
+    return sorted(str(p.resolve()) for p in source.rglob("*") if p.is_file() and p.name.lower().endswith(endings))
+
+
+def scan_inputs(
+    source: str | os.PathLike,
+    extensions: Iterable[str] = IMAGE_EXTENSIONS + NIFTI_EXTENSIONS,
+    skipped_report: str | os.PathLike | None = None,
+    section: str = "testing",
+    decode: bool = True,
+    strict: bool = False,
+) -> list[dict]:
+    """The one way both bundles list inference inputs: a folder, a single file or a datalist section, screened.
+
+    Every entry is screened the same way (:func:`~custom_components.data.image_files.screen_image_file`: missing, not a
+    file, wrong type for this bundle, empty, unreadable or truncated, no pixels, a NIfTI that is neither one B-scan
+    nor one volume). One bad file never stops inference over the others: it is logged with its problem, listed in
+    ``skipped_report`` (CSV with ``image,error``) and left out of the returned list.
+
+    A datalist source uses only its ``section`` list (default ``testing``), never a fallback to other sections:
+    silently predicting on the training images would make results look better than they are.
+
+    Args:
+        source: a folder (searched recursively), one image file, or a datalist ``.json`` (its ``section`` list;
+            labels and other keys are kept).
+        extensions: file types this bundle reads (case-insensitive); a folder is searched for these only.
+        skipped_report: where to write the CSV of skipped files (written even when empty, so a run's outputs
+            always say whether anything was skipped); ``None`` to only log.
+        section: the datalist section used when ``source`` is a ``.json`` file.
+        decode: fully decode each image while checking (catches truncated files that a header check misses).
+        strict: make any skipped input an error (after writing ``skipped_report``), for pipelines that must not
+            go on with a partial result.
+
+    Returns:
+        ``[{"image": absolute path, ...}]``, sorted by path for a folder, in file order for a datalist.
+
+    Raises:
+        DatalistError: when ``source`` does not exist, holds no image at all (for a datalist: its ``section`` is
+            missing or empty; the message lists the sections it has), every input is unusable, or ``strict`` and
+            any input is unusable (the message lists them).
+    """
+    source = Path(source)
+    if not source.exists():
+        raise DatalistError(f"inference input {source} not found.")
+    extensions = tuple(e.lower() for e in extensions)
+    if source.is_file() and source.suffix.lower() == ".json":
+        entries = load_datalist(source, section)
+        if not entries:
+            content = json.loads(source.read_text())
+            sections = ", ".join(f"{k!r} ({len(v)})" for k, v in content.items() if isinstance(v, list)) or "none"
+            raise DatalistError(f"datalist {source} has no entries in {section!r}; its lists: {sections}.")
+    else:
+        entries = [{"image": path} for path in list_images(source, extensions)]
+    if not entries:
+        raise DatalistError(f"no images ({', '.join(extensions)}) found in {source}.")
+
+    with ThreadPoolExecutor(max_workers=min(8, len(entries))) as pool:
+        errors = list(pool.map(lambda e: screen_image_file(e["image"], decode=decode, extensions=extensions), entries))
+    skipped = [(entry["image"], error) for entry, error in zip(entries, errors) if error]
+    for image, error in skipped:
+        logger.warning("Skipping %s: %s", image, error)
+    if skipped_report is not None:
+        report = Path(skipped_report)
+        report.parent.mkdir(parents=True, exist_ok=True)
+        with open(report, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["image", "error"])
+            writer.writerows(skipped)
+    if skipped:
+        where = f" (listed in {skipped_report})" if skipped_report else ""
+        logger.warning("%d of %d inputs skipped as unusable%s.", len(skipped), len(entries), where)
+        if strict or len(skipped) == len(entries):
+            why = "strict mode stops on any" if strict else "no usable input is left after"
+            raise DatalistError(
+                f"{why} unusable input: {len(skipped)} of {len(entries)} inference inputs cannot be used:\n"
+                + listed_problems([f"{image}: {error}" for image, error in skipped])
+            )
+    return [entry for entry, error in zip(entries, errors) if not error]
