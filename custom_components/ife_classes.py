@@ -35,7 +35,6 @@ __all__ = [
     "class_index",
     "label_to_index",
     "class_to_subtasks",
-    "subtasks_to_class",
     "target_to_indices",
     "split_target",
     "is_severe_and_mild",
@@ -60,7 +59,6 @@ NEGATIVE_INDEX = 0
 
 _NUM_CLASSES = len(IFE_CLASSES)
 _NUM_SEVERE = len(SEVERE_CLASSES)
-_NUM_MILD = len(MILD_CLASSES)
 # (severe, mild) of each 9-class index; the table is the single source of truth for the tensor helpers.
 _CLASS_TO_SUBTASKS: tuple[tuple[int, int], ...] = ((0, 0),) + tuple(
     (severe, mild) for severe in range(_NUM_SEVERE) for mild in (1, 2)
@@ -120,27 +118,6 @@ def class_to_subtasks(index: int) -> tuple[int, int]:
         ValueError: when ``index`` is not an integer in ``0..8``.
     """
     return _CLASS_TO_SUBTASKS[_check_index(index, _NUM_CLASSES, "class index")]
-
-
-def subtasks_to_class(severe: int, mild: int) -> int:
-    """Combine sub-task indices into the 9-class index.
-
-    A mild call of ``None`` gives ``Negative`` whatever the severe call (the authors' rule; see the module
-    docstring), so ``(G, None)`` maps to ``0`` like ``(None, None)``.
-
-    Args:
-        severe: severe index in ``0..3`` (None/G/A/M).
-        mild: mild index in ``0..2`` (None/kappa/lambda).
-
-    Returns:
-        the 9-class index.
-
-    Raises:
-        ValueError: when an index is out of range.
-    """
-    severe = _check_index(severe, _NUM_SEVERE, "severe index")
-    mild = _check_index(mild, _NUM_MILD, "mild index")
-    return NEGATIVE_INDEX if mild == 0 else 2 * severe + mild
 
 
 def target_to_indices(target: torch.Tensor, name: str = "target") -> torch.Tensor:

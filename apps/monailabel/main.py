@@ -117,9 +117,10 @@ class BundlesApp(MONAILabelApp):
             return {}
         return {name: config.trainer() for name, config in self.task_configs.items()}
 
-    def _unknown_model(self, model: Any, tasks: dict[str, Any], what: str) -> HTTPException:
+    def _unknown_model(self, model: Any, what: str) -> HTTPException:
+        # the app's own registry: MONAI Label 0.8.5 has no public accessor for its infer and train tasks
         return HTTPException(
-            status_code=404, detail=f"unknown model {model!r} for {what}; available: {', '.join(tasks) or 'none'}."
+            status_code=404, detail=f"unknown model {model!r} for {what}; available: {', '.join(self.task_configs)}."
         )
 
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
@@ -132,14 +133,13 @@ class BundlesApp(MONAILabelApp):
                 500).
         """
         model = request.get("model")
-        if model not in self._infers:
-            raise self._unknown_model(model, self._infers, "inference")
+        if model not in self.task_configs:
+            raise self._unknown_model(model, "inference")
         image = request.get("image")
         if isinstance(image, str):
             what = "the uploaded file"
-            if is_server_upload(image):
-                path = image
-            elif self._sessions is not None and _is_inside(image, self._sessions.store_path):
+            sessions = self.sessions()
+            if is_server_upload(image) or (sessions is not None and _is_inside(image, sessions.store_path)):
                 path = image
             else:
                 with http_errors(400):
@@ -169,10 +169,10 @@ class BundlesApp(MONAILabelApp):
         that fails later.
 
         Raises:
-            HTTPException: 404 when ``model`` is a name that neither a train nor an infer task has.
+            HTTPException: 404 when ``model`` is a name that this app does not serve.
         """
-        if isinstance(model, str) and model not in self._trainers and model not in self._infers:
-            raise self._unknown_model(model, self._trainers, "training or batch inference")
+        if isinstance(model, str) and model not in self.task_configs:
+            raise self._unknown_model(model, "training or batch inference")
         return super().bundle_path(model)
 
 

@@ -29,7 +29,7 @@ from PIL import Image
 
 from custom_components.data.synthetic.ife import render_gel
 from custom_components.data.synthetic.oct import render_bscan
-from custom_components.ife_classes import IFE_CLASSES, MILD_CLASSES, SEVERE_CLASSES, subtasks_to_class
+from custom_components.ife_classes import IFE_CLASSES, MILD_CLASSES, SEVERE_CLASSES
 
 pytestmark = pytest.mark.slow
 
@@ -231,7 +231,8 @@ def _check_ife_answer(answer: dict) -> None:
     assert sum(severe["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     assert sum(mild["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     # the paper's rule: the class is the pair of head calls, Negative whenever the mild call is None
-    assert answer["label_index"] == subtasks_to_class(SEVERE_CLASSES.index(severe["call"]), MILD_CLASSES.index(mild["call"]))
+    heavy = "" if severe["call"] == "None" else f"Ig{severe['call']}-"
+    assert answer["label"] == ("Negative" if mild["call"] == "None" else heavy + mild["call"])
     profiles = answer["attention"]
     assert set(profiles) == {"severe", "mild"}
     assert len(profiles["severe"]) == len(profiles["mild"]) > 0
@@ -338,6 +339,9 @@ def test_save_labels_then_one_epoch_training_writes_checkpoint(server: Server, m
     task = _train(server, model)
     assert task["status"] == "DONE", f"{task}\n{server.log_tail()}"
     assert checkpoint.is_file()
+    # the labelled images reach the bundle as its datalist, with no validation list: the bundle splits them itself
+    datalist = json.loads((server.bundles / model / "data" / "monailabel" / "datalist.json").read_text())
+    assert list(datalist) == ["training"] and len(datalist["training"]) == 3
 
     info = requests.get(f"{server.url}/info/", timeout=REQUEST_TIMEOUT_S).json()["models"][model]
     assert info["checkpoint"] == str(checkpoint) and "warning" not in info

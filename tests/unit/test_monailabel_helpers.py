@@ -19,7 +19,7 @@ sys.path.insert(0, str(APP_DIR))  # the app's own imports are "lib.*", as when M
 
 from lib.infers.ife_multitask import ife_result  # noqa: E402
 from lib.infers.oct_fluid_seg import fluid_mask, fluid_result  # noqa: E402
-from lib.trainers.bundle_task import non_negative_int, positive_int  # noqa: E402
+from lib.trainers.bundle_task import fraction, non_negative_int, positive_int  # noqa: E402
 from lib.validation import check_binary_mask, check_identifier, parse_class_label, read_image_size  # noqa: E402
 
 from custom_components.ife_classes import IFE_CLASSES  # noqa: E402
@@ -120,7 +120,9 @@ def test_ife_result_follows_the_negative_rule_and_sums_to_one():
         ife_result({**heads, "probabilities": probs[:8]})
 
 
-@pytest.mark.parametrize("parse, value, expected", [(positive_int, "3", 3), (non_negative_int, 0, 0)])
+@pytest.mark.parametrize(
+    "parse, value, expected", [(positive_int, "3", 3), (non_negative_int, 0, 0), (fraction, "0.25", 0.25)]
+)
 def test_train_parameters(parse, value, expected):
     assert parse(value, "x") == expected
 
@@ -129,6 +131,50 @@ def test_train_parameters(parse, value, expected):
 def test_bad_positive_int_names_the_parameter(value):
     with pytest.raises(ValueError, match="'batch_size'"):
         positive_int(value, "batch_size")
+
+
+@pytest.mark.parametrize("value", [0, 1, -1, "a fifth", True, None])
+def test_bad_fraction_names_the_parameter(value):
+    with pytest.raises(ValueError, match=r"'val_split' must be in \(0, 1\)"):
+        fraction(value, "val_split")
+
+
+def test_training_leaves_the_validation_split_to_the_bundle(tmp_path):
+    import shutil
+
+    from lib.trainers.ife_multitask import IFEMultiTaskTrain
+    from monai.bundle import ConfigParser
+
+    bundle = tmp_path / "ife_multitask"
+    shutil.copytree(APP_DIR.parents[1] / "bundles" / "ife_multitask" / "configs", bundle / "configs")
+    task = IFEMultiTaskTrain(str(bundle), {})
+    defaults = ConfigParser.load_config_file(str(bundle / "configs" / "train.json"))
+    assert task.config()["val_split"] == defaults["val_fraction"]  # shown with the bundle's own default
+    # a rare class first: a split that takes the last images for validation would never validate on it
+    entries = [{"image": f"/gels/rare_{i}.png", "label": "IgA-lambda"} for i in range(2)]
+    entries += [{"image": f"/gels/neg_{i}.png", "label": "Negative"} for i in range(6)]
+    train, val = task._partition_datalist(entries, {"val_split": 0.25})
+    assert train == entries and val is None  # MONAI Label then leaves validate#dataset#data alone
+    task._request = {"val_split": "0.25"}
+    overrides = task._update_overrides({"train#dataset#data": train})
+    written = json.loads((Path(overrides["dataset_dir"]) / "datalist.json").read_text())
+    assert written == {"training": entries} and overrides["val_fraction"] == 0.25
+
+    # the bundle's own stratified split of that datalist: every class on both sides
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "train.json"))
+    parser.update({"bundle_root": str(bundle), **overrides})
+    train = parser.get_parsed_content("train#dataset#data")
+    val = parser.get_parsed_content("validate#dataset#data")
+    assert sorted(e["image"] for e in train + val) == sorted(e["image"] for e in entries)
+    assert {e["label"] for e in val} == {e["label"] for e in train} == {"IgA-lambda", "Negative"}
+
+    # one labelled image cannot be split: it validates on itself
+    train, val = task._partition_datalist(entries[:1], {})
+    assert train == val == entries[:1]
+    overrides = task._update_overrides({"train#dataset#data": train, "validate#dataset#data": val})
+    written = json.loads((Path(overrides["dataset_dir"]) / "datalist.json").read_text())
+    assert written == {"training": entries[:1], "validation": entries[:1]}
 
 
 def test_fine_tuning_keeps_the_checkpoint_recipe_unless_the_request_sets_it(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
@@ -19,8 +18,6 @@ from lib.validation import (
     parse_class_label,
     read_image_size,
 )
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["CheckedLocalDatastore", "image_patterns"]
 
@@ -49,21 +46,18 @@ class CheckedLocalDatastore(LocalDatastore):
     """
 
     def __init__(self, datastore_path: str, auto_reload: bool = True, read_only: bool = False) -> None:
-        super().__init__(
-            datastore_path, extensions=image_patterns(), auto_reload=auto_reload, read_only=read_only
-        )
+        super().__init__(datastore_path, extensions=image_patterns(), auto_reload=auto_reload, read_only=read_only)
 
     def _list_files(self, path: str, patterns: list[str]) -> dict[str, str]:
         # LocalDatastore lists label folders with the image patterns; IFE labels are JSON files, which must not
         # be listed as images (the studies folder may hold a datalist.json) but must survive a reconcile.
+        # Private hook and image folder: LocalDatastore 0.8.5 has no public label patterns or image folder.
         if os.path.realpath(path) != os.path.realpath(self._datastore.image_path()):
             patterns = [*patterns, f"*{LABEL_JSON_EXTENSION}"]
         return super()._list_files(path, patterns)
 
     def _require_image(self, image_id: str) -> str:
-        with http_errors(400):
-            check_identifier(image_id, "image id")
-        path = super().get_image_uri(image_id)
+        path = self.get_image_uri(image_id)
         if not path or not os.path.isfile(path):
             raise HTTPException(
                 status_code=404,

@@ -19,6 +19,7 @@ import numpy as np
 from fastapi import HTTPException
 from PIL import Image, UnidentifiedImageError
 
+from custom_components.data.image_files import IMAGE_EXTENSIONS
 from custom_components.ife_classes import IFE_CLASSES
 
 __all__ = [
@@ -32,8 +33,6 @@ __all__ = [
     "http_errors",
 ]
 
-#: 2D image files the datastore lists and the models accept (lower case; upper-case names are matched too).
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 #: IFE class labels are JSON label files: ``{"label": "<one of the nine class names>"}``.
 LABEL_JSON_EXTENSION = ".json"
 

@@ -7,10 +7,9 @@ import logging
 import os
 from typing import Any
 
-from monai.transforms import SaveImaged
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
-from monailabel.tasks.infer.bundle import BundleConstants, BundleInferTask
+from monailabel.tasks.infer.bundle import BundleInferTask
 from monailabel.utils.others.generic import strtobool
 
 from custom_components.bundle.recipe import mismatch_error, read_recipe
@@ -24,16 +23,17 @@ class LocalBundleInferTask(BundleInferTask):
     """:class:`BundleInferTask` for a bundle on disk, with or without ``models/model.pt``.
 
     MONAI Label's ``BundleInferTask`` drops a bundle that has neither ``models/model.pt`` nor ``models/model.ts``.
-    Here the network is always built from ``network_def`` of ``configs/inference.json``; the checkpoint is loaded
-    when it exists (and reloaded whenever training replaces it), and until then the model serves random weights
-    with a warning in the log, in ``/info`` and in every result.
+    Here such a bundle still gets its network from ``network_def`` of ``configs/inference.json`` and serves random
+    weights, with a warning in the log, in ``/info`` and in every result, until training writes the checkpoint (it
+    is loaded at the next request, and reloaded whenever training replaces it).
 
-    Preprocessing, inferer and postprocessing come from ``inference.json`` as in ``BundleInferTask``
-    (``LoadImaged`` is kept with the bundle's reader settings; ``SaveImaged`` is dropped). ``inference.json`` reads
-    the network settings and the geometry from the checkpoint's recipe (``models/model.recipe.json``), so the
-    network built here is the one that was trained, whatever overrides training used; when training replaces the
-    checkpoint with one of another recipe, the bundle config and the network are built again before the next
-    request (and once more when the weights arrive before their recipe). A checkpoint that still does not fit gets
+    Everything else is ``BundleInferTask``'s: preprocessing, inferer and postprocessing from ``inference.json``
+    (``LoadImaged`` kept with the bundle's reader settings, ``SaveImaged`` dropped), the ``model_filename`` option and
+    the bundle's displayable configs. ``inference.json`` reads the network settings and the geometry from the
+    checkpoint's recipe (``models/model.recipe.json``), so the network built here is the one that was trained,
+    whatever overrides training used; when training replaces the checkpoint with one of another recipe, the bundle
+    config and the network are built again before the next request (and once more when the weights arrive before
+    their recipe). A checkpoint that still does not fit gets
     :class:`~custom_components.bundle.recipe.CheckpointMismatchError` naming the first mismatched layer (answered
     with its message, see ``main.py``).
 
@@ -41,68 +41,45 @@ class LocalBundleInferTask(BundleInferTask):
         path: bundle folder (holding ``configs/inference.json`` and ``configs/metadata.json``).
         conf: the app's ``--conf`` settings (``preload``: build the network on every device at start).
         type: the MONAI Label task type, e.g. ``InferType.SEGMENTATION``.
-        labels: label name to value (segmentation) or to class index (classification).
+        labels: label name to value (segmentation) or to class index (classification); MONAI Label would take the
+            lower-cased channel names of ``metadata.json``.
         add_post_restore: append MONAI Label's ``Restored`` step to the postprocessing.
-        post_filter: postprocessing transform types to drop.
-        kwargs: passed to :class:`BasicInferTask`.
 
     Raises:
         FileNotFoundError: when the bundle has no inference config or no metadata.
     """
 
     def __init__(
-        self,
-        path: str,
-        conf: dict[str, str],
-        type: str | InferType,
-        labels: dict[str, int] | None = None,
-        add_post_restore: bool = False,
-        post_filter: tuple[type, ...] = (SaveImaged,),
-        **kwargs: Any,
+        self, path: str, conf: dict[str, str], type: str | InferType, labels: dict[str, int], add_post_restore: bool
     ) -> None:
-        self.valid = False
-        self.const = BundleConstants()
-        self.pre_filter = None
-        self.post_filter = list(post_filter)
-        self.extend_load_image = True
-        self.dropout = 0.0
-        self.add_post_restore = add_post_restore
-
-        configs = [c for c in self.const.configs() if os.path.isfile(os.path.join(path, "configs", c))]
-        metadata_path = os.path.join(path, "configs", self.const.metadata_json())
-        if not configs or not os.path.isfile(metadata_path):
-            raise FileNotFoundError(
-                f"bundle {path!r} needs configs/{' or configs/'.join(self.const.configs())} and "
-                f"configs/{self.const.metadata_json()}."
-            )
-        self.bundle_path = path
-        self.bundle_config_path = os.path.join(path, "configs", configs[0])
-        with open(metadata_path) as f:
-            metadata = json.load(f)
-
-        self.key_image, image_format = next(iter(metadata["network_data_format"]["inputs"].items()))
-        self.key_pred, _ = next(iter(metadata["network_data_format"]["outputs"].items()))
-        self.checkpoint = os.path.join(path, "models", self.const.model_pytorch())
-        if not os.path.isfile(self.checkpoint):
+        self.checkpoint = os.path.join(path, "models", "model.pt")
+        super().__init__(path, conf, type=type, add_post_restore=add_post_restore, load_strict=True)
+        if not hasattr(self, "bundle_config"):  # BundleInferTask only warns
+            raise FileNotFoundError(f"bundle {path!r} has no configs/{' or configs/'.join(self.const.configs())}.")
+        if not self.valid:
+            # no checkpoint: BundleInferTask returned before building the network; finish the task it would have built
             logger.warning(self.untrained_warning())
-        network = self._build()
-
-        BasicInferTask.__init__(
-            self,
-            path=self.checkpoint,
-            network=network,
-            type=type,
-            labels=labels,
-            dimension=len(image_format.get("spatial_shape", (0, 0))),
-            description=metadata.get("description", ""),
-            preload=strtobool(conf.get("preload", "false")),
-            load_strict=True,
-            input_key=self.key_image,
-            output_label_key=self.key_pred,
-            **kwargs,
-        )
-        self.version = metadata.get("version")
-        self.valid = True
+            with open(os.path.join(path, "configs", self.const.metadata_json())) as f:
+                metadata = json.load(f)
+            self.key_image, image = next(iter(metadata["network_data_format"]["inputs"].items()))
+            self.key_pred = next(iter(metadata["network_data_format"]["outputs"]))
+            self.add_post_restore = add_post_restore
+            BasicInferTask.__init__(
+                self,
+                path=self.checkpoint,
+                network=self.bundle_config.get_parsed_content(self.const.key_network_def(), instantiate=True),
+                type=type,
+                labels=labels,
+                dimension=len(image["spatial_shape"]),
+                description=metadata.get("description", ""),
+                preload=strtobool(conf.get("preload", "false")),
+                load_strict=True,
+            )
+            self.version = metadata.get("version")
+            self.valid = True
+        self.labels = labels
+        # BundleInferTask keeps BasicInferTask's default keys; the bundle's metadata names its own
+        self.input_key, self.output_label_key = self.key_image, self.key_pred
 
     def _recipe_key(self) -> tuple[Any, str]:
         """What the network depends on: the recipe's network class and settings (not its time stamp, which every
@@ -110,11 +87,10 @@ class LocalBundleInferTask(BundleInferTask):
         recipe = read_recipe(self.checkpoint, warn=False)  # asked at every request; the config's reading warns
         return recipe.get("network"), json.dumps(recipe["settings"], sort_keys=True)
 
-    def _build(self) -> Any:
-        """Read the bundle config (which reads the checkpoint's recipe) and build its network."""
+    def _load_bundle_config(self, path, config):
+        # the config's network reads the checkpoint's recipe: remember which one it is built for
         self._built_for = self._recipe_key()
-        self.bundle_config = self._load_bundle_config(self.bundle_path, self.bundle_config_path)
-        return self.bundle_config.get_parsed_content(self.const.key_network_def(), instantiate=True)
+        return super()._load_bundle_config(path, config)
 
     def _rebuild_if_retrained(self) -> bool:
         """Training wrote a checkpoint of another recipe: build the config and the network it describes.
@@ -125,8 +101,9 @@ class LocalBundleInferTask(BundleInferTask):
         if self._recipe_key() == self._built_for:
             return False
         logger.info(f"{os.path.basename(self.bundle_path)}: new checkpoint recipe; building its network.")
-        self.network = self._build()
-        self._networks = {}
+        self.bundle_config = self._load_bundle_config(self.bundle_path, self.bundle_config_path)
+        self.network = self.bundle_config.get_parsed_content(self.const.key_network_def(), instantiate=True)
+        self._networks = {}  # BasicInferTask's per-device cache; it has no public way to empty it
         return True
 
     def _get_network(self, device, data):

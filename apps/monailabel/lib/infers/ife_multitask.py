@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,8 +17,6 @@ from custom_components.ife_classes import (
     class_to_subtasks,
 )
 from lib.infers.bundle_task import LocalBundleInferTask
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["IFEMultiTaskInfer", "ife_result"]
 

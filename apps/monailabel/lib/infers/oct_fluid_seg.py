@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 from typing import Any
@@ -14,8 +13,6 @@ from PIL import Image
 
 from lib.infers.bundle_task import LocalBundleInferTask
 from lib.validation import read_image_size
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["OCTFluidSegInfer", "fluid_mask", "fluid_result"]
 

@@ -9,14 +9,14 @@ from collections.abc import Callable
 from typing import Any
 
 from monailabel.interfaces.datastore import Datastore
-from monailabel.tasks.train.bundle import BundleTrainTask
+from monailabel.tasks.train.bundle import BundleConstants, BundleTrainTask
 
 from custom_components.bundle.recipe import read_recipe
 from custom_components.utils.atomic import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LocalBundleTrainTask", "non_negative_int", "positive_int"]
+__all__ = ["LocalBundleTrainTask", "fraction", "non_negative_int", "positive_int"]
 
 
 def non_negative_int(value: Any, name: str) -> int:
@@ -41,16 +41,41 @@ def positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def fraction(value: Any, name: str) -> float:
+    """Parse a request parameter that is a share in (0, 1) (a number or a string of one).
+
+    Raises:
+        ValueError: when ``value`` is not a number strictly between 0 and 1.
+    """
+    try:
+        share = float(value)
+    except (TypeError, ValueError):
+        share = 0.0
+    if isinstance(value, bool) or not 0.0 < share < 1.0:
+        raise ValueError(f"train parameter {name!r} must be in (0, 1), got {value!r}.")
+    return share
+
+
+class BundleIds(BundleConstants):
+    """MONAI Label's bundle ids, but the epoch count is the bundles' one ``max_epochs`` id, which the trainer and the
+    learning-rate schedule both follow (overriding ``train#trainer#max_epochs`` alone would leave the schedule at
+    the bundle's default length)."""
+
+    def key_train_trainer_max_epochs(self) -> str:
+        return "max_epochs"
+
+
 class LocalBundleTrainTask(BundleTrainTask):
     """:class:`BundleTrainTask` for a bundle on disk that picks its own labels from the shared datastore.
 
     MONAI Label's task already fine-tunes from ``models/model.pt`` when it exists (it adds a ``CheckpointLoader``
-    for ``@network``), overrides ``bundle_root``, ``device``, ``train#trainer#max_epochs``,
-    ``train#dataset#data`` and ``validate#dataset#data``, and runs ``monai.bundle.run``. This subclass adds:
+    for ``@network``), overrides ``bundle_root``, ``device``, the epochs (``max_epochs``, see :class:`BundleIds`) and
+    ``train#dataset#data``, and runs ``monai.bundle.run``. This subclass adds:
 
     - :meth:`select_datalist`: the subclass keeps the datastore entries whose label suits its model, in the form
       its bundle's datalist uses;
-    - a deterministic split that always leaves at least one validation image;
+    - no validation list: the bundle takes its own stratified validation split of the labelled images
+      (``val_split`` sets its ``val_fraction``), which keeps rare classes in validation;
     - :attr:`request_overrides`: train request parameters (image size, batch size, ...) mapped to bundle ids,
       each parsed and checked, so a request can make a run small and fast without editing the bundle;
     - fine-tuning rebuilds the network the checkpoint holds: the settings of its recipe
@@ -64,11 +89,16 @@ class LocalBundleTrainTask(BundleTrainTask):
         FileNotFoundError: when the bundle has no train config.
     """
 
-    #: request parameter -> (bundle config id, parser(value, name))
-    request_overrides: dict[str, tuple[str, Callable[[Any, str], Any]]] = {}
+    #: request parameter -> (bundle config id, parser(value, name)); shown with the bundle's defaults in /info
+    request_overrides: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
+        "val_split": ("val_fraction", fraction),
+        "image_size": ("image_size", positive_int),
+        "batch_size": ("batch_size", positive_int),
+        "num_workers": ("num_workers", non_negative_int),
+    }
 
     def __init__(self, path: str, conf: dict[str, str]) -> None:
-        super().__init__(path, conf, enable_tracking=False, load_strict=True)
+        super().__init__(path, conf, const=BundleIds(), enable_tracking=False, load_strict=True)
         if not self.valid:
             raise FileNotFoundError(f"bundle {path!r} has no configs/{' or configs/'.join(self.const.configs())}.")
         self._request: dict[str, Any] = {}
@@ -91,7 +121,7 @@ class LocalBundleTrainTask(BundleTrainTask):
         """
 
     def _fetch_datalist(self, request: dict[str, Any], datastore: Datastore) -> list[dict[str, Any]]:
-        entries = [{"image": d["image"], "label": d["label"]} for d in datastore.datalist() if d]
+        entries = super()._fetch_datalist(request, datastore)
         selected = self.select_datalist(entries)
         if not selected:
             raise ValueError(
@@ -102,19 +132,12 @@ class LocalBundleTrainTask(BundleTrainTask):
         return selected
 
     def _partition_datalist(self, datalist, request, shuffle=False):
-        """Split off the last ``round(n * val_split)`` entries (at least one) for validation, in datastore order.
-
-        Raises:
-            ValueError: when ``val_split`` is not in (0, 1).
-        """
-        val_split = float(request.get("val_split", 0.2))
-        if not 0.0 < val_split < 1.0:
-            raise ValueError(f"train parameter 'val_split' must be in (0, 1), got {val_split}.")
+        # None: no validation list, so the bundle splits "training" itself; one image cannot be split and
+        # validates on itself (the bundle's split would leave validation empty)
         if len(datalist) == 1:
             logger.warning("Only one labelled image: it is used for training and for validation.")
             return datalist, datalist
-        n_val = min(len(datalist) - 1, max(1, round(len(datalist) * val_split)))
-        return datalist[:-n_val], datalist[-n_val:]
+        return datalist, None
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
         self._request = dict(request)
@@ -143,16 +166,16 @@ class LocalBundleTrainTask(BundleTrainTask):
     def _update_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
         """Hand the datastore's entries to the bundle as a ``datalist.json``, the way a user's data reaches it.
 
-        MONAI Label overrides ``train#dataset#data`` and ``validate#dataset#data`` only; the bundles also read
-        their datalist in ``initialize`` (entry checks, class statistics, the log line) and would otherwise build
-        their synthetic default data set for that. Writing the split to ``dataset_dir`` instead runs the bundle's
-        own data path unchanged, with its checks, on exactly the labelled images.
+        MONAI Label overrides ``train#dataset#data`` only; the bundles also read their datalist in ``initialize``
+        (validation split, entry checks, class statistics, the log line) and would otherwise build their synthetic
+        default data set for that. Writing the entries to ``dataset_dir`` instead runs the bundle's own data path
+        unchanged, with its checks and its stratified split, on exactly the labelled images.
         """
-        training = overrides.pop(self.const.key_train_dataset_data())
-        validation = overrides.pop(self.const.key_validate_dataset_data(), None) or training
-        dataset_dir = self.datastore_dataset_dir()
-        write_json_atomic({"training": training, "validation": validation}, os.path.join(dataset_dir, "datalist.json"))
-        overrides["dataset_dir"] = dataset_dir
+        datalist = {"training": overrides.pop(self.const.key_train_dataset_data())}
+        if self.const.key_validate_dataset_data() in overrides:
+            datalist["validation"] = overrides.pop(self.const.key_validate_dataset_data())
+        overrides["dataset_dir"] = self.datastore_dataset_dir()
+        write_json_atomic(datalist, os.path.join(overrides["dataset_dir"], "datalist.json"))
         for key, (config_id, parse) in self.request_overrides.items():
             if self._request.get(key) is not None:
                 overrides[config_id] = parse(self._request[key], key)

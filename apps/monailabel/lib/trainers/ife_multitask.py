@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from lib.trainers.bundle_task import LocalBundleTrainTask, non_negative_int, positive_int
+from lib.trainers.bundle_task import LocalBundleTrainTask
 from lib.validation import LABEL_JSON_EXTENSION, parse_class_label
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["IFEMultiTaskTrain"]
 
@@ -25,15 +22,9 @@ class IFEMultiTaskTrain(LocalBundleTrainTask):
     ``image_size`` (the side of the square network input), ``batch_size``, ``num_workers``.
     """
 
-    request_overrides = {
-        "image_size": ("image_size", positive_int),
-        "batch_size": ("batch_size", positive_int),
-        "num_workers": ("num_workers", non_negative_int),
-    }
-
     def select_datalist(self, datalist: list[dict[str, str]]) -> list[dict[str, Any]]:
-        selected = []
-        for entry in datalist:
-            if entry["label"].lower().endswith(LABEL_JSON_EXTENSION):
-                selected.append({"image": entry["image"], "label": parse_class_label(entry["label"], entry["label"])})
-        return selected
+        return [
+            {"image": entry["image"], "label": parse_class_label(entry["label"], entry["label"])}
+            for entry in datalist
+            if entry["label"].lower().endswith(LABEL_JSON_EXTENSION)
+        ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lib.trainers.bundle_task import LocalBundleTrainTask, non_negative_int, positive_int
+from lib.trainers.bundle_task import LocalBundleTrainTask
 from lib.validation import IMAGE_EXTENSIONS
 
 __all__ = ["OCTFluidSegTrain"]
@@ -19,12 +19,6 @@ class OCTFluidSegTrain(LocalBundleTrainTask):
     Request parameters beyond MONAI Label's (``max_epochs``, ``val_split``, ``pretrained``, ``device``):
     ``image_size`` (the side of the square training crop), ``batch_size``, ``num_workers``.
     """
-
-    request_overrides = {
-        "image_size": ("image_size", positive_int),
-        "batch_size": ("batch_size", positive_int),
-        "num_workers": ("num_workers", non_negative_int),
-    }
 
     def select_datalist(self, datalist: list[dict[str, str]]) -> list[dict[str, Any]]:
         return [dict(entry) for entry in datalist if entry["label"].lower().endswith(IMAGE_EXTENSIONS)]
