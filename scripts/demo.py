@@ -86,11 +86,8 @@ def _print_report(path: Path, keys: tuple[str, ...]) -> dict:
 def run_bundle(name: str, workdir: Path, full: bool) -> dict:
     bundle_root = REPO / "bundles" / BUNDLES[name]
     sizes = dict(FULL_OVERRIDES[name] if full else CPU_OVERRIDES[name])
-    max_epochs = sizes.pop("max_epochs", None)
     data_dir = workdir / name / "data"
     train = {"dataset_dir": data_dir, **sizes}
-    if max_epochs is not None:
-        train["train#trainer#max_epochs"] = max_epochs
     eval_dir, infer_dir = workdir / name / "eval", workdir / name / "inference"
 
     print(f"\n=== {BUNDLES[name]}: train (synthetic data in {data_dir}) ===", flush=True)

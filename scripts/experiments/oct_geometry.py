@@ -195,7 +195,7 @@ def main() -> None:
         if not seconds.is_file():
             train = {**common, "bundle_root": str(root), "geometry": geometry, "image_size": args.image_size,
                      "filters": args.filters, "learning_rate": args.learning_rate,
-                     "train#trainer#max_epochs": args.epochs}  # fmt: skip
+                     "max_epochs": args.epochs}  # fmt: skip
             print(f"[{geometry}] training {args.epochs} epochs at {args.image_size} px ...", flush=True)
             t0 = time.time()
             _bundle(["train.json"], train, root / "train.log")

@@ -57,9 +57,8 @@ def fraction(value: Any, name: str) -> float:
 
 
 class BundleIds(BundleConstants):
-    """MONAI Label's bundle ids, but the epoch count is the bundles' one ``max_epochs`` id, which the trainer and the
-    learning-rate schedule both follow (overriding ``train#trainer#max_epochs`` alone would leave the schedule at
-    the bundle's default length)."""
+    """MONAI Label's bundle ids, but the epoch count goes to the bundles' one user-facing id, ``max_epochs``, the
+    one their docs, scripts and logs speak of (the trainer and the learning-rate schedule follow it)."""
 
     def key_train_trainer_max_epochs(self) -> str:
         return "max_epochs"
