@@ -20,6 +20,7 @@ from fastapi import HTTPException
 from PIL import Image, UnidentifiedImageError
 
 from custom_components.data.image_files import IMAGE_EXTENSIONS
+from custom_components.data.validation import mask_value_problem
 from custom_components.ife_classes import IFE_CLASSES
 
 __all__ = [
@@ -138,12 +139,9 @@ def check_binary_mask(path: str, expected_hw: tuple[int, int], what: str = "labe
             f"{what} has size (H, W) = {tuple(array.shape)} but its image is {tuple(expected_hw)}; "
             "a mask must have the size of its image."
         )
-    values = np.unique(array)
-    if not (set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}):
-        raise ValueError(
-            f"{what} must hold only {{0, 1}} or {{0, 255}}, found values {values[:8].tolist()}"
-            f"{' ...' if values.size > 8 else ''}."
-        )
+    problem = mask_value_problem(array)
+    if problem:
+        raise ValueError(f"{what}: {problem}.")
     return (array > 0).astype(np.uint8)
 
 
