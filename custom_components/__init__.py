@@ -11,6 +11,8 @@ Sub-packages, each with one job:
 - ``inferers``: B-scans of any size and OCT volumes at the geometry the network was trained at.
 - ``data``: datalist reading and validation, inference input listing, synthetic IFE gels and OCT B-scans.
 - ``handlers``: ignite handlers that write figures, CSVs and JSON reports.
+- ``visualize``: the figures and overlays the handlers write (IFE attention profiles and confusion matrices, OCT
+  fluid overlays with MONAI's ``blend_images``).
 - ``bundle``: checkpoints that carry the recipe of their network (written, read, checked, loaded).
 
 Networks and losses know nothing of files or handlers; bundles and scripts depend on this package,

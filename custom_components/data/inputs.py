@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -14,6 +13,7 @@ from pathlib import Path
 from custom_components.data.datalist import DatalistError, load_datalist
 from custom_components.data.image_files import IMAGE_EXTENSIONS, NIFTI_EXTENSIONS, screen_image_file
 from custom_components.data.validation import listed_problems
+from custom_components.utils.atomic import write_csv_atomic
 
 __all__ = ["list_images", "scan_inputs"]
 
@@ -102,12 +102,7 @@ def scan_inputs(
     for image, error in skipped:
         logger.warning("Skipping %s: %s", image, error)
     if skipped_report is not None:
-        report = Path(skipped_report)
-        report.parent.mkdir(parents=True, exist_ok=True)
-        with open(report, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["image", "error"])
-            writer.writerows(skipped)
+        write_csv_atomic(skipped_report, ["image", "error"], [{"image": i, "error": e} for i, e in skipped])
     if skipped:
         where = f" (listed in {skipped_report})" if skipped_report else ""
         logger.warning("%d of %d inputs skipped as unusable%s.", len(skipped), len(entries), where)

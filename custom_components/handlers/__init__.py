@@ -1,5 +1,7 @@
-"""Ignite handlers: IFE and OCT output writers, gradient clipping, loss-term logging, resumable training state."""
+"""Ignite handlers: IFE and OCT output writers (on one prediction-writer base), gradient clipping, loss-term logging,
+resumable training state."""
 
 from .ife import IFEEvaluationReport, IFEPredictionWriter
 from .oct import FluidPredictionWriter, SegmentationReport
+from .prediction_writer import PredictionWriter
 from .training import GradientClipping, LossTermsHandler, TrainingStateSaver

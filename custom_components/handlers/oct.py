@@ -2,23 +2,25 @@
 """Output writers of the OCT fluid segmentation bundle.
 
 - :class:`FluidPredictionWriter` (inference, and overlays in evaluation): per input a mask file (PNG for a PNG,
-  JPEG or TIFF B-scan, NIfTI with the input's axis order, affine and header for a NIfTI file), an overlay PNG (predicted fluid in colour, the ground truth
-  outline when known), and ``fluid_measurements.csv``: fluid area per B-scan and fluid volume per volume, in
-  mm^2 / mm^3 when the spacing is known (NIfTI header, or ``pixel_spacing_mm`` for PNGs), in pixels otherwise.
+  JPEG or TIFF B-scan, NIfTI with the input's axis order, affine and header for a NIfTI file), an overlay PNG
+  (predicted fluid in colour, the ground truth outline when known), and ``fluid_measurements.csv``: fluid area per
+  B-scan and fluid volume per volume, in mm^2 / mm^3 when the spacing is known (NIfTI header, or
+  ``pixel_spacing_mm`` for PNGs), in pixels otherwise.
 - :class:`SegmentationReport` (evaluation): the evaluator's fluid metrics (pooled and fluid-scan Dice and Jaccard,
   false fluid rate) merged into one JSON file under a prefix, so the clean and the noisy evaluation share
   ``metrics.json``, and the per-scan table behind them.
 
 Conventions: arrays are channel-first, rows first (``(1, H, W)`` for B-scans, ``(1, H, W, S)`` for volumes whose
 last axis indexes the B-scans), exactly as loaded by the bundle's configs; masks are binary after post-processing.
-Files are written on ``save_rank`` only and never appear half-written: masks and overlays are written to a temporary
-name and renamed into place, the CSV is written to ``*.partial`` as rows come (flushed per iteration) and renamed
-when the run completes, and the JSON report is replaced atomically.
+Files are written on ``save_rank`` only and never appear half-written: masks, overlays, the per-scan table and the
+JSON report go through :mod:`custom_components.utils.atomic` (a temporary file renamed into place), and the
+measurements CSV is written to ``*.partial`` as rows come and renamed when the run completes
+(:class:`~custom_components.handlers.prediction_writer.PredictionWriter`). Overlays are drawn by
+:func:`custom_components.visualize.overlay_image`.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -27,12 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from monai.data import MetaTensor, decollate_batch
+from monai.data import MetaTensor
 from monai.utils import IgniteInfo, min_version, optional_import, string_list_all_gather
 from PIL import Image
 
-from custom_components.utils.atomic import write_json_atomic
-from custom_components.data.image_files import is_nifti
+from custom_components.data.image_files import IMAGE_EXTENSIONS, NIFTI_EXTENSIONS, is_nifti
+from custom_components.handlers.prediction_writer import PredictionWriter
+from custom_components.utils.atomic import save_atomic, write_csv_atomic, write_json_atomic
+from custom_components.visualize.oct import overlay_image
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
@@ -41,7 +45,7 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["MEASUREMENT_COLUMNS", "PER_SCAN_COLUMNS", "overlay_image", "FluidPredictionWriter", "SegmentationReport"]
+__all__ = ["MEASUREMENT_COLUMNS", "PER_SCAN_COLUMNS", "FluidPredictionWriter", "SegmentationReport"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,38 +65,6 @@ count and volume. Physical columns are empty when the spacing is unknown (``spac
 
 def _array(value: Any) -> np.ndarray:
     return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-
-
-def _outline(mask: np.ndarray) -> np.ndarray:
-    """Boundary pixels of a binary (H, W) mask (4-neighbourhood)."""
-    inner = mask.copy()
-    inner[1:, :] &= mask[:-1, :]
-    inner[:-1, :] &= mask[1:, :]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    return mask & ~inner
-
-
-def overlay_image(bscan: np.ndarray, prediction: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
-    """Colour overlay of one B-scan.
-
-    Args:
-        bscan: (H, W) intensities (any range; min-max scaled for display).
-        prediction: (H, W) binary predicted fluid, drawn as a translucent orange fill.
-        truth: optional (H, W) binary ground truth, drawn as a green outline.
-
-    Returns:
-        (H, W, 3) uint8 RGB.
-    """
-    gray = bscan.astype(np.float32)
-    span = float(gray.max() - gray.min())
-    gray = (gray - gray.min()) / span if span > 0 else np.zeros_like(gray)
-    rgb = np.repeat(gray[..., None] * 255.0, 3, axis=2)
-    fluid = prediction.astype(bool)
-    rgb[fluid] = 0.45 * rgb[fluid] + 0.55 * np.array([255.0, 140.0, 0.0])
-    if truth is not None:
-        rgb[_outline(truth.astype(bool))] = (40.0, 230.0, 60.0)
-    return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
 def _bscan_axes(image: Any) -> list[int]:
@@ -115,23 +87,6 @@ def _spacing(
     return None, "unknown"
 
 
-def _save_atomic(path: str, save: Callable[[str], None]) -> None:
-    """Call ``save(temporary path)`` then rename it to ``path``: a reader sees the old file, none, or the whole new one.
-
-    The temporary name keeps the file's ending (``.png``, ``.nii.gz``), because Pillow and nibabel choose the
-    format from it.
-    """
-    folder, name = os.path.split(path)
-    stem = _stem(name)
-    tmp = os.path.join(folder, f".{stem}.{os.getpid()}.tmp{name[len(stem):]}")
-    try:
-        save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _mask_nifti(mask: np.ndarray, image: Any, source: str):
     """The (rows, columns[, B-scans]) mask as a NIfTI image in the source file's own axis order, with its affine
     and header (units, qform/sform codes, descriptions), stored as uint8 {0, 1}."""
@@ -151,14 +106,17 @@ def _mask_nifti(mask: np.ndarray, image: Any, source: str):
 
 def _stem(source: str) -> str:
     name = os.path.basename(source)
-    for ending in (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"):
+    for ending in NIFTI_EXTENSIONS + IMAGE_EXTENSIONS:
         if name.lower().endswith(ending):
             return name[: -len(ending)]
     return os.path.splitext(name)[0]
 
 
-class FluidPredictionWriter:
+class FluidPredictionWriter(PredictionWriter):
     """Write masks, overlays and fluid measurements for every item an engine processes.
+
+    The run's events, the rank that writes and the ``fluid_measurements.csv`` life cycle (``.partial`` until the run
+    completes) are those of :class:`~custom_components.handlers.prediction_writer.PredictionWriter`.
 
     Args:
         output_dir: destination; masks go to ``masks/<name>_fluid.png`` (2D image files) or ``.nii.gz`` (NIfTI
@@ -205,72 +163,25 @@ class FluidPredictionWriter:
                     f"pixel_spacing_mm must be one or two positive numbers (rows, columns), got {pixel_spacing_mm!r}."
                 )
             pixel_spacing_mm = tuple(spacing)
-        self.output_dir = output_dir
+        super().__init__(
+            output_dir,
+            filename="fluid_measurements.csv" if save_measurements else None,
+            columns=MEASUREMENT_COLUMNS,
+            output_transform=output_transform,
+            save_rank=save_rank,
+        )
         self.pixel_spacing_mm = pixel_spacing_mm
         self.save_masks, self.save_overlays, self.save_measurements = save_masks, save_overlays, save_measurements
         self.image_key, self.pred_key, self.label_key = image_key, pred_key, label_key
-        self.output_transform = output_transform
-        self.save_rank = save_rank
-        self._file = None
-        self._writer = None
         self._stems: dict[str, str] = {}
 
-    @property
-    def csv_path(self) -> str:
-        return os.path.join(self.output_dir, "fluid_measurements.csv")
-
-    def attach(self, engine: Engine) -> None:
-        if not engine.has_event_handler(self.started, Events.STARTED):
-            engine.add_event_handler(Events.STARTED, self.started)
-        if not engine.has_event_handler(self, Events.ITERATION_COMPLETED):
-            engine.add_event_handler(Events.ITERATION_COMPLETED, self)
-        if not engine.has_event_handler(self.completed, Events.COMPLETED):
-            engine.add_event_handler(Events.COMPLETED, self.completed)
-        if not engine.has_event_handler(self.close, Events.EXCEPTION_RAISED):
-            engine.add_event_handler(Events.EXCEPTION_RAISED, self.close)
-
-    def _is_writer(self) -> bool:
-        return idist.get_rank() == self.save_rank
-
-    def started(self, engine: Engine | None = None) -> None:
-        if not self._is_writer():
-            return
-        os.makedirs(self.output_dir, exist_ok=True)
+    def reset(self) -> None:
+        """Start naming outputs afresh."""
         self._stems = {}
-        if self.save_measurements:
-            self._file = open(self.csv_path + ".partial", "w", newline="")
-            self._writer = csv.writer(self._file)
-            self._writer.writerow(MEASUREMENT_COLUMNS)
 
-    def close(self, engine: Engine | None = None, error: Exception | None = None) -> None:
-        """Close the CSV, leaving it as ``*.partial`` (the run did not complete)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = self._writer = None
-            logger.warning("Run stopped early: measurements so far are in %s.partial", self.csv_path)
-
-    def completed(self, engine: Engine | None = None) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = self._writer = None
-            os.replace(self.csv_path + ".partial", self.csv_path)
-            logger.info("Fluid measurements: %s", self.csv_path)
-        if self._is_writer():
-            logger.info("Masks and overlays: %s", self.output_dir)
-
-    def _items(self, engine: Engine) -> list[Mapping]:
-        data = self.output_transform(engine.state.output)
-        if isinstance(data, Mapping):
-            data = decollate_batch(data)
-        return list(data)
-
-    def __call__(self, engine: Engine) -> None:
-        if not self._is_writer():
-            return
-        for item in self._items(engine):
-            self.write_item(item)
-        if self._file is not None:
-            self._file.flush()
+    def summary(self) -> str:
+        measured = f"fluid measurements in {self.csv_path}; " if self.csv_path is not None else ""
+        return f"{measured}masks and overlays in {self.output_dir}"
 
     def _unique_stem(self, source: str) -> str:
         """Output name stem of ``source``; inputs sharing a file name (``p1/b001.png``, ``p2/b001.png``, ``b001.tif``)
@@ -281,7 +192,8 @@ class FluidPredictionWriter:
             n += 1
             candidate = f"{stem}_{n}"
         if candidate != stem and candidate not in self._stems:
-            logger.warning("%s shares its name with %s: its outputs are named %s_*", source, self._stems[stem], candidate)
+            first = self._stems[stem]
+            logger.warning("%s shares its name with %s: its outputs are named %s_*", source, first, candidate)
         self._stems[candidate] = source
         return candidate
 
@@ -300,37 +212,35 @@ class FluidPredictionWriter:
         in_plane = (0, 1)
 
         if self.save_masks:
-            os.makedirs(os.path.join(self.output_dir, "masks"), exist_ok=True)
             if volume or is_nifti(source):  # a NIfTI input gets a NIfTI mask, in its own space
                 path = os.path.join(self.output_dir, "masks", f"{stem}_fluid.nii.gz")
                 nifti = _mask_nifti(mask, image, source)
-                _save_atomic(path, lambda tmp: nifti.to_filename(tmp))
+                save_atomic(path, lambda tmp: nifti.to_filename(tmp))
             else:
                 png = Image.fromarray(mask.astype(np.uint8) * 255)
-                _save_atomic(os.path.join(self.output_dir, "masks", f"{stem}_fluid.png"), png.save)
+                save_atomic(os.path.join(self.output_dir, "masks", f"{stem}_fluid.png"), png.save)
 
         if self.save_overlays:
-            os.makedirs(os.path.join(self.output_dir, "overlays"), exist_ok=True)
             k = int(mask.sum(axis=in_plane).argmax()) if volume else None  # the B-scan with the most fluid
             pick = (lambda a: a[:, :, k]) if volume else (lambda a: a)
             rgb = overlay_image(pick(bscans), pick(mask), None if truth is None else pick(truth))
             suffix = f"_slice{k:03d}" if volume else ""
-            _save_atomic(
+            save_atomic(
                 os.path.join(self.output_dir, "overlays", f"{stem}{suffix}_overlay.png"), Image.fromarray(rgb).save
             )
 
-        if self._writer is not None:
+        if self.save_measurements:
             spacing_text = "x".join(f"{s:g}" for s in spacing) if spacing else ""
             area = float(np.prod([spacing[a] for a in in_plane])) if spacing else None
             per_slice = mask.sum(axis=in_plane) if volume else [mask.sum()]
             for k, pixels in enumerate(per_slice):
                 mm2 = "" if area is None else round(float(pixels) * area, 6)
-                self._writer.writerow([source, k if volume else "", int(pixels), mm2, "", spacing_text, spacing_source])
+                self.write_row([source, k if volume else "", int(pixels), mm2, "", spacing_text, spacing_source])
             if volume:
                 voxels = int(mask.sum())
                 cubic = spacing[0] * spacing[1] * spacing[2] if spacing and len(spacing) >= 3 else None
                 mm3 = "" if cubic is None else round(voxels * cubic, 6)
-                self._writer.writerow([source, "all", voxels, "", mm3, spacing_text, spacing_source])
+                self.write_row([source, "all", voxels, "", mm3, spacing_text, spacing_source])
 
 
 class SegmentationReport:
@@ -441,8 +351,7 @@ class SegmentationReport:
         summary.update(num_scans=len(rows), num_fluid_scans=num_fluid, num_normal_scans=len(rows) - num_fluid)
         summary["per_scan_csv"] = os.path.basename(self.table_path)
 
-        os.makedirs(os.path.dirname(self.table_path), exist_ok=True)
-        _save_atomic(self.table_path, lambda tmp: _write_csv(tmp, PER_SCAN_COLUMNS, rows))
+        write_csv_atomic(self.table_path, PER_SCAN_COLUMNS, rows)
         report = {}
         if os.path.isfile(self.output_path) and not self.overwrite:
             with open(self.output_path) as f:
@@ -482,10 +391,3 @@ def _source_names(batch: Any) -> list[str]:
         names = images.meta.get("filename_or_obj", [""] * images.shape[0])
         return [str(n) for n in ([names] if isinstance(names, str) else names)]
     return [str(getattr(i, "meta", {}).get("filename_or_obj", "")) for i in images]
-
-
-def _write_csv(path: str, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows(rows)

@@ -16,11 +16,14 @@ from __future__ import annotations
 import logging
 import math
 import os
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
+
+from custom_components.utils.atomic import save_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
@@ -76,7 +79,9 @@ class GradientClipping:
         self.optimizer = optimizer
         self.error_if_nonfinite = bool(error_if_nonfinite)
         self.last_norm: torch.Tensor | None = None
-        self._hooks: dict[int, Any] = {}
+        # the optimizers already hooked, so attaching twice does not clip twice; weak, so a discarded optimizer's
+        # id reused by a new one is not mistaken for it
+        self._hooks: weakref.WeakSet[torch.optim.Optimizer] = weakref.WeakSet()
 
     def _parameters(self, optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
         return [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
@@ -117,14 +122,9 @@ class GradientClipping:
                 "GradientClipping needs a torch optimizer (argument or engine.optimizer), "
                 f"got {type(optimizer).__name__}."
             )
-        if id(optimizer) not in self._hooks:
-            self._hooks[id(optimizer)] = optimizer.register_step_pre_hook(self._hook)
-
-    def remove(self) -> None:
-        """Remove every hook this handler registered."""
-        for handle in self._hooks.values():
-            handle.remove()
-        self._hooks.clear()
+        if optimizer not in self._hooks:
+            optimizer.register_step_pre_hook(self._hook)
+            self._hooks.add(optimizer)
 
 
 class LossTermsHandler:
@@ -203,10 +203,10 @@ class TrainingStateSaver:
 
     The file holds ``{name: obj.state_dict()}`` for every entry of ``save_dict`` (the layout ignite's ``Checkpoint``
     writes), so ``monai.handlers.CheckpointLoader(load_path=..., load_dict=<same dict>)`` restores it, including the
-    trainer's epoch and iteration counters. The file is written to a temporary file in the same folder and then
-    renamed over the previous one, so a crash while saving leaves the previous complete checkpoint in place. Unlike
-    ``CheckpointSaver(save_interval=...)``, whose file name changes every epoch, the fixed name lets a config test
-    ``os.path.exists`` to decide whether to resume.
+    trainer's epoch and iteration counters. The file is written by :func:`custom_components.utils.atomic.save_atomic`
+    (a temporary file in the same folder, renamed over the previous one), so a crash while saving leaves the
+    previous complete checkpoint in place. Unlike ``CheckpointSaver(save_interval=...)``, whose file name changes
+    every epoch, the fixed name lets a config test ``os.path.exists`` to decide whether to resume.
 
     Args:
         save_dir: folder of the checkpoint (created if absent).
@@ -273,15 +273,6 @@ class TrainingStateSaver:
             if isinstance(obj, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
                 obj = obj.module
             state[name] = obj.state_dict()
-        os.makedirs(self.save_dir, exist_ok=True)
-        # a plain open() (not mkstemp, which creates the file 0600) keeps the user's umask permissions
-        tmp_path = os.path.join(self.save_dir, f".{self.filename}.{os.getpid()}.tmp")
-        try:
-            torch.save(state, tmp_path)
-            os.replace(tmp_path, self.path)
-        except BaseException:
-            if os.path.exists(tmp_path):
-                os.remove(tmp_path)
-            raise
+        save_atomic(self.path, lambda tmp: torch.save(state, tmp))
         epoch = getattr(getattr(engine, "state", None), "epoch", None)
         self.logger.info(f"saved training state (epoch {epoch}) to {self.path}")

@@ -250,6 +250,27 @@ def _nan_to_none(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
+def json_report(cm: torch.Tensor, minority_classes: Sequence[int] | None = None) -> dict[str, Any]:
+    """The metrics of a (9, 9) confusion matrix, JSON-ready: undefined values are None, classes are named.
+
+    Returns:
+        dict with ``accuracy``, ``macro_f1``, ``fnr``, ``m1_acc``, ``m3_acc``, ``per_class_recall``
+        ({class name: recall}), ``confusion_matrix`` (list of rows, rows = truth), ``support``
+        ({class name: count}), ``class_names``, ``minority_classes`` (names) and ``num_samples``.
+    """
+    metrics = compute_ife_metrics(cm, minority_classes)
+    out: dict[str, Any] = {name.value: _nan_to_none(metrics[name.value]) for name in IFEMetricName}
+    out["per_class_recall"] = {
+        name: _nan_to_none(float(value)) for name, value in zip(IFE_CLASSES, metrics["per_class_recall"])
+    }
+    out["confusion_matrix"] = metrics["confusion_matrix"].tolist()
+    out["support"] = dict(zip(IFE_CLASSES, metrics["support"].tolist()))
+    out["class_names"] = list(IFE_CLASSES)
+    out["minority_classes"] = [IFE_CLASSES[i] for i in metrics["minority_classes"]]
+    out["num_samples"] = int(metrics["support"].sum())
+    return out
+
+
 def _to_indices(values: torch.Tensor, name: str) -> torch.Tensor:
     """(B,), (B, 1) indices or (B, 9) one-hot -> (B,) long."""
     if values.ndim == 2 and values.shape[1] == _NUM_CLASSES:
@@ -344,21 +365,5 @@ class IFEClassificationMetric(CumulativeIterationMetric):
         return torch.tensor(self.aggregate_all()[self.metric_name], dtype=torch.float32)
 
     def report(self) -> dict[str, Any]:
-        """JSON-ready version of :meth:`aggregate_all`: undefined values are None, classes are named.
-
-        Returns:
-            dict with ``accuracy``, ``macro_f1``, ``fnr``, ``m1_acc``, ``m3_acc``, ``per_class_recall``
-            ({class name: recall}), ``confusion_matrix`` (list of rows, rows = truth), ``support``
-            ({class name: count}), ``class_names``, ``minority_classes`` (names) and ``num_samples``.
-        """
-        metrics = self.aggregate_all()
-        out: dict[str, Any] = {name.value: _nan_to_none(metrics[name.value]) for name in IFEMetricName}
-        out["per_class_recall"] = {
-            name: _nan_to_none(float(value)) for name, value in zip(IFE_CLASSES, metrics["per_class_recall"])
-        }
-        out["confusion_matrix"] = metrics["confusion_matrix"].tolist()
-        out["support"] = dict(zip(IFE_CLASSES, metrics["support"].tolist()))
-        out["class_names"] = list(IFE_CLASSES)
-        out["minority_classes"] = [IFE_CLASSES[i] for i in metrics["minority_classes"]]
-        out["num_samples"] = int(metrics["support"].sum())
-        return out
+        """JSON-ready version of :meth:`aggregate_all` (:func:`json_report`)."""
+        return json_report(self.confusion_matrix(), self.minority_classes)

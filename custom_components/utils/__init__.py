@@ -1,3 +1,3 @@
 """Utilities with no domain knowledge: files written atomically."""
 
-from .atomic import write_json_atomic
+from .atomic import save_atomic, write_csv_atomic, write_json_atomic

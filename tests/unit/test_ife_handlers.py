@@ -12,61 +12,16 @@ from ignite.engine import Engine
 from monai.data import MetaTensor
 from PIL import Image
 
-from custom_components.handlers.ife import (
-    PREDICTION_COLUMNS,
-    IFEEvaluationReport,
-    IFEPredictionWriter,
-    attention_profile,
-    plot_attention_figure,
-    plot_confusion_matrix,
-)
+from monai.handlers import IgniteMetricHandler, from_engine
+
+from custom_components.handlers.ife import PREDICTION_COLUMNS, IFEEvaluationReport, IFEPredictionWriter
 from custom_components.ife_classes import IFE_CLASSES
-
-# attention_profile: (map, height, expected) -- feature row j covers image rows [j H/h, (j+1) H/h)
-PROFILE_CASES = [
-    ([0.5], 3, [0.5, 0.5, 0.5]),  # one row: constant
-    ([0.0, 1.0], 4, [0.0, 0.25, 0.75, 1.0]),  # centres at rows 1 and 3; rows 0.5 and 3.5 clamp
-    ([[0.2, 0.2, 0.8]], 3, [0.2, 0.2, 0.8]),  # (1, h) accepted; H == h is the identity
-]
-
-
-@pytest.mark.parametrize("attention, height, expected", PROFILE_CASES)
-def test_attention_profile(attention, height, expected):
-    np.testing.assert_allclose(attention_profile(torch.tensor(attention), height), expected)
-
-
-@pytest.mark.parametrize(
-    "attention, height, message",
-    [([], 3, "non-empty"), ([[0.1, 0.2], [0.3, 0.4]], 3, r"\(h,\)"), ([0.1], 0, "height")],
-)
-def test_attention_profile_errors(attention, height, message):
-    with pytest.raises(ValueError, match=message):
-        attention_profile(np.asarray(attention), height)
+from custom_components.metrics.ife import IFEClassificationMetric
 
 
 def _is_png(path) -> bool:
     with open(path, "rb") as f:
         return f.read(8) == b"\x89PNG\r\n\x1a\n"
-
-
-def test_plot_attention_figure(tmp_path):
-    gel = np.full((40, 60, 3), 230, np.uint8)
-    path = tmp_path / "fig.png"
-    plot_attention_figure(gel, {"severe": torch.rand(5), "mild": torch.rand(5)}, path, "title")
-    assert _is_png(path)
-    # channel-first network input (normalised to [-1, 1]) is accepted too
-    plot_attention_figure(torch.rand(3, 32, 32) * 2 - 1, {"attention": torch.rand(1)}, tmp_path / "b.png")
-    assert _is_png(tmp_path / "b.png")
-    with pytest.raises(ValueError, match="profiles"):
-        plot_attention_figure(gel, {}, tmp_path / "c.png")
-
-
-def test_plot_confusion_matrix(tmp_path):
-    plot_confusion_matrix(np.eye(9, dtype=int) * 3, tmp_path / "cm.png", title="t")
-    assert _is_png(tmp_path / "cm.png")
-    with pytest.raises(ValueError, match=r"\(9, 9\)"):
-        plot_confusion_matrix(np.eye(3), tmp_path / "bad.png")
-
 
 def _write_gel(path, height=30, width=45):
     Image.fromarray(np.full((height, width, 3), 200, np.uint8)).save(path)
@@ -167,23 +122,38 @@ def test_prediction_writer_bad_arguments(tmp_path, kwargs, message):
         IFEPredictionWriter(tmp_path, **kwargs)
 
 
-def test_evaluation_report(tmp_path):
-    # truth / calls: 4 Negative (one called kappa), 2 kappa (one called Negative), 2 IgG-kappa (both right)
-    truth = [0, 0, 0, 0, 1, 1, 3, 3]
-    calls = [0, 0, 0, 1, 0, 1, 3, 3]
-    batches = [list(zip(calls[:5], truth[:5])), list(zip(calls[5:], truth[5:]))]
+def _evaluate(report, batches, minority_classes=None, metric_name="val_macro_f1"):
+    """Run an engine over (call, truth) batches with the bundle's IFE metric attached, as its evaluator does."""
 
     def step(engine, batch):
         # decollated outputs: 0-d call tensors, labels as numbers (as decollate_batch(detach=True) gives)
         return [{"pred": torch.tensor(c), "label": t} for c, t in batch]
 
     engine = Engine(step)
-    report = IFEEvaluationReport(tmp_path / "eval", minority_classes=["IgG-kappa", "kappa"], extra={"split": "testing"})
+    metric = IgniteMetricHandler(
+        IFEClassificationMetric("macro_f1", minority_classes=minority_classes),
+        output_transform=from_engine(["pred", "label"]),
+    )
+    metric.attach(engine, metric_name)
     report.attach(engine)
     engine.run(batches, max_epochs=1)
+    return engine, metric
+
+
+def test_evaluation_report(tmp_path):
+    # truth / calls: 4 Negative (one called kappa), 2 kappa (one called Negative), 2 IgG-kappa (both right)
+    truth = [0, 0, 0, 0, 1, 1, 3, 3]
+    calls = [0, 0, 0, 1, 0, 1, 3, 3]
+    batches = [list(zip(calls[:5], truth[:5])), list(zip(calls[5:], truth[5:]))]
+    minority = ["IgG-kappa", "kappa"]
+    report = IFEEvaluationReport(tmp_path / "eval", minority_classes=minority, extra={"split": "testing"})
+    engine, metric = _evaluate(report, batches, minority)
     with open(tmp_path / "eval" / "metrics.json") as f:
         saved = json.load(f)
     assert saved == report.report
+    # the evaluator's own metric, its report and the handler's agree
+    assert saved == {**metric.metric_fn.report(), "split": "testing"}
+    assert saved["macro_f1"] == pytest.approx(engine.state.metrics["val_macro_f1"])
     assert saved["accuracy"] == pytest.approx(6 / 8)
     assert saved["fnr"] == pytest.approx(1 / 4)  # 4 positives, one called Negative
     assert saved["m1_acc"] == pytest.approx(1.0)  # IgG-kappa recall
@@ -194,10 +164,26 @@ def test_evaluation_report(tmp_path):
     assert saved["per_class_recall"]["lambda"] is None
     assert saved["confusion_matrix"][0][:2] == [3, 1] and saved["confusion_matrix"][1][:2] == [1, 1]
     assert saved["split"] == "testing" and saved["num_samples"] == 8
+    assert saved["minority_classes"] == minority
     assert _is_png(tmp_path / "eval" / "confusion_matrix.png")
+    assert sorted(os.listdir(tmp_path / "eval")) == ["confusion_matrix.png", "metrics.json"]  # no temporary files
 
     engine.run(batches[:1], max_epochs=1)  # a second run starts from scratch
     assert report.report["num_samples"] == 5
+
+
+def test_evaluation_report_minority_from_truth_and_other_metric_name(tmp_path):
+    report = IFEEvaluationReport(tmp_path, figure_filename=None, details_metric="val_accuracy")
+    _evaluate(report, [[(0, 0), (2, 2), (2, 2)]], metric_name="val_accuracy")
+    assert report.report["minority_classes"] == ["Negative", "lambda"]  # rarest of the evaluated truth first
+    assert os.listdir(tmp_path) == ["metrics.json"]
+
+
+def test_evaluation_report_needs_the_metric_details(tmp_path):
+    report = IFEEvaluationReport(tmp_path, details_metric="val_f1")
+    with pytest.raises(RuntimeError, match="val_f1.*save_details=True"):
+        _evaluate(report, [[(0, 0)]])  # the metric is attached as val_macro_f1
+    assert not os.path.exists(tmp_path / "metrics.json")
 
 
 def test_evaluation_report_bad_arguments(tmp_path):
@@ -205,3 +191,5 @@ def test_evaluation_report_bad_arguments(tmp_path):
         IFEEvaluationReport(tmp_path, metrics_filename="a/m.json")
     with pytest.raises(ValueError, match="metrics_filename"):
         IFEEvaluationReport(tmp_path, metrics_filename=None)
+    with pytest.raises(ValueError, match="IgG-x"):
+        IFEEvaluationReport(tmp_path, minority_classes=["IgG-x"])

@@ -1,5 +1,6 @@
-"""Tests of custom_components.handlers.oct: overlays, the prediction writer (driven by hand: started /
-write_item or __call__ / completed) and the metrics report (on an ignite engine with the bundle's own metrics)."""
+"""Tests of custom_components.handlers.oct: the prediction writer (driven by hand: started / write_item or __call__ /
+completed, or by an ignite engine) and the metrics report (on an ignite engine with the bundle's own metrics).
+The overlays themselves are tested in test_visualize.py."""
 
 from __future__ import annotations
 
@@ -21,68 +22,14 @@ from custom_components.handlers.oct import (
     PER_SCAN_COLUMNS,
     FluidPredictionWriter,
     SegmentationReport,
-    overlay_image,
 )
 
 BUNDLE_CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "bundles", "oct_fluid_seg", "configs")
-ORANGE = np.array([255.0, 140.0, 0.0])
-GREEN = (40, 230, 60)
 
 
 def _read_csv(path):
     with open(path, newline="") as f:
         return list(csv.reader(f))
-
-
-# ---------------------------------------------------------------- overlay_image
-
-
-def test_overlay_fill_and_outline_colours():
-    bscan = np.array([[0.0, 10.0, 20.0], [0.0, 10.0, 20.0], [0.0, 10.0, 20.0]])  # scaled to 0, 127.5, 255
-    pred = np.zeros((3, 3), np.uint8)
-    pred[0, 1] = 1
-    rgb = overlay_image(bscan, pred)
-    assert rgb.shape == (3, 3, 3) and rgb.dtype == np.uint8
-    # background: gray, min-max scaled
-    assert tuple(rgb[1, 0]) == (0, 0, 0)
-    assert tuple(rgb[1, 2]) == (255, 255, 255)
-    assert np.all(np.abs(rgb[1, 1].astype(int) - 127) <= 1)
-    # fill: 0.45 * gray + 0.55 * orange
-    expected = 0.45 * 127.5 + 0.55 * ORANGE
-    assert np.all(np.abs(rgb[0, 1].astype(float) - expected) <= 1)
-
-
-def test_overlay_truth_outline_is_green_and_drawn_over_fill():
-    bscan = np.random.default_rng(0).random((7, 7))
-    truth = np.zeros((7, 7), np.uint8)
-    truth[1:6, 1:6] = 1  # 5x5 square: 16 border pixels, 3x3 interior
-    pred = truth.copy()
-    rgb = overlay_image(bscan, pred, truth)
-    border = truth.astype(bool).copy()
-    border[2:5, 2:5] = False
-    assert border.sum() == 16
-    assert np.all(rgb[border] == GREEN)
-    # interior: orange-tinted fill, not green
-    interior = rgb[2:5, 2:5].reshape(-1, 3).astype(float)
-    assert np.all(interior[:, 0] >= 0.55 * 255 - 1) and np.all(interior[:, 2] <= 0.45 * 255 + 1)
-    assert not np.any(np.all(interior == GREEN, axis=1))
-    # outside: gray (R = G = B)
-    outside = ~truth.astype(bool)
-    assert np.all(rgb[outside][:, 0] == rgb[outside][:, 1]) and np.all(rgb[outside][:, 1] == rgb[outside][:, 2])
-
-
-def test_overlay_flat_image_and_empty_masks():
-    rgb = overlay_image(np.full((4, 5), 3.0), np.zeros((4, 5)), np.zeros((4, 5)))
-    assert rgb.shape == (4, 5, 3)
-    assert np.all(rgb == 0)
-
-
-def test_overlay_single_pixel_truth_is_its_own_outline():
-    truth = np.zeros((3, 3), np.uint8)
-    truth[1, 1] = 1
-    rgb = overlay_image(np.zeros((3, 3)), np.zeros((3, 3)), truth)
-    assert tuple(rgb[1, 1]) == GREEN
-    assert (np.all(rgb == GREEN, axis=2)).sum() == 1
 
 
 # ---------------------------------------------------------------- FluidPredictionWriter
@@ -112,7 +59,14 @@ def test_writer_2d_item(tmp_path):
     assert (mask == 255).sum() == 6 and np.all(mask[2:4, 3:6] == 255)
     overlay = np.asarray(Image.open(os.path.join(out, "overlays", "scan_01_overlay.png")))
     assert overlay.shape == (8, 10, 3)
-    assert tuple(overlay[4, 4]) == GREEN  # bottom edge of the truth, not predicted
+    # bottom edge of the truth, not predicted: the green outline; predicted fluid: orange; elsewhere grey
+    r, g, b = overlay[4, 4].astype(int)
+    assert g == 255 and r < 30 and b < 30
+    r, g, b = overlay[2, 4].astype(int)  # predicted, on the truth's top edge: outline drawn over the fill
+    assert g == 255 and r < 30 and b < 30
+    r, g, b = overlay[3, 4].astype(int)  # predicted, inside the truth
+    assert r > g > b
+    assert np.all(overlay[6:, :, 0] == overlay[6:, :, 1]) and np.all(overlay[6:, :, 1] == overlay[6:, :, 2])
 
     rows = _read_csv(writer.csv_path)
     assert tuple(rows[0]) == MEASUREMENT_COLUMNS
@@ -176,6 +130,22 @@ def test_writer_close_leaves_partial(tmp_path):
     assert len(_read_csv(writer.csv_path + ".partial")) == 2
     writer.completed()  # nothing open: no rename
     assert not os.path.exists(writer.csv_path)
+
+
+def test_writer_on_an_engine_renames_on_completion_and_keeps_partial_on_error(tmp_path):
+    from ignite.engine import Engine
+
+    items = [[_item_2d("/d/a.png")], [_item_2d("/d/b.png")], [{"pred": torch.zeros(1, 8, 10)}]]  # no image: error
+    engine = Engine(lambda e, batch: batch)
+    writer = FluidPredictionWriter(str(tmp_path), save_masks=False, save_overlays=False)
+    writer.attach(engine)
+    engine.run(items[:2], max_epochs=1)
+    assert [r[0] for r in _read_csv(writer.csv_path)[1:]] == ["/d/a.png", "/d/b.png"]
+    os.remove(writer.csv_path)
+    with pytest.raises(KeyError, match="image"):  # the error reaches the caller, it is not swallowed
+        engine.run(items, max_epochs=1)
+    assert not os.path.exists(writer.csv_path)
+    assert [r[0] for r in _read_csv(writer.csv_path + ".partial")[1:]] == ["/d/a.png", "/d/b.png"]
 
 
 def test_writer_call_decollates_batch(tmp_path):

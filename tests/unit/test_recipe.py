@@ -41,7 +41,7 @@ def test_write_and_read_round_trip(tmp_path):
     assert recipe["settings"] == {"image_size": 16, "filters": [4, 8, 16], "geometry": "resize"}  # JSON-ready
     assert recipe["network"] == "custom_components.networks.transunet.TransUNet"
     assert recipe["checkpoint"] == "model.pt" and recipe["bundle"] == {"version": "1"} and recipe["written"]
-    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
 
 
 def test_no_recipe_means_the_config_decides(tmp_path, caplog):

@@ -45,6 +45,49 @@ def test_render_is_a_pure_function_of_the_generator_state():
     assert not np.array_equal(first[0], other[0])
 
 
+# sha256 of image.tobytes() and mask.tobytes() as rendered before render_bscan was split into stages (commit
+# 3d1066e; numpy 1.26.4, scipy 1.17.1, x86-64): the stages draw from the generator in the same order and compute the
+# same values. A mismatch means the random stream or the arithmetic changed (or, with other numpy/scipy builds or
+# CPUs, that float rounding did: check with the old code on that machine before updating these).
+REFERENCE_SCANS = [
+    (0, (64, 64), None, "5d4e313c6dc67d8f8e2b18caa8aff00fcc0761a7c1eb042a11e70799fb86cc29",
+     "ad7facb2586fc6e966c004d7d1d16b024f5805ff7cb47c7a85dabd8b48892ca7"),
+    (1, (128, 160), "intraretinal", "07000fc9c09e506a8432adaa4aaace7203a0f3090889e7362b5ac412e971a156",
+     "45fb97eaeff4b655832c987800186b0094c011652cef4846da08a139995884f9"),
+    (2, (96, 80), "subretinal", "f200a475f659ac6b3446d046c346b32897be325e248e5ab21ed3a36d3fd4cbc5",
+     "89556cdb72653dcff8a672650b354f3cd8dd5a86f714bbf38c1afd0c29897bac"),
+    (3, (128, 128), "both", "866e82a2ffe6bf2a5831670389b582c9b754efc61d8ae8ff3d58f6e05456eb94",
+     "edb1863f116104650bb50c72f2b91866bb504324eda146f61f438b0dd61ad4b5"),
+    (4, (48, 56), "none", "28ab1b4a0346eb29afffe542ed489c47d19981f22d854df41c25418916394697",
+     "bb270d5b01806f81489807bec2d3a07d07d3df4ecca188d9390cf4323ddbbee1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("seed, size, fluid, image_sha, mask_sha", REFERENCE_SCANS)
+def test_render_reproduces_the_reference_bytes(seed, size, fluid, image_sha, mask_sha):
+    image, mask = render_bscan(np.random.default_rng(seed), size, fluid=fluid)
+    assert hashlib.sha256(image.tobytes()).hexdigest() == image_sha
+    assert hashlib.sha256(mask.tobytes()).hexdigest() == mask_sha
+
+
+def test_speckle_variance_is_trigamma():
+    """The speckle's log-variance uses scipy's trigamma, polygamma(1, x): check it against the series it replaced
+    (recurrence up to 6, then the asymptotic expansion) over the range of looks drawn."""
+    from scipy.special import polygamma
+
+    def series(x):
+        total = 0.0
+        while x < 6.0:
+            total += 1.0 / (x * x)
+            x += 1.0
+        inv = 1.0 / x
+        return total + inv + inv**2 / 2 + inv**3 / 6 - inv**5 / 30 + inv**7 / 42
+
+    looks = np.linspace(1.5, 8.0, 53)
+    np.testing.assert_allclose(polygamma(1, looks), [series(x) for x in looks], rtol=1e-7)
+    assert polygamma(1, 1.0) == pytest.approx(np.pi**2 / 6)  # trigamma(1) = zeta(2)
+
+
 @pytest.mark.parametrize("size", [(16, 16), (32, 32), (48, 96), (96, 40), (512, 512)])
 @pytest.mark.parametrize("fluid", ["none", "both"])
 def test_any_size_gives_uint8_image_and_binary_mask(size, fluid):

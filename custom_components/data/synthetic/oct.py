@@ -37,13 +37,16 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from monai.utils import StrEnum, look_up_option
 from PIL import Image
 from scipy.ndimage import gaussian_filter
-from scipy.special import expit
+from scipy.special import expit, polygamma
+
+from custom_components.data.splits import SECTIONS, assign_sections
 
 __all__ = [
     "DEFAULT_FLUID_FRACTION",
@@ -152,6 +155,400 @@ def _check_type_weights(weights: Mapping[str, float] | None) -> dict[str, float]
     return weights
 
 
+@dataclass(frozen=True, eq=False)  # eq=False: fields are arrays, compared by identity
+class _Grid:
+    """Pixel coordinates of one B-scan and the constants that scale with its size.
+
+    Attributes:
+        height, width: H and W.
+        rows: (H,) float32 row indices; cols: (W,) float32 column indices; xn: (W,) ``cols / W`` in [0, 1).
+        size_scale: ``min(H, W) / 512``: features are drawn for 512 x 512 and scaled by it.
+        soft: blur of the layer boundaries in pixels (float32), the axial point-spread function.
+    """
+
+    height: int
+    width: int
+    rows: np.ndarray
+    cols: np.ndarray
+    xn: np.ndarray
+    size_scale: float
+    soft: np.float32
+
+    @classmethod
+    def of(cls, height: int, width: int) -> _Grid:
+        """The grid of an (H, W) = (``height``, ``width``) B-scan."""
+        cols = np.arange(width, dtype=np.float32)
+        return cls(
+            height=height,
+            width=width,
+            rows=np.arange(height, dtype=np.float32),
+            cols=cols,
+            xn=cols / width,
+            size_scale=min(height, width) / 512.0,
+            soft=np.float32(0.35 + 0.45 * height / 512.0),
+        )
+
+
+@dataclass(eq=False)
+class _Macula:
+    """Where the fovea is and how thick each layer is, per column, before the stack is placed.
+
+    Attributes:
+        fovea: column of the foveal centre; pit_sigma: width of the pit (px); pit_depth: fraction of the inner
+            layers missing at the fovea.
+        thickness: ``{layer name: (W,) float32 thickness in pixels}`` (swollen by cysts, if any, in place).
+    """
+
+    fovea: float
+    pit_sigma: float
+    pit_depth: float
+    thickness: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True, eq=False)
+class _Layers:
+    """The placed stack: rows of the boundaries, per column, each (W,) float32.
+
+    Attributes:
+        boundary: ``{layer name: top row of that layer}``; the RPE's top is ``boundary["rpe"]``.
+        ilm: top of the retina (``boundary["nfl"]``); bruch: bottom of the RPE (Bruch's membrane).
+        sclera_top: bottom of the choroid; choroid_px: choroid thickness.
+    """
+
+    boundary: dict[str, np.ndarray]
+    ilm: np.ndarray
+    bruch: np.ndarray
+    sclera_top: np.ndarray
+    choroid_px: np.ndarray
+
+
+def _resolve_fluid(
+    rng: np.random.Generator, fluid: str | bool | None, fluid_fraction: float, type_weights: Mapping[str, float]
+) -> str:
+    """The scan's :class:`FluidType` value: ``None`` draws fluid with probability ``fluid_fraction``, a boolean
+    draws the type of fluid from ``type_weights`` (or none), a name is looked up (case-insensitive)."""
+    if fluid is None:
+        fluid = rng.random() < fluid_fraction
+    if isinstance(fluid, (bool, np.bool_)):
+        fluid = _draw_fluid_type(rng, type_weights) if fluid else FluidType.NONE.value
+    return look_up_option(str(fluid).lower(), FluidType).value
+
+
+def _macula(rng: np.random.Generator, grid: _Grid) -> _Macula:
+    """Layer thicknesses per column: textbook proportions scaled to a random retina height, thinned by the foveal
+    pit (inner layers) and thickened around it (ONL, photoreceptors), the NFL growing towards the optic disc."""
+    f32, cols, xn, width = np.float32, grid.cols, grid.xn, grid.width
+    retina_px = grid.height * rng.uniform(0.18, 0.27)
+    px_per_um = retina_px / _STACK_UM
+    fovea = width * float(np.clip(rng.normal(0.5, 0.06), 0.3, 0.7))
+    pit_sigma = width * rng.uniform(0.05, 0.08)
+    pit_depth = rng.uniform(0.8, 0.97) if rng.random() < 0.85 else rng.uniform(0.2, 0.5)  # else scanned off-centre
+    d = cols - fovea
+    pit = 1 - pit_depth * _gauss(d, pit_sigma)
+    rim = 1 + rng.uniform(0.05, 0.25) * _gauss(np.abs(d) - 2.3 * pit_sigma, 1.2 * pit_sigma)
+    nasal = rng.choice([-1.0, 1.0])  # left or right eye: the NFL thickens towards the optic disc
+    thickness = {}
+    for name, um, _ in _LAYERS:
+        t = um * px_per_um * rng.uniform(0.88, 1.12) * (1 + _smooth_profile(rng, xn, 0.06))
+        if name in _INNER:
+            t = t * pit * rim
+        if name == "nfl":
+            t = t * np.clip(1 + nasal * 2.2 * d / width, 0.25, 2.5)
+        if name == "onl":
+            t = t * (1 + rng.uniform(0.2, 0.5) * _gauss(d, 1.6 * pit_sigma))
+        if name in ("outer_segments", "myoid"):
+            t = t * (1 + rng.uniform(0.1, 0.35) * _gauss(d, 1.2 * pit_sigma))  # foveal bulge of the cones
+        thickness[name] = t.astype(f32)
+    return _Macula(fovea=fovea, pit_sigma=pit_sigma, pit_depth=pit_depth, thickness=thickness)
+
+
+_Cyst = tuple[float, float, float, str]  # (column, x radius, y radius, host layer) of an intraretinal cyst
+
+
+def _intraretinal_cysts(rng: np.random.Generator, grid: _Grid, macula: _Macula) -> list[_Cyst]:
+    """Sample the cysts around the fovea and swell the layer hosting each (``macula.thickness``, in place).
+
+    They are sampled before the stack is placed because oedema thickens the retina: the layers above are pushed up.
+
+    Returns:
+        ``(column, x radius, y radius, host layer)`` per cyst; the row is chosen when the fluid is painted.
+    """
+    f32, cols, height, width = np.float32, grid.cols, grid.height, grid.width
+    fovea, thickness = macula.fovea, macula.thickness
+    cysts: list[_Cyst] = []
+    swell_cap = 0.16 * height
+    swelling = {"inl": np.zeros(width, f32), "onl": np.zeros(width, f32)}
+    spread = width * rng.uniform(0.06, 0.16)
+    for _ in range(1 + int(rng.poisson(rng.uniform(0.5, 6.0)))):
+        cx = float(np.clip(rng.normal(fovea, spread), 0.06 * width, 0.94 * width))
+        rx = max(1.3, width * np.exp(rng.uniform(np.log(0.006), np.log(0.055))))
+        ry = max(1.3, rx * height / width * rng.uniform(0.7, 1.7))
+        host = "inl" if rx < 0.02 * width and rng.random() < 0.5 else "onl"
+        # oedema spreads beyond the cavity: a broad bump keeps the ILM smooth over the cyst
+        reach = rng.uniform(1.8, 3.0) * max(rx, 1.2 * ry * width / height)
+        bump = 2.0 * ry * rng.uniform(0.9, 1.2) * _gauss(cols - cx, reach)
+        excess = (swelling["inl"] + swelling["onl"] + bump).max() - swell_cap
+        if excess > 0:  # keep the total thickening plausible: shrink this cyst, or drop it if one exists
+            if cysts:
+                continue
+            shrink = max(swell_cap / (swell_cap + excess), 1.3 / ry)
+            rx, ry, bump = max(1.3, rx * shrink), max(1.3, ry * shrink), bump * shrink
+        swelling[host] += bump.astype(f32)
+        cysts.append((cx, rx, ry, host))
+    diffuse = height * rng.uniform(0.0, 0.04) * _gauss(cols - fovea, 2 * spread)  # diffuse macular thickening
+    swelling["onl"] += (0.6 * diffuse).astype(f32)
+    swelling["inl"] += (0.4 * diffuse).astype(f32)
+    for host, bump in swelling.items():
+        thickness[host] = thickness[host] + bump
+    return cysts
+
+
+def _subretinal_dome(rng: np.random.Generator, grid: _Grid, fovea: float) -> np.ndarray:
+    """(W,) float32 height of the subretinal fluid: an asymmetric dome near the fovea, between the photoreceptor
+    tips and the RPE, lifting everything above it."""
+    cols, height, width = grid.cols, grid.height, grid.width
+    sx = float(np.clip(rng.normal(fovea, 0.06 * width), 0.15 * width, 0.85 * width))
+    half_left, half_right = width * rng.uniform(0.06, 0.22, size=2)
+    u = np.where(cols < sx, (cols - sx) / half_left, (cols - sx) / half_right)
+    peak = max(2.0, height * rng.uniform(0.015, 0.08))
+    return (peak * np.clip(1 - u**2, 0, None) ** rng.uniform(0.5, 1.2)).astype(np.float32)
+
+
+def _place_layers(
+    rng: np.random.Generator, grid: _Grid, thickness: Mapping[str, np.ndarray], srf: np.ndarray
+) -> _Layers:
+    """Place the stack: Bruch's membrane follows a tilted, curved, slightly wavy line kept inside the frame, and
+    the boundaries are stacked upwards from it (the subretinal fluid ``srf`` lifting the retina); the choroid
+    lies below."""
+    f32, xn, height, width = np.float32, grid.xn, grid.height, grid.width
+    xc = (grid.cols - width / 2) / (width / 2)  # -1 .. 1
+    base = height * (
+        rng.uniform(-0.06, 0.06) * xc + rng.uniform(-0.16, 0.05) * xc**2 + _smooth_profile(rng, xn, 0.008)
+    )
+    above_bruch = sum(thickness[name] for name, _, _ in _LAYERS) + srf
+    # keep the retina inside the frame: limit the bend, then shift so the ILM and Bruch's membrane fit
+    room = 0.9 * height - above_bruch.max()
+    bend = base.max() - base.min()
+    if bend > max(room, 0.0):
+        base = base * (max(room, 0.0) / bend)
+    top_limit = 0.04 * height + above_bruch - base  # Bruch row >= this, per column
+    low, high = top_limit.max(), (0.93 * height - base).min()
+    offset = low + (high - low) * rng.beta(2.0, 2.5) if high > low else low
+    bruch = (base + offset).astype(f32)
+
+    # boundaries from the bottom up: bottom of each layer = top of the next one down
+    boundary = {"rpe": bruch - thickness["rpe"]}  # top of the RPE
+    below = boundary["rpe"] - srf  # photoreceptor tips, lifted by subretinal fluid
+    for name, _, _ in reversed(_LAYERS[:-1]):
+        boundary[name] = below - thickness[name]
+        below = boundary[name]
+    choroid_px = height * rng.uniform(0.08, 0.16) * (1 + _smooth_profile(rng, xn, 0.15))
+    sclera_top = bruch + choroid_px.astype(f32)
+    return _Layers(boundary=boundary, ilm=boundary["nfl"], bruch=bruch, sclera_top=sclera_top, choroid_px=choroid_px)
+
+
+def _reflectivity(
+    rng: np.random.Generator,
+    grid: _Grid,
+    layers: _Layers,
+    thickness: Mapping[str, np.ndarray],
+    srf: np.ndarray,
+    has_srf: bool,
+) -> tuple[np.ndarray, np.float32]:
+    """The (H, W) float32 reflectivity map of the tissue: soft steps between the layers (each layer's brightness
+    varying along the scan), the subretinal gap, choroid and sclera, and the thin ELM, interdigitation and (at
+    times) detached hyaloid lines.
+
+    Returns:
+        the map and the reflectivity of subretinal fluid (drawn even without it, to keep the random stream fixed).
+    """
+    f32, rows, xn, soft = np.float32, grid.rows, grid.xn, grid.soft
+    height, width = grid.height, grid.width
+    boundary, bruch = layers.boundary, layers.bruch
+    values = [np.zeros(width, f32)]  # vitreous
+    for name, _, r in _LAYERS:
+        values.append((r * rng.uniform(0.92, 1.08) * (1 + _smooth_profile(rng, xn, 0.05))).astype(f32))
+    srf_value = f32(rng.uniform(0.04, 0.12))
+    r_choroid = (_CHOROID_R * rng.uniform(0.9, 1.1) * np.ones(width)).astype(f32)
+    r_sclera = (_SCLERA_R * rng.uniform(0.7, 1.1) * np.ones(width)).astype(f32)
+    refl = np.zeros((height, width), f32)
+    tops = [boundary[name] for name, _, _ in _LAYERS]
+    for k, top in enumerate(tops):
+        _add_step(refl, rows, top, values[k + 1] - values[k], soft)
+    if has_srf:  # the gap between photoreceptor tips and RPE top holds fluid, not RPE
+        _add_step(refl, rows, boundary["rpe"] - srf, srf_value - values[-1], soft)
+        _add_step(refl, rows, boundary["rpe"], values[-1] - srf_value, soft)
+    _add_step(refl, rows, bruch, r_choroid - values[-1], soft)
+    _add_step(refl, rows, layers.sclera_top, r_sclera - r_choroid, 2 * soft)
+
+    line = f32(0.3 + 0.4 * height / 512.0)
+    _add_ridge(refl, rows, boundary["myoid"], np.full(width, rng.uniform(0.12, 0.25), f32), line)  # ELM
+    iz = boundary["rpe"] - srf - 0.3 * thickness["outer_segments"]
+    _add_ridge(refl, rows, iz, np.full(width, rng.uniform(0.05, 0.18), f32), line)  # interdigitation zone
+    if rng.random() < 0.25:  # a partly detached posterior hyaloid floating in the vitreous
+        hyaloid = layers.ilm - height * rng.uniform(0.01, 0.06) + _smooth_profile(rng, xn, 0.01 * height)
+        extent = (np.abs(xn - rng.uniform(0, 1)) < rng.uniform(0.15, 0.5)).astype(f32)
+        _add_ridge(refl, rows, hyaloid, rng.uniform(0.12, 0.3) * extent, line)
+    return refl, srf_value
+
+
+def _choroid_texture(rng: np.random.Generator, grid: _Grid, layers: _Layers, refl: np.ndarray) -> None:
+    """In place: the choroid's vessel lumens (dark) in stroma, larger and flatter with depth, and the fading of
+    the signal below Bruch's membrane (light scattered and absorbed by the RPE and choroid)."""
+    f32, rows, soft, size_scale, height = np.float32, grid.rows, grid.soft, grid.size_scale, grid.height
+    bruch, sclera_top, choroid_px = layers.bruch, layers.sclera_top, layers.choroid_px
+    top, bottom = _band_rows(bruch, sclera_top, 4 * soft, height)
+    if bottom > top:
+        band = rows[top:bottom, None]
+        shape = (bottom - top, grid.width)
+        fine = gaussian_filter(rng.standard_normal(shape, dtype=f32), (1.2 * size_scale + 0.4, 3.0 * size_scale + 0.5))
+        coarse = gaussian_filter(rng.standard_normal(shape, dtype=f32), (2.5 * size_scale + 0.5, 8 * size_scale + 0.8))
+        fine /= fine.std() + 1e-6
+        coarse /= coarse.std() + 1e-6
+        depth = np.clip((band - bruch[None, :]) / choroid_px[None, :], 0, 1)
+        texture = 0.22 * np.tanh(1.5 * ((1 - depth) * fine + depth * coarse)) - 0.18 * depth
+        inside = expit((band - bruch[None, :]) / soft) * expit((sclera_top[None, :] - band) / (2 * soft))
+        refl[top:bottom] += texture * inside
+
+    top = max(0, int(bruch.min()))
+    refl[top:] -= rng.uniform(2.0, 4.0) * np.clip(rows[top:, None] - bruch[None, :], 0, None) / height
+
+
+def _paint_fluid(
+    rng: np.random.Generator,
+    grid: _Grid,
+    layers: _Layers,
+    thickness: Mapping[str, np.ndarray],
+    srf: np.ndarray,
+    srf_value: np.float32,
+    cysts: Sequence[_Cyst],
+    has_srf: bool,
+    refl: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paint the fluid into the reflectivity map through anti-aliased coverage maps.
+
+    The subretinal dome fills the gap between the lifted photoreceptor tips and the RPE; each cyst, placed at a
+    random depth of its host layer, is a wobbly ellipse kept inside the INL..ONL band (the OPL and the ELM bound
+    cysts in real scans too), with a slightly hyperreflective wall (added to ``refl`` in place).
+
+    Returns:
+        the new (H, W) reflectivity and the (H, W) float32 fluid coverage in [0, 1]; the mask is coverage >= 0.5.
+    """
+    f32, rows, cols, height, width = np.float32, grid.rows, grid.cols, grid.height, grid.width
+    boundary = layers.boundary
+    fluid_cover = np.zeros((height, width), f32)
+    fluid_value = np.zeros((height, width), f32)
+    edge = 0.6  # pixels of anti-aliased edge
+    if has_srf:
+        lifted = boundary["rpe"] - srf
+        top, bottom = _band_rows(lifted, boundary["rpe"], 2, height)
+        band = rows[top:bottom, None]
+        inside = np.minimum(band - lifted[None, :], boundary["rpe"][None, :] - band)
+        cover = np.clip(inside / edge + 0.5, 0, 1) * (srf[None, :] > 0)
+        fluid_cover[top:bottom] = np.maximum(fluid_cover[top:bottom], cover)
+        fluid_value[top:bottom] = np.where(cover > 0, srf_value, fluid_value[top:bottom])
+    cyst_level = rng.uniform(0.02, 0.09)
+    wall = rng.uniform(0.0, 0.12)  # septa and walls between cysts are slightly hyperreflective
+    for cx, rx, ry, host in cysts:
+        column = int(np.clip(round(cx), 0, width - 1))
+        host_top, host_bottom = float(boundary[host][column]), float(boundary[host][column] + thickness[host][column])
+        low, high = host_top + ry + 0.5, host_bottom - ry - 0.5
+        cy = rng.uniform(low, high) if high > low else 0.5 * (host_top + host_bottom)
+        r0, r1 = int(max(0, np.floor(cy - 1.5 * ry - 3))), int(min(height, np.ceil(cy + 1.5 * ry + 4)))
+        c0, c1 = int(max(0, np.floor(cx - 1.5 * rx - 3))), int(min(width, np.ceil(cx + 1.5 * rx + 4)))
+        dy, dx = rows[r0:r1, None] - cy, cols[None, c0:c1] - cx
+        theta = np.arctan2(dy / ry, dx / rx)
+        a2, a3 = rng.uniform(0, 0.12, size=2)
+        phase2, phase3 = rng.uniform(0, 2 * np.pi, size=2)
+        wobble = 1 + a2 * np.cos(2 * theta + phase2) + a3 * np.cos(3 * theta + phase3)
+        dist = np.sqrt((dx / rx) ** 2 + (dy / ry) ** 2) / wobble  # 1 on the cyst's outline
+        box_rows = rows[r0:r1, None]
+        allowed = (box_rows > boundary["inl"][None, c0:c1]) & (box_rows < boundary["myoid"][None, c0:c1])
+        cover = np.clip((1 - dist) * min(rx, ry) / edge + 0.5, 0, 1) * allowed
+        refl[r0:r1, c0:c1] += wall * _gauss((dist - 1) * min(rx, ry), 1.0) * (dist > 1)
+        fluid_cover[r0:r1, c0:c1] = np.maximum(fluid_cover[r0:r1, c0:c1], cover)
+        fluid_value[r0:r1, c0:c1] = np.where(cover > 0, cyst_level * rng.uniform(0.7, 1.3), fluid_value[r0:r1, c0:c1])
+    return refl * (1 - fluid_cover) + fluid_value * fluid_cover, fluid_cover
+
+
+def _hyperreflective_foci(
+    rng: np.random.Generator, grid: _Grid, layers: _Layers, refl: np.ndarray, fluid_cover: np.ndarray
+) -> None:
+    """In place: up to nine bright dots (lipid, activated microglia) between the IPL and the ELM, as in
+    oedematous retina, never inside the fluid."""
+    rows, cols, height, width = grid.rows, grid.cols, grid.height, grid.width
+    boundary = layers.boundary
+    for _ in range(int(rng.integers(0, 10))):
+        column = int(rng.integers(0, width))
+        fy = rng.uniform(boundary["ipl"][column], boundary["myoid"][column])
+        fr = max(0.6, 0.004 * height * rng.uniform(0.7, 1.5))
+        r0, r1 = max(0, int(fy - 3 * fr)), min(height, int(fy + 3 * fr) + 2)
+        c0, c1 = max(0, int(column - 3 * fr)), min(width, int(column + 3 * fr) + 2)
+        blob = _gauss(np.hypot(rows[r0:r1, None] - fy, cols[None, c0:c1] - column), fr)
+        refl[r0:r1, c0:c1] += rng.uniform(0.25, 0.45) * blob * (1 - fluid_cover[r0:r1, c0:c1])
+
+
+def _gain_and_vessels(
+    rng: np.random.Generator, grid: _Grid, macula: _Macula, layers: _Layers, refl: np.ndarray
+) -> tuple[np.ndarray, list[float]]:
+    """The (H, W) float32 gain of the scanner (depth roll-off, lateral vignetting) with the shadows that the
+    superficial retinal vessels cast below them; the vessels themselves, small bright dots in the NFL/GCL outside
+    the foveal avascular zone, are added to ``refl`` in place.
+
+    Returns:
+        the gain and the vessels' columns.
+    """
+    rows, cols, xn, soft = grid.rows, grid.cols, grid.xn, grid.soft
+    height, width = grid.height, grid.width
+    thickness = macula.thickness
+    gain = np.exp(-rng.uniform(0.0, 0.9) * rows / height)[:, None] * np.exp(
+        -rng.uniform(0.0, 0.6) * ((xn - rng.uniform(0.35, 0.65)) / 0.5) ** 2
+    )[None, :]
+    gain = gain.astype(np.float32)
+    vessel_cols = []
+    for _ in range(int(rng.integers(2, 8))):
+        vx = rng.uniform(0.03, 0.97) * width
+        if abs(vx - macula.fovea) < 1.8 * macula.pit_sigma:  # the foveal avascular zone
+            continue
+        column = int(vx)
+        vy = float(layers.ilm[column] + thickness["nfl"][column] + 0.4 * thickness["gcl"][column])
+        vrx = max(0.7, width * rng.uniform(0.004, 0.011))
+        vry = max(0.7, height * rng.uniform(0.005, 0.012))
+        c0, c1 = max(0, int(vx - 4 * vrx)), min(width, int(vx + 4 * vrx) + 2)
+        r0, r1 = max(0, int(vy - 4 * vry)), min(height, int(vy + 4 * vry) + 2)
+        lateral = _gauss(cols[c0:c1] - vx, vrx)
+        refl[r0:r1, c0:c1] += rng.uniform(0.1, 0.3) * lateral[None, :] * _gauss(rows[r0:r1, None] - vy, vry)
+        below = expit((rows[r0:, None] - vy - vry) / soft)
+        gain[r0:, c0:c1] *= 1 - rng.uniform(0.5, 0.85) * lateral[None, :] * below
+        vessel_cols.append(float(vx))
+    return gain, vessel_cols
+
+
+def _form_image(rng: np.random.Generator, grid: _Grid, refl: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """SD-OCT image formation: linear intensity ``exp(c * refl)`` times speckle (a log-gamma field correlated over
+    about a pixel, with the variance of ``log Gamma(looks)``, i.e. trigamma(looks), weakened at small sizes) and the
+    gain, plus an exponential noise floor; then log compression and a random display mapping (brightness,
+    contrast, gamma) to (H, W) uint8."""
+    f32, size_scale, height, width = np.float32, grid.size_scale, grid.height, grid.width
+    looks = rng.uniform(1.5, 8.0)  # B-scan averaging (ART) reduces speckle
+    grain = (0.4 + 0.6 * size_scale, 0.5 + 1.1 * size_scale)
+    gamma = rng.standard_gamma(looks, size=(height, width), dtype=f32) / looks
+    log_speckle = gaussian_filter(np.log(gamma + 1e-6), grain)
+    # a downsized scan averages many grains: weaker speckle at small sizes, as when resizing a real scan
+    target_std = np.sqrt(polygamma(1, looks)) * min(1.0, size_scale) ** 0.35
+    log_speckle = (log_speckle - log_speckle.mean()) * (target_std / (log_speckle.std() + 1e-6))
+    floor = np.exp(_DYNAMIC_RANGE * rng.uniform(0.08, 0.16))
+    intensity = np.exp(_DYNAMIC_RANGE * refl + log_speckle) * gain
+    floor_looks = 1.0 / min(1.0, size_scale) ** 0.7  # the noise floor averages out in a downsized scan too
+    intensity += floor * rng.standard_gamma(floor_looks, size=(height, width), dtype=f32) / floor_looks
+    display = gaussian_filter(np.log(intensity) / _DYNAMIC_RANGE, (0.35 * size_scale + 0.2, 0.5 * size_scale + 0.2))
+    lo = rng.uniform(0.06, 0.13)
+    hi = rng.uniform(0.85, 1.0)
+    scaled = np.clip((display - lo) / (hi - lo), 0, 1) ** rng.uniform(0.8, 1.25)
+    image = np.clip(255 * (scaled * rng.uniform(0.85, 1.1) + rng.uniform(-0.01, 0.04)), 0, 255)
+    return np.rint(image).astype(np.uint8)
+
+
 def render_bscan(
     rng: np.random.Generator,
     image_size: Sequence[int] = (512, 512),
@@ -162,6 +559,11 @@ def render_bscan(
     with_fluid: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, dict]:
     """Render one synthetic macular SD-OCT B-scan and its fluid mask.
+
+    The stages, each drawing from ``rng`` in turn: the fluid type, the layer thicknesses around the fovea, the
+    cysts (which swell their layer) and the subretinal dome, the placed stack of layer boundaries, the tissue
+    reflectivity, the choroid's texture, the fluid painted in (whose coverage gives the mask), hyperreflective
+    foci, the scanner gain with vessel shadows, and the image formation (speckle, noise floor, display mapping).
 
     Args:
         rng: random generator (one per image for reproducibility).
@@ -196,239 +598,24 @@ def render_bscan(
         if fluid is not None:
             raise ValueError(f"give fluid or with_fluid, not both; got fluid={fluid!r}, with_fluid={with_fluid!r}.")
         fluid = bool(with_fluid)
-    if fluid is None:
-        fluid = rng.random() < fluid_fraction
-    if isinstance(fluid, (bool, np.bool_)):
-        fluid = _draw_fluid_type(rng, type_weights) if fluid else FluidType.NONE.value
-    fluid = look_up_option(str(fluid).lower(), FluidType).value
+    fluid = _resolve_fluid(rng, fluid, fluid_fraction, type_weights)
     has_cysts = fluid in (FluidType.INTRARETINAL.value, FluidType.BOTH.value)
     has_srf = fluid in (FluidType.SUBRETINAL.value, FluidType.BOTH.value)
 
-    f32 = np.float32
-    rows = np.arange(height, dtype=f32)
-    cols = np.arange(width, dtype=f32)
-    xn = cols / width
-    size_scale = min(height, width) / 512.0
-    soft = f32(0.35 + 0.45 * height / 512.0)  # layer boundary blur: the axial point-spread function
-
-    # ---- layer thicknesses per column (pixels), before placement --------------------------------------------
-    retina_px = height * rng.uniform(0.18, 0.27)
-    px_per_um = retina_px / _STACK_UM
-    fovea = width * float(np.clip(rng.normal(0.5, 0.06), 0.3, 0.7))
-    pit_sigma = width * rng.uniform(0.05, 0.08)
-    pit_depth = rng.uniform(0.8, 0.97) if rng.random() < 0.85 else rng.uniform(0.2, 0.5)  # else scanned off-centre
-    d = cols - fovea
-    pit = 1 - pit_depth * _gauss(d, pit_sigma)
-    rim = 1 + rng.uniform(0.05, 0.25) * _gauss(np.abs(d) - 2.3 * pit_sigma, 1.2 * pit_sigma)
-    nasal = rng.choice([-1.0, 1.0])  # left or right eye: the NFL thickens towards the optic disc
-    thickness = {}
-    for name, um, _ in _LAYERS:
-        t = um * px_per_um * rng.uniform(0.88, 1.12) * (1 + _smooth_profile(rng, xn, 0.06))
-        if name in _INNER:
-            t = t * pit * rim
-        if name == "nfl":
-            t = t * np.clip(1 + nasal * 2.2 * d / width, 0.25, 2.5)
-        if name == "onl":
-            t = t * (1 + rng.uniform(0.2, 0.5) * _gauss(d, 1.6 * pit_sigma))
-        if name in ("outer_segments", "myoid"):
-            t = t * (1 + rng.uniform(0.1, 0.35) * _gauss(d, 1.2 * pit_sigma))  # foveal bulge of the cones
-        thickness[name] = t.astype(f32)
-
-    # ---- intraretinal cysts: sample them first, they swell the layer that hosts them -------------------------
-    cysts = []
-    if has_cysts:
-        swell_cap = 0.16 * height
-        swelling = {"inl": np.zeros(width, f32), "onl": np.zeros(width, f32)}
-        spread = width * rng.uniform(0.06, 0.16)
-        for _ in range(1 + int(rng.poisson(rng.uniform(0.5, 6.0)))):
-            cx = float(np.clip(rng.normal(fovea, spread), 0.06 * width, 0.94 * width))
-            rx = max(1.3, width * np.exp(rng.uniform(np.log(0.006), np.log(0.055))))
-            ry = max(1.3, rx * height / width * rng.uniform(0.7, 1.7))
-            host = "inl" if rx < 0.02 * width and rng.random() < 0.5 else "onl"
-            # oedema spreads beyond the cavity: a broad bump keeps the ILM smooth over the cyst
-            reach = rng.uniform(1.8, 3.0) * max(rx, 1.2 * ry * width / height)
-            bump = 2.0 * ry * rng.uniform(0.9, 1.2) * _gauss(cols - cx, reach)
-            excess = (swelling["inl"] + swelling["onl"] + bump).max() - swell_cap
-            if excess > 0:  # keep the total thickening plausible: shrink this cyst, or drop it if one exists
-                if cysts:
-                    continue
-                shrink = max(swell_cap / (swell_cap + excess), 1.3 / ry)
-                rx, ry, bump = max(1.3, rx * shrink), max(1.3, ry * shrink), bump * shrink
-            swelling[host] += bump.astype(f32)
-            cysts.append((cx, rx, ry, host))
-        diffuse = height * rng.uniform(0.0, 0.04) * _gauss(cols - fovea, 2 * spread)  # diffuse macular thickening
-        swelling["onl"] += (0.6 * diffuse).astype(f32)
-        swelling["inl"] += (0.4 * diffuse).astype(f32)
-        for host, bump in swelling.items():
-            thickness[host] = thickness[host] + bump
-
-    # subretinal fluid: a dome between the photoreceptor tips and the RPE, lifting everything above
-    srf = np.zeros(width, f32)
-    if has_srf:
-        sx = float(np.clip(rng.normal(fovea, 0.06 * width), 0.15 * width, 0.85 * width))
-        half_left, half_right = width * rng.uniform(0.06, 0.22, size=2)
-        u = np.where(cols < sx, (cols - sx) / half_left, (cols - sx) / half_right)
-        peak = max(2.0, height * rng.uniform(0.015, 0.08))
-        srf = (peak * np.clip(1 - u**2, 0, None) ** rng.uniform(0.5, 1.2)).astype(f32)
-
-    # ---- place the stack: Bruch's membrane follows a tilted, curved, slightly wavy line ---------------------
-    xc = (cols - width / 2) / (width / 2)  # -1 .. 1
-    base = height * (
-        rng.uniform(-0.06, 0.06) * xc + rng.uniform(-0.16, 0.05) * xc**2 + _smooth_profile(rng, xn, 0.008)
-    )
-    above_bruch = sum(thickness[name] for name, _, _ in _LAYERS) + srf
-    # keep the retina inside the frame: limit the bend, then shift so the ILM and Bruch's membrane fit
-    room = 0.9 * height - above_bruch.max()
-    bend = base.max() - base.min()
-    if bend > max(room, 0.0):
-        base = base * (max(room, 0.0) / bend)
-    top_limit = 0.04 * height + above_bruch - base  # Bruch row >= this, per column
-    low, high = top_limit.max(), (0.93 * height - base).min()
-    offset = low + (high - low) * rng.beta(2.0, 2.5) if high > low else low
-    bruch = (base + offset).astype(f32)
-
-    # boundaries from the bottom up: bottom of each layer = top of the next one down
-    boundary = {"rpe": bruch - thickness["rpe"]}  # top of the RPE
-    below = boundary["rpe"] - srf  # photoreceptor tips, lifted by subretinal fluid
-    for name, _, _ in reversed(_LAYERS[:-1]):
-        boundary[name] = below - thickness[name]
-        below = boundary[name]
-    ilm = boundary["nfl"]
-    choroid_px = height * rng.uniform(0.08, 0.16) * (1 + _smooth_profile(rng, xn, 0.15))
-    sclera_top = bruch + choroid_px.astype(f32)
-
-    # ---- reflectivity map: soft steps between layers, each layer's brightness varying along the scan --------
-    values = [np.zeros(width, f32)]  # vitreous
-    for name, _, r in _LAYERS:
-        values.append((r * rng.uniform(0.92, 1.08) * (1 + _smooth_profile(rng, xn, 0.05))).astype(f32))
-    srf_value = f32(rng.uniform(0.04, 0.12))
-    r_choroid = (_CHOROID_R * rng.uniform(0.9, 1.1) * np.ones(width)).astype(f32)
-    r_sclera = (_SCLERA_R * rng.uniform(0.7, 1.1) * np.ones(width)).astype(f32)
-    refl = np.zeros((height, width), f32)
-    tops = [boundary[name] for name, _, _ in _LAYERS]
-    for k, top in enumerate(tops):
-        _add_step(refl, rows, top, values[k + 1] - values[k], soft)
-    if has_srf:  # the gap between photoreceptor tips and RPE top holds fluid, not RPE
-        _add_step(refl, rows, boundary["rpe"] - srf, srf_value - values[-1], soft)
-        _add_step(refl, rows, boundary["rpe"], values[-1] - srf_value, soft)
-    _add_step(refl, rows, bruch, r_choroid - values[-1], soft)
-    _add_step(refl, rows, sclera_top, r_sclera - r_choroid, 2 * soft)
-
-    line = f32(0.3 + 0.4 * height / 512.0)
-    _add_ridge(refl, rows, boundary["myoid"], np.full(width, rng.uniform(0.12, 0.25), f32), line)  # ELM
-    iz = boundary["rpe"] - srf - 0.3 * thickness["outer_segments"]
-    _add_ridge(refl, rows, iz, np.full(width, rng.uniform(0.05, 0.18), f32), line)  # interdigitation zone
-    if rng.random() < 0.25:  # a partly detached posterior hyaloid floating in the vitreous
-        hyaloid = ilm - height * rng.uniform(0.01, 0.06) + _smooth_profile(rng, xn, 0.01 * height)
-        extent = (np.abs(xn - rng.uniform(0, 1)) < rng.uniform(0.15, 0.5)).astype(f32)
-        _add_ridge(refl, rows, hyaloid, rng.uniform(0.12, 0.3) * extent, line)
-
-    # choroid: vessel lumens (dark) in stroma, larger and flatter with depth, fading towards the sclera
-    top, bottom = _band_rows(bruch, sclera_top, 4 * soft, height)
-    if bottom > top:
-        band = rows[top:bottom, None]
-        shape = (bottom - top, width)
-        fine = gaussian_filter(rng.standard_normal(shape, dtype=f32), (1.2 * size_scale + 0.4, 3.0 * size_scale + 0.5))
-        coarse = gaussian_filter(rng.standard_normal(shape, dtype=f32), (2.5 * size_scale + 0.5, 8 * size_scale + 0.8))
-        fine /= fine.std() + 1e-6
-        coarse /= coarse.std() + 1e-6
-        depth = np.clip((band - bruch[None, :]) / choroid_px[None, :], 0, 1)
-        texture = 0.22 * np.tanh(1.5 * ((1 - depth) * fine + depth * coarse)) - 0.18 * depth
-        inside = expit((band - bruch[None, :]) / soft) * expit((sclera_top[None, :] - band) / (2 * soft))
-        refl[top:bottom] += texture * inside
-
-    # light is scattered and absorbed by the RPE and choroid: the signal fades with depth below Bruch's membrane
-    top = max(0, int(bruch.min()))
-    refl[top:] -= rng.uniform(2.0, 4.0) * np.clip(rows[top:, None] - bruch[None, :], 0, None) / height
-
-    # ---- fluid: coverage maps in [0, 1]; the mask is exactly coverage >= 0.5 ---------------------------------
-    fluid_cover = np.zeros((height, width), f32)
-    fluid_value = np.zeros((height, width), f32)
-    edge = 0.6  # pixels of anti-aliased edge
-    if has_srf:
-        lifted = boundary["rpe"] - srf
-        top, bottom = _band_rows(lifted, boundary["rpe"], 2, height)
-        band = rows[top:bottom, None]
-        inside = np.minimum(band - lifted[None, :], boundary["rpe"][None, :] - band)
-        cover = np.clip(inside / edge + 0.5, 0, 1) * (srf[None, :] > 0)
-        fluid_cover[top:bottom] = np.maximum(fluid_cover[top:bottom], cover)
-        fluid_value[top:bottom] = np.where(cover > 0, srf_value, fluid_value[top:bottom])
-    cyst_level = rng.uniform(0.02, 0.09)
-    wall = rng.uniform(0.0, 0.12)  # septa and walls between cysts are slightly hyperreflective
-    for cx, rx, ry, host in cysts:
-        column = int(np.clip(round(cx), 0, width - 1))
-        host_top, host_bottom = float(boundary[host][column]), float(boundary[host][column] + thickness[host][column])
-        low, high = host_top + ry + 0.5, host_bottom - ry - 0.5
-        cy = rng.uniform(low, high) if high > low else 0.5 * (host_top + host_bottom)
-        r0, r1 = int(max(0, np.floor(cy - 1.5 * ry - 3))), int(min(height, np.ceil(cy + 1.5 * ry + 4)))
-        c0, c1 = int(max(0, np.floor(cx - 1.5 * rx - 3))), int(min(width, np.ceil(cx + 1.5 * rx + 4)))
-        dy, dx = rows[r0:r1, None] - cy, cols[None, c0:c1] - cx
-        theta = np.arctan2(dy / ry, dx / rx)
-        a2, a3 = rng.uniform(0, 0.12, size=2)
-        phase2, phase3 = rng.uniform(0, 2 * np.pi, size=2)
-        wobble = 1 + a2 * np.cos(2 * theta + phase2) + a3 * np.cos(3 * theta + phase3)
-        dist = np.sqrt((dx / rx) ** 2 + (dy / ry) ** 2) / wobble  # 1 on the cyst's outline
-        # cysts stay inside the INL..ONL band: the OPL and the ELM bound them in real scans too
-        box_rows = rows[r0:r1, None]
-        allowed = (box_rows > boundary["inl"][None, c0:c1]) & (box_rows < boundary["myoid"][None, c0:c1])
-        cover = np.clip((1 - dist) * min(rx, ry) / edge + 0.5, 0, 1) * allowed
-        refl[r0:r1, c0:c1] += wall * _gauss((dist - 1) * min(rx, ry), 1.0) * (dist > 1)
-        fluid_cover[r0:r1, c0:c1] = np.maximum(fluid_cover[r0:r1, c0:c1], cover)
-        fluid_value[r0:r1, c0:c1] = np.where(cover > 0, cyst_level * rng.uniform(0.7, 1.3), fluid_value[r0:r1, c0:c1])
-    refl = refl * (1 - fluid_cover) + fluid_value * fluid_cover
+    # the stages draw from rng in this order: changing it changes every scan of a seed
+    grid = _Grid.of(height, width)
+    macula = _macula(rng, grid)
+    cysts = _intraretinal_cysts(rng, grid, macula) if has_cysts else []
+    srf = _subretinal_dome(rng, grid, macula.fovea) if has_srf else np.zeros(width, np.float32)
+    layers = _place_layers(rng, grid, macula.thickness, srf)
+    refl, srf_value = _reflectivity(rng, grid, layers, macula.thickness, srf, has_srf)
+    _choroid_texture(rng, grid, layers, refl)
+    refl, fluid_cover = _paint_fluid(rng, grid, layers, macula.thickness, srf, srf_value, cysts, has_srf, refl)
     mask = (fluid_cover >= 0.5).astype(np.uint8)
-
-    # hyperreflective foci (lipid, activated microglia) in oedematous retina, never inside the fluid
     if has_cysts:
-        for _ in range(int(rng.integers(0, 10))):
-            column = int(rng.integers(0, width))
-            fy = rng.uniform(boundary["ipl"][column], boundary["myoid"][column])
-            fr = max(0.6, 0.004 * height * rng.uniform(0.7, 1.5))
-            r0, r1 = max(0, int(fy - 3 * fr)), min(height, int(fy + 3 * fr) + 2)
-            c0, c1 = max(0, int(column - 3 * fr)), min(width, int(column + 3 * fr) + 2)
-            blob = _gauss(np.hypot(rows[r0:r1, None] - fy, cols[None, c0:c1] - column), fr)
-            refl[r0:r1, c0:c1] += rng.uniform(0.25, 0.45) * blob * (1 - fluid_cover[r0:r1, c0:c1])
-
-    # ---- gain: depth roll-off, lateral vignetting, shadows under superficial vessels ------------------------
-    gain = np.exp(-rng.uniform(0.0, 0.9) * rows / height)[:, None] * np.exp(
-        -rng.uniform(0.0, 0.6) * ((xn - rng.uniform(0.35, 0.65)) / 0.5) ** 2
-    )[None, :]
-    gain = gain.astype(f32)
-    vessel_cols = []
-    for _ in range(int(rng.integers(2, 8))):
-        vx = rng.uniform(0.03, 0.97) * width
-        if abs(vx - fovea) < 1.8 * pit_sigma:  # the foveal avascular zone
-            continue
-        column = int(vx)
-        vy = float(ilm[column] + thickness["nfl"][column] + 0.4 * thickness["gcl"][column])
-        vrx = max(0.7, width * rng.uniform(0.004, 0.011))
-        vry = max(0.7, height * rng.uniform(0.005, 0.012))
-        c0, c1 = max(0, int(vx - 4 * vrx)), min(width, int(vx + 4 * vrx) + 2)
-        r0, r1 = max(0, int(vy - 4 * vry)), min(height, int(vy + 4 * vry) + 2)
-        lateral = _gauss(cols[c0:c1] - vx, vrx)
-        refl[r0:r1, c0:c1] += rng.uniform(0.1, 0.3) * lateral[None, :] * _gauss(rows[r0:r1, None] - vy, vry)
-        below = expit((rows[r0:, None] - vy - vry) / soft)
-        gain[r0:, c0:c1] *= 1 - rng.uniform(0.5, 0.85) * lateral[None, :] * below
-        vessel_cols.append(float(vx))
-
-    # ---- image formation: speckle, noise floor, log compression, display mapping ---------------------------
-    looks = rng.uniform(1.5, 8.0)  # B-scan averaging (ART) reduces speckle
-    grain = (0.4 + 0.6 * size_scale, 0.5 + 1.1 * size_scale)
-    gamma = rng.standard_gamma(looks, size=(height, width), dtype=f32) / looks
-    log_speckle = gaussian_filter(np.log(gamma + 1e-6), grain)
-    # a downsized scan averages many grains: weaker speckle at small sizes, as when resizing a real scan
-    target_std = np.sqrt(_trigamma(looks)) * min(1.0, size_scale) ** 0.35
-    log_speckle = (log_speckle - log_speckle.mean()) * (target_std / (log_speckle.std() + 1e-6))
-    floor = np.exp(_DYNAMIC_RANGE * rng.uniform(0.08, 0.16))
-    intensity = np.exp(_DYNAMIC_RANGE * refl + log_speckle) * gain
-    floor_looks = 1.0 / min(1.0, size_scale) ** 0.7  # the noise floor averages out in a downsized scan too
-    intensity += floor * rng.standard_gamma(floor_looks, size=(height, width), dtype=f32) / floor_looks
-    display = gaussian_filter(np.log(intensity) / _DYNAMIC_RANGE, (0.35 * size_scale + 0.2, 0.5 * size_scale + 0.2))
-    lo = rng.uniform(0.06, 0.13)
-    hi = rng.uniform(0.85, 1.0)
-    scaled = np.clip((display - lo) / (hi - lo), 0, 1) ** rng.uniform(0.8, 1.25)
-    image = np.clip(255 * (scaled * rng.uniform(0.85, 1.1) + rng.uniform(-0.01, 0.04)), 0, 255)
-    image = np.rint(image).astype(np.uint8)
+        _hyperreflective_foci(rng, grid, layers, refl, fluid_cover)
+    gain, vessel_cols = _gain_and_vessels(rng, grid, macula, layers, refl)
+    image = _form_image(rng, grid, refl, gain)
 
     if not return_info:
         return image, mask
@@ -437,40 +624,14 @@ def render_bscan(
         "fluid_pixels": int(mask.sum()),
         "cysts": len(cysts),
         "subretinal": bool(has_srf),
-        "fovea_col": float(fovea),
-        "pit_depth": float(pit_depth),
+        "fovea_col": float(macula.fovea),
+        "pit_depth": float(macula.pit_depth),
         "vessel_cols": vessel_cols,
-        "ilm": ilm.astype(np.float64),
-        "rpe_top": boundary["rpe"].astype(np.float64),
-        "bruch": bruch.astype(np.float64),
+        "ilm": layers.ilm.astype(np.float64),
+        "rpe_top": layers.boundary["rpe"].astype(np.float64),
+        "bruch": layers.bruch.astype(np.float64),
     }
     return image, mask, info
-
-
-def _trigamma(x: float) -> float:
-    """Variance of log(Gamma(x)): trigamma(x), by recurrence up to 6 then the asymptotic series."""
-    total = 0.0
-    while x < 6.0:
-        total += 1.0 / (x * x)
-        x += 1.0
-    inv = 1.0 / x
-    return total + inv + inv**2 / 2 + inv**3 / 6 - inv**5 / 30 + inv**7 / 42
-
-
-def _assign_splits(has_fluid: Sequence[bool], splits: Sequence[float], rng: np.random.Generator) -> list[str]:
-    """Assign each index to training/validation/testing, stratified by fluid / no fluid."""
-    names = ("training", "validation", "testing")
-    assignment = [""] * len(has_fluid)
-    for group in (True, False):
-        members = [i for i, v in enumerate(has_fluid) if v is group]
-        rng.shuffle(members)
-        n = len(members)
-        n_test = max(1, round(n * splits[2])) if n >= 3 and splits[2] > 0 else 0
-        n_val = min(round(n * splits[1]), n - n_test - 1) if n >= 3 else 0
-        n_val = max(n_val, 0)
-        for j, i in enumerate(members):
-            assignment[i] = names[2] if j < n_test else names[1] if j < n_test + n_val else names[0]
-    return assignment
 
 
 def synthesize_oct_dataset(
@@ -528,12 +689,12 @@ def synthesize_oct_dataset(
     has_fluid = [True] * n_fluid + [False] * (count - n_fluid)
     plan_rng.shuffle(has_fluid)
     fluid_types = [_draw_fluid_type(plan_rng, type_weights) if f else FluidType.NONE.value for f in has_fluid]
-    assignment = _assign_splits(has_fluid, splits, np.random.default_rng([seed, 1]))
+    assignment = assign_sections(has_fluid, splits, np.random.default_rng([seed, 1]), order=(True, False))
 
     out = Path(output_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
-    datalist: dict[str, list[dict]] = {"training": [], "validation": [], "testing": []}
+    datalist: dict[str, list[dict]] = {name: [] for name in SECTIONS}
     details = []
     step = max(1, count // 10)
     for index, (fluid, split) in enumerate(zip(fluid_types, assignment)):

@@ -1,0 +1,187 @@
+# Copyright (c) the project authors. Licensed under the Apache License, Version 2.0.
+"""Figures of the IFE multi-task bundle.
+
+- :func:`attention_profile`: a horizontal attention map (one weight per feature row) upsampled to image rows.
+- :func:`plot_attention_figure`: the gel with its attention profiles drawn beside it, rows aligned, as in Fig. 3 of
+  Shi et al. (MICCAI 2023).
+- :func:`plot_confusion_matrix`: a confusion matrix, coloured by recall, annotated with counts.
+
+Figures use matplotlib's Agg canvas directly (no pyplot state), so they work headless and in worker threads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms.utils import rescale_array
+
+from custom_components.ife_classes import IFE_CLASSES
+
+__all__ = ["attention_profile", "plot_attention_figure", "plot_confusion_matrix"]
+
+_PROFILE_COLOURS = ("tab:orange", "tab:blue", "tab:green", "tab:purple")
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    """Tensor (any dtype, any device; bfloat16 too, which numpy lacks) or array-like -> numpy array."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().float().cpu().numpy()
+    return np.asarray(value)
+
+
+def attention_profile(attention: Any, height: int) -> np.ndarray:
+    """Upsample a horizontal attention map (one weight per feature row) to ``height`` image rows.
+
+    Feature row ``j`` of ``h`` covers image rows ``[j H / h, (j + 1) H / h)``; the profile is linearly interpolated
+    between the row centres and held constant beyond the first and last centre (the same as
+    ``torch.nn.functional.interpolate(mode="linear", align_corners=False)``), so it lines up with the image rows
+    whatever the network's input size, as long as the image was resized along the height without cropping.
+
+    Args:
+        attention: (h,) attention weights (tensor or array), or (1, h).
+        height: number of image rows to map onto, >= 1.
+
+    Returns:
+        (height,) float64 array.
+
+    Raises:
+        ValueError: on an empty or non-1-D map or a bad height.
+    """
+    array = _to_numpy(attention)
+    if array.ndim == 2 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"attention must be a non-empty (h,) or (1, h) map, got shape {array.shape}.")
+    values = array.astype(np.float64)
+    if isinstance(height, bool) or not isinstance(height, (int, np.integer)) or height < 1:
+        raise ValueError(f"height must be a positive integer, got {height!r}.")
+    h = values.size
+    centres = (np.arange(h) + 0.5) * height / h
+    return np.interp(np.arange(height) + 0.5, centres, values)
+
+
+def _display_image(image: Any) -> np.ndarray:
+    """(C, H, W) or (H, W[, C]) array of any range -> (H, W, 3) float in [0, 1] for imshow."""
+    array = _to_numpy(image).astype(np.float64)
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # channel-first network input -> (H, W, C)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3:
+        raise ValueError(f"image must be (C, H, W) or (H, W[, C]), got shape {np.shape(array)}.")
+    array = array[..., :3]
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return rescale_array(array, 0.0, 1.0, dtype=np.float64)  # a flat image becomes black
+
+
+def plot_attention_figure(
+    image: Any,
+    profiles: Mapping[str, Any],
+    path: str | os.PathLike,
+    title: str | None = None,
+    dpi: int = 100,
+) -> None:
+    """Save the gel with its attention profiles drawn beside it, rows aligned (Fig. 3 of the paper).
+
+    Each profile gets its own panel to the right of the image, sharing the image's row axis; the row of highest
+    attention is marked on the gel with a dashed line of the profile's colour.
+
+    Args:
+        image: the gel, (H, W, 3) as read from the file or (C, H, W) network input (any value range).
+        profiles: ``{name: (h,) attention map}``, e.g. ``{"severe": ..., "mild": ...}``; each is upsampled to H.
+        path: PNG to write (its folder must exist).
+        title: figure title.
+        dpi: resolution.
+
+    Raises:
+        ValueError: on an empty ``profiles`` or bad shapes.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not profiles:
+        raise ValueError("profiles must hold at least one attention map.")
+    rgb = _display_image(image)
+    height, width = rgb.shape[:2]
+    rows = np.arange(height) + 0.5
+    panel_h = 4.0
+    image_w = min(max(panel_h * width / height, 1.5), 9.0)
+    # fixed margins instead of bbox_inches="tight", which renders the figure twice (half the time per image)
+    fig = Figure(figsize=(image_w + 1.6 * len(profiles) + 0.9, panel_h + 1.2), dpi=dpi)
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.9 / (image_w + 1.6 * len(profiles) + 0.9), right=0.97, bottom=0.14, top=0.86)
+    grid = fig.add_gridspec(1, 1 + len(profiles), width_ratios=[image_w] + [1.4] * len(profiles), wspace=0.08)
+    ax_img = fig.add_subplot(grid[0, 0])
+    ax_img.imshow(rgb, extent=(0, width, height, 0), aspect="auto", interpolation="antialiased")
+    ax_img.set_xticks([])
+    ax_img.set_ylabel("image row (migration direction)")
+    for i, (name, attention) in enumerate(profiles.items()):
+        colour = _PROFILE_COLOURS[i % len(_PROFILE_COLOURS)]
+        profile = attention_profile(attention, height)
+        ax = fig.add_subplot(grid[0, 1 + i], sharey=ax_img)
+        ax.fill_betweenx(rows, 0.0, profile, color=colour, alpha=0.35, linewidth=0)
+        ax.plot(profile, rows, color=colour, linewidth=1.5)
+        ax.set_xlim(0.0, max(1.0, float(profile.max()) * 1.05))
+        ax.set_xticks([0.0, 0.5, 1.0])
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("attention", fontsize=8)
+        ax.tick_params(labelleft=False, labelsize=7)
+        ax.grid(alpha=0.3)
+        peak = rows[int(np.argmax(profile))]
+        ax_img.axhline(peak, color=colour, linestyle="--", linewidth=1.2, alpha=0.9)
+    ax_img.set_ylim(height, 0)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.savefig(os.fspath(path), dpi=dpi)
+
+
+def plot_confusion_matrix(
+    cm: Any,
+    path: str | os.PathLike,
+    class_names: Sequence[str] = IFE_CLASSES,
+    title: str | None = None,
+    dpi: int = 120,
+) -> None:
+    """Save a confusion matrix as a PNG: colour = row-normalised fraction (recall), text = counts.
+
+    Args:
+        cm: (C, C) counts, rows = truth, columns = prediction.
+        path: PNG to write (its folder must exist).
+        class_names: C names, in index order.
+        title: figure title.
+        dpi: resolution.
+
+    Raises:
+        ValueError: when ``cm`` is not (C, C) with C = ``len(class_names)``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    counts = _to_numpy(cm).astype(np.int64)
+    n = len(class_names)
+    if counts.shape != (n, n):
+        raise ValueError(f"cm must have shape ({n}, {n}) to match class_names, got {counts.shape}.")
+    support = counts.sum(axis=1, keepdims=True)
+    fraction = np.divide(counts, support, out=np.zeros(counts.shape, dtype=np.float64), where=support > 0)
+    fig = Figure(figsize=(1.0 + 0.75 * n, 0.6 + 0.7 * n), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    shown = ax.imshow(fraction, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    for i in range(n):
+        for j in range(n):
+            if counts[i, j]:
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if fraction[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), labels=list(class_names), rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), labels=list(class_names), fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.savefig(os.fspath(path), dpi=dpi, bbox_inches="tight")

@@ -1,0 +1,59 @@
+"""Atomic writing: a reader sees the old file or the new one, never half of one, and no temporary file is left."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import pytest
+
+from custom_components.utils.atomic import save_atomic, write_csv_atomic, write_json_atomic
+
+
+def test_save_atomic_temporary_file_beside_the_target_with_its_ending(tmp_path):
+    seen = []
+
+    def save(tmp):
+        seen.append(tmp)
+        with open(tmp, "w") as f:
+            f.write("new")
+
+    target = tmp_path / "sub" / "mask.nii.gz"  # the folder is created
+    save_atomic(target, save)
+    assert target.read_text() == "new" and os.listdir(tmp_path / "sub") == ["mask.nii.gz"]
+    folder, name = os.path.split(seen[0])
+    assert folder == str(tmp_path / "sub") and name.startswith(".mask.nii.gz.") and name.endswith(".tmp.nii.gz")
+
+
+def test_save_atomic_failure_leaves_the_old_file_and_no_temporary_file(tmp_path):
+    target = tmp_path / "report.json"
+    target.write_text("old")
+
+    def broken(tmp):
+        with open(tmp, "w") as f:
+            f.write("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        save_atomic(target, broken)
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["report.json"]
+    with pytest.raises(ValueError, match="must name a file"):
+        save_atomic(str(tmp_path) + os.sep, broken)
+    with pytest.raises(TypeError):  # not JSON: the old file stays
+        write_json_atomic({"x": object()}, target)
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["report.json"]
+
+
+def test_write_json_and_csv_atomic(tmp_path):
+    write_json_atomic({"a": [1, None]}, tmp_path / "m.json")
+    assert json.loads((tmp_path / "m.json").read_text()) == {"a": [1, None]}
+    assert (tmp_path / "m.json").read_text().endswith("}\n")
+
+    write_csv_atomic(tmp_path / "t.csv", ["image", "dice"], [{"image": "a.png", "dice": 0.5}, {"image": "b.png"}])
+    with open(tmp_path / "t.csv", newline="") as f:
+        assert list(csv.reader(f)) == [["image", "dice"], ["a.png", "0.5"], ["b.png", ""]]
+    with pytest.raises(ValueError, match="iou"):
+        write_csv_atomic(tmp_path / "t.csv", ["image", "dice"], [{"image": "a", "iou": 1}])
+    assert (tmp_path / "t.csv").read_text().startswith("image,dice")  # the failed write left it as it was
+    assert sorted(os.listdir(tmp_path)) == ["m.json", "t.csv"]

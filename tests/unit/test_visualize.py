@@ -1,0 +1,142 @@
+# Copyright (c) the project authors. Licensed under the Apache License, Version 2.0.
+"""Tests of custom_components.visualize: IFE attention profiles and figures, OCT fluid overlays."""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+from custom_components.visualize import attention_profile, overlay_image, plot_attention_figure, plot_confusion_matrix
+from custom_components.visualize.oct import FLUID_HUE, OVERLAY_COLORMAP, TRUTH_HUE
+
+
+def _colour(hue):
+    """The 8-bit RGB that blend_images paints for ``hue`` at full opacity."""
+    return np.rint(255 * np.array(matplotlib.colormaps[OVERLAY_COLORMAP](hue)[:3]))
+
+
+ORANGE, GREEN = _colour(FLUID_HUE), _colour(TRUTH_HUE)
+
+
+def _is_png(path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------- IFE: attention profiles and figures
+
+# attention_profile: (map, height, expected) -- feature row j covers image rows [j H/h, (j+1) H/h)
+PROFILE_CASES = [
+    ([0.5], 3, [0.5, 0.5, 0.5]),  # one row: constant
+    ([0.0, 1.0], 4, [0.0, 0.25, 0.75, 1.0]),  # centres at rows 1 and 3; rows 0.5 and 3.5 clamp
+    ([[0.2, 0.2, 0.8]], 3, [0.2, 0.2, 0.8]),  # (1, h) accepted; H == h is the identity
+]
+
+
+@pytest.mark.parametrize("attention, height, expected", PROFILE_CASES)
+def test_attention_profile(attention, height, expected):
+    np.testing.assert_allclose(attention_profile(torch.tensor(attention), height), expected)
+
+
+@pytest.mark.parametrize(
+    "attention, height, message",
+    [([], 3, "non-empty"), ([[0.1, 0.2], [0.3, 0.4]], 3, r"\(h,\)"), ([0.1], 0, "height")],
+)
+def test_attention_profile_errors(attention, height, message):
+    with pytest.raises(ValueError, match=message):
+        attention_profile(np.asarray(attention), height)
+
+
+def test_plot_attention_figure(tmp_path):
+    gel = np.full((40, 60, 3), 230, np.uint8)
+    path = tmp_path / "fig.png"
+    plot_attention_figure(gel, {"severe": torch.rand(5), "mild": torch.rand(5)}, path, "title")
+    assert _is_png(path)
+    # channel-first network input (normalised to [-1, 1]) is accepted too, and a bfloat16 map (numpy has none)
+    maps = {"attention": torch.rand(1, dtype=torch.bfloat16)}
+    plot_attention_figure(torch.rand(3, 32, 32) * 2 - 1, maps, tmp_path / "b.png")
+    assert _is_png(tmp_path / "b.png")
+    with pytest.raises(ValueError, match="profiles"):
+        plot_attention_figure(gel, {}, tmp_path / "c.png")
+
+
+def test_plot_confusion_matrix(tmp_path):
+    plot_confusion_matrix(np.eye(9, dtype=int) * 3, tmp_path / "cm.png", title="t")
+    assert _is_png(tmp_path / "cm.png")
+    plot_confusion_matrix([[1] * 9] * 9, tmp_path / "list.png")  # nested lists, as in metrics.json
+    assert _is_png(tmp_path / "list.png")
+    with pytest.raises(ValueError, match=r"\(9, 9\)"):
+        plot_confusion_matrix(np.eye(3), tmp_path / "bad.png")
+
+
+# ---------------------------------------------------------------- OCT: fluid overlays
+
+
+def _is_grey(pixels):
+    pixels = np.asarray(pixels).reshape(-1, 3)
+    return bool(np.all(pixels[:, 0] == pixels[:, 1]) and np.all(pixels[:, 1] == pixels[:, 2]))
+
+
+def test_overlay_colours_and_grey_background():
+    bscan = np.array([[0.0, 10.0, 20.0], [0.0, 10.0, 20.0], [0.0, 10.0, 20.0]])  # scaled to 0, 127.5, 255
+    pred = np.zeros((3, 3), np.uint8)
+    pred[0, 1] = 1
+    rgb = overlay_image(bscan, pred)
+    assert rgb.shape == (3, 3, 3) and rgb.dtype == np.uint8
+    # background: grey, min-max scaled
+    assert tuple(rgb[1, 0]) == (0, 0, 0)
+    assert tuple(rgb[1, 2]) == (255, 255, 255)
+    assert _is_grey(rgb[pred == 0]) and np.all(np.abs(rgb[1, 1].astype(int) - 127) <= 1)
+    # fluid: 0.45 * grey + 0.55 * orange, so red dominates and blue is dimmed
+    expected = 0.45 * 127.5 + 0.55 * ORANGE
+    assert np.all(np.abs(rgb[0, 1].astype(float) - expected) <= 1)
+    r, g, b = rgb[0, 1].astype(int)
+    assert r > g > b and r - b > 100
+
+
+def test_overlay_truth_outline_is_green_and_drawn_over_fill():
+    bscan = np.random.default_rng(0).random((7, 7))
+    truth = np.zeros((7, 7), np.uint8)
+    truth[1:6, 1:6] = 1  # 5x5 square: 16 border pixels, 3x3 interior
+    rgb = overlay_image(bscan, truth.copy(), truth)
+    border = truth.astype(bool).copy()
+    border[2:5, 2:5] = False
+    assert border.sum() == 16
+    assert np.all(rgb[border] == GREEN)
+    # interior: orange-tinted fill, not green
+    interior = rgb[2:5, 2:5].reshape(-1, 3).astype(float)
+    assert np.all(interior[:, 0] >= 0.55 * 255 - 1) and np.all(interior[:, 2] <= 0.45 * 255 + 1)
+    assert not np.any(np.all(interior == GREEN, axis=1))
+    # outside: grey (R = G = B)
+    assert _is_grey(rgb[~truth.astype(bool)])
+
+
+def test_overlay_flat_image_and_empty_masks():
+    rgb = overlay_image(np.full((4, 5), 3.0), np.zeros((4, 5)), np.zeros((4, 5)))
+    assert rgb.shape == (4, 5, 3) and rgb.dtype == np.uint8
+    assert np.all(rgb == 0)
+
+
+def test_overlay_single_pixel_truth_is_its_own_outline_and_tensors_work():
+    truth = torch.zeros(3, 3)
+    truth[1, 1] = 1
+    rgb = overlay_image(torch.zeros(3, 3), torch.zeros(3, 3), truth)
+    assert tuple(rgb[1, 1]) == tuple(GREEN)
+    assert (np.all(rgb == GREEN, axis=2)).sum() == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((np.zeros((1, 3, 3)), np.zeros((3, 3))), "bscan"),
+        ((np.zeros((3, 3)), np.zeros((3, 4))), "prediction"),
+        ((np.zeros((3, 3)), np.zeros((3, 3)), np.zeros((2, 3))), "truth"),
+    ],
+)
+def test_overlay_bad_shapes(args, message):
+    with pytest.raises(ValueError, match=message):
+        overlay_image(*args)
+    with pytest.raises(ValueError, match="fill_alpha"):
+        overlay_image(np.zeros((3, 3)), np.zeros((3, 3)), fill_alpha=0.0)
