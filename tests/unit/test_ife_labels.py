@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -180,3 +183,9 @@ def test_call_transform():
     assert batch.tolist() == [3, 3] and batch.dtype == torch.long
     with pytest.raises(ValueError, match=r"\(9,\) or \(B, 9\)"):
         IFECalld(keys="pred")({"pred": torch.rand(4)})
+
+
+def test_label_algebra_imports_no_monai():
+    # networks, losses and metrics import the algebra: it must not pull in MONAI's transforms (or anything of MONAI)
+    code = "import sys, custom_components.ife_classes; print(sorted(m for m in sys.modules if m.split('.')[0] == 'monai'))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
