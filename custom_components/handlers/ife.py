@@ -67,9 +67,9 @@ class IFEPredictionWriter(PredictionWriter):
     """Write ``predictions.csv`` and one attention figure per image during inference.
 
     Expects the evaluator to run ``ForwardHeads(network)`` (so one forward pass gives the probabilities, the head
-    logits and the attention maps) and decollated, flattened outputs, e.g. with the postprocessing
-    ``FlattenSubKeysd(keys="pred", sub_keys=[...])`` then ``IFECalld(keys="pred", output_postfix="call")``. Per item
-    it reads:
+    logits and the attention maps) and decollated, flattened outputs: the inference config's postprocessing
+    ``FlattenSubKeysd(keys="pred")`` then ``IFECalld(keys="probabilities", output_postfix="call")``. Per item it
+    reads:
 
     - the fused probabilities (9,) under ``pred_key`` and the class call under ``call_key``;
     - the head logits under ``severe_key`` / ``mild_key`` for the severe and mild calls (argmax of each head); when
@@ -115,8 +115,8 @@ class IFEPredictionWriter(PredictionWriter):
         filename: str = "predictions.csv",
         figure_dir: str | None = "attention",
         max_figures: int | None = None,
-        pred_key: str = "pred",
-        call_key: str = "pred_call",
+        pred_key: str = "probabilities",
+        call_key: str = "probabilities_call",
         severe_key: str = "severe_logits",
         mild_key: str = "mild_logits",
         attention_keys: Mapping[str, str] | None = None,

@@ -30,7 +30,7 @@ def _write_gel(path, height=30, width=45):
 
 def _item(path, probs, call, heads=True, label=None):
     image = MetaTensor(torch.zeros(3, 32, 32), meta={"filename_or_obj": path})
-    item = {"image": image, "pred": torch.tensor(probs), "pred_call": torch.tensor(call)}
+    item = {"image": image, "probabilities": torch.tensor(probs), "probabilities_call": torch.tensor(call)}
     if heads:
         item.update(
             severe_logits=torch.tensor([0.0, 3.0, 0.0, 0.0]),  # G
@@ -106,9 +106,9 @@ def test_prediction_writer_unique_figure_names_and_no_figures(tmp_path):
 
 def test_prediction_writer_missing_call_keeps_partial(tmp_path):
     item = _item(_write_gel(tmp_path / "g.png"), [1.0] + [0.0] * 8, 0)
-    del item["pred_call"]
+    del item["probabilities_call"]
     writer = IFEPredictionWriter(tmp_path / "out")
-    with pytest.raises(ValueError, match="pred_call"):
+    with pytest.raises(ValueError, match="probabilities_call"):
         _run_writer(writer, [[item]])
     assert not os.path.exists(tmp_path / "out" / "predictions.csv")
     assert _read_csv(tmp_path / "out" / "predictions.csv.partial") == [list(PREDICTION_COLUMNS)]
