@@ -16,10 +16,15 @@ Every residual block has a :class:`HorizontalAttention` after its second convolu
 the residual addition (CBAM placement, as in the authors' code). Spatial sizes for an (H, W) input: the stem
 (7x7 stride-2 convolution, 3x3 stride-2 max-pool) gives H/4, the stages give H/4, H/8, H/16, H/32 rows, e.g.
 56, 28, 14 and 7 at 224 px.
+
+The four stage widths are ``channels`` (default ``(64, 128, 256, 512)``, ResNet18's); the stem has ``channels[0]``
+outputs and the heads read ``channels[3]`` pooled features. Narrower widths, e.g. ``(8, 16, 32, 64)``, keep the
+architecture (depths, strides, attention) for quick experiments and tests.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Optional
 
 import torch
@@ -29,10 +34,10 @@ from torch import nn
 from custom_components.networks.horizontal_attention import HorizontalAttention, UniformAttention
 from custom_components.ife_classes import fuse_subtask_probabilities
 
-__all__ = ["IFEBasicBlock", "IFEResStage", "MultiTaskIFEResNet", "IFEResNet", "ForwardHeads"]
+__all__ = ["RESNET18_CHANNELS", "IFEBasicBlock", "IFEResStage", "MultiTaskIFEResNet", "IFEResNet", "ForwardHeads"]
 
-# ResNet18: BasicBlock, two blocks per stage
-_STAGE_WIDTHS = (64, 128, 256, 512)
+# ResNet18: BasicBlock, two blocks per stage; the default stage widths
+RESNET18_CHANNELS = (64, 128, 256, 512)
 _STAGE_DEPTHS = (2, 2, 2, 2)
 _STAGE_STRIDES = (1, 2, 2, 2)
 
@@ -40,6 +45,21 @@ _STAGE_STRIDES = (1, 2, 2, 2)
 def _check_positive_int(value: int, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def _check_channels(channels: Sequence[int]) -> tuple[int, int, int, int]:
+    """``channels`` as a tuple of four positive integers (a list from a JSON config is fine)."""
+    if (
+        isinstance(channels, (str, bytes))
+        or not isinstance(channels, Sequence)
+        or len(channels) != len(RESNET18_CHANNELS)
+        or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels)
+    ):
+        raise ValueError(
+            f"channels must be {len(RESNET18_CHANNELS)} positive integers (the stage widths, ResNet18: "
+            f"{list(RESNET18_CHANNELS)}), got {channels!r}."
+        )
+    return tuple(channels)  # type: ignore[return-value]
 
 
 class IFEBasicBlock(nn.Module):
@@ -134,23 +154,23 @@ class IFEResStage(nn.Module):
         return x, att
 
 
-def _make_stem(in_channels: int, act: str | tuple, norm: str | tuple) -> nn.Sequential:
-    # (B, C, H, W) -> (B, 64, H/4, W/4)
+def _make_stem(in_channels: int, width: int, act: str | tuple, norm: str | tuple) -> nn.Sequential:
+    # (B, C, H, W) -> (B, width, H/4, W/4)
     return nn.Sequential(
-        nn.Conv2d(in_channels, _STAGE_WIDTHS[0], 7, stride=2, padding=3, bias=False),
-        get_norm_layer(norm, spatial_dims=2, channels=_STAGE_WIDTHS[0]),
+        nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False),
+        get_norm_layer(norm, spatial_dims=2, channels=width),
         get_act_layer(act),
         nn.MaxPool2d(3, stride=2, padding=1),
     )
 
 
-def _make_stages(first: int, last: int, **kwargs) -> nn.ModuleList:
-    """Stages ``first .. last - 1`` (0-based) of ResNet18."""
+def _make_stages(first: int, last: int, channels: tuple[int, int, int, int], **kwargs) -> nn.ModuleList:
+    """Stages ``first .. last - 1`` (0-based) of ResNet18, stage ``i`` with ``channels[i]`` outputs."""
     return nn.ModuleList(
         [
             IFEResStage(
-                _STAGE_WIDTHS[i - 1] if i > 0 else _STAGE_WIDTHS[0],
-                _STAGE_WIDTHS[i],
+                channels[i - 1] if i > 0 else channels[0],
+                channels[i],
                 _STAGE_DEPTHS[i],
                 _STAGE_STRIDES[i],
                 **kwargs,
@@ -181,9 +201,10 @@ class MultiTaskIFEResNet(nn.Module):
 
     The stem and the first ``shared_stages`` stages are shared; the remaining stages exist twice, once per
     branch ("the first three blocks of the ResNet18 model are shared", i.e. ``shared_stages=3``, the paper's
-    best setting). The severe head is ``Linear(512, num_severe)`` on the severe branch's pooled features, the
-    mild head ``Linear(512, num_mild)`` on the mild branch's. Unlike the authors' code, where the duplicated
-    blocks silently reuse the shared attention and shortcut modules, each branch here owns all of its layers.
+    best setting). The severe head is ``Linear(channels[3], num_severe)`` (512 inputs for ResNet18) on the severe
+    branch's pooled features, the mild head ``Linear(channels[3], num_mild)`` on the mild branch's. Unlike the
+    authors' code, where the duplicated blocks silently reuse the shared attention and shortcut modules, each branch
+    here owns all of its layers.
 
     Args:
         in_channels: image channels (3 for RGB gels).
@@ -198,15 +219,19 @@ class MultiTaskIFEResNet(nn.Module):
         norm: normalisation, name or (name, args) as in MONAI.
         zero_init_last: initialise the last normalisation weight of every block to zero (off by default, as in
             the paper; when on, attention convolutions get zero gradients on the first step).
+        channels: output channels of the four stages, ``(C1, C2, C3, C4)`` (default ResNet18's
+            ``(64, 128, 256, 512)``): the stem gives (B, C1, H/4, W/4), stage ``i`` (B, Ci, H/2^(i+1), W/2^(i+1)),
+            each head reads C4 pooled features. E.g. ``(8, 16, 32, 64)`` for a narrow network in tests.
 
     Raises:
-        ValueError: on a bad ``shared_stages``, class counts or ``attention_kernel_size``.
+        ValueError: on a bad ``shared_stages``, class counts, ``channels`` or ``attention_kernel_size``.
 
     Example::
 
         net = MultiTaskIFEResNet()
         probs = net(torch.rand(2, 3, 224, 224))  # (2, 9), rows sum to 1
         heads = net.forward_heads(torch.rand(2, 3, 224, 224))  # logits, probabilities, (2, 7)/(2, 14) maps
+        narrow = MultiTaskIFEResNet(channels=(8, 16, 32, 64))  # same shapes out, about 1/64 of the weights
     """
 
     def __init__(
@@ -220,9 +245,11 @@ class MultiTaskIFEResNet(nn.Module):
         act: str | tuple = ("relu", {"inplace": True}),
         norm: str | tuple = "batch",
         zero_init_last: bool = False,
+        channels: Sequence[int] = RESNET18_CHANNELS,
     ) -> None:
         super().__init__()
         _check_positive_int(in_channels, "in_channels")
+        channels = _check_channels(channels)
         if num_severe != 4 or num_mild != 3:
             raise ValueError(
                 f"num_severe and num_mild must be 4 (None/G/A/M) and 3 (None/kappa/lambda) for the 9-class "
@@ -231,17 +258,18 @@ class MultiTaskIFEResNet(nn.Module):
         if isinstance(shared_stages, bool) or not isinstance(shared_stages, int) or not 0 <= shared_stages <= 4:
             raise ValueError(f"shared_stages must be an integer in [0, 4], got {shared_stages!r}.")
         self.shared_stages = shared_stages
+        self.channels = channels
         self.num_severe = num_severe
         self.num_mild = num_mild
         block_args = {"attention": attention, "attention_kernel_size": attention_kernel_size, "act": act, "norm": norm}
 
-        self.stem = _make_stem(in_channels, act, norm)
-        self.shared = _make_stages(0, shared_stages, **block_args)
-        self.severe_stages = _make_stages(shared_stages, 4, **block_args)
-        self.mild_stages = _make_stages(shared_stages, 4, **block_args)
+        self.stem = _make_stem(in_channels, channels[0], act, norm)
+        self.shared = _make_stages(0, shared_stages, channels, **block_args)
+        self.severe_stages = _make_stages(shared_stages, 4, channels, **block_args)
+        self.mild_stages = _make_stages(shared_stages, 4, channels, **block_args)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.severe_head = nn.Linear(_STAGE_WIDTHS[-1], num_severe)
-        self.mild_head = nn.Linear(_STAGE_WIDTHS[-1], num_mild)
+        self.severe_head = nn.Linear(channels[-1], num_severe)
+        self.mild_head = nn.Linear(channels[-1], num_mild)
         _init_weights(self, zero_init_last)
 
     def forward_features(
@@ -254,10 +282,10 @@ class MultiTaskIFEResNet(nn.Module):
 
         Returns:
             ``(severe_features, mild_features, severe_maps, mild_maps)``: the last-stage features of each branch,
-            (B, 512, H/32, W/32), and each branch's four stage attention maps [(B, H/4), (B, H/8), (B, H/16),
+            (B, channels[3], H/32, W/32), and each branch's four stage attention maps [(B, H/4), (B, H/8), (B, H/16),
             (B, H/32)] (the shared stages' maps are the same tensors in both lists).
         """
-        x = self.stem(x)  # (B, 64, H/4, W/4)
+        x = self.stem(x)  # (B, channels[0], H/4, W/4)
         shared_maps: list[torch.Tensor] = []
         for stage in self.shared:
             x, att = stage(x)
@@ -326,9 +354,12 @@ class IFEResNet(nn.Module):
         act: activation, name or (name, args) as in MONAI.
         norm: normalisation, name or (name, args) as in MONAI.
         zero_init_last: zero-initialise the last normalisation weight of every block.
+        channels: output channels of the four stages, ``(C1, C2, C3, C4)`` (default ResNet18's
+            ``(64, 128, 256, 512)``): the stem gives (B, C1, H/4, W/4), stage ``i`` (B, Ci, H/2^(i+1), W/2^(i+1)),
+            the head is ``Linear(C4, num_classes)``.
 
     Raises:
-        ValueError: on a bad channel/class count or ``attention_kernel_size``.
+        ValueError: on a bad channel/class count, ``channels`` or ``attention_kernel_size``.
     """
 
     def __init__(
@@ -340,16 +371,19 @@ class IFEResNet(nn.Module):
         act: str | tuple = ("relu", {"inplace": True}),
         norm: str | tuple = "batch",
         zero_init_last: bool = False,
+        channels: Sequence[int] = RESNET18_CHANNELS,
     ) -> None:
         super().__init__()
         _check_positive_int(in_channels, "in_channels")
         _check_positive_int(num_classes, "num_classes")
+        channels = _check_channels(channels)
         self.num_classes = num_classes
+        self.channels = channels
         block_args = {"attention": attention, "attention_kernel_size": attention_kernel_size, "act": act, "norm": norm}
-        self.stem = _make_stem(in_channels, act, norm)
-        self.stages = _make_stages(0, 4, **block_args)
+        self.stem = _make_stem(in_channels, channels[0], act, norm)
+        self.stages = _make_stages(0, 4, channels, **block_args)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(_STAGE_WIDTHS[-1], num_classes)
+        self.head = nn.Linear(channels[-1], num_classes)
         _init_weights(self, zero_init_last)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -358,7 +392,7 @@ class IFEResNet(nn.Module):
             x: images (B, in_channels, H, W).
 
         Returns:
-            last-stage features (B, 512, H/32, W/32) and the four stage attention maps [(B, H/4) ... (B, H/32)].
+            last-stage features (B, channels[3], H/32, W/32) and the four stage attention maps [(B, H/4) ... (B, H/32)].
         """
         x = self.stem(x)
         maps: list[torch.Tensor] = []

@@ -1,9 +1,12 @@
 # Copyright (c) the project authors. Licensed under the Apache License, Version 2.0.
 """Real runs of the ``bundles/ife_multitask`` workflows on a tiny synthetic set, on the CPU.
 
-Zoo-style: ``ConfigWorkflow`` (initialize, check_properties, run, finalize) for train / evaluate / inference, and
-``python -m monai.bundle`` subprocesses for the commands a user types (run from another folder,
-verify_net_in_out, ckpt_export, torchrun). 64 px images, about 40 gels, 1-2 epochs.
+Zoo-style, in this process: ``ConfigWorkflow`` (initialize, check_properties, run, finalize) for train / evaluate /
+inference, MONAI's ``verify_net_in_out`` and ``ckpt_export`` functions (what ``python -m monai.bundle`` calls). A
+second interpreter costs 10-20 s of imports and is kept only where the process is what is tested: DDP under
+``torchrun`` (which also parses a ``python -m monai.bundle run`` command line). ``tests/conftest.py`` restores what a
+workflow changes process-wide (logging.conf, set_determinism, cwd). 64 px images, about 40 gels, 1-2 epochs, and a
+narrow network (stage widths 8-64 instead of ResNet18's 64-512, the same blocks and attention).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigWorkflow, ckpt_export, verify_net_in_out
 
 from custom_components.ife_classes import IFE_CLASSES
 
@@ -29,7 +32,13 @@ BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "ife_multitask"
 CONFIGS = BUNDLE / "configs"
 META = str(CONFIGS / "metadata.json")
 LOGGING = str(CONFIGS / "logging.conf")
-SMALL = {"image_size": 64, "batch_size": 8, "num_workers": 0, "cache_rate": 0.0, "synthetic_count": 40, "seed": 0}
+NARROW = [8, 16, 32, 64]
+#: a narrow network for training runs; the checkpoint's recipe records the widths, so inference, evaluation and
+#: export rebuild it without being told
+SMALL = {
+    "image_size": 64, "channels": NARROW, "batch_size": 8, "num_workers": 0, "cache_rate": 0.0, "synthetic_count": 40,
+    "seed": 0,
+}  # fmt: skip
 
 
 def _configs(*names: str) -> list[str]:
@@ -45,14 +54,6 @@ def _workflow(names, workflow_type, **override) -> ConfigWorkflow:
     workflow.run()
     workflow.finalize()
     return workflow
-
-
-def _cli(*args: str, cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
 
 
 def _error_messages(error: BaseException) -> list[str]:
@@ -83,9 +84,11 @@ def test_train_outputs(trained):
     root = trained["root"]
     assert (trained["dataset_dir"] / "datalist.json").is_file()  # the synthetic default was generated
     model = torch.load(root / "models" / "model.pt", weights_only=True)
-    assert "severe_head.weight" in model and "mild_head.weight" in model  # a bare state_dict of the network
+    # a bare state_dict of the network, of the narrow widths asked for
+    assert model["severe_head.weight"].shape == (4, 64) and model["mild_head.weight"].shape == (3, 64)
+    assert model["stem.0.weight"].shape == (8, 3, 7, 7)
     recipe = json.loads((root / "models" / "model.recipe.json").read_text())
-    assert recipe["settings"] == {"image_size": 64}  # the call rule follows from the network class
+    assert recipe["settings"] == {"image_size": 64, "channels": NARROW}  # the call rule follows from the network class
     assert recipe["network"] == "custom_components.networks.ife_resnet.MultiTaskIFEResNet"
     state = torch.load(root / "models" / "checkpoint.pt", weights_only=True)
     assert set(state) == {"model", "optimizer", "lr_scheduler", "trainer"}
@@ -113,13 +116,23 @@ def test_evaluate_writes_metrics(trained, tmp_path):
     _workflow(["train.json", "evaluate.json"], "train", **override)
     with open(out / "metrics.json") as f:
         report = json.load(f)
-    n_test = len(_datalist(trained["dataset_dir"])["testing"])
-    assert report["num_samples"] == n_test > 0
-    assert np.array(report["confusion_matrix"]).shape == (9, 9)
-    assert np.array(report["confusion_matrix"]).sum() == n_test
-    for key in ("accuracy", "macro_f1", "fnr"):
-        assert report[key] is None or 0.0 <= report[key] <= 1.0
-    assert set(report["per_class_recall"]) == set(IFE_CLASSES)
+    testing = _datalist(trained["dataset_dir"])["testing"]
+    assert report["num_samples"] == len(testing) > 0
+    cm = np.array(report["confusion_matrix"], dtype=float)
+    assert cm.shape == (9, 9)
+    truth = np.bincount([IFE_CLASSES.index(e["label"]) for e in testing], minlength=9)
+    assert cm.sum(axis=1).tolist() == truth.tolist()  # one row per test gel, in its true class
+    assert report["support"] == dict(zip(IFE_CLASSES, truth.tolist()))
+    # the summary numbers are those of the matrix (definitions in custom_components/metrics/ife.py)
+    tp, predicted = np.diag(cm), cm.sum(axis=0)
+    assert report["accuracy"] == pytest.approx(tp.sum() / len(testing))
+    seen = (truth + predicted) > 0
+    assert report["macro_f1"] == pytest.approx(np.mean(2 * tp[seen] / (truth + predicted)[seen]))
+    positives = truth[1:].sum()  # everything but Negative
+    assert positives > 0 and report["fnr"] == pytest.approx(cm[1:, 0].sum() / positives)
+    assert report["per_class_recall"] == {
+        name: (pytest.approx(tp[i] / truth[i]) if truth[i] else None) for i, name in enumerate(IFE_CLASSES)
+    }
     assert report["section"] == "testing" and report["checkpoint"].endswith("model.pt")
     assert (out / "confusion_matrix.png").stat().st_size > 0
 
@@ -178,7 +191,9 @@ def test_inference_over_a_datalist_skips_broken_entries_and_strict_stops(trained
     datalist["testing"] = good[:2] + broken + good[2:]
     (dataset_dir / "datalist.json").write_text(json.dumps(datalist))
     out = tmp_path / "infer"
-    paths = {"bundle_root": str(trained["root"]), "dataset_dir": str(dataset_dir), "num_workers": 0, "save_figures": False}
+    paths = {
+        "bundle_root": str(trained["root"]), "dataset_dir": str(dataset_dir), "num_workers": 0, "save_figures": False,
+    }  # fmt: skip
     _workflow(["inference.json"], "infer", **paths, output_dir=str(out))
     rows = _read_predictions(out / "predictions.csv")
     assert [Path(r["image"]).name for r in rows] == [Path(e["image"]).name for e in good]  # every good gel, in order
@@ -186,17 +201,18 @@ def test_inference_over_a_datalist_skips_broken_entries_and_strict_stops(trained
     reasons = {Path(r["image"]).name: r["error"] for r in csv.DictReader(open(out / "skipped_inputs.csv"))}
     assert set(reasons) == {"truncated.png", "empty.png", "text.png"}
     assert reasons["empty.png"] == "empty file (0 bytes)" and reasons["text.png"].startswith("unreadable image")
-    # --strict true: the same datalist is a failure (non-zero exit), before any prediction is written
+    # strict: the same datalist is an error, before any prediction is written (the command line's non-zero exit
+    # on --strict true is tested once, in test_oct_bundle.py)
     strict_out = tmp_path / "strict"
-    result = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "inference.json"), "--meta_file",
-         META, "--logging_file", LOGGING, "--bundle_root", str(trained["root"]), "--dataset_dir", str(dataset_dir),
-         "--output_dir", str(strict_out), "--num_workers", "0", "--strict", "true"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+    workflow = ConfigWorkflow(
+        config_file=_configs("inference.json"), meta_file=META, logging_file=LOGGING, workflow_type="infer",
+        **paths, output_dir=str(strict_out), strict=True,
     )  # fmt: skip
-    assert result.returncode != 0
-    assert "strict mode stops on any unusable input: 3 of 8" in result.stderr
-    assert not (strict_out / "predictions.csv").exists()
+    with pytest.raises(Exception) as info:
+        workflow.initialize()
+    chain = _error_messages(info.value)
+    assert any("strict mode stops on any unusable input: 3 of 8" in m for m in chain), chain
+    assert (strict_out / "skipped_inputs.csv").is_file() and not (strict_out / "predictions.csv").exists()
 
 
 def test_baseline_override(trained, tmp_path):
@@ -205,10 +221,11 @@ def test_baseline_override(trained, tmp_path):
     assert type(workflow.parser.get_parsed_content("network")).__name__ == "IFEResNet"
     assert workflow.parser.get_parsed_content("optimizer").defaults["lr"] == 0.1
     model = torch.load(tmp_path / "models" / "baseline" / "model.pt", weights_only=True)
-    assert model["head.weight"].shape == (9, 512)
+    assert model["head.weight"].shape == (9, 64)
     assert workflow.parser.get_parsed_content("multitask") is False  # the 9-class call rule, from the network
-    # inference with the baseline's override file and nothing else; without it, the recipe names the mismatch
-    paths = {"bundle_root": str(tmp_path), "dataset_dir": str(trained["dataset_dir"]), "num_workers": 0, "save_figures": False}
+    # inference with the baseline's override file; without it, the recipe names the mismatch
+    paths = {"bundle_root": str(tmp_path), "dataset_dir": str(trained["dataset_dir"]), "num_workers": 0}
+    paths["save_figures"] = False
     infer = _workflow(["inference.json", "baseline.json"], "infer", **paths, output_dir=str(tmp_path / "out"))
     assert infer.parser.get_parsed_content("multitask") is False
     assert len(_read_predictions(tmp_path / "out" / "predictions.csv")) == len(_datalist(trained["dataset_dir"])["testing"])
@@ -247,42 +264,51 @@ def test_bad_datalist_entry_stops_before_training(trained, tmp_path, bad_entry, 
     assert not (tmp_path / "models").exists()  # nothing was trained or saved
 
 
-def test_cli_ablation_from_another_directory(trained, tmp_path):
-    """The documented command line, run from an unrelated folder, with the Table 2 ablation overrides."""
+def test_ablation_without_the_inner_term_trains_with_that_term_removed(trained, tmp_path, monkeypatch):
+    """The Table 2 "w/o Reg_inner" run (``--lambda_inner 0``), from an unrelated folder: the inner-task terms are still
+    computed and logged, but the loss that is trained is the cross-entropies plus the inter-task term only."""
+    monkeypatch.chdir(tmp_path)
     root = tmp_path / "bundle"
-    _cli(
-        "run",
-        "--config_file", str(CONFIGS / "train.json"),
-        "--meta_file", META,
-        "--logging_file", LOGGING,
-        "--bundle_root", str(root),
-        "--dataset_dir", str(trained["dataset_dir"]),
-        "--train#trainer#max_epochs", "1",
-        "--lambda_inner", "0",
-        "--lambda_inter", "0",
-        *[arg for key, value in SMALL.items() for arg in (f"--{key}", str(value))],
-        cwd=tmp_path,
-    )
+    override = {
+        **SMALL, "bundle_root": str(root), "dataset_dir": str(trained["dataset_dir"]), "max_epochs": 1,
+        "lambda_inner": 0,
+    }  # fmt: skip
+    workflow = _workflow(["train.json"], "train", **override)
     assert (root / "models" / "model.pt").is_file()
+    loss = workflow.parser.get_parsed_content("loss")
+    assert (loss.lambda_inner, loss.lambda_inter) == (0.0, 0.3)
+    # epoch means of the terms of every step (LossTermsHandler), and the terms of the last step
+    terms = workflow.parser.get_parsed_content("train#trainer").state.metrics
+    terms = {k.removeprefix("train_loss_"): v for k, v in terms.items() if k.startswith("train_loss_")}
+    for logged in (terms, loss.last_terms):
+        inner = logged["inner_severe"] + logged["inner_mild"]
+        without_inner = logged["ce_severe"] + logged["ce_mild"] + 0.3 * logged["inter"]
+        assert logged["total"] == pytest.approx(without_inner, rel=1e-6, abs=1e-7)
+        # the term is not negligible: had it been kept at the default weight, the total would be off by this much
+        assert 0.3 * inner > 1e-3 * logged["total"], logged
 
 
 def test_verify_net_in_out_and_export(trained, tmp_path):
+    """The README's ``python -m monai.bundle verify_net_in_out`` / ``ckpt_export`` commands, as the functions they
+    call, with the inference config (the image size from the checkpoint's recipe)."""
     root = trained["root"]
-    common = ["--meta_file", META, "--config_file", str(CONFIGS / "inference.json"), "--bundle_root", str(root)]
-    _cli("verify_net_in_out", "network_def", *common, cwd=tmp_path)
-    _cli(
-        "ckpt_export", "network_def", "--filepath", str(tmp_path / "model.ts"),
-        "--ckpt_file", str(root / "models" / "model.pt"), *common,
-        cwd=tmp_path,
+    common = {"meta_file": META, "config_file": str(CONFIGS / "inference.json"), "bundle_root": str(root)}
+    verify_net_in_out("network_def", **common)
+    ckpt_export(
+        "network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(root / "models" / "model.pt"), **common
     )
     scripted = torch.jit.load(str(tmp_path / "model.ts"))
     probs = scripted(torch.rand(2, 3, 64, 64))
     assert probs.shape == (2, 9)
     torch.testing.assert_close(probs.sum(dim=1), torch.ones(2))
+    weights = torch.load(root / "models" / "model.pt", weights_only=True)  # the trained weights, not a fresh network
+    torch.testing.assert_close(scripted.state_dict()["severe_head.weight"], weights["severe_head.weight"])
 
 
 def test_multi_gpu_config_runs_with_torchrun_on_cpu(trained, tmp_path):
-    """multi_gpu_train.json with one gloo process on the CPU: DDP wrapper, samplers, rank-0 handlers, finalize."""
+    """multi_gpu_train.json with one gloo process on the CPU: DDP wrapper, samplers, rank-0 handlers, finalize.
+
+    Also this module's one ``python -m monai.bundle run`` command line: the overrides are parsed as a user's are."""
     root = tmp_path / "bundle"
     config = "[" + ",".join(f"'{c}'" for c in _configs("train.json", "multi_gpu_train.json")) + "]"
     cmd = [
@@ -291,8 +317,12 @@ def test_multi_gpu_config_runs_with_torchrun_on_cpu(trained, tmp_path):
         "--bundle_root", str(root), "--dataset_dir", str(trained["dataset_dir"]),
         "--device", "$torch.device('cpu')", "--dist_backend", "gloo", "--max_epochs", "1",
         *[arg for key, value in SMALL.items() for arg in (f"--{key}", str(value))],
-    ]
+        # the final log line says what ran: the process group and the network the trainer stepped
+        "--finalize#0", "$logging.getLogger('ife_multitask').info('rank %d of %d, training %s', dist.get_rank(), "
+        "dist.get_world_size(), type(@train_network).__name__)",
+    ]  # fmt: skip
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert (root / "models" / "model.pt").is_file()
-    assert "rank 0 of 1" in result.stdout
+    model = torch.load(root / "models" / "model.pt", weights_only=True)
+    assert model["stem.0.weight"].shape == (8, 3, 7, 7)  # --channels "[8, 16, 32, 64]" was read as a list
+    assert "rank 0 of 1, training DistributedDataParallel" in result.stdout

@@ -261,6 +261,35 @@ def test_multitask_loss_lambdas_zero_is_cross_entropy_only():
     assert float(loss) == pytest.approx(ce_ref([0.1, 0.2, 0.9, -0.3], 1) + ce_ref([0.0, 0.3, 1.1], 2), rel=1e-5)
 
 
+def test_multitask_loss_without_inner_term_drops_exactly_that_term():
+    """The "w/o Reg_inner" ablation (lambda_inner=0): the inner terms are still computed and reported, and not small,
+    but the loss is the full loss minus exactly lambda * those terms, and no gradient reaches the maps through them."""
+    sl = [[0.1, 0.2, 0.9, -0.3], [0.5, 0.0, 0.0, 0.2]]
+    ml = [[0.0, 0.3, 1.1], [0.2, 0.7, -0.1]]
+    heads = _heads(sl, ml, [[0.2, 0.8], [0.5, 0.6]], [[0.7, 0.1], [0.3, 0.9]], [[0.1, 0.5, 0.9], [0.4, 0.4, 0.2]])
+    target = torch.tensor([6, 1])  # IgA-lambda (both chains), kappa
+    scales = {"inner_scale": 2.0, "inter_scale": 3.0}
+    full = MultiTaskIFELoss(lambda_inner=0.3, lambda_inter=0.7, **scales)
+    ablated = MultiTaskIFELoss(lambda_inner=0.0, lambda_inter=0.7, **scales)
+    loss_full, loss_ablated = float(full(heads, target)), float(ablated(heads, target))
+    terms = ablated.last_terms
+    assert terms == pytest.approx({**full.last_terms, "total": loss_ablated}, rel=1e-6)  # same terms, other total
+    inner = terms["inner_severe"] + terms["inner_mild"]
+    assert inner > 0.05 and terms["inter"] > 0.01  # a loss that kept either term would differ by far more than rel
+    assert loss_ablated == pytest.approx(terms["ce_severe"] + terms["ce_mild"] + 0.7 * terms["inter"], rel=1e-6)
+    assert loss_ablated == pytest.approx(loss_full - 0.3 * inner, rel=1e-6)
+
+    # with both regularisers off, the attention maps are not part of the loss at all
+    maps = {k: v.clone().requires_grad_() for k, v in heads.items()}
+    MultiTaskIFELoss(lambda_inner=0.0, lambda_inter=0.0)(maps, target).backward()
+    assert maps["severe_logits"].grad is not None
+    assert all(maps[k].grad is None for k in ("attention_severe", "attention_mild", "attention_shared"))
+    # and a non-finite map cannot turn a disabled term into NaN (left out, not multiplied by 0)
+    maps = {**heads, "attention_severe": torch.tensor([[float("inf"), 0.0], [0.5, 0.6]])}
+    loss = MultiTaskIFELoss(lambda_inner=0.0, lambda_inter=0.0)(maps, target)
+    assert torch.isfinite(loss) and float(loss) == pytest.approx(terms["ce_severe"] + terms["ce_mild"], rel=1e-6)
+
+
 def test_multitask_defaults_equal_authors_sum_at_batch_64():
     gen = torch.Generator().manual_seed(3)
     b = AUTHORS_BATCH_SIZE

@@ -8,7 +8,7 @@ from torch import nn
 
 from custom_components.losses.ife_multitask import IFEBaselineLoss, MultiTaskIFELoss
 from custom_components.networks.horizontal_attention import HorizontalAttention
-from custom_components.networks.ife_resnet import ForwardHeads, IFEResNet, MultiTaskIFEResNet
+from custom_components.networks.ife_resnet import RESNET18_CHANNELS, ForwardHeads, IFEResNet, MultiTaskIFEResNet
 from custom_components.ife_classes import call_from_probabilities, fuse_subtask_probabilities
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
@@ -24,9 +24,28 @@ MULTITASK_PARAMS = TRUNK_WITHOUT_STAGE4 + 2 * STAGE4 + (512 * 4 + 4) + (512 * 3 
 
 MULTITASK_KEYS = {"severe_logits", "mild_logits", "probabilities", "attention_severe", "attention_mild"}
 
+#: stage widths of the narrow networks most tests build: the same blocks, strides and attention, 1/64 of the weights
+NARROW = (8, 16, 32, 64)
+
 
 def _count(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
+
+
+def _stage_params(c_in: int, c_out: int, stride: int) -> int:
+    """Two basic blocks with batch norm (attention not counted); a 1x1 projection where the shape changes."""
+    first = 9 * c_in * c_out + 9 * c_out * c_out + 4 * c_out
+    if stride != 1 or c_in != c_out:
+        first += c_in * c_out + 2 * c_out
+    return first + 18 * c_out * c_out + 4 * c_out
+
+
+def _trunk_params(channels) -> tuple[int, int]:
+    """(stem + stages 1-3, stage 4) of a ResNet18 trunk (no attention) with the given widths and RGB input."""
+    c1, c2, c3, c4 = channels
+    stem = 3 * c1 * 49 + 2 * c1
+    first_three = stem + _stage_params(c1, c1, 1) + _stage_params(c1, c2, 2) + _stage_params(c2, c3, 2)
+    return first_three, _stage_params(c3, c4, 2)
 
 
 def test_parameter_counts():
@@ -38,15 +57,53 @@ def test_parameter_counts():
     assert _count(MultiTaskIFEResNet(shared_stages=4)) == TRUNK_WITHOUT_STAGE4 + STAGE4 + 2052 + 1539 + 8 * ATTENTION
 
 
+def test_parameter_counts_follow_channels():
+    assert _trunk_params(RESNET18_CHANNELS) == (TRUNK_WITHOUT_STAGE4, STAGE4)  # the formula agrees with the above
+    first, stage4 = _trunk_params(NARROW)
+    heads = (64 * 4 + 4) + (64 * 3 + 3)
+    assert _count(MultiTaskIFEResNet(channels=NARROW)) == first + 2 * stage4 + heads + 10 * ATTENTION
+    # a list, as from a JSON config
+    assert _count(IFEResNet(channels=list(NARROW))) == first + stage4 + 64 * 9 + 9 + 8 * ATTENTION
+    wide = (32, 32, 64, 96)  # any widths, not only doublings: the first stage keeps its identity shortcut
+    first, stage4 = _trunk_params(wide)
+    assert _count(IFEResNet(channels=wide)) == first + stage4 + 96 * 9 + 9 + 8 * ATTENTION
+
+
+def test_channels_set_every_width():
+    net = MultiTaskIFEResNet(channels=[8, 16, 32, 64], shared_stages=2).eval()
+    assert net.channels == NARROW and IFEResNet().channels == RESNET18_CHANNELS == (64, 128, 256, 512)
+    assert net.stem[0].out_channels == 8
+    assert [stage.blocks[-1].conv2.out_channels for stage in net.shared] == [8, 16]
+    assert [stage.blocks[-1].conv2.out_channels for stage in net.severe_stages] == [32, 64]
+    assert net.severe_head.in_features == net.mild_head.in_features == 64
+    severe, mild, severe_maps, _ = net.forward_features(torch.rand(2, 3, 64, 96))
+    assert severe.shape == mild.shape == (2, 64, 2, 3)  # (B, C4, H/32, W/32)
+    assert [m.shape for m in severe_maps] == [(2, 16), (2, 8), (2, 4), (2, 2)]  # H/4 ... H/32, whatever the widths
+    features, _ = IFEResNet(channels=NARROW).forward_features(torch.rand(1, 3, 64, 64))
+    assert features.shape == (1, 64, 2, 2)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [(8, 16, 32), (8, 16, 32, 64, 128), (8, 16, 0, 64), (8, 16, True, 64), (8.0, 16, 32, 64), "8,16,32,64", 64, None],
+)
+def test_bad_channels(bad):
+    message = "channels must be 4 positive integers (the stage widths, ResNet18: [64, 128, 256, 512]), got"
+    for cls in (MultiTaskIFEResNet, IFEResNet):
+        with pytest.raises(ValueError) as info:
+            cls(channels=bad)
+        assert str(info.value) == f"{message} {bad!r}."
+
+
 def test_attention_sits_in_every_block():
-    net = MultiTaskIFEResNet()
+    net = MultiTaskIFEResNet(channels=NARROW)
     assert sum(isinstance(m, HorizontalAttention) for m in net.modules()) == 10  # 6 shared + 2 x 2 branch blocks
-    assert sum(isinstance(m, HorizontalAttention) for m in IFEResNet().modules()) == 8
+    assert sum(isinstance(m, HorizontalAttention) for m in IFEResNet(channels=NARROW).modules()) == 8
 
 
 @pytest.mark.parametrize("size", [(64, 64), (128, 64)])
 def test_multitask_shapes(size):
-    net = MultiTaskIFEResNet().eval()
+    net = MultiTaskIFEResNet(channels=NARROW).eval()
     x = torch.rand(2, 3, *size)
     with torch.no_grad():
         heads = net.forward_heads(x)
@@ -65,8 +122,8 @@ def test_multitask_shapes(size):
 
 
 def test_paper_input_size():
-    # 224 px: 7 rows at the last stage and 14 at the third, as in the paper; one sample keeps it fast
-    net = MultiTaskIFEResNet().eval()
+    # 224 px: 7 rows at the last stage and 14 at the third, as in the paper (the widths play no part)
+    net = MultiTaskIFEResNet(channels=NARROW).eval()
     with torch.no_grad():
         heads = net.forward_heads(torch.rand(1, 3, 224, 224))
     assert heads["attention_severe"].shape == (1, 7)
@@ -74,7 +131,7 @@ def test_paper_input_size():
 
 
 def test_baseline_shapes():
-    net = IFEResNet().eval()
+    net = IFEResNet(channels=NARROW).eval()
     x = torch.rand(2, 3, 64, 96)
     with torch.no_grad():
         heads = net.forward_heads(x)
@@ -87,7 +144,7 @@ def test_baseline_shapes():
 
 @pytest.mark.parametrize("shared_stages", [0, 2, 4])
 def test_shared_stages_variants(shared_stages):
-    net = MultiTaskIFEResNet(shared_stages=shared_stages).eval()
+    net = MultiTaskIFEResNet(shared_stages=shared_stages, channels=NARROW).eval()
     assert len(net.shared) == shared_stages
     assert len(net.severe_stages) == len(net.mild_stages) == 4 - shared_stages
     with torch.no_grad():
@@ -123,7 +180,7 @@ def test_baseline_bad_arguments():
 
 
 def test_attention_disabled_gives_maps_of_ones():
-    net = MultiTaskIFEResNet(attention=False).eval()
+    net = MultiTaskIFEResNet(attention=False, channels=NARROW).eval()
     with torch.no_grad():
         heads = net.forward_heads(torch.rand(2, 3, 64, 64))
     for key in ("attention_severe", "attention_mild", "attention_shared"):
@@ -140,7 +197,7 @@ def _assert_all_gradients(net: nn.Module) -> None:
 
 def test_multitask_every_parameter_gets_a_gradient():
     torch.manual_seed(0)
-    net = MultiTaskIFEResNet().train()
+    net = MultiTaskIFEResNet(channels=NARROW).train()
     heads = ForwardHeads(net)(torch.rand(2, 3, 64, 64))
     loss = MultiTaskIFELoss()(heads, torch.tensor([3, 0]))  # IgG-kappa (both chains) and Negative
     assert torch.isfinite(loss)
@@ -150,7 +207,7 @@ def test_multitask_every_parameter_gets_a_gradient():
 
 def test_baseline_every_parameter_gets_a_gradient():
     torch.manual_seed(0)
-    net = IFEResNet().train()
+    net = IFEResNet(channels=NARROW).train()
     loss = IFEBaselineLoss()(net.forward_heads(torch.rand(2, 3, 64, 64)), torch.tensor([[5.0], [1.0]]))
     loss.backward()
     _assert_all_gradients(net)
@@ -158,7 +215,8 @@ def test_baseline_every_parameter_gets_a_gradient():
 
 def test_scriptable():
     x = torch.rand(2, 3, 64, 64)
-    for net in (MultiTaskIFEResNet().eval(), IFEResNet().eval(), MultiTaskIFEResNet(shared_stages=1).eval()):
+    nets = (IFEResNet(), MultiTaskIFEResNet(channels=NARROW), MultiTaskIFEResNet(shared_stages=1, channels=NARROW))
+    for net in (n.eval() for n in nets):
         scripted = torch.jit.script(net)
         with torch.no_grad():
             assert torch.allclose(scripted(x), net(x), atol=1e-6)
@@ -169,7 +227,7 @@ def test_scriptable():
 
 
 def test_forward_heads_adapter():
-    net = MultiTaskIFEResNet().eval()
+    net = MultiTaskIFEResNet(channels=NARROW).eval()
     adapter = ForwardHeads(net)
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
@@ -183,9 +241,11 @@ def test_forward_heads_adapter():
 
 
 def test_zero_init_last_and_monai_layer_options():
-    net = MultiTaskIFEResNet(zero_init_last=True)
-    assert all(float(block.norm2.weight.detach().abs().sum()) == 0 for block in net.severe_stages[0].blocks)
-    net = IFEResNet(norm=("group", {"num_groups": 8}), act="leakyrelu").eval()
+    net = MultiTaskIFEResNet(zero_init_last=True, channels=NARROW)
+    blocks = [block for stage in [*net.shared, *net.severe_stages, *net.mild_stages] for block in stage.blocks]
+    assert len(blocks) == 10 and all(float(block.norm2.weight.detach().abs().sum()) == 0 for block in blocks)
+    assert float(net.stem[1].weight.detach().min()) == 1.0  # only the blocks' last norms are zeroed
+    net = IFEResNet(norm=("group", {"num_groups": 8}), act="leakyrelu", channels=NARROW).eval()
     assert isinstance(net.stem[1], nn.GroupNorm) and isinstance(net.stem[2], nn.LeakyReLU)
     with torch.no_grad():
         assert net(torch.rand(1, 3, 64, 64)).shape == (1, 9)
