@@ -1,4 +1,9 @@
-"""scripts/synthesize.py as a user runs it."""
+"""scripts/synthesize.py as a user runs it.
+
+One test runs the README's command line in a process of its own: the command itself (``__main__``, the exit status,
+progress logged on stderr, the package found from the script's folder) is what it tests. The others call the same
+``main()`` in this process.
+"""
 
 from __future__ import annotations
 
