@@ -27,10 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -50,25 +47,10 @@ SCORES = (
 )
 
 
-def bundle_command(bundle: Path, configs: list[str], bundle_root: Path, overrides: dict[str, str]) -> list[str]:
-    """The ``python -m monai.bundle run`` command line for ``configs`` (paths relative to ``bundle/configs``)."""
-    files = "[" + ",".join(f"'{(bundle / 'configs' / c).resolve()}'" for c in configs) + "]"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", str(bundle_root)]
-    cmd += ["--meta_file", str(bundle / "configs" / "metadata.json")]
-    cmd += ["--logging_file", str(bundle / "configs" / "logging.conf")]
-    for key, value in overrides.items():
-        cmd += [f"--{key}", str(value)]
-    return cmd
-
-
 def _run(cmd: list[str], log: Path) -> None:
-    with open(log, "w") as f:
-        f.write("$ " + " ".join(shlex.quote(c) for c in cmd) + "\n")
-        f.flush()
-        result = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO)
-    if result.returncode != 0:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
-        raise SystemExit(f"command failed (exit {result.returncode}), log {log}:\n{tail}")
+    from custom_components.bundle.commands import run_logged
+
+    run_logged(cmd, log, cwd=REPO)
 
 
 def _has_fluid(entry: dict) -> bool:
@@ -118,8 +100,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the cross-validation; returns the exit status."""
     args = _parse(argv)
+    from custom_components.bundle.commands import bundle_run_command
     from custom_components.data import load_datalist, prepare_dataset, stratified_kfold
-    from custom_components.utils.atomic import write_json_atomic
+    from custom_components.utils.atomic import write_csv_atomic, write_json_atomic
 
     overrides = {key: value for key, value in args.override}
     if args.image_size:
@@ -152,11 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         common = {**overrides, "dataset_dir": str(fold_dir), "seed": str(args.seed)}
         tag = f"[fold {k + 1}/{args.folds}]"
         print(f"{tag} training on {len(train)} B-scans ...", flush=True)
-        _run(bundle_command(args.bundle_root, configs, fold_dir, common), fold_dir / "train.log")
+        train_cmd = bundle_run_command(args.bundle_root, configs, {"bundle_root": fold_dir, **common})
+        _run(train_cmd, fold_dir / "train.log")
         print(f"{tag} evaluating on {len(held_out)} held-out B-scans ...", flush=True)
-        evaluation = {**common, "output_dir": str(fold_dir / "evaluation")}
-        evaluate_cmd = bundle_command(args.bundle_root, [*configs, "evaluate.json"], fold_dir, evaluation)
-        _run(evaluate_cmd, fold_dir / "evaluate.log")
+        evaluation = {"bundle_root": fold_dir, **common, "output_dir": str(fold_dir / "evaluation")}
+        _run(bundle_run_command(args.bundle_root, [*configs, "evaluate.json"], evaluation), fold_dir / "evaluate.log")
         report = json.loads((fold_dir / "evaluation" / "metrics.json").read_text())
         row = {"fold": k, "train": len(train), "held_out": len(held_out), **{s: report.get(s) for s in SCORES}}
         results.append(row)
@@ -176,12 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         write_json_atomic(summary, str(out / "cross_validation.json"))
 
-    with open(out / "cross_validation.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(results[0]))
-        writer.writeheader()
-        writer.writerows(results)
-        writer.writerow({"fold": "mean", **{s: summary["mean"][s]["mean"] for s in SCORES}})
-        writer.writerow({"fold": "std", **{s: summary["mean"][s]["std"] for s in SCORES}})
+    mean, std = ({s: summary["mean"][s][stat] for s in SCORES} for stat in ("mean", "std"))
+    rows = [*results, {"fold": "mean", **mean}, {"fold": "std", **std}]
+    write_csv_atomic(out / "cross_validation.csv", list(results[0]), rows)
     print("\nscore                mean     std")
     for s in SCORES:
         m = summary["mean"][s]

@@ -21,9 +21,10 @@ import argparse
 import json
 import shlex
 import subprocess
-import sys
 import time
 from pathlib import Path
+
+from custom_components.bundle.commands import bundle_run_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,22 +53,10 @@ BUNDLES = {"ife": "ife_multitask", "oct": "oct_fluid_seg"}
 
 
 def _run(cmd: list[str]) -> None:
-    print("\n$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+    print("\n$ " + shlex.join(cmd), flush=True)
     start = time.time()
     subprocess.run(cmd, check=True, cwd=REPO)
     print(f"  ... done in {time.time() - start:.0f} s", flush=True)
-
-
-def _bundle_cmd(bundle_root: Path, configs: list[str], overrides: dict) -> list[str]:
-    files = [str(bundle_root / "configs" / c) for c in configs]
-    config_file = files[0] if len(files) == 1 else "[" + ",".join(f"'{f}'" for f in files) + "]"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config_file]
-    cmd += ["--meta_file", str(bundle_root / "configs" / "metadata.json")]
-    cmd += ["--logging_file", str(bundle_root / "configs" / "logging.conf")]
-    cmd += ["--bundle_root", str(bundle_root)]
-    for key, value in overrides.items():
-        cmd += [f"--{key}", str(value)]
-    return cmd
 
 
 def _print_report(path: Path, keys: tuple[str, ...]) -> dict:
@@ -87,18 +76,18 @@ def run_bundle(name: str, workdir: Path, full: bool) -> dict:
     bundle_root = REPO / "bundles" / BUNDLES[name]
     sizes = dict(FULL_OVERRIDES[name] if full else CPU_OVERRIDES[name])
     data_dir = workdir / name / "data"
-    train = {"dataset_dir": data_dir, **sizes}
+    train = {"bundle_root": bundle_root, "dataset_dir": data_dir, **sizes}
     eval_dir, infer_dir = workdir / name / "eval", workdir / name / "inference"
 
     print(f"\n=== {BUNDLES[name]}: train (synthetic data in {data_dir}) ===", flush=True)
-    _run(_bundle_cmd(bundle_root, ["train.json"], train))
+    _run(bundle_run_command(bundle_root, ["train.json"], train))
     # evaluation and inference rebuild the trained network from its checkpoint's recipe (models/model.recipe.json):
     # no network, size or optimiser setting is repeated
-    later = {"dataset_dir": data_dir, "num_workers": sizes.get("num_workers", 2)}
+    later = {"bundle_root": bundle_root, "dataset_dir": data_dir, "num_workers": sizes.get("num_workers", 2)}
     print(f"\n=== {BUNDLES[name]}: evaluate on the held-out test split ===", flush=True)
-    _run(_bundle_cmd(bundle_root, ["train.json", "evaluate.json"], {**later, "output_dir": eval_dir}))
+    _run(bundle_run_command(bundle_root, ["train.json", "evaluate.json"], {**later, "output_dir": eval_dir}))
     print(f"\n=== {BUNDLES[name]}: inference on the test images ===", flush=True)
-    _run(_bundle_cmd(bundle_root, ["inference.json"], {**later, "output_dir": infer_dir}))
+    _run(bundle_run_command(bundle_root, ["inference.json"], {**later, "output_dir": infer_dir}))
     return {"bundle_root": bundle_root, "data": data_dir, "eval": eval_dir, "inference": infer_dir}
 
 

@@ -1,4 +1,7 @@
-"""Bundle plumbing shared by both bundles: checkpoints that carry the recipe of the network they hold."""
+"""Bundle plumbing shared by both bundles: checkpoints that carry the recipe of the network they hold, and the
+``monai.bundle run`` command lines the scripts start."""
+
+from .commands import bundle_run_command, run_logged
 
 from .recipe import (
     CheckedCheckpointLoader,

@@ -37,7 +37,6 @@ import json
 import platform
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,15 +50,9 @@ MIXED = "resize-trained, native tiling (before 0.3.0)"
 
 
 def _bundle(configs: list[str], overrides: dict, log: Path) -> None:
-    files = "[" + ",".join(f"'{BUNDLE / 'configs' / c}'" for c in configs) + "]"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files]
-    cmd += ["--meta_file", str(BUNDLE / "configs" / "metadata.json"), "--logging_file", str(BUNDLE / "configs" / "logging.conf")]
-    for key, value in overrides.items():
-        cmd += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
-    with open(log, "w") as out:
-        result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        raise SystemExit(f"failed ({result.returncode}); see {log}:\n" + log.read_text()[-3000:])
+    from custom_components.bundle.commands import bundle_run_command, run_logged
+
+    run_logged(bundle_run_command(BUNDLE, configs, overrides), log)
 
 
 def _resized_copy(data: Path, testing: list[dict], training: list[dict], folder: Path, size) -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from custom_components.bundle.commands import bundle_run_command
 from custom_components.data.synthetic.oct import synthesize_oct_dataset
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "cross_validate.py"
@@ -116,12 +117,11 @@ def test_missing_extra_config_is_reported(cv, tmp_path, capsys):
 def test_command_merges_extra_configs_in_order_and_passes_overrides(cv, tmp_path):
     args = cv._parse(["--config", "networks/unet.json", "--bundle-root", str(BUNDLE)])
     assert args.bundle_root == BUNDLE.resolve() and args.folds == 5
-    cmd = cv.bundle_command(
-        args.bundle_root, ["train.json", *args.config, "evaluate.json"], tmp_path, {"max_epochs": "3"}
-    )
+    configs = ["train.json", *args.config, "evaluate.json"]
+    cmd = bundle_run_command(args.bundle_root, configs, {"bundle_root": tmp_path, "max_epochs": 3, "amp": False})
     files = cmd[cmd.index("--config_file") + 1]
     configs = BUNDLE.resolve() / "configs"
     assert files == f"['{configs / 'train.json'}','{configs / 'networks' / 'unet.json'}','{configs / 'evaluate.json'}']"
     assert cmd[cmd.index("--bundle_root") + 1] == str(tmp_path)
-    assert cmd[-2:] == ["--max_epochs", "3"]
+    assert cmd[-4:] == ["--max_epochs", "3", "--amp", "False"]  # what fire reads back as 3 and False
     assert cmd[1:4] == ["-m", "monai.bundle", "run"]

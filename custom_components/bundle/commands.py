@@ -1,0 +1,55 @@
+# Copyright (c) the project authors. Licensed under the Apache License, Version 2.0.
+"""``python -m monai.bundle run`` command lines for the scripts that drive the bundles (demo, cross-validation,
+experiments): one way to build them and one way to run them with a log."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["bundle_run_command", "run_logged"]
+
+
+def bundle_run_command(
+    bundle_dir: str | os.PathLike, configs: Sequence[str], overrides: Mapping[str, Any] | None = None
+) -> list[str]:
+    """The command line that runs a bundle's ``configs`` merged in order, with its metadata and logging config.
+
+    Args:
+        bundle_dir: the bundle folder (holding ``configs/``).
+        configs: file names under ``bundle_dir/configs`` (``"train.json"``, ``"networks/unet.json"``, ...).
+        overrides: ``--<id> <value>`` pairs (``bundle_root`` among them); values are written with ``str()``, which
+            the command line's parser (``fire``) reads back as the same Python value: ``[16, 32]``, ``0.5``,
+            ``False``, ``None`` (a JSON ``false`` or ``null`` would arrive as a string, and a string is true).
+
+    Returns:
+        the argument list, starting with this interpreter.
+    """
+    folder = Path(bundle_dir).resolve() / "configs"
+    files = "[" + ",".join(f"'{folder / name}'" for name in configs) + "]"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files]
+    cmd += ["--meta_file", str(folder / "metadata.json"), "--logging_file", str(folder / "logging.conf")]
+    for key, value in (overrides or {}).items():
+        cmd += [f"--{key}", str(value)]
+    return cmd
+
+
+def run_logged(cmd: Sequence[str], log: str | os.PathLike, cwd: str | os.PathLike | None = None) -> None:
+    """Run ``cmd`` with its output in ``log`` (after the command line itself); stop with the log's tail on failure.
+
+    Raises:
+        SystemExit: when the command exits non-zero; the message names the log and quotes its last 30 lines.
+    """
+    log = Path(log)
+    with open(log, "w") as f:
+        f.write("$ " + shlex.join(cmd) + "\n")
+        f.flush()
+        result = subprocess.run(list(cmd), stdout=f, stderr=subprocess.STDOUT, cwd=cwd)
+    if result.returncode != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
+        raise SystemExit(f"command failed (exit {result.returncode}), log {log}:\n{tail}")
