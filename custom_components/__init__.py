@@ -1,22 +1,23 @@
 """Shared components of the IFE multi-task and OCT fluid segmentation MONAI bundles.
 
-Sub-packages, each with one job:
+One module and sub-packages, each with one job:
 
+- ``ife_classes``: the IFE label algebra (nine classes <-> severe/mild, fusion, the call rule); imports no MONAI.
 - ``networks``: horizontal attention, the multi-task and baseline IFE ResNet18s, the 2D TransUNet.
-- ``losses``: the IFE attention regularisers and objective, the OCT fluid segmentation losses.
+- ``losses``: the IFE multi-task objective with its attention regularisers, the OCT fluid segmentation losses.
 - ``metrics``: the IFE classification metrics of the paper (accuracy, macro F1, FNR, M1/M3-Acc), the OCT false
   fluid rate.
-- ``transforms``: IFE label decomposition and fusion, OCT volume axes and geometry crops, image screening and
-  loading helpers MONAI lacks.
+- ``transforms``: the IFE call, OCT Pillow converters, volume axes, per-B-scan scaling, geometry crops and noise.
 - ``inferers``: B-scans of any size and OCT volumes at the geometry the network was trained at.
-- ``data``: datalist reading and validation, inference input listing, synthetic IFE gels and OCT B-scans.
-- ``handlers``: ignite handlers that write figures, CSVs and JSON reports.
+- ``data``: image files, datalist reading, checks before training, splits, inference inputs, the synthetic default.
+- ``handlers``: ignite handlers that write predictions, figures, CSVs and JSON reports, and training helpers.
 - ``visualize``: the figures and overlays the handlers write (IFE attention profiles and confusion matrices, OCT
   fluid overlays with MONAI's ``blend_images``).
-- ``bundle``: checkpoints that carry the recipe of their network (written, read, checked, loaded).
+- ``bundle``: checkpoints that carry the recipe of their network; the ``monai.bundle run`` command lines of scripts.
+- ``utils``: files written atomically.
 
 Networks and losses know nothing of files or handlers; bundles and scripts depend on this package,
 never the other way round.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -24,8 +24,9 @@ def bundle_run_command(
         bundle_dir: the bundle folder (holding ``configs/``).
         configs: file names under ``bundle_dir/configs`` (``"train.json"``, ``"networks/unet.json"``, ...).
         overrides: ``--<id> <value>`` pairs (``bundle_root`` among them); values are written with ``str()``, which
-            the command line's parser (``fire``) reads back as the same Python value: ``[16, 32]``, ``0.5``,
-            ``False``, ``None`` (a JSON ``false`` or ``null`` would arrive as a string, and a string is true).
+            the command line's parser (``fire``) reads back as the same Python value for numbers, lists, paths,
+            ``True``/``False`` and ``None`` (a JSON ``false`` would arrive as the string "false", which is true;
+            a string that looks like a number or holds a comma is read as one: quote it inside the value).
 
     Returns:
         the argument list, starting with this interpreter.

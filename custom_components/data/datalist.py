@@ -56,27 +56,28 @@ def _read_sections(path: Path) -> dict:
 def load_datalist(datalist_path: str | os.PathLike, section: str) -> list[dict]:
     """Read one section of a datalist with MONAI's ``load_decathlon_datalist``, file paths made absolute.
 
-    ``image`` is always a path relative to the datalist's folder; ``label`` is one too when it names an image or
-    NIfTI file (a mask), and is left alone when it is a class name.
+    ``image`` is always a path relative to the datalist's folder (or absolute); so is ``label`` when it names an image
+    or NIfTI file (a mask). A class name, and every other value, is kept as written.
 
     Args:
         datalist_path: the JSON file.
-        section: ``"training"``, ``"validation"``, ``"testing"`` or any other list in the file. A missing section
-            gives an empty list (logged), so a datalist without ``validation`` works.
+        section: ``"training"``, ``"validation"``, ``"testing"`` or any other list in the file. A missing or empty
+            section gives an empty list (logged), so a datalist without ``validation`` works.
 
     Returns:
         the entries as new dicts, in file order.
 
     Raises:
         DatalistError: the file is missing or not valid JSON, the section is not a list, or an entry is not an
-            object with an ``image`` key; the message names the file and the entry.
+            object with an ``image`` key (a bare path string is refused too); the message names the file and the
+            entry.
     """
-    path = Path(datalist_path)
+    path = Path(datalist_path).absolute()
     content = _read_sections(path)
-    if section not in content:
-        logger.info("datalist %s has no %r list; using none.", path, section)
+    items = content.get(section)
+    if not items:
+        logger.info("datalist %s has no entries in %r; using none.", path, section)
         return []
-    items = content[section]
     if not isinstance(items, list):
         raise DatalistError(f"datalist {path}: {section!r} must be a list, got {type(items).__name__}.")
     for i, item in enumerate(items):
@@ -84,7 +85,11 @@ def load_datalist(datalist_path: str | os.PathLike, section: str) -> list[dict]:
             raise DatalistError(f"datalist {path}: {section}[{i}] must be an object with an 'image' key, got {item!r}.")
     masks = IMAGE_EXTENSIONS + NIFTI_EXTENSIONS
     is_segmentation = any(str(item.get("label", "")).lower().endswith(masks) for item in items)
-    return load_decathlon_datalist(path, is_segmentation=is_segmentation, data_list_key=section)
+    entries = load_decathlon_datalist(path, is_segmentation=is_segmentation, data_list_key=section)
+    # MONAI also joins any other value that happens to name something beside the datalist (the class label "kappa"
+    # next to a folder "kappa/"): keep those as written
+    path_keys = ("image", "label") if is_segmentation else ("image",)
+    return [{k: v if k in path_keys else item[k] for k, v in entry.items()} for entry, item in zip(entries, items)]
 
 
 def training_and_validation(

@@ -77,7 +77,8 @@ def stratified_kfold(
 
     Groups smaller than ``folds`` cannot fill every fold on their own; they are pooled into one group (and that
     pool, if still too small, joins the largest group), so every entry is held out exactly once whatever the
-    group sizes.
+    group sizes. MONAI deals each group round-robin from the first fold, so fold sizes differ by at most the number
+    of groups.
 
     Returns:
         ``folds`` pairs ``(train, held_out)``, each in the original order.

@@ -10,6 +10,7 @@ import numpy as np
 
 from custom_components.data.datalist import DatalistError
 from custom_components.data.image_files import IMAGE_EXTENSIONS, image_shape, read_array, screen_image_file
+from custom_components.ife_classes import IFE_CLASSES
 
 __all__ = [
     "MASK_VALUE_SETS",
@@ -78,10 +79,7 @@ def validate_classification_entries(
     Raises:
         DatalistError: naming each bad entry (its image path) and its problem, all at once; also for an empty list.
     """
-    if class_names is None:
-        from custom_components.ife_classes import IFE_CLASSES
-
-        class_names = IFE_CLASSES
+    class_names = IFE_CLASSES if class_names is None else class_names
     valid = set(class_names)
 
     def check(entry: dict) -> list[str]:

@@ -147,13 +147,10 @@ class IFEPredictionWriter(PredictionWriter):
         self.image_key = image_key
         self.label_key = label_key
         self.dpi = dpi
-        self._stems: set[str] = set()
-        self._count = 0
-        self._figures = 0
 
     def reset(self) -> None:
         """Start counting rows and figures, and naming figures, afresh."""
-        self._stems.clear()
+        super().reset()
         self._count = 0
         self._figures = 0
 
@@ -170,12 +167,9 @@ class IFEPredictionWriter(PredictionWriter):
         return None
 
     def _figure_path(self, source: str | None) -> str:
-        stem = os.path.splitext(os.path.basename(source))[0] if source else f"image_{self._count:05d}"
-        candidate, suffix = stem, 1
-        while candidate in self._stems:
-            candidate, suffix = f"{stem}_{suffix}", suffix + 1
-        self._stems.add(candidate)
-        return os.path.join(self.output_dir, self.figure_dir or "", f"{candidate}.png")
+        name = source or f"image_{self._count:05d}"
+        stem = self.unique_stem(os.path.splitext(os.path.basename(name))[0], name)
+        return os.path.join(self.output_dir, self.figure_dir or "", f"{stem}.png")
 
     def _gel(self, item: Mapping, source: str | None) -> Any:
         if source and os.path.isfile(source):

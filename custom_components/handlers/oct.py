@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.utils import IgniteInfo, min_version, optional_import, string_list_all_gather
+from monai.utils import IgniteInfo, convert_to_numpy, min_version, optional_import, string_list_all_gather
 from PIL import Image
 
 from custom_components.data.image_files import IMAGE_EXTENSIONS, NIFTI_EXTENSIONS, is_nifti
@@ -63,10 +63,6 @@ file) with the fluid pixel count and area, plus one row per volume (``slice`` = 
 count and volume. Physical columns are empty when the spacing is unknown (``spacing_source`` = ``unknown``)."""
 
 
-def _array(value: Any) -> np.ndarray:
-    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-
-
 def _bscan_axes(image: Any) -> list[int]:
     """(rows, columns, B-scans) axes of the stored volume (:class:`~custom_components.transforms.oct.BScanLayoutd`)."""
     axes = image.meta.get("bscan_axes") if isinstance(image, MetaTensor) else None
@@ -78,7 +74,7 @@ def _spacing(
 ) -> tuple[tuple[float, ...] | None, str]:
     """Voxel spacing in mm (rows, columns[, B-scans]) and where it came from."""
     if is_nifti(source) and isinstance(item_image, MetaTensor):
-        affine = _array(item_image.affine)  # the file's own: BScanLayoutd leaves it untouched
+        affine = convert_to_numpy(item_image.affine)  # the file's own: BScanLayoutd leaves it untouched
         sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
         order = _bscan_axes(item_image) if item_image.ndim == 4 else [0, 1]
         return tuple(float(sizes[a]) for a in order), "nifti_header"
@@ -100,7 +96,7 @@ def _mask_nifti(mask: np.ndarray, image: Any, source: str):
         header.set_slope_inter(1.0, 0.0)
         stored = stored.reshape(stored.shape + (1,) * (len(original.shape) - stored.ndim))  # trailing 1s kept
         return type(original)(stored, original.affine, header)
-    affine = _array(image.affine) if isinstance(image, MetaTensor) else np.eye(4)
+    affine = convert_to_numpy(image.affine) if isinstance(image, MetaTensor) else np.eye(4)
     return nib.Nifti1Image(stored, affine)
 
 
@@ -173,40 +169,21 @@ class FluidPredictionWriter(PredictionWriter):
         self.pixel_spacing_mm = pixel_spacing_mm
         self.save_masks, self.save_overlays, self.save_measurements = save_masks, save_overlays, save_measurements
         self.image_key, self.pred_key, self.label_key = image_key, pred_key, label_key
-        self._stems: dict[str, str] = {}
-
-    def reset(self) -> None:
-        """Start naming outputs afresh."""
-        self._stems = {}
 
     def summary(self) -> str:
         measured = f"fluid measurements in {self.csv_path}; " if self.csv_path is not None else ""
         return f"{measured}masks and overlays in {self.output_dir}"
 
-    def _unique_stem(self, source: str) -> str:
-        """Output name stem of ``source``; inputs sharing a file name (``p1/b001.png``, ``p2/b001.png``, ``b001.tif``)
-        get ``_2``, ``_3``, ... in processing order instead of overwriting each other's outputs."""
-        stem, n = _stem(source), 1
-        candidate = stem
-        while self._stems.get(candidate, source) != source:
-            n += 1
-            candidate = f"{stem}_{n}"
-        if candidate != stem and candidate not in self._stems:
-            first = self._stems[stem]
-            logger.warning("%s shares its name with %s: its outputs are named %s_*", source, first, candidate)
-        self._stems[candidate] = source
-        return candidate
-
     def write_item(self, item: Mapping) -> None:
         """Write the outputs of one decollated item (``image`` (1, H, W[, S]), ``pred`` same shape, binary)."""
         image, pred = item[self.image_key], item[self.pred_key]
         source = str(image.meta.get("filename_or_obj", "image")) if isinstance(image, MetaTensor) else "image"
-        stem = self._unique_stem(source)
-        bscans = _array(image)[0].astype(np.float32)
-        mask = _array(pred)[0] > 0.5
+        stem = self.unique_stem(_stem(source), source)
+        bscans = convert_to_numpy(image)[0].astype(np.float32)
+        mask = convert_to_numpy(pred)[0] > 0.5
         truth = item.get(self.label_key)
         has_truth = isinstance(truth, (torch.Tensor, np.ndarray)) and np.ndim(truth) == np.ndim(pred)
-        truth = _array(truth)[0] > 0.5 if has_truth else None
+        truth = convert_to_numpy(truth)[0] > 0.5 if has_truth else None
         spacing, spacing_source = _spacing(image, source, self.pixel_spacing_mm)
         volume = mask.ndim == 3  # (rows, columns, B-scans)
         in_plane = (0, 1)

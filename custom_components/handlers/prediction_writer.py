@@ -83,6 +83,7 @@ class PredictionWriter:
         self._file: Any = None
         self._writer: Any = None
         self._running = False
+        self.reset()
 
     @property
     def csv_path(self) -> str | None:
@@ -106,6 +107,20 @@ class PredictionWriter:
 
     def reset(self) -> None:
         """Forget the previous run's per-run state (called on every rank when a run starts); subclasses extend it."""
+        self._stems: dict[str, str] = {}
+
+    def unique_stem(self, stem: str, source: str) -> str:
+        """The output name stem of ``source``: ``stem``, or ``stem_2``, ``stem_3``, ... when inputs of the run share a
+        file name (``p1/b001.png``, ``p2/b001.png``), so that no output overwrites another's."""
+        candidate, n = stem, 1
+        while self._stems.get(candidate, source) != source:
+            n += 1
+            candidate = f"{stem}_{n}"
+        if candidate != stem and candidate not in self._stems:
+            first = self._stems[stem]
+            self.logger.warning("%s shares its name with %s: its outputs are named %s*", source, first, candidate)
+        self._stems[candidate] = source
+        return candidate
 
     def started(self, engine: Engine | None = None) -> None:
         """Start a run: :meth:`reset`, then (on ``save_rank``) a fresh ``.partial`` CSV with its header."""

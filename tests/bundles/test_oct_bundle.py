@@ -100,7 +100,7 @@ def test_train_writes_best_model_its_recipe_and_resumable_state(trained):
 
 @pytest.mark.parametrize("override", [{"max_epochs": 7}, {"train#trainer#max_epochs": 7}])
 def test_cosine_schedule_spans_the_epochs_trained(override):
-    # MONAI Label and scripts/demo.py set train#trainer#max_epochs only; the schedule must follow either id
+    # max_epochs is the id the docs, scripts and MONAI Label set; a user may still set the trainer's own: either way
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()

@@ -65,7 +65,7 @@ def test_two_fold_cross_validation_writes_per_fold_and_mean_scores(cv, tmp_path,
     argv = [
         "--dataset-dir", str(tmp_path / "data"), "--folds", "2", "--max-epochs", "1", "--image-size", "32",
         "--output-dir", str(out), "--override", "filters", "[4,8,16,32,64]", "--override", "num_workers", "0",
-        "--override", "batch_size", "4", "--override", "save_overlays", "false",
+        "--override", "batch_size", "4", "--override", "save_overlays", "False",
     ]  # fmt: skip
     assert cv.main(argv) == 0
     stdout = capsys.readouterr().out
@@ -86,6 +86,7 @@ def test_two_fold_cross_validation_writes_per_fold_and_mean_scores(cv, tmp_path,
         fold = out / f"fold_{k}"
         assert f"datalist {fold / 'datalist.json'}: " in (fold / "train.log").read_text()
         assert f"evaluating {fold / 'models' / 'model.pt'} " in (fold / "evaluate.log").read_text()
+        assert not (fold / "evaluation" / "overlays").exists()  # save_overlays False arrived as False
 
 
 def test_run_logs_the_command_and_stops_on_a_failure(cv, tmp_path):

@@ -52,6 +52,18 @@ def test_load_datalist_resolves_relative_paths_and_keeps_class_names(tmp_path):
     assert train[1] == {"image": "/abs/x.png", "label": str(tmp_path / "m.png")}
 
 
+def test_load_datalist_keeps_a_class_name_that_is_also_a_folder(tmp_path, monkeypatch):
+    # images sorted into one folder per class, the datalist beside them, read from a relative path
+    (tmp_path / "kappa").mkdir()
+    entry = {"image": "kappa/001.png", "label": "kappa", "group": "kappa"}
+    (tmp_path / "datalist.json").write_text(json.dumps({"training": [entry], "test": []}))
+    monkeypatch.chdir(tmp_path)
+    assert load_datalist("datalist.json", "training") == [
+        {"image": str(tmp_path / "kappa" / "001.png"), "label": "kappa", "group": "kappa"}
+    ]
+    assert load_datalist("datalist.json", "test") == []  # an empty list, where MONAI's reader fails
+
+
 def test_training_and_validation_uses_the_given_list_or_splits_training(tmp_path):
     entries = [{"image": f"{i}.png", "label": "Negative" if i % 3 else "kappa"} for i in range(30)]
     (tmp_path / "split.json").write_text(json.dumps({"training": entries}))
@@ -159,6 +171,20 @@ def test_stratified_kfold_holds_out_every_entry_once():
     assert all(Counter(e["label"] for e in out) == {"a": 2, "b": 1} for _, out in folds)
     with pytest.raises(ValueError, match="folds"):
         stratified_kfold(entries, folds=1)
+
+
+def test_stratified_kfold_uneven_and_small_groups():
+    # 11 a, 6 b and 2 c: c is too small to reach every fold, so it joins the largest group
+    labels = ["a"] * 11 + ["b"] * 6 + ["c"] * 2
+    entries = [{"image": f"{i}.png", "label": label} for i, label in enumerate(labels)]
+    folds = stratified_kfold(entries, folds=5, seed=3, key="label")
+    held = [e["image"] for _, out in folds for e in out]
+    assert sorted(held) == sorted(e["image"] for e in entries)  # every entry held out exactly once
+    sizes = [len(out) for _, out in folds]
+    assert sum(sizes) == 19 and max(sizes) - min(sizes) <= 2  # each of the two groups adds at most one
+    assert all(Counter(e["label"] for e in out)["b"] >= 1 for _, out in folds)
+    for train, out in folds:  # each side keeps the original order
+        assert [e["image"] for e in train] == [e["image"] for e in entries if e not in out]
 
 
 def test_prepare_dataset_writes_the_synthetic_default_once_and_never_touches_user_data(tmp_path):

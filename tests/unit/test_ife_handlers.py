@@ -97,7 +97,7 @@ def test_prediction_writer_unique_figure_names_and_no_figures(tmp_path):
     probs = [1.0] + [0.0] * 8
     writer = IFEPredictionWriter(tmp_path / "out")
     _run_writer(writer, [[_item(p, probs, 0) for p in paths]])
-    assert sorted(os.listdir(tmp_path / "out" / "attention")) == ["x.png", "x_1.png"]
+    assert sorted(os.listdir(tmp_path / "out" / "attention")) == ["x.png", "x_2.png"]
 
     writer = IFEPredictionWriter(tmp_path / "out2", figure_dir=None)
     _run_writer(writer, [[_item(paths[0], probs, 0)]])

@@ -345,7 +345,7 @@ def test_report_prefix_merge_and_overwrite(tmp_path):
     data = json.loads(open(path).read())
     assert "noisy_dice" not in data and "noise_sigma" not in data
     assert data["num_scans"] == 1 and data["false_fluid_rate"] == 0.0
-    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    assert not [f for f in os.listdir(tmp_path) if ".tmp" in f]
 
 
 def test_report_volumes(tmp_path):

@@ -70,24 +70,6 @@ def test_render_reproduces_the_reference_bytes(seed, size, fluid, image_sha, mas
     assert hashlib.sha256(mask.tobytes()).hexdigest() == mask_sha
 
 
-def test_speckle_variance_is_trigamma():
-    """The speckle's log-variance uses scipy's trigamma, polygamma(1, x): check it against the series it replaced
-    (recurrence up to 6, then the asymptotic expansion) over the range of looks drawn."""
-    from scipy.special import polygamma
-
-    def series(x):
-        total = 0.0
-        while x < 6.0:
-            total += 1.0 / (x * x)
-            x += 1.0
-        inv = 1.0 / x
-        return total + inv + inv**2 / 2 + inv**3 / 6 - inv**5 / 30 + inv**7 / 42
-
-    looks = np.linspace(1.5, 8.0, 53)
-    np.testing.assert_allclose(polygamma(1, looks), [series(x) for x in looks], rtol=1e-7)
-    assert polygamma(1, 1.0) == pytest.approx(np.pi**2 / 6)  # trigamma(1) = zeta(2)
-
-
 @pytest.mark.parametrize("size", [(16, 16), (32, 32), (48, 96), (96, 40), (512, 512)])
 @pytest.mark.parametrize("fluid", ["none", "both"])
 def test_any_size_gives_uint8_image_and_binary_mask(size, fluid):

@@ -219,6 +219,3 @@ def test_training_state_saver_bad_arguments(tmp_path, kwargs, message):
     args = {"save_dir": tmp_path, "save_dict": {"model": torch.nn.Linear(1, 1)}, **kwargs}
     with pytest.raises(ValueError, match=message):
         TrainingStateSaver(**args)
-
-
-# ---------------------------------------------------------------- utils.atomic, the handlers' one file writer

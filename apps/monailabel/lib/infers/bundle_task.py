@@ -28,8 +28,9 @@ class LocalBundleInferTask(BundleInferTask):
     is loaded at the next request, and reloaded whenever training replaces it).
 
     Everything else is ``BundleInferTask``'s: preprocessing, inferer and postprocessing from ``inference.json``
-    (``LoadImaged`` kept with the bundle's reader settings, ``SaveImaged`` dropped), the ``model_filename`` option and
-    the bundle's displayable configs. ``inference.json`` reads the network settings and the geometry from the
+    (``LoadImaged`` kept with the bundle's reader settings, ``SaveImaged`` dropped), the ``model_filename`` option
+    (without the resumable training state ``checkpoint.pt``) and, once a checkpoint exists at start, the bundle's
+    displayable configs. ``inference.json`` reads the network settings and the geometry from the
     checkpoint's recipe (``models/model.recipe.json``), so the network built here is the one that was trained,
     whatever overrides training used; when training replaces the checkpoint with one of another recipe, the bundle
     config and the network are built again before the next request (and once more when the weights arrive before
@@ -77,6 +78,9 @@ class LocalBundleInferTask(BundleInferTask):
             )
             self.version = metadata.get("version")
             self.valid = True
+        # the model_filename option lists models/*.pt: not the resumable training state, which holds no bare weights
+        options = self._config.get("model_filename", [])
+        self._config["model_filename"] = [name for name in options if name != "checkpoint.pt"]
         self.labels = labels
         # BundleInferTask keeps BasicInferTask's default keys; the bundle's metadata names its own
         self.input_key, self.output_label_key = self.key_image, self.key_pred
@@ -103,7 +107,7 @@ class LocalBundleInferTask(BundleInferTask):
         logger.info(f"{os.path.basename(self.bundle_path)}: new checkpoint recipe; building its network.")
         self.bundle_config = self._load_bundle_config(self.bundle_path, self.bundle_config_path)
         self.network = self.bundle_config.get_parsed_content(self.const.key_network_def(), instantiate=True)
-        self._networks = {}  # BasicInferTask's per-device cache; it has no public way to empty it
+        self.clear_cache()  # BasicInferTask's per-device networks
         return True
 
     def _get_network(self, device, data):

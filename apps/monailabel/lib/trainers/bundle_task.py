@@ -73,8 +73,8 @@ class LocalBundleTrainTask(BundleTrainTask):
 
     - :meth:`select_datalist`: the subclass keeps the datastore entries whose label suits its model, in the form
       its bundle's datalist uses;
-    - no validation list: the bundle takes its own stratified validation split of the labelled images
-      (``val_split`` sets its ``val_fraction``), which keeps rare classes in validation;
+    - no validation list: the bundle takes its own validation split of the labelled images (``val_split`` sets its
+      ``val_fraction``; IFE's is stratified by class, which keeps rare classes in validation);
     - :attr:`request_overrides`: train request parameters (image size, batch size, ...) mapped to bundle ids,
       each parsed and checked, so a request can make a run small and fast without editing the bundle;
     - fine-tuning rebuilds the network the checkpoint holds: the settings of its recipe
@@ -168,7 +168,7 @@ class LocalBundleTrainTask(BundleTrainTask):
         MONAI Label overrides ``train#dataset#data`` only; the bundles also read their datalist in ``initialize``
         (validation split, entry checks, class statistics, the log line) and would otherwise build their synthetic
         default data set for that. Writing the entries to ``dataset_dir`` instead runs the bundle's own data path
-        unchanged, with its checks and its stratified split, on exactly the labelled images.
+        unchanged, with its checks and its validation split, on exactly the labelled images.
         """
         datalist = {"training": overrides.pop(self.const.key_train_dataset_data())}
         if self.const.key_validate_dataset_data() in overrides:

@@ -1,4 +1,4 @@
-"""Tests of custom_components.ife_classes: label algebra, fusion, the Negative rule, the call transform."""
+"""Tests of custom_components.ife_classes (label algebra, fusion, the Negative rule) and the IFE call transform."""
 
 from __future__ import annotations
 
