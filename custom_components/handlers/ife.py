@@ -27,6 +27,7 @@ from custom_components.handlers.prediction_writer import PredictionWriter
 from custom_components.ife_classes import IFE_CLASSES, MILD_CLASSES, SEVERE_CLASSES, class_to_subtasks
 from custom_components.metrics.ife import IFEClassificationMetric, confusion_matrix, json_report
 from custom_components.utils.atomic import write_json_atomic
+from custom_components.utils.events import attach_once
 from custom_components.visualize.ife import plot_attention_figure, plot_confusion_matrix
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -285,10 +286,7 @@ class IFEEvaluationReport:
 
     def attach(self, engine: Engine) -> None:
         """Register the reset (STARTED) and the report (COMPLETED, after the metrics' EPOCH_COMPLETED)."""
-        if not engine.has_event_handler(self.started, Events.STARTED):
-            engine.add_event_handler(Events.STARTED, self.started)
-        if not engine.has_event_handler(self.completed, Events.COMPLETED):
-            engine.add_event_handler(Events.COMPLETED, self.completed)
+        attach_once(engine, (Events.STARTED, self.started), (Events.COMPLETED, self.completed))
 
     def started(self, engine: Engine | None = None) -> None:
         """Forget the previous run's report."""

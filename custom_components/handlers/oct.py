@@ -36,6 +36,7 @@ from PIL import Image
 from custom_components.data.image_files import IMAGE_EXTENSIONS, NIFTI_EXTENSIONS, is_nifti
 from custom_components.handlers.prediction_writer import PredictionWriter
 from custom_components.utils.atomic import save_atomic, write_csv_atomic, write_json_atomic
+from custom_components.utils.events import attach_once
 from custom_components.visualize.oct import overlay_image
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -273,12 +274,8 @@ class SegmentationReport:
         return os.path.join(os.path.dirname(os.path.abspath(self.output_path)), f"{self.prefix}per_scan.csv")
 
     def attach(self, engine: Engine) -> None:
-        if not engine.has_event_handler(self.started, Events.STARTED):
-            engine.add_event_handler(Events.STARTED, self.started)
-        if not engine.has_event_handler(self, Events.ITERATION_COMPLETED):
-            engine.add_event_handler(Events.ITERATION_COMPLETED, self)
-        if not engine.has_event_handler(self.completed, Events.COMPLETED):
-            engine.add_event_handler(Events.COMPLETED, self.completed)
+        events = (Events.STARTED, self.started), (Events.ITERATION_COMPLETED, self), (Events.COMPLETED, self.completed)
+        attach_once(engine, *events)
 
     def started(self, engine: Engine | None = None) -> None:
         self._names = []

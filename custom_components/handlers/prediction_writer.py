@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from monai.data import decollate_batch
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from custom_components.utils.events import attach_once
+
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
 if TYPE_CHECKING:
@@ -92,14 +94,13 @@ class PredictionWriter:
 
     def attach(self, engine: Engine) -> None:
         """Register :meth:`started`, :meth:`__call__`, :meth:`completed` and :meth:`exception_raised`."""
-        if not engine.has_event_handler(self.started, Events.STARTED):
-            engine.add_event_handler(Events.STARTED, self.started)
-        if not engine.has_event_handler(self, Events.ITERATION_COMPLETED):
-            engine.add_event_handler(Events.ITERATION_COMPLETED, self)
-        if not engine.has_event_handler(self.completed, Events.COMPLETED):
-            engine.add_event_handler(Events.COMPLETED, self.completed)
-        if not engine.has_event_handler(self.exception_raised, Events.EXCEPTION_RAISED):
-            engine.add_event_handler(Events.EXCEPTION_RAISED, self.exception_raised)
+        attach_once(
+            engine,
+            (Events.STARTED, self.started),
+            (Events.ITERATION_COMPLETED, self),
+            (Events.COMPLETED, self.completed),
+            (Events.EXCEPTION_RAISED, self.exception_raised),
+        )
 
     def is_writer(self) -> bool:
         """Whether this process writes (its rank is ``save_rank``)."""

@@ -24,6 +24,7 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from custom_components.utils.atomic import save_atomic
+from custom_components.utils.events import attach_once
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
@@ -160,12 +161,12 @@ class LossTermsHandler:
 
     def attach(self, engine: Engine) -> None:
         """Register the epoch-start reset, the per-iteration accumulation and the epoch-end write."""
-        if not engine.has_event_handler(self.reset, Events.EPOCH_STARTED):
-            engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
-        if not engine.has_event_handler(self.iteration_completed, Events.ITERATION_COMPLETED):
-            engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
-        if not engine.has_event_handler(self.epoch_completed, Events.EPOCH_COMPLETED):
-            engine.add_event_handler(Events.EPOCH_COMPLETED, self.epoch_completed)
+        attach_once(
+            engine,
+            (Events.EPOCH_STARTED, self.reset),
+            (Events.ITERATION_COMPLETED, self.iteration_completed),
+            (Events.EPOCH_COMPLETED, self.epoch_completed),
+        )
 
     def reset(self, engine: Engine | None = None) -> None:
         """Forget the running sums."""
