@@ -22,6 +22,7 @@ def _run(*args):
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_ife_command_writes_images_datalist_and_says_where(tmp_path):
     out = tmp_path / "gels"
     result = _run("ife", "--output-dir", str(out), "--count", "5", "--seed", "1", "--size", "60", "90")
