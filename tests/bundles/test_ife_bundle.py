@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -305,24 +306,46 @@ def test_verify_net_in_out_and_export(trained, tmp_path):
     torch.testing.assert_close(scripted.state_dict()["severe_head.weight"], weights["severe_head.weight"])
 
 
-def test_multi_gpu_config_runs_with_torchrun_on_cpu(trained, tmp_path):
-    """multi_gpu_train.json with one gloo process on the CPU: DDP wrapper, samplers, rank-0 handlers, finalize.
+def test_multi_gpu_training_with_two_processes(tmp_path):
+    """multi_gpu_train.json under ``torchrun --nproc_per_node 2`` (gloo, CPU): the ranks train on disjoint shards,
+    only rank 0 writes files, and the validation metric gathered from both ranks is the one a single process
+    computes with the same model on the same images.
 
     Also this module's one ``python -m monai.bundle run`` command line: the overrides are parsed as a user's are."""
-    root = tmp_path / "bundle"
+    root, data = tmp_path / "bundle", tmp_path / "data"
     config = "[" + ",".join(f"'{c}'" for c in _configs("train.json", "multi_gpu_train.json")) + "]"
+    # 80 gels: a validation list of a few gels, at least one per rank
+    small = {**SMALL, "synthetic_count": 80, "max_epochs": 1}
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=1",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
         "-m", "monai.bundle", "run", "--config_file", config, "--meta_file", META, "--logging_file", LOGGING,
-        "--bundle_root", str(root), "--dataset_dir", str(trained["dataset_dir"]),
-        "--device", "$torch.device('cpu')", "--dist_backend", "gloo", "--max_epochs", "1",
-        *[arg for key, value in SMALL.items() for arg in (f"--{key}", str(value))],
-        # the final log line says what ran: the process group and the network the trainer stepped
-        "--finalize#0", "$logging.getLogger('ife_multitask').info('rank %d of %d, training %s', dist.get_rank(), "
-        "dist.get_world_size(), type(@train_network).__name__)",
+        "--bundle_root", str(root), "--dataset_dir", str(data), "--device", "$torch.device('cpu')",
+        "--dist_backend", "gloo", *[arg for key, value in small.items() for arg in (f"--{key}", str(value))],
+        # each rank's last line says what it ran: the process group, the network stepped, its shard, the metric
+        "--finalize#0", "$logging.getLogger('ife_multitask').info('rank %d of %d, training %s, shard %s, F1 %.6f', "
+        "dist.get_rank(), dist.get_world_size(), type(@train_network).__name__, sorted(@train#sampler), "
+        "@validate#evaluator.state.best_metric)",
     ]  # fmt: skip
-    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    model = torch.load(root / "models" / "model.pt", weights_only=True)
-    assert model["stem.0.weight"].shape == (8, 3, 7, 7)  # --channels "[8, 16, 32, 64]" was read as a list
-    assert "rank 0 of 1, training DistributedDataParallel" in result.stdout
+    ranks = dict(
+        (int(m[0]), (m[1], json.loads(m[2]), float(m[3])))
+        for m in re.findall(r"rank (\d) of 2, training (\w+), shard (\[[\d, ]*\]), F1 ([\d.]+)", result.stdout)
+    )
+    assert sorted(ranks) == [0, 1] and {net for net, _, _ in ranks.values()} == {"DistributedDataParallel"}
+    shards = [set(ranks[r][1]) for r in (0, 1)]
+    train, validation = _datalist(data)["training"], _datalist(data)["validation"]
+    assert shards[0] | shards[1] == set(range(len(train)))  # every training gel, split between the ranks
+    assert len(shards[0] & shards[1]) == len(train) % 2  # disjoint but for the padding of an odd count
+    # only rank 0 wrote: one training and one validation TensorBoard file, the model, its recipe, the state
+    assert len(list((root / "eval").glob("events.out.tfevents.*"))) == 2
+    assert sorted(p.name for p in (root / "models").iterdir()) == ["checkpoint.pt", "model.pt", "model.recipe.json"]
+    assert torch.load(root / "models" / "model.pt", weights_only=True)["stem.0.weight"].shape == (8, 3, 7, 7)
+    # one process, the trained model, the same validation gels: the same macro F1 as the two ranks gathered
+    assert ranks[0][2] == ranks[1][2] > 0
+    out = tmp_path / "single"
+    paths = {"bundle_root": str(root), "dataset_dir": str(data), "num_workers": 0, "eval_section": "validation"}
+    _workflow(["train.json", "evaluate.json"], "train", **paths, output_dir=str(out))
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["num_samples"] == len(validation) >= 2
+    assert report["macro_f1"] == pytest.approx(ranks[0][2], abs=1e-6)

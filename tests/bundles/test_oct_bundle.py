@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -218,6 +219,40 @@ def test_two_process_evaluation_reports_what_one_process_does(trained, tmp_path)
     assert one.keys() == two.keys()
     for key, value in one.items():
         assert two[key] == (pytest.approx(value, abs=1e-6) if isinstance(value, float) else value), key
+
+
+def test_two_process_training_shards_the_data_and_gathers_the_validation_metric(trained, tmp_path):
+    """multi_gpu_train.json under torchrun with two gloo processes on the CPU: the ranks train on disjoint shards,
+    only rank 0 writes files, and the pooled validation Dice gathered from both ranks is the one evaluate.json
+    computes in one process with the same model on the same B-scans."""
+    root, data = tmp_path / "bundle", trained["paths"]["dataset_dir"]
+    config = "[" + ",".join(f"'{CONFIGS / c}'" for c in ("train.json", "multi_gpu_train.json")) + "]"
+    settings = {**SMALL, **LEARN}  # as the module's model: enough to segment some fluid (a Dice of 0 proves little)
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+        "-m", "monai.bundle", "run", "--config_file", config, "--meta_file", META, "--logging_file", LOGGING,
+        "--bundle_root", str(root), "--dataset_dir", data, "--device", "$torch.device('cpu')", "--dist_backend", "gloo",
+        *[arg for key, value in settings.items() for arg in (f"--{key}", str(value))],
+        "--finalize#0", "$logging.getLogger('oct_fluid_seg').info('rank %d of %d, shard %s, Dice %.6f', "
+        "dist.get_rank(), dist.get_world_size(), sorted(@train#sampler), @validate#evaluator.state.best_metric)",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    found = re.findall(r"rank (\d) of 2, shard (\[[\d, ]*\]), Dice ([\d.]+)", result.stdout)
+    ranks = {int(rank): (set(json.loads(shard)), float(dice)) for rank, shard, dice in found}
+    assert sorted(ranks) == [0, 1]
+    datalist = json.loads((Path(data) / "datalist.json").read_text())
+    assert ranks[0][0] | ranks[1][0] == set(range(len(datalist["training"])))
+    assert len(ranks[0][0] & ranks[1][0]) == len(datalist["training"]) % 2  # disjoint but for odd-count padding
+    assert len(list((root / "eval").glob("events.out.tfevents.*"))) == 2  # rank 0's training and validation logs
+    assert sorted(p.name for p in (root / "models").iterdir()) == ["checkpoint.pt", "model.pt", "model.recipe.json"]
+    assert ranks[0][1] == ranks[1][1] > 0
+    out = tmp_path / "single"
+    paths = {"bundle_root": str(root), "dataset_dir": data, "num_workers": 0, "eval_section": "validation"}
+    _workflow(["train.json", "evaluate.json"], "train", **paths, output_dir=str(out), save_overlays=False)
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["num_scans"] == len(datalist["validation"]) >= 2
+    assert report["dice"] == pytest.approx(ranks[0][1], abs=1e-6)  # the best epoch's model, as model.pt holds
 
 
 def test_inference_on_pngs_of_any_size_a_nifti_volume_and_a_corrupt_file(trained, tmp_path):
