@@ -34,12 +34,24 @@ from torch import nn
 from custom_components.networks.horizontal_attention import HorizontalAttention, UniformAttention
 from custom_components.ife_classes import fuse_subtask_probabilities
 
-__all__ = ["RESNET18_CHANNELS", "IFEBasicBlock", "IFEResStage", "MultiTaskIFEResNet", "IFEResNet", "ForwardHeads"]
+__all__ = ["RESNET18_CHANNELS", "ATTENTION_STRIDES", "IFEBasicBlock", "IFEResStage", "MultiTaskIFEResNet", "IFEResNet", "ForwardHeads"]
 
 # ResNet18: BasicBlock, two blocks per stage; the default stage widths
 RESNET18_CHANNELS = (64, 128, 256, 512)
 _STAGE_DEPTHS = (2, 2, 2, 2)
 _STAGE_STRIDES = (1, 2, 2, 2)
+
+#: total stride along the height of each attention map that ``forward_heads`` returns with the default
+#: ``stage4_row_stride=2`` (stem 4, then the stages' strides; ``attention_strides()`` of a network gives its own):
+#: map row ``j`` is centred on network-input row ``j * stride`` (see :mod:`custom_components.metrics.attention`)
+ATTENTION_STRIDES = {
+    "attention_severe": 32,
+    "attention_mild": 32,
+    "attention": 32,
+    "attention_shared": 16,
+    "attention_severe_stage3": 16,
+    "attention_mild_stage3": 16,
+}
 
 
 def _check_positive_int(value: int, name: str) -> None:
@@ -70,7 +82,7 @@ class IFEBasicBlock(nn.Module):
     Args:
         in_channels: input channels.
         out_channels: output channels.
-        stride: stride of the first convolution (and of the 1x1 projection shortcut).
+        stride: stride of the first convolution (and of the 1x1 projection shortcut), an int or (rows, columns).
         attention: use :class:`HorizontalAttention`; if False, :class:`UniformAttention` (identity, map of ones).
         attention_kernel_size: taps of the attention convolution along the height.
         act: activation name or (name, args), as :func:`monai.networks.layers.utils.get_act_layer`.
@@ -81,7 +93,7 @@ class IFEBasicBlock(nn.Module):
         self,
         in_channels: int,
         out_channels: int,
-        stride: int = 1,
+        stride: int | tuple[int, int] = 1,
         attention: bool = True,
         attention_kernel_size: int = 7,
         act: str | tuple = ("relu", {"inplace": True}),
@@ -128,7 +140,9 @@ class IFEResStage(nn.Module):
         kwargs: passed to :class:`IFEBasicBlock` (attention, attention_kernel_size, act, norm).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, depth: int, stride: int, **kwargs) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, depth: int, stride: int | tuple[int, int], **kwargs
+    ) -> None:
         super().__init__()
         _check_positive_int(depth, "depth")
         self.blocks = nn.ModuleList(
@@ -164,20 +178,29 @@ def _make_stem(in_channels: int, width: int, act: str | tuple, norm: str | tuple
     )
 
 
-def _make_stages(first: int, last: int, channels: tuple[int, int, int, int], **kwargs) -> nn.ModuleList:
-    """Stages ``first .. last - 1`` (0-based) of ResNet18, stage ``i`` with ``channels[i]`` outputs."""
+def _make_stages(
+    first: int, last: int, channels: tuple[int, int, int, int], stage4_row_stride: int = 2, **kwargs
+) -> nn.ModuleList:
+    """Stages ``first .. last - 1`` (0-based) of ResNet18, stage ``i`` with ``channels[i]`` outputs; the fourth stage
+    strides ``(stage4_row_stride, 2)`` (rows, columns)."""
+    strides: list = list(_STAGE_STRIDES[:3]) + [(stage4_row_stride, 2) if stage4_row_stride != 2 else 2]
     return nn.ModuleList(
         [
-            IFEResStage(
-                channels[i - 1] if i > 0 else channels[0],
-                channels[i],
-                _STAGE_DEPTHS[i],
-                _STAGE_STRIDES[i],
-                **kwargs,
-            )
+            IFEResStage(channels[i - 1] if i > 0 else channels[0], channels[i], _STAGE_DEPTHS[i], strides[i], **kwargs)
             for i in range(first, last)
         ]
     )
+
+
+def _check_row_stride(stage4_row_stride: int) -> int:
+    if stage4_row_stride not in (1, 2) or isinstance(stage4_row_stride, bool):
+        raise ValueError(f"stage4_row_stride must be 1 or 2, got {stage4_row_stride!r}.")
+    return int(stage4_row_stride)
+
+
+def _attention_strides(stage4_row_stride: int) -> dict[str, int]:
+    stage4 = 16 * stage4_row_stride
+    return {key: (stage4 if value == 32 else value) for key, value in ATTENTION_STRIDES.items()}
 
 
 def _init_weights(module: nn.Module, zero_init_last: bool) -> None:
@@ -196,15 +219,21 @@ def _init_weights(module: nn.Module, zero_init_last: bool) -> None:
                 nn.init.zeros_(m.norm2.weight)
 
 
+def _row_logits(features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) features, (K, C) head weight -> (B, K, h): the head applied to every row's mean over the width,
+    without its bias."""
+    return torch.einsum("bch,kc->bkh", features.mean(dim=3), weight)
+
+
 class MultiTaskIFEResNet(nn.Module):
     """Multi-task ResNet18 of Shi et al. (MICCAI 2023): severe and mild heads on a partly shared trunk.
 
     The stem and the first ``shared_stages`` stages are shared; the remaining stages exist twice, once per
     branch ("the first three blocks of the ResNet18 model are shared", i.e. ``shared_stages=3``, the paper's
     best setting). The severe head is ``Linear(channels[3], num_severe)`` (512 inputs for ResNet18) on the severe
-    branch's pooled features, the mild head ``Linear(channels[3], num_mild)`` on the mild branch's. Unlike the
-    authors' code, where the duplicated blocks silently reuse the shared attention and shortcut modules, each branch
-    here owns all of its layers.
+    branch's pooled features, the mild head ``Linear(channels[3], num_mild)`` on the mild branch's. In the authors'
+    code the duplicated blocks silently reuse the severe branch's attention and shortcut modules; here each branch
+    owns all of its layers unless ``tie_attention`` shares the attention convolutions (and only those).
 
     Args:
         in_channels: image channels (3 for RGB gels).
@@ -222,6 +251,12 @@ class MultiTaskIFEResNet(nn.Module):
         channels: output channels of the four stages, ``(C1, C2, C3, C4)`` (default ResNet18's
             ``(64, 128, 256, 512)``): the stem gives (B, C1, H/4, W/4), stage ``i`` (B, Ci, H/2^(i+1), W/2^(i+1)),
             each head reads C4 pooled features. E.g. ``(8, 16, 32, 64)`` for a narrow network in tests.
+        tie_attention: the mild branch's blocks use the severe branch's attention convolutions (one set of
+            attention weights for both branches, as the authors' code does by accident); the branches' maps still
+            differ because their features do. No effect when ``shared_stages == 4`` or without attention.
+        stage4_row_stride: stride of the fourth stage along the height, 2 (ResNet18) or 1, which keeps the third
+            stage's rows: the last-stage features and attention maps get H/16 rows instead of H/32 (8 instead of 4
+            at 128 px, 14 instead of 7 at 224 px), for about 1.3 times the arithmetic. The width is always halved.
 
     Raises:
         ValueError: on a bad ``shared_stages``, class counts, ``channels`` or ``attention_kernel_size``.
@@ -246,10 +281,13 @@ class MultiTaskIFEResNet(nn.Module):
         norm: str | tuple = "batch",
         zero_init_last: bool = False,
         channels: Sequence[int] = RESNET18_CHANNELS,
+        tie_attention: bool = False,
+        stage4_row_stride: int = 2,
     ) -> None:
         super().__init__()
         _check_positive_int(in_channels, "in_channels")
         channels = _check_channels(channels)
+        self.stage4_row_stride = _check_row_stride(stage4_row_stride)
         if num_severe != 4 or num_mild != 3:
             raise ValueError(
                 f"num_severe and num_mild must be 4 (None/G/A/M) and 3 (None/kappa/lambda) for the 9-class "
@@ -264,13 +302,22 @@ class MultiTaskIFEResNet(nn.Module):
         block_args = {"attention": attention, "attention_kernel_size": attention_kernel_size, "act": act, "norm": norm}
 
         self.stem = _make_stem(in_channels, channels[0], act, norm)
-        self.shared = _make_stages(0, shared_stages, channels, **block_args)
-        self.severe_stages = _make_stages(shared_stages, 4, channels, **block_args)
-        self.mild_stages = _make_stages(shared_stages, 4, channels, **block_args)
+        self.shared = _make_stages(0, shared_stages, channels, self.stage4_row_stride, **block_args)
+        self.severe_stages = _make_stages(shared_stages, 4, channels, self.stage4_row_stride, **block_args)
+        self.mild_stages = _make_stages(shared_stages, 4, channels, self.stage4_row_stride, **block_args)
+        self.tie_attention = bool(tie_attention)
+        if self.tie_attention:
+            for severe_stage, mild_stage in zip(self.severe_stages, self.mild_stages):
+                for severe_block, mild_block in zip(severe_stage.blocks, mild_stage.blocks):
+                    mild_block.attention = severe_block.attention
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.severe_head = nn.Linear(channels[-1], num_severe)
         self.mild_head = nn.Linear(channels[-1], num_mild)
         _init_weights(self, zero_init_last)
+
+    def attention_strides(self) -> dict[str, int]:
+        """Total stride along the height of each attention map of :meth:`forward_heads`, by key."""
+        return _attention_strides(self.stage4_row_stride)
 
     def forward_features(
         self, x: torch.Tensor
@@ -308,7 +355,9 @@ class MultiTaskIFEResNet(nn.Module):
             x: images (B, in_channels, H, W).
 
         Returns:
-            dict with ``severe_logits`` (B, 4), ``mild_logits`` (B, 3), ``probabilities`` (B, 9) fused,
+            dict with ``severe_logits`` (B, 4), ``mild_logits`` (B, 3), ``severe_row_logits`` (B, 4, H/32) and
+            ``mild_row_logits`` (B, 3, H/32) (each head applied to every feature row's mean over the width, without
+            bias: their mean over the rows plus the bias is the head's logit), ``probabilities`` (B, 9) fused,
             ``attention_severe`` and ``attention_mild`` (B, H/32) of the last block of each branch's last stage,
             and the third stage's last-block map: ``attention_shared`` (B, H/16) when that stage is shared
             (``shared_stages >= 3``), else ``attention_severe_stage3`` and ``attention_mild_stage3``.
@@ -320,6 +369,8 @@ class MultiTaskIFEResNet(nn.Module):
         heads: dict[str, torch.Tensor] = {
             "severe_logits": severe_logits,
             "mild_logits": mild_logits,
+            "severe_row_logits": _row_logits(severe, self.severe_head.weight),
+            "mild_row_logits": _row_logits(mild, self.mild_head.weight),
             "probabilities": probs,
             "attention_severe": severe_maps[3],
             "attention_mild": mild_maps[3],
@@ -357,6 +408,8 @@ class IFEResNet(nn.Module):
         channels: output channels of the four stages, ``(C1, C2, C3, C4)`` (default ResNet18's
             ``(64, 128, 256, 512)``): the stem gives (B, C1, H/4, W/4), stage ``i`` (B, Ci, H/2^(i+1), W/2^(i+1)),
             the head is ``Linear(C4, num_classes)``.
+        stage4_row_stride: stride of the fourth stage along the height, 2 (ResNet18) or 1 (as in
+            :class:`MultiTaskIFEResNet`).
 
     Raises:
         ValueError: on a bad channel/class count, ``channels`` or ``attention_kernel_size``.
@@ -372,19 +425,25 @@ class IFEResNet(nn.Module):
         norm: str | tuple = "batch",
         zero_init_last: bool = False,
         channels: Sequence[int] = RESNET18_CHANNELS,
+        stage4_row_stride: int = 2,
     ) -> None:
         super().__init__()
         _check_positive_int(in_channels, "in_channels")
         _check_positive_int(num_classes, "num_classes")
         channels = _check_channels(channels)
+        self.stage4_row_stride = _check_row_stride(stage4_row_stride)
         self.num_classes = num_classes
         self.channels = channels
         block_args = {"attention": attention, "attention_kernel_size": attention_kernel_size, "act": act, "norm": norm}
         self.stem = _make_stem(in_channels, channels[0], act, norm)
-        self.stages = _make_stages(0, 4, channels, **block_args)
+        self.stages = _make_stages(0, 4, channels, self.stage4_row_stride, **block_args)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(channels[-1], num_classes)
         _init_weights(self, zero_init_last)
+
+    def attention_strides(self) -> dict[str, int]:
+        """Total stride along the height of each attention map of :meth:`forward_heads`, by key."""
+        return _attention_strides(self.stage4_row_stride)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """

@@ -22,7 +22,10 @@ ATTENTION = 14
 BASELINE_PARAMS = TRUNK_WITHOUT_STAGE4 + STAGE4 + 512 * 9 + 9 + 8 * ATTENTION  # 11,181,241
 MULTITASK_PARAMS = TRUNK_WITHOUT_STAGE4 + 2 * STAGE4 + (512 * 4 + 4) + (512 * 3 + 3) + 10 * ATTENTION  # 19,573,971
 
-MULTITASK_KEYS = {"severe_logits", "mild_logits", "probabilities", "attention_severe", "attention_mild"}
+MULTITASK_KEYS = {
+    "severe_logits", "mild_logits", "severe_row_logits", "mild_row_logits", "probabilities", "attention_severe",
+    "attention_mild",
+}  # fmt: skip
 
 #: stage widths of the narrow networks most tests build: the same blocks, strides and attention, 1/64 of the weights
 NARROW = (8, 16, 32, 64)
@@ -249,3 +252,48 @@ def test_zero_init_last_and_monai_layer_options():
     assert isinstance(net.stem[1], nn.GroupNorm) and isinstance(net.stem[2], nn.LeakyReLU)
     with torch.no_grad():
         assert net(torch.rand(1, 3, 64, 64)).shape == (1, 9)
+
+
+def test_tie_attention_shares_exactly_the_attention_convolutions():
+    untied = MultiTaskIFEResNet(channels=NARROW)
+    tied = MultiTaskIFEResNet(channels=NARROW, tie_attention=True)
+    for severe_stage, mild_stage in zip(tied.severe_stages, tied.mild_stages):
+        for severe_block, mild_block in zip(severe_stage.blocks, mild_stage.blocks):
+            assert mild_block.attention is severe_block.attention
+    # every parameter of the mild branch except the attention convolutions is its own tensor
+    severe_ids = {id(p) for p in tied.severe_stages.parameters()}
+    shared = [name for name, p in tied.mild_stages.named_parameters(remove_duplicate=False) if id(p) in severe_ids]
+    assert shared and all(name.endswith("attention.conv.weight") for name in shared)
+    assert len(shared) == 2  # one stage of two blocks after three shared stages
+    attention_weights = sum(m.conv.weight.numel() for m in untied.mild_stages.modules() if isinstance(m, HorizontalAttention))
+    n_untied = sum(p.numel() for p in untied.parameters())
+    assert sum(p.numel() for p in tied.parameters()) == n_untied - attention_weights
+    # a tied checkpoint loads into an untied network (both keys are present), with the same outputs
+    untied.load_state_dict(tied.state_dict())
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(tied.eval()(x), untied.eval()(x))
+
+
+def test_stage4_row_stride_keeps_the_rows_of_stage3():
+    for net in (MultiTaskIFEResNet(channels=NARROW, stage4_row_stride=1), IFEResNet(channels=NARROW, stage4_row_stride=1)):
+        with torch.no_grad():
+            heads = net.eval().forward_heads(torch.rand(1, 3, 128, 96))
+        last = heads.get("attention_severe", heads.get("attention"))
+        assert last.shape == (1, 8) and heads["attention_shared"].shape == (1, 8)  # 128 / 16 rows
+        assert net.attention_strides()["attention_severe"] == 16 and net.attention_strides()["attention_shared"] == 16
+    assert MultiTaskIFEResNet(channels=NARROW).attention_strides()["attention_mild"] == 32
+    with pytest.raises(ValueError, match="stage4_row_stride must be 1 or 2"):
+        MultiTaskIFEResNet(stage4_row_stride=4)
+
+
+def test_row_logits_decompose_the_head_logits():
+    net = MultiTaskIFEResNet(channels=NARROW).eval()
+    with torch.no_grad():
+        heads = net.forward_heads(torch.rand(2, 3, 128, 64))
+    assert heads["severe_row_logits"].shape == (2, 4, 4) and heads["mild_row_logits"].shape == (2, 3, 4)
+    # global average pooling is linear: the rows' mean plus the bias is the head's logit
+    severe = heads["severe_row_logits"].mean(dim=2) + net.severe_head.bias
+    mild = heads["mild_row_logits"].mean(dim=2) + net.mild_head.bias
+    assert torch.allclose(severe, heads["severe_logits"], atol=1e-5)
+    assert torch.allclose(mild, heads["mild_logits"], atol=1e-5)
