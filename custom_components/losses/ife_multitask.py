@@ -7,6 +7,19 @@ a softmax over H. The inner-task term pulls that distribution towards a sharpene
 (a dense band sits at one height) and towards a flattened copy for negative samples; the inter-task term pulls
 the severe and mild branches' distributions together for samples with both a heavy and a light chain band.
 
+Reading a map as a distribution (``distribution``): the paper's ``"softmax"`` of the sigmoid map ``M`` itself, whose
+values lie in (0, 1), so ``softmax(M)`` is nearly uniform whatever ``M`` holds (at most e : 1 between two rows),
+the terms are tiny, and a constant map (in particular a sigmoid pinned at 0 or 1, where no gradient flows) is an
+exact minimum of both regularisers; or ``"odds"``: ``softmax(logit(M))``, i.e. proportional to ``M / (1 - M)``,
+which spans any contrast and keeps gradients where ``M`` is near 0 or 1.
+
+Target of the inner term for positives (``inner_target``): the paper's ``"sharpened"`` copy of the map itself,
+which sharpens whatever peak the map already has (at initialisation: the lane-label strip or an image edge, which
+bands have nothing to do with), or ``"evidence"``: ``softmax`` over the rows of the branch's own class evidence,
+the head's logit of the true class minus that of None computed row by row (``row_logits`` of
+``MultiTaskIFEResNet.forward_heads``; their mean over the rows plus the bias is the head's logit), detached. The
+attention is then pulled to the rows that make the gel positive, and negatives to a uniform map.
+
 Scale and reduction: the paper's equations are per-sample divergences. The authors' code sums them over the
 batch and multiplies by extra factors (0.01 for the inner term, with negatives weighted 0.5, and 100 for the
 inter term), and applies both terms to the last block of the third and of the fourth stage. The regulariser
@@ -61,6 +74,25 @@ def _check_mask(mask: torch.Tensor, batch: int, name: str) -> torch.Tensor:
     return mask.bool()
 
 
+DISTRIBUTIONS = ("softmax", "odds")
+INNER_TARGETS = ("sharpened", "evidence")
+
+
+def _check_choice(value: str, choices: tuple[str, ...], name: str) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}.")
+    return value
+
+
+def _map_logits(attention: torch.Tensor, distribution: str) -> torch.Tensor:
+    """The logits whose softmax over the rows is the map's distribution (float32 for AMP)."""
+    attention = attention.float()
+    if distribution == "odds":
+        # logit(M) = log(M / (1 - M)); the clamp bounds it to about +-13.8 where the sigmoid has saturated
+        return torch.logit(attention, eps=1e-6)
+    return attention
+
+
 def _reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == LossReduction.SUM.value:
         return per_sample.sum()
@@ -81,15 +113,21 @@ class InnerTaskRegularizer(_Loss):
     What "positive" means is the caller's: :class:`MultiTaskIFELoss` passes ``severe != None`` for the severe
     branch and ``mild != None`` for the mild branch.
 
+    With ``distribution="odds"`` every ``M`` above reads ``logit(M)``. When the caller passes ``evidence`` (B, H),
+    the target of a positive sample is ``softmax(evidence)`` and that of a negative one the uniform distribution
+    (``tau`` is then unused); see the module docstring.
+
     Args:
         tau: temperature, > 0. ``tau > 1`` sharpens positives and flattens negatives as in the paper; ``tau == 1``
             makes the term zero; ``tau < 1`` inverts the roles.
         reduction: ``"mean"`` (sum over the batch divided by B), ``"sum"`` or ``"none"`` ((B,) per sample).
         scale: factor applied to every per-sample term, >= 0.
         negative_weight: extra factor for negative samples, >= 0 (the authors' code uses 0.5).
+        distribution: ``"softmax"`` (the paper: softmax of the map) or ``"odds"`` (softmax of its logit).
 
     Raises:
-        ValueError: on ``tau <= 0``, a negative ``scale``/``negative_weight`` or an unknown ``reduction``.
+        ValueError: on ``tau <= 0``, a negative ``scale``/``negative_weight``, an unknown ``reduction`` or
+            ``distribution``.
     """
 
     def __init__(
@@ -98,6 +136,7 @@ class InnerTaskRegularizer(_Loss):
         reduction: LossReduction | str = LossReduction.MEAN,
         scale: float = 1.0,
         negative_weight: float = 1.0,
+        distribution: str = "softmax",
     ) -> None:
         reduction = look_up_option(reduction, LossReduction).value
         super().__init__(reduction=reduction)
@@ -106,25 +145,40 @@ class InnerTaskRegularizer(_Loss):
         self.tau = float(tau)
         self.scale = _check_non_negative(scale, "scale")
         self.negative_weight = _check_non_negative(negative_weight, "negative_weight")
+        self.distribution = _check_choice(distribution, DISTRIBUTIONS, "distribution")
 
-    def forward(self, attention: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, attention: torch.Tensor, positive: torch.Tensor, evidence: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """
         Args:
-            attention: attention map (B, H) (any real values; the network's are in (0, 1)).
+            attention: attention map (B, H) (any real values for ``"softmax"``; in (0, 1) for ``"odds"``).
             positive: (B,) or (B, 1) bool or 0/1, True where the sample is positive for this sub-task.
+            evidence: optional (B, H) class evidence per row; when given, the positives' target is its softmax
+                and the negatives' the uniform distribution.
 
         Returns:
             a scalar, or (B,) for ``reduction="none"``.
 
         Raises:
-            ValueError: when ``attention`` is not (B, H) or ``positive`` does not have B entries.
+            ValueError: when ``attention`` is not (B, H), ``positive`` does not have B entries or ``evidence`` is
+                not shaped like ``attention``.
         """
         _check_map(attention, "attention")
         positive = _check_mask(positive, attention.shape[0], "positive").to(attention.device)
-        logits = attention.float()  # AMP: softmax and logs in float32
+        logits = _map_logits(attention, self.distribution)
         log_p = F.log_softmax(logits, dim=1)  # (B, H)
         with torch.no_grad():
-            adjusted = torch.where(positive[:, None], logits * self.tau, logits / self.tau)
+            if evidence is None:
+                adjusted = torch.where(positive[:, None], logits * self.tau, logits / self.tau)
+            else:
+                if evidence.shape != attention.shape:
+                    raise ValueError(
+                        f"evidence must have the attention map's shape {tuple(attention.shape)}, got "
+                        f"{tuple(evidence.shape)}."
+                    )
+                # zeros are the uniform distribution after the softmax
+                adjusted = torch.where(positive[:, None], evidence.float(), torch.zeros_like(logits))
             log_t = F.log_softmax(adjusted, dim=1)  # (B, H), detached target
         kl = (log_t.exp() * (log_t - log_p)).sum(dim=1)  # (B,)
         weight = torch.where(positive, torch.ones_like(kl), torch.full_like(kl, self.negative_weight))
@@ -145,15 +199,19 @@ class InterTaskRegularizer(_Loss):
             sample weighs ``scale / B`` like a cross-entropy term, whatever the batch's composition),
             ``"sum"`` or ``"none"`` ((B,), zeros for unselected samples).
         scale: factor applied to every per-sample term, >= 0.
+        distribution: ``"softmax"`` (the paper: softmax of the maps) or ``"odds"`` (softmax of their logits).
 
     Raises:
-        ValueError: on a negative ``scale`` or an unknown ``reduction``.
+        ValueError: on a negative ``scale``, an unknown ``reduction`` or ``distribution``.
     """
 
-    def __init__(self, reduction: LossReduction | str = LossReduction.MEAN, scale: float = 1.0) -> None:
+    def __init__(
+        self, reduction: LossReduction | str = LossReduction.MEAN, scale: float = 1.0, distribution: str = "softmax"
+    ) -> None:
         reduction = look_up_option(reduction, LossReduction).value
         super().__init__(reduction=reduction)
         self.scale = _check_non_negative(scale, "scale")
+        self.distribution = _check_choice(distribution, DISTRIBUTIONS, "distribution")
 
     def forward(self, attention_a: torch.Tensor, attention_b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """
@@ -177,8 +235,8 @@ class InterTaskRegularizer(_Loss):
             )
         mask = _check_mask(mask, attention_a.shape[0], "mask").to(attention_a.device)
         # only the selected rows enter the computation, so whatever the other rows hold cannot leak a NaN
-        log_p = F.log_softmax(attention_a[mask].float(), dim=1)  # (N, H)
-        log_q = F.log_softmax(attention_b[mask].float(), dim=1)
+        log_p = F.log_softmax(_map_logits(attention_a[mask], self.distribution), dim=1)  # (N, H)
+        log_q = F.log_softmax(_map_logits(attention_b[mask], self.distribution), dim=1)
         log_c = torch.logaddexp(log_p, log_q) - torch.log(torch.tensor(2.0, device=log_p.device))
         js = 0.5 * ((log_p.exp() * (log_p - log_c)).sum(dim=1) + (log_q.exp() * (log_q - log_c)).sum(dim=1))
         per_sample = torch.zeros(attention_a.shape[0], dtype=js.dtype, device=js.device)
@@ -195,6 +253,18 @@ def _require(heads: Mapping[str, torch.Tensor], keys: tuple[str, ...], owner: st
     missing = [k for k in keys if k not in heads]
     if missing:
         raise ValueError(f"{owner}: heads lack keys {missing}; got keys {sorted(heads)}.")
+
+
+def _class_evidence(row_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B, K, H) row logits -> (B, H) evidence for each sample's true class against None (class 0), detached.
+
+    For a sample whose true class is None the evidence is 0 (it is only used for positives).
+    """
+    if row_logits.ndim != 3 or row_logits.shape[0] != target.shape[0]:
+        raise ValueError(f"row logits must be (B, K, H) with B={target.shape[0]}, got {tuple(row_logits.shape)}.")
+    row_logits = row_logits.detach().float()
+    true = row_logits.gather(1, target.view(-1, 1, 1).expand(-1, 1, row_logits.shape[2]))[:, 0]
+    return true - row_logits[:, 0]
 
 
 def _check_logits(logits: torch.Tensor, classes: int, batch: int, name: str) -> None:
@@ -229,6 +299,11 @@ class MultiTaskIFELoss(_Loss):
     terms are then about 1e-3 of the cross-entropy, because a softmax of values in (0, 1) is nearly uniform).
     The paper's lambda = 0.3, tau = 5 were tuned with the authors' scales.
 
+    ``distribution="odds"`` and ``inner_target="evidence"`` (see the module docstring) are this project's answer to
+    the flat maps that the paper's reading gives (measured in the bundle's docs); they need the ``severe_row_logits``
+    and ``mild_row_logits`` of ``forward_heads`` and act on the last-stage maps only (the third stage has no class
+    evidence of its own), so ``use_stage3_attention`` must then be False.
+
     After each call, ``last_terms`` holds the unweighted terms as floats (``ce_severe``, ``ce_mild``,
     ``inner_severe``, ``inner_mild``, ``inter``) and the ``total``, for logging.
 
@@ -242,9 +317,12 @@ class MultiTaskIFELoss(_Loss):
         inter_scale: ``scale`` of :class:`InterTaskRegularizer`.
         negative_weight: weight of negative samples in the inner term.
         use_stage3_attention: also regularise the third stage's attention maps.
+        distribution: how both regularisers read a map as a distribution, ``"softmax"`` (the paper) or ``"odds"``.
+        inner_target: the positives' target of the inner term, ``"sharpened"`` (the paper) or ``"evidence"``.
 
     Raises:
-        ValueError: on a negative lambda/scale/weight, ``tau <= 0`` or a reduction other than mean/sum.
+        ValueError: on a negative lambda/scale/weight, ``tau <= 0``, a reduction other than mean/sum, an unknown
+            ``distribution``/``inner_target``, or ``inner_target="evidence"`` with ``use_stage3_attention``.
     """
 
     def __init__(
@@ -257,8 +335,16 @@ class MultiTaskIFELoss(_Loss):
         inter_scale: float = 100.0 * AUTHORS_BATCH_SIZE,
         negative_weight: float = 0.5,
         use_stage3_attention: bool = True,
+        distribution: str = "softmax",
+        inner_target: str = "sharpened",
     ) -> None:
         super().__init__()
+        self.inner_target = _check_choice(inner_target, INNER_TARGETS, "inner_target")
+        if inner_target == "evidence" and use_stage3_attention:
+            raise ValueError(
+                "inner_target='evidence' regularises the last-stage maps only (the third stage has no class "
+                "evidence of its own): set use_stage3_attention=False."
+            )
         reg_reduction = look_up_option(reg_reduction, LossReduction).value
         if reg_reduction == LossReduction.NONE.value:
             raise ValueError("reg_reduction must be 'mean' or 'sum' (the loss is a scalar), got 'none'.")
@@ -267,9 +353,10 @@ class MultiTaskIFELoss(_Loss):
         self.use_stage3_attention = bool(use_stage3_attention)
         self.ce = nn.CrossEntropyLoss()
         self.inner = InnerTaskRegularizer(
-            tau=tau, reduction=reg_reduction, scale=inner_scale, negative_weight=negative_weight
+            tau=tau, reduction=reg_reduction, scale=inner_scale, negative_weight=negative_weight,
+            distribution=distribution,
         )
-        self.inter = InterTaskRegularizer(reduction=reg_reduction, scale=inter_scale)
+        self.inter = InterTaskRegularizer(reduction=reg_reduction, scale=inter_scale, distribution=distribution)
         self.last_terms: dict[str, float] = {}
 
     @staticmethod
@@ -311,12 +398,17 @@ class MultiTaskIFELoss(_Loss):
             pairs.append(self._stage3_maps(heads))
         severe_positive, mild_positive = severe_target > 0, mild_target > 0
         both_chains = is_severe_and_mild(target)
+        severe_evidence, mild_evidence = None, None
+        if self.inner_target == "evidence":
+            _require(heads, ("severe_row_logits", "mild_row_logits"), "MultiTaskIFELoss(inner_target='evidence')")
+            severe_evidence = _class_evidence(heads["severe_row_logits"], severe_target)
+            mild_evidence = _class_evidence(heads["mild_row_logits"], mild_target)
 
         zero = severe_logits.new_zeros(())
         inner_severe, inner_mild, inter = zero, zero, zero
         for severe_map, mild_map in pairs:
-            inner_severe = inner_severe + self.inner(severe_map, severe_positive)
-            inner_mild = inner_mild + self.inner(mild_map, mild_positive)
+            inner_severe = inner_severe + self.inner(severe_map, severe_positive, severe_evidence)
+            inner_mild = inner_mild + self.inner(mild_map, mild_positive, mild_evidence)
             inter = inter + self.inter(severe_map, mild_map, both_chains)
 
         total = ce_severe + ce_mild

@@ -364,3 +364,66 @@ def test_baseline_loss():
         loss_fn({"logits": torch.zeros(1, 4)}, torch.tensor([0]))
     with pytest.raises(ValueError, match="label_smoothing"):
         IFEBaselineLoss(label_smoothing=1.0)
+
+
+# ---- the attention odds and the class-evidence target -------------------------------------------------------
+
+
+def logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def test_inner_odds_reads_the_logit_of_the_map():
+    m = [0.2, 0.9, 0.5]
+    odds = [logit(v) for v in m]
+    loss = InnerTaskRegularizer(tau=3.0, distribution="odds")(torch.tensor([m]), torch.tensor([True]))
+    assert float(loss) == pytest.approx(kl(softmax([3 * v for v in odds]), softmax(odds)), rel=1e-5)
+    # a map pinned at 1 is not flat in the odds reading: its rows still differ, and so does the term
+    pinned = torch.tensor([[0.999, 0.9999, 0.999]])
+    assert float(InnerTaskRegularizer(tau=3.0)(pinned, torch.tensor([True]))) == pytest.approx(0, abs=1e-6)
+    assert float(InnerTaskRegularizer(tau=3.0, distribution="odds")(pinned, torch.tensor([True]))) > 0.1
+
+
+def test_inner_evidence_target_hand_computed():
+    m = [[0.2, 0.9, 0.5], [0.3, 0.3, 0.6]]
+    evidence = [[0.0, 2.0, -1.0], [5.0, 0.0, 0.0]]
+    reg = InnerTaskRegularizer(distribution="odds", negative_weight=0.5)
+    loss = reg(torch.tensor(m), torch.tensor([True, False]), evidence=torch.tensor(evidence))
+    positive = kl(softmax(evidence[0]), softmax([logit(v) for v in m[0]]))
+    negative = kl([1 / 3] * 3, softmax([logit(v) for v in m[1]]))  # uniform target; the evidence is ignored
+    assert float(loss) == pytest.approx((positive + 0.5 * negative) / 2, rel=1e-5)
+    # zero when the attention odds are the evidence's distribution and a negative's map is flat
+    matched = torch.sigmoid(torch.tensor([evidence[0], [0.4, 0.4, 0.4]]))
+    assert float(reg(matched, torch.tensor([True, False]), evidence=torch.tensor(evidence))) == pytest.approx(0, abs=1e-6)
+    with pytest.raises(ValueError, match="evidence must have the attention map's shape"):
+        reg(torch.tensor(m), torch.tensor([True, False]), evidence=torch.zeros(2, 4))
+
+
+def test_inter_odds_hand_computed():
+    a, b = [0.2, 0.7], [0.6, 0.4]
+    loss = InterTaskRegularizer(distribution="odds")(torch.tensor([a]), torch.tensor([b]), torch.tensor([True]))
+    assert float(loss) == pytest.approx(js(softmax([logit(v) for v in a]), softmax([logit(v) for v in b])), rel=1e-5)
+
+
+def test_multitask_loss_evidence_target_reads_the_row_logits():
+    # IgG-kappa: severe G (1), mild kappa (1); a Negative
+    heads = _heads([[0.0] * 4] * 2, [[0.0] * 3] * 2, [[0.2, 0.8], [0.5, 0.4]], [[0.7, 0.1], [0.3, 0.3]], [[0.5] * 3] * 2)
+    heads["severe_row_logits"] = torch.tensor([[[0.0, 1.0], [3.0, 0.0], [0.0, 0.0], [0.0, 0.0]]] * 2)
+    heads["mild_row_logits"] = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]]] * 2)
+    loss_fn = MultiTaskIFELoss(
+        lambda_inner=1.0, lambda_inter=0.0, inner_scale=1.0, negative_weight=1.0, use_stage3_attention=False,
+        distribution="odds", inner_target="evidence",
+    )
+    loss_fn(heads, torch.tensor([3, 0]))
+    # severe evidence of G against None: [3 - 0, 0 - 1]; mild evidence of kappa: [0 - 1, 2 - 0]
+    severe = (kl(softmax([3.0, -1.0]), softmax([logit(0.2), logit(0.8)])) + kl([0.5, 0.5], softmax([logit(0.5), logit(0.4)]))) / 2
+    mild = (kl(softmax([-1.0, 2.0]), softmax([logit(0.7), logit(0.1)])) + kl([0.5, 0.5], softmax([0.0, 0.0]))) / 2
+    assert loss_fn.last_terms["inner_severe"] == pytest.approx(severe, rel=1e-5)
+    assert loss_fn.last_terms["inner_mild"] == pytest.approx(mild, rel=1e-5)
+    del heads["mild_row_logits"]
+    with pytest.raises(ValueError, match="lack keys \\['mild_row_logits'\\]"):
+        loss_fn(heads, torch.tensor([3, 0]))
+    with pytest.raises(ValueError, match="use_stage3_attention=False"):
+        MultiTaskIFELoss(inner_target="evidence")
+    with pytest.raises(ValueError, match="distribution must be one of"):
+        MultiTaskIFELoss(distribution="probability")
