@@ -2,8 +2,9 @@
 """Output writers of the IFE multi-task bundle.
 
 - :class:`IFEPredictionWriter` (inference): ``predictions.csv`` with one row per image (class call, the nine
-  fused probabilities, the severe and mild calls) and, per image, a PNG of the gel with its horizontal attention
-  profiles drawn beside it (:func:`custom_components.visualize.plot_attention_figure`).
+  fused probabilities, the severe and mild calls, the image row where each branch's attention peaks),
+  ``attention_profiles.jsonl`` with every attention map of every image and, per image, a PNG of the gel with its
+  horizontal attention profiles drawn beside it (:func:`custom_components.visualize.plot_attention_figure`).
 - :class:`IFEEvaluationReport` (evaluation): the paper's metrics (accuracy, macro F1, FNR, M1-Acc, M3-Acc,
   per-class recall, confusion matrix) as a JSON file, and a confusion-matrix PNG
   (:func:`custom_components.visualize.plot_confusion_matrix`), from the evaluator's own metric.
@@ -14,6 +15,7 @@ written on ``save_rank`` only.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -21,11 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from monai.utils import IgniteInfo, min_version, optional_import
+from monai.utils import IgniteInfo, TraceKeys, min_version, optional_import
 
 from custom_components.handlers.prediction_writer import PredictionWriter
 from custom_components.ife_classes import IFE_CLASSES, MILD_CLASSES, SEVERE_CLASSES, class_to_subtasks
+from custom_components.metrics.attention import peak_row
 from custom_components.metrics.ife import IFEClassificationMetric, confusion_matrix, json_report
+from custom_components.networks.ife_resnet import ATTENTION_STRIDES
 from custom_components.utils.atomic import write_json_atomic
 from custom_components.utils.events import attach_once
 from custom_components.visualize.ife import plot_attention_figure, plot_confusion_matrix
@@ -42,10 +46,15 @@ __all__ = ["PREDICTION_COLUMNS", "IFEPredictionWriter", "IFEEvaluationReport"]
 PREDICTION_COLUMNS: tuple[str, ...] = (
     ("image", "label", "prediction", "probability")
     + tuple(f"p_{name}" for name in IFE_CLASSES)
-    + ("severe_prediction", "mild_prediction")
+    + ("severe_prediction", "mild_prediction", "severe_attention_peak_row", "mild_attention_peak_row")
 )
 """Columns of ``predictions.csv``: ``label`` is empty for unlabelled images, ``probability`` is the fused probability
-of the predicted class, ``p_<class>`` the nine fused probabilities (they sum to 1)."""
+of the predicted class, ``p_<class>`` the nine fused probabilities (they sum to 1), ``*_attention_peak_row`` the row
+of the image file (0 = top) at the centre of the branch's last-stage attention peak (empty for the 9-class
+baseline, which has no branches)."""
+
+#: the branch maps behind the ``*_attention_peak_row`` columns
+_PEAK_COLUMN_MAPS = ("attention_severe", "attention_mild")
 
 
 def _values(value: Any) -> torch.Tensor:
@@ -76,15 +85,19 @@ class IFEPredictionWriter(PredictionWriter):
     - the head logits under ``severe_key`` / ``mild_key`` for the severe and mild calls (argmax of each head); when
       absent (the 9-class baseline) they are derived from the class call;
     - the attention maps named in ``attention_keys`` (those present are drawn);
-    - the image under ``image_key``: its ``meta["filename_or_obj"]`` names the row and the figure, and the figure
-      shows the original file when it can be read (the network input otherwise);
+    - the image under ``image_key``: its ``meta["filename_or_obj"]`` names the row and the figure, its
+      traced ``Resize`` gives the file's rows for the peak rows, and the figure shows the original file when
+      it can be read (the network input otherwise);
     - the label under ``label_key`` if any (unlabelled images are fine: the column is left empty).
 
     The CSV's life cycle (``<filename>.partial`` until the run completes, so ``predictions.csv`` only ever exists
     complete and a crash leaves the rows done so far) and the rank that writes are those of
     :class:`~custom_components.handlers.prediction_writer.PredictionWriter`: run inference as a single process.
     Figures go to ``output_dir/figure_dir/<image stem>.png`` (a numeric suffix is added when two images share a
-    stem).
+    stem). ``profiles_filename`` gets one JSON object per line and image: ``image``, ``image_rows`` (of the file),
+    ``network_rows`` (of the network input) and ``maps``, ``{key: {"stride": s, "values": [...]}}`` for every map
+    named in ``attention_strides`` (map row ``j`` is centred on network-input row ``j * s``; see
+    :mod:`custom_components.metrics.attention`). It has the CSV's life cycle (``.partial`` until the run completes).
 
     Args:
         output_dir: folder of the CSV and of the figure folder (created if absent).
@@ -96,6 +109,9 @@ class IFEPredictionWriter(PredictionWriter):
         severe_key: key of the severe head's (4,) logits.
         mild_key: key of the mild head's (3,) logits.
         attention_keys: ``{panel title: key}`` of the attention maps to draw, in panel order.
+        attention_strides: ``{key: total stride along the height}`` of the maps to record and locate (default
+            :data:`~custom_components.networks.ife_resnet.ATTENTION_STRIDES`).
+        profiles_filename: JSON Lines file of the attention maps; None writes none.
         image_key: key of the image (a MetaTensor with ``filename_or_obj``).
         label_key: key of the label (class index or name), optional per item.
         output_transform: maps ``engine.state.output`` to the list of per-image dicts (a batched dict is
@@ -121,6 +137,8 @@ class IFEPredictionWriter(PredictionWriter):
         severe_key: str = "severe_logits",
         mild_key: str = "mild_logits",
         attention_keys: Mapping[str, str] | None = None,
+        attention_strides: Mapping[str, int] | None = None,
+        profiles_filename: str | None = "attention_profiles.jsonl",
         image_key: str = "image",
         label_key: str = "label",
         output_transform: Callable = lambda x: x,
@@ -130,6 +148,8 @@ class IFEPredictionWriter(PredictionWriter):
     ) -> None:
         if filename is None:
             raise ValueError("filename must be a plain file name, got None.")
+        if profiles_filename is not None and (not profiles_filename or os.path.basename(profiles_filename) != profiles_filename):
+            raise ValueError(f"profiles_filename must be a plain file name or None, got {profiles_filename!r}.")
         bad_count = isinstance(max_figures, bool) or not isinstance(max_figures, int) or max_figures < 0
         if max_figures is not None and bad_count:
             raise ValueError(f"max_figures must be None or a non-negative integer, got {max_figures!r}.")
@@ -145,15 +165,25 @@ class IFEPredictionWriter(PredictionWriter):
             if attention_keys is None
             else attention_keys
         )
+        self.attention_strides = dict(ATTENTION_STRIDES if attention_strides is None else attention_strides)
+        self.profiles_filename = profiles_filename
         self.image_key = image_key
         self.label_key = label_key
         self.dpi = dpi
+        self._profiles: Any = None
 
     def reset(self) -> None:
         """Start counting rows and figures, and naming figures, afresh."""
         super().reset()
         self._count = 0
         self._figures = 0
+
+    def started(self, engine: Engine | None = None) -> None:
+        """Start the CSV (base class) and, on ``save_rank``, the ``.partial`` attention profiles file."""
+        super().started(engine)
+        self._profiles = None
+        if self.is_writer() and self.profiles_filename is not None:
+            self._profiles = self.open_partial(self.profiles_filename)
 
     def summary(self) -> str:
         where = f" and {self._figures} attention figures in {os.path.join(self.output_dir, self.figure_dir)}" if (
@@ -208,15 +238,62 @@ class IFEPredictionWriter(PredictionWriter):
             label = value if isinstance(value, str) else _class_name(value, self.label_key)
         row = [source or f"image_{self._count:05d}", label, call, f"{probs[call_index]:.6f}"]
         row += [f"{p:.6f}" for p in probs] + [severe, mild]
+        maps = self._maps(item)
+        row += ["" if key not in maps else self._peak(maps[key]) for key in _PEAK_COLUMN_MAPS]
         return row, call, probs[call_index]
+
+    def _rows(self, item: Mapping) -> tuple[int, int]:
+        """(rows of the image file, rows of the network input) of an item.
+
+        The file's rows are the ``orig_size`` that the preprocessing's ``Resize`` traced (MONAI's ``spatial_shape``
+        from ``PILReader`` is (W, H) whatever ``reverse_indexing`` says, so it cannot be used); without a traced
+        resize the input's own rows.
+        """
+        image = item[self.image_key]
+        network_rows = int(np.shape(image)[-2])
+        for operation in reversed(getattr(image, "applied_operations", None) or []):
+            if operation.get(TraceKeys.CLASS_NAME) == "Resize" and operation.get(TraceKeys.ORIG_SIZE) is not None:
+                return int(operation[TraceKeys.ORIG_SIZE][0]), network_rows
+        return network_rows, network_rows
+
+    def _maps(self, item: Mapping) -> dict[str, dict[str, Any]]:
+        """The recorded attention maps of an item: ``{key: {"stride", "values", "image_rows", "network_rows"}}``."""
+        present = [key for key in self.attention_strides if item.get(key) is not None]
+        if not present:
+            return {}
+        image_rows, network_rows = self._rows(item)
+        return {
+            key: {"stride": int(self.attention_strides[key]), "values": _values(item[key]).tolist(),
+                  "image_rows": image_rows, "network_rows": network_rows}
+            for key in present
+        }  # fmt: skip
+
+    @staticmethod
+    def _peak(record: Mapping[str, Any]) -> int:
+        return peak_row(record["values"], record["stride"], record["network_rows"], record["image_rows"])
+
+    def _write_profiles(self, item: Mapping, source: str) -> None:
+        maps = self._maps(item)
+        if self._profiles is None or not maps:
+            return
+        image_rows, network_rows = self._rows(item)
+        line = {
+            "image": source,
+            "image_rows": image_rows,
+            "network_rows": network_rows,
+            "maps": {key: {"stride": m["stride"], "values": [round(v, 6) for v in m["values"]]} for key, m in maps.items()},
+        }
+        self._profiles.write(json.dumps(line) + "\n")
 
     def write_item(self, item: Mapping) -> None:
         """Write the CSV row of one decollated item and, within ``max_figures``, its attention figure."""
         source = self._source(item)
         row, call, prob = self._row(item, source)
         self.write_row(row)
+        self._write_profiles(item, row[0])
         if self.figure_dir is not None and (self.max_figures is None or self._figures < self.max_figures):
-            profiles = {name: item[key] for name, key in self.attention_keys.items() if key in item}
+            maps = self._maps(item)
+            profiles = {name: maps.get(key, item.get(key)) for name, key in self.attention_keys.items() if key in item}
             if profiles:
                 os.makedirs(os.path.join(self.output_dir, self.figure_dir), exist_ok=True)
                 title = f"{os.path.basename(row[0])}: {call} (p={prob:.2f})" + (f", truth {row[1]}" if row[1] else "")

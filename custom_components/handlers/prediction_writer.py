@@ -82,7 +82,7 @@ class PredictionWriter:
         self.save_rank = save_rank
         # named after the subclass's module, so each bundle's log configuration sees its own writer
         self.logger = logging.getLogger(type(self).__module__)
-        self._file: Any = None
+        self._partials: dict[str, Any] = {}  # final path -> open handle of its .partial file
         self._writer: Any = None
         self._running = False
         self.reset()
@@ -132,35 +132,48 @@ class PredictionWriter:
         os.makedirs(self.output_dir, exist_ok=True)
         self._running = True
         if self.csv_path is not None:
-            self._file = open(f"{self.csv_path}.partial", "w", newline="", encoding="utf-8")
-            self._writer = csv.writer(self._file)
+            self._writer = csv.writer(self.open_partial(self.filename, newline=""))
             self._writer.writerow(self.columns)
-            self._file.flush()
+            self.flush()
+
+    def open_partial(self, filename: str, **kwargs: Any) -> Any:
+        """Open ``output_dir/<filename>.partial`` for writing (text, UTF-8) with the CSV's life cycle: flushed after
+        every iteration, renamed to ``filename`` when the run completes, kept as ``.partial`` when it fails.
+        For subclasses that write a second stream (call it from ``started``, after ``super().started``)."""
+        path = os.path.join(self.output_dir, filename)
+        handle = open(f"{path}.partial", "w", encoding="utf-8", **kwargs)
+        self._partials[path] = handle
+        return handle
+
+    def flush(self) -> None:
+        """Flush every open ``.partial`` file."""
+        for handle in self._partials.values():
+            handle.flush()
 
     def close(self) -> None:
-        """Close the ``.partial`` CSV, which stays on disk under that name: the run did not complete."""
-        if self._file is not None:
-            self._file.close()
-        self._file, self._writer, self._running = None, None, False
+        """Close the ``.partial`` files, which stay on disk under that name: the run did not complete."""
+        for handle in self._partials.values():
+            handle.close()
+        self._partials, self._writer, self._running = {}, None, False
 
     def exception_raised(self, engine: Engine, e: Exception) -> None:
-        """Close the ``.partial`` CSV, keeping the rows written so far, and re-raise.
+        """Close the ``.partial`` files, keeping what was written so far, and re-raise.
 
         Ignite does not re-raise an exception that an ``EXCEPTION_RAISED`` handler received, hence the ``raise``.
         """
-        if self._file is not None:
-            self.logger.warning(f"run stopped early: the rows written so far are in {self.csv_path}.partial")
+        for path in self._partials:
+            self.logger.warning(f"run stopped early: what was written so far is in {path}.partial")
         self.close()
         raise e
 
     def completed(self, engine: Engine | None = None) -> None:
-        """Rename the finished CSV to its final name and log :meth:`summary` (nothing if no run is under way)."""
+        """Rename the finished files to their final names and log :meth:`summary` (nothing if no run is under way)."""
         if not self._running:
             return
-        had_csv = self._file is not None
+        paths = list(self._partials)
         self.close()
-        if had_csv:
-            os.replace(f"{self.csv_path}.partial", self.csv_path)
+        for path in paths:
+            os.replace(f"{path}.partial", path)
         self.logger.info(self.summary())
 
     def summary(self) -> str:
@@ -207,5 +220,4 @@ class PredictionWriter:
             self.started(engine)
         for item in self.items(engine):
             self.write_item(item)
-        if self._file is not None:
-            self._file.flush()
+        self.flush()

@@ -4,6 +4,8 @@
 - :func:`attention_profile`: a horizontal attention map (one weight per feature row) upsampled to image rows.
 - :func:`plot_attention_figure`: the gel with its attention profiles drawn beside it, rows aligned, as in Fig. 3 of
   Shi et al. (MICCAI 2023).
+- :func:`plot_attention_alignment`: mean attention profiles of positive gels aligned on their band, negatives beside
+  them (Fig. 3 made quantitative, against the band rows the synthetic generator drew).
 - :func:`plot_confusion_matrix`: a confusion matrix, coloured by recall, annotated with counts.
 
 Figures use matplotlib's Agg canvas directly (no pyplot state), so they work headless and in worker threads.
@@ -12,6 +14,7 @@ Figures use matplotlib's Agg canvas directly (no pyplot state), so they work hea
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,7 +24,7 @@ from monai.transforms.utils import rescale_array
 
 from custom_components.ife_classes import IFE_CLASSES
 
-__all__ = ["attention_profile", "plot_attention_figure", "plot_confusion_matrix"]
+__all__ = ["attention_profile", "plot_attention_figure", "plot_attention_alignment", "plot_confusion_matrix"]
 
 _PROFILE_COLOURS = ("tab:orange", "tab:blue", "tab:green", "tab:purple")
 
@@ -33,17 +36,24 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def attention_profile(attention: Any, height: int) -> np.ndarray:
+def attention_profile(
+    attention: Any, height: int, stride: int | None = None, network_rows: int | None = None
+) -> np.ndarray:
     """Upsample a horizontal attention map (one weight per feature row) to ``height`` image rows.
 
-    Feature row ``j`` of ``h`` covers image rows ``[j H / h, (j + 1) H / h)``; the profile is linearly interpolated
-    between the row centres and held constant beyond the first and last centre (the same as
-    ``torch.nn.functional.interpolate(mode="linear", align_corners=False)``), so it lines up with the image rows
-    whatever the network's input size, as long as the image was resized along the height without cropping.
+    With ``stride`` and ``network_rows`` (the map's total stride and the network input's rows), map row ``j`` sits at
+    the image row of its true centre, network-input row ``j * stride``
+    (:func:`~custom_components.metrics.attention.map_row_centres`), which is where the peak-row columns of
+    ``predictions.csv`` put it. Without them, row ``j`` of ``h`` is read as the middle of image rows
+    ``[j H / h, (j + 1) H / h)`` (``torch.nn.functional.interpolate(mode="linear", align_corners=False)``). The
+    profile is linearly interpolated between the centres and held constant beyond the first and last one; it lines
+    up with the image rows as long as the image was resized along the height without cropping.
 
     Args:
         attention: (h,) attention weights (tensor or array), or (1, h).
         height: number of image rows to map onto, >= 1.
+        stride: total stride of the map along the height (e.g. 32 for stage 4), or None.
+        network_rows: rows of the network input, or None.
 
     Returns:
         (height,) float64 array.
@@ -51,6 +61,8 @@ def attention_profile(attention: Any, height: int) -> np.ndarray:
     Raises:
         ValueError: on an empty or non-1-D map or a bad height.
     """
+    from custom_components.metrics.attention import map_row_centres
+
     array = _to_numpy(attention)
     if array.ndim == 2 and array.shape[0] == 1:
         array = array[0]
@@ -60,8 +72,11 @@ def attention_profile(attention: Any, height: int) -> np.ndarray:
     if isinstance(height, bool) or not isinstance(height, (int, np.integer)) or height < 1:
         raise ValueError(f"height must be a positive integer, got {height!r}.")
     h = values.size
-    centres = (np.arange(h) + 0.5) * height / h
-    return np.interp(np.arange(height) + 0.5, centres, values)
+    if stride is not None and network_rows is not None:
+        centres = map_row_centres(h, stride, network_rows, int(height))
+    else:
+        centres = (np.arange(h) + 0.5) * height / h - 0.5
+    return np.interp(np.arange(height, dtype=np.float64), centres, values)
 
 
 def _display_image(image: Any) -> np.ndarray:
@@ -93,7 +108,8 @@ def plot_attention_figure(
 
     Args:
         image: the gel, (H, W, 3) as read from the file or (C, H, W) network input (any value range).
-        profiles: ``{name: (h,) attention map}``, e.g. ``{"severe": ..., "mild": ...}``; each is upsampled to H.
+        profiles: ``{name: (h,) attention map}``, e.g. ``{"severe": ..., "mild": ...}``, or ``{name: {"values": map,
+            "stride": s, "network_rows": n}}`` to place each map row at its true centre; each is upsampled to H.
         path: PNG to write (its folder must exist).
         title: figure title.
         dpi: resolution.
@@ -122,7 +138,10 @@ def plot_attention_figure(
     ax_img.set_ylabel("image row (migration direction)")
     for i, (name, attention) in enumerate(profiles.items()):
         colour = _PROFILE_COLOURS[i % len(_PROFILE_COLOURS)]
-        profile = attention_profile(attention, height)
+        if isinstance(attention, Mapping):
+            profile = attention_profile(attention["values"], height, attention["stride"], attention["network_rows"])
+        else:
+            profile = attention_profile(attention, height)
         ax = fig.add_subplot(grid[0, 1 + i], sharey=ax_img)
         ax.fill_betweenx(rows, 0.0, profile, color=colour, alpha=0.35, linewidth=0)
         ax.plot(profile, rows, color=colour, linewidth=1.5)
@@ -137,6 +156,76 @@ def plot_attention_figure(
     ax_img.set_ylim(height, 0)
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.savefig(os.fspath(path), dpi=dpi)
+
+
+def plot_attention_alignment(
+    records: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: str | os.PathLike,
+    title: str | None = None,
+    reach: float = 0.5,
+    dpi: int = 110,
+) -> None:
+    """Save, per attention map, the mean profile of the positive gels aligned on their band and that of the negatives.
+
+    Left panel of each row: every positive gel's map read at ``band row + offset`` (offsets within ``reach`` of the
+    image height, in image rows of a median gel), mean and interquartile range; the band's median half-width is
+    shaded. Right panel: the maps of the gels without a band, by height. A map that finds the band peaks at offset 0
+    on the left and is flat on the right.
+
+    Args:
+        records: ``{map name: records}`` as joined by
+            :func:`~custom_components.metrics.attention.report_from_files` (``values``, ``stride``,
+            ``network_rows``, ``image_rows``, ``band_row``, ``band_half_width``).
+        path: PNG to write (its folder must exist).
+        title: figure title.
+        reach: half-range of the offsets, as a fraction of the image height.
+        dpi: resolution.
+
+    Raises:
+        ValueError: on empty ``records``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from custom_components.metrics.attention import aligned_profiles, profiles_by_height
+
+    if not records or not any(records.values()):
+        raise ValueError("records must hold at least one attention map with gels.")
+    fig = Figure(figsize=(9.0, 2.6 * len(records) + 0.6), dpi=dpi)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(records), 2, squeeze=False)
+    fractions = np.linspace(0.0, 1.0, 201)
+    for row, (name, gels) in enumerate(records.items()):
+        height = float(np.median([g["image_rows"] for g in gels]))
+        offsets = np.linspace(-reach * height, reach * height, 201)
+        widths = [g["band_half_width"] for g in gels if g.get("band_half_width")]
+        for ax, values, x, label in (
+            (axes[row, 0], aligned_profiles(gels, offsets), offsets, "image rows from the band centre"),
+            (axes[row, 1], profiles_by_height(gels, fractions, band=False), fractions, "fraction of the image height"),
+        ):
+            if values.size and np.isfinite(values).any():
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns beyond the maps' ends
+                    mean = np.nanmean(values, axis=0)
+                    low, high = np.nanpercentile(values, 25, axis=0), np.nanpercentile(values, 75, axis=0)
+                ax.fill_between(x, low, high, color="tab:orange", alpha=0.3, linewidth=0)
+                ax.plot(x, mean, color="tab:orange", linewidth=1.5)
+            ax.set_xlabel(label, fontsize=8)
+            ax.set_ylim(0.0, 1.0)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+        if widths:
+            half = float(np.median(widths))
+            axes[row, 0].axvspan(-half, half, color="tab:blue", alpha=0.15, linewidth=0)
+        axes[row, 0].axvline(0.0, color="tab:blue", linestyle="--", linewidth=1)
+        positives = sum(g.get("band_row") is not None for g in gels)
+        axes[row, 0].set_title(f"{name}: {positives} gels with a band, aligned on it", fontsize=9)
+        axes[row, 1].set_title(f"{name}: {len(gels) - positives} gels without a band", fontsize=9)
+        axes[row, 0].set_ylabel("attention", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     fig.savefig(os.fspath(path), dpi=dpi)
 
 

@@ -82,12 +82,47 @@ def test_prediction_writer_rows_and_figures(tmp_path):
     assert [r[1] for r in rows[1:]] == ["IgG-kappa", "", "IgM-lambda"]  # label from the batch; empty when absent
     assert [r[2] for r in rows[1:]] == ["Negative", "Negative", "IgM-lambda"]
     # multi-task rows: severe/mild from the head logits (G, None); baseline row: derived from the call (M, lambda)
-    assert [r[-2:] for r in rows[1:]] == [["G", "None"], ["G", "None"], ["M", "lambda"]]
+    assert [r[-4:-2] for r in rows[1:]] == [["G", "None"], ["G", "None"], ["M", "lambda"]]
     for row in rows[1:]:
         p = np.array(row[4:13], dtype=float)
         assert p.sum() == pytest.approx(1.0, abs=1e-5)
         assert float(row[3]) == pytest.approx(p[IFE_CLASSES.index(row[2])])
     assert sorted(os.listdir(out / "attention")) == ["gel0.png", "gel1.png"]  # max_figures=2
+
+
+def test_prediction_writer_attention_peak_rows_and_profiles(tmp_path):
+    """Peak rows are in the file's own rows: a 400-row gel resized to 128 rows, stage-4 maps (stride 32)."""
+    from monai.transforms import Resize
+
+    path = _write_gel(tmp_path / "gel.png", height=400, width=600)
+    image = Resize((128, 128))(MetaTensor(torch.zeros(3, 400, 600), meta={"filename_or_obj": path}))
+    item = _item(path, [1.0] + [0.0] * 8, 0)
+    item.update(
+        image=image,
+        attention_severe=torch.tensor([0.1, 0.2, 0.9, 0.3]),  # peak at map row 2: network row 64 -> image row 201
+        attention_mild=torch.tensor([0.8, 0.2, 0.1, 0.3]),  # map row 0: network row 0 -> image row 1
+        attention_shared=torch.tensor([0.0] * 7 + [1.0]),  # stride 16, row 7: network row 112 -> image row 351
+    )
+    baseline = _item(path, [1.0] + [0.0] * 8, 0, heads=False)
+    baseline["image"] = image
+    out = tmp_path / "out"
+    _run_writer(IFEPredictionWriter(out, figure_dir=None), [[item, baseline]])
+    rows = list(csv.DictReader(open(out / "predictions.csv", newline="")))
+    assert rows[0]["severe_attention_peak_row"] == "201" and rows[0]["mild_attention_peak_row"] == "1"
+    assert rows[1]["severe_attention_peak_row"] == "" and rows[1]["mild_attention_peak_row"] == ""  # no branches
+    lines = [json.loads(line) for line in open(out / "attention_profiles.jsonl")]
+    assert not os.path.exists(out / "attention_profiles.jsonl.partial")
+    assert lines[0]["image"] == path and lines[0]["image_rows"] == 400 and lines[0]["network_rows"] == 128
+    assert lines[0]["maps"]["attention_shared"]["stride"] == 16
+    assert lines[0]["maps"]["attention_severe"] == {"stride": 32, "values": pytest.approx([0.1, 0.2, 0.9, 0.3])}
+    assert set(lines[1]["maps"]) == {"attention"}
+    # an interrupted run keeps both streams as .partial
+    broken = _item(path, [1.0] + [0.0] * 8, 0)
+    del broken["probabilities_call"]
+    with pytest.raises(ValueError):
+        _run_writer(IFEPredictionWriter(tmp_path / "stopped", figure_dir=None), [[item], [broken]])
+    assert sorted(os.listdir(tmp_path / "stopped")) == ["attention_profiles.jsonl.partial", "predictions.csv.partial"]
+    assert len(open(tmp_path / "stopped" / "attention_profiles.jsonl.partial").readlines()) == 1
 
 
 def test_prediction_writer_unique_figure_names_and_no_figures(tmp_path):
@@ -101,7 +136,7 @@ def test_prediction_writer_unique_figure_names_and_no_figures(tmp_path):
 
     writer = IFEPredictionWriter(tmp_path / "out2", figure_dir=None)
     _run_writer(writer, [[_item(paths[0], probs, 0)]])
-    assert os.listdir(tmp_path / "out2") == ["predictions.csv"]
+    assert sorted(os.listdir(tmp_path / "out2")) == ["attention_profiles.jsonl", "predictions.csv"]
 
 
 def test_prediction_writer_missing_call_keeps_partial(tmp_path):
@@ -115,7 +150,8 @@ def test_prediction_writer_missing_call_keeps_partial(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kwargs, message", [({"filename": "a/b.csv"}, "filename"), ({"max_figures": -1}, "max_figures")]
+    "kwargs, message",
+    [({"filename": "a/b.csv"}, "filename"), ({"max_figures": -1}, "max_figures"), ({"profiles_filename": "a/p.jsonl"}, "profiles_filename")],
 )
 def test_prediction_writer_bad_arguments(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -52,6 +52,7 @@ def test_gel_is_landscape_rgb_with_ordered_lanes_on_a_light_background():
     assert image.shape == (400, 600, 3) and image.dtype == np.uint8  # (H, W, RGB), wider than high
     assert np.median(image) > 200  # near-white background
     assert info["band_row"] is None and info["band_lanes"] == [] and not info["faint"]
+    assert info["band_half_width"] is None
     centres = info["lane_centres"]
     assert len(centres) == len(LANES) and np.all(np.diff(centres) > info["lane_width"])  # side by side, no overlap
     top, bottom = info["gel_rows"]
@@ -98,6 +99,7 @@ def test_monoclonal_band_sits_at_the_same_row_in_elp_heavy_and_light_lanes(class
             continue  # the strong bands make the contrast test unambiguous
         checked += 1
         row = info["band_row"]
+        assert 1.0 < info["band_half_width"] < 0.05 * image.shape[0]  # two sigma: a few rows of a 400-row gel
         centres = dict(zip(LANES, info["lane_centres"]))
         for lane in LANES[1:]:
             profile = _residual_profile(image, centres[lane], info["gel_rows"])
@@ -161,6 +163,7 @@ def test_small_sets_hold_every_class_in_training_and_testing_and_record_the_para
     assert summary["split_counts"] == {k: len(v) for k, v in datalist.items()}
     for detail in summary["images"]:
         assert (detail["band_row"] is None) == (detail["label"] == "Negative")
+        assert (detail["band_half_width"] is None) == (detail["label"] == "Negative")
 
 
 def test_class_fractions_and_splits_are_honoured(tmp_path):

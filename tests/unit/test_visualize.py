@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from custom_components.visualize import attention_profile, overlay_image, plot_attention_figure, plot_confusion_matrix
+from custom_components.visualize import (
+    attention_profile,
+    overlay_image,
+    plot_attention_alignment,
+    plot_attention_figure,
+    plot_confusion_matrix,
+)
 from custom_components.visualize.oct import FLUID_HUE, OVERLAY_COLORMAP, TRUTH_HUE
 
 
@@ -40,6 +46,13 @@ def test_attention_profile(attention, height, expected):
     np.testing.assert_allclose(attention_profile(torch.tensor(attention), height), expected)
 
 
+def test_attention_profile_at_the_map_rows_true_centres():
+    # stride 32 at 128 network rows onto 400 image rows: centres at image rows 1.0625, 101.0625, 201.0625, 301.0625
+    profile = attention_profile(torch.tensor([0.0, 0.0, 1.0, 0.0]), 400, stride=32, network_rows=128)
+    assert int(np.argmax(profile)) == 201
+    assert profile[151] == pytest.approx(0.5, abs=0.01) and profile[399] == 0.0 and profile[0] == 0.0
+
+
 @pytest.mark.parametrize(
     "attention, height, message",
     [([], 3, "non-empty"), ([[0.1, 0.2], [0.3, 0.4]], 3, r"\(h,\)"), ([0.1], 0, "height")],
@@ -47,6 +60,18 @@ def test_attention_profile(attention, height, expected):
 def test_attention_profile_errors(attention, height, message):
     with pytest.raises(ValueError, match=message):
         attention_profile(np.asarray(attention), height)
+
+
+def test_plot_attention_alignment(tmp_path):
+    def record(values, band_row):
+        return {"values": values, "stride": 32, "network_rows": 128, "image_rows": 400, "band_row": band_row,
+                "band_half_width": 6.0 if band_row is not None else None}  # fmt: skip
+
+    records = {"severe": [record([0, 0, 1, 0], 201), record([0, 1, 0, 0], 101), record([0.5] * 4, None)]}
+    plot_attention_alignment(records, tmp_path / "aligned.png", title="paper")
+    assert _is_png(tmp_path / "aligned.png")
+    with pytest.raises(ValueError, match="at least one attention map"):
+        plot_attention_alignment({}, tmp_path / "none.png")
 
 
 def test_plot_attention_figure(tmp_path):

@@ -177,7 +177,8 @@ def render_gel(
     Returns:
         ``image`` (H, W, 3) uint8 RGB, rows top to bottom as a viewer shows it; with ``return_info`` the pair
         ``(image, info)``, ``info`` holding ``band_row`` (image row of the monoclonal band's centre in the lane
-        middles, ``None`` for Negative), ``band_lanes`` (lanes holding the band: ELP, the light chain, then the
+        middles, ``None`` for Negative), ``band_half_width`` (rows from the band's centre to where its stain falls
+        to 14 % of the peak, two standard deviations of its profile; ``None`` for Negative), ``band_lanes`` (lanes holding the band: ELP, the light chain, then the
         heavy chain if any), ``faint`` (a faint band), ``lane_centres`` (column of each lane's centre, in
         :data:`LANES` order), ``lane_width`` (pixels), ``gel_rows`` (first and last row of the gel area) and
         ``label_strip`` (``"top"`` or ``"bottom"``).
@@ -298,6 +299,7 @@ def render_gel(
         return image
     info = {
         "band_row": int(round(gel_top + band_t * (gel_bottom - gel_top))) if band_lanes else None,
+        "band_half_width": round(2 * band_sigma * (gel_bottom - gel_top), 2) if band_lanes else None,
         "band_lanes": band_lanes,
         "faint": faint,
         "lane_centres": [float(c) for c in centres],
@@ -321,7 +323,8 @@ def synthesize_ife_dataset(
     Files: ``output_dir/images/ife_00000.png`` ..., ``output_dir/datalist.json`` (``training``, ``validation``,
     ``testing`` lists of ``{"image": "images/....png", "label": class name}``, split stratified by class; every
     class present is in ``training``, and from 27 images on every class is in ``training`` and ``testing``) and
-    ``output_dir/synthesis.json`` (parameters, class and split counts, per-image band row, lanes and faintness).
+    ``output_dir/synthesis.json`` (parameters, class and split counts, per-image band row and half-width, lanes and
+    faintness).
 
     Args:
         output_dir: destination folder (created; existing files of the same names are overwritten).
@@ -365,7 +368,7 @@ def synthesize_ife_dataset(
             datalist[split].append({"image": name, "label": label})
             details.append(
                 {"image": name, "label": label, "split": split, "band_row": info["band_row"],
-                 "band_lanes": info["band_lanes"], "faint": info["faint"]}
+                 "band_half_width": info["band_half_width"], "band_lanes": info["band_lanes"], "faint": info["faint"]}
             )  # fmt: skip
             if (index + 1) % step == 0 or index + 1 == count:
                 logger.info("synthetic IFE gels: %d/%d", index + 1, count)
