@@ -213,7 +213,7 @@ class IFEPredictionWriter(PredictionWriter):
                 pass  # fall back to the network input below
         return item[self.image_key]
 
-    def _row(self, item: Mapping, source: str | None) -> tuple[list[Any], str, float]:
+    def _row(self, item: Mapping, source: str | None, maps: Mapping[str, Any]) -> tuple[list[Any], str, float]:
         for key in (self.pred_key, self.call_key):
             if key not in item:
                 raise ValueError(
@@ -238,7 +238,6 @@ class IFEPredictionWriter(PredictionWriter):
             label = value if isinstance(value, str) else _class_name(value, self.label_key)
         row = [source or f"image_{self._count:05d}", label, call, f"{probs[call_index]:.6f}"]
         row += [f"{p:.6f}" for p in probs] + [severe, mild]
-        maps = self._maps(item)
         row += ["" if key not in maps else self._peak(maps[key]) for key in _PEAK_COLUMN_MAPS]
         return row, call, probs[call_index]
 
@@ -272,27 +271,26 @@ class IFEPredictionWriter(PredictionWriter):
     def _peak(record: Mapping[str, Any]) -> int:
         return peak_row(record["values"], record["stride"], record["network_rows"], record["image_rows"])
 
-    def _write_profiles(self, item: Mapping, source: str) -> None:
-        maps = self._maps(item)
+    def _write_profiles(self, source: str, maps: Mapping[str, Any]) -> None:
         if self._profiles is None or not maps:
             return
-        image_rows, network_rows = self._rows(item)
+        first = next(iter(maps.values()))
         line = {
             "image": source,
-            "image_rows": image_rows,
-            "network_rows": network_rows,
+            "image_rows": first["image_rows"],
+            "network_rows": first["network_rows"],
             "maps": {key: {"stride": m["stride"], "values": [round(v, 6) for v in m["values"]]} for key, m in maps.items()},
         }
         self._profiles.write(json.dumps(line) + "\n")
 
     def write_item(self, item: Mapping) -> None:
-        """Write the CSV row of one decollated item and, within ``max_figures``, its attention figure."""
+        """Write the CSV row, the attention profiles and, within ``max_figures``, the attention figure of one item."""
         source = self._source(item)
-        row, call, prob = self._row(item, source)
+        maps = self._maps(item)
+        row, call, prob = self._row(item, source, maps)
         self.write_row(row)
-        self._write_profiles(item, row[0])
+        self._write_profiles(row[0], maps)
         if self.figure_dir is not None and (self.max_figures is None or self._figures < self.max_figures):
-            maps = self._maps(item)
             profiles = {name: maps.get(key, item.get(key)) for name, key in self.attention_keys.items() if key in item}
             if profiles:
                 os.makedirs(os.path.join(self.output_dir, self.figure_dir), exist_ok=True)

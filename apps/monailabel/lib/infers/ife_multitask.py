@@ -34,15 +34,16 @@ def ife_result(heads: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         heads: ``forward_heads`` output for ONE image (no batch dimension): ``probabilities`` (9,), and either the
             multi-task heads ``severe_logits`` (4,), ``mild_logits`` (3,), ``attention_severe`` (R,),
             ``attention_mild`` (R,), or the 9-class baseline's ``logits`` (9,) and ``attention`` (R,). R = rows of
-            the last stage (input height / 32).
+            the last stage (input height / 16, or / 32 for a network trained with ``stage4_row_stride`` 2).
 
     Returns:
         ``label`` (predicted class name, by the paper's rule: mild call None gives Negative) and ``label_index``;
         ``probabilities`` (class name -> probability, the nine sum to 1); ``prediction`` (the same as MONAI Label's
         classification list ``[{"idx", "label", "score"}]``); ``severe`` and ``mild`` (``call`` and per-head
         ``probabilities``; for the baseline, the calls implied by the class and no per-head probabilities);
-        ``attention``: ``severe`` and ``mild`` profiles (baseline: ``class``), R weights in [0, 1], each for an
-        equal band of the gel's rows, top to bottom.
+        ``attention``: ``severe`` and ``mild`` profiles (baseline: ``class``), R weights in [0, 1], top to bottom;
+        weight ``j`` is centred on network-input row ``j * stride`` (``network.attention_strides()``; see
+        :mod:`custom_components.metrics.attention`).
 
     Raises:
         ValueError: when the heads have unexpected shapes or keys.
