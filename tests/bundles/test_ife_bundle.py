@@ -89,7 +89,8 @@ def test_train_outputs(trained):
     assert model["severe_head.weight"].shape == (4, 64) and model["mild_head.weight"].shape == (3, 64)
     assert model["stem.0.weight"].shape == (8, 3, 7, 7)
     recipe = json.loads((root / "models" / "model.recipe.json").read_text())
-    assert recipe["settings"] == {"image_size": 64, "channels": NARROW}  # the call rule follows from the network class
+    # the call rule follows from the network class
+    assert recipe["settings"] == {"image_size": 64, "channels": NARROW, "stage4_row_stride": 1}
     assert recipe["network"] == "custom_components.networks.ife_resnet.MultiTaskIFEResNet"
     state = torch.load(root / "models" / "checkpoint.pt", weights_only=True)
     assert set(state) == {"model", "optimizer", "lr_scheduler", "trainer"}
@@ -160,7 +161,23 @@ def test_inference_writes_predictions_and_figures(trained, tmp_path):
         assert row["mild_prediction"] in ("None", "kappa", "lambda")
         # the call follows the per-head rule: a mild None is Negative whatever the severe head says
         assert (row["prediction"] == "Negative") == (row["mild_prediction"] == "None")
+        # peak rows in the file's own rows (the synthetic gels are 400 x 600; the network saw 64 x 64)
+        for column in ("severe_attention_peak_row", "mild_attention_peak_row"):
+            assert 0 <= int(row[column]) < 400
     assert len(os.listdir(out / "attention")) == len(testing)
+    profiles = [json.loads(line) for line in (out / "attention_profiles.jsonl").read_text().splitlines()]
+    assert [p["image"] for p in profiles] == [r["image"] for r in rows]
+    assert all(p["image_rows"] == 400 and p["network_rows"] == 64 for p in profiles)
+    # the default keeps stage 3's rows in stage 4: 64 / 16 = 4 rows, stride 16
+    assert {k: (v["stride"], len(v["values"])) for k, v in profiles[0]["maps"].items()} == {
+        "attention_severe": (16, 4), "attention_mild": (16, 4), "attention_shared": (16, 4)
+    }  # fmt: skip
+    # the report joins them with the generator's band rows
+    from custom_components.metrics.attention import report_from_files
+
+    report, _ = report_from_files(out / "attention_profiles.jsonl", trained["dataset_dir"] / "synthesis.json")
+    assert report["gels"] == len(testing) and report["unmatched"] == 0
+    assert report["maps"]["attention_severe"]["positives"] + report["maps"]["attention_severe"]["negatives"] == len(testing)
 
 
 def test_inference_over_folder_skips_unreadable(trained, tmp_path):
