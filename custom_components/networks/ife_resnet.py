@@ -183,7 +183,7 @@ def _make_stages(
 ) -> nn.ModuleList:
     """Stages ``first .. last - 1`` (0-based) of ResNet18, stage ``i`` with ``channels[i]`` outputs; the fourth stage
     strides ``(stage4_row_stride, 2)`` (rows, columns)."""
-    strides: list = list(_STAGE_STRIDES[:3]) + [(stage4_row_stride, 2) if stage4_row_stride != 2 else 2]
+    strides: list = list(_STAGE_STRIDES[:3]) + [(stage4_row_stride, 2)]
     return nn.ModuleList(
         [
             IFEResStage(channels[i - 1] if i > 0 else channels[0], channels[i], _STAGE_DEPTHS[i], strides[i], **kwargs)
@@ -198,9 +198,11 @@ def _check_row_stride(stage4_row_stride: int) -> int:
     return int(stage4_row_stride)
 
 
+_STAGE4_MAPS = ("attention_severe", "attention_mild", "attention")
+
+
 def _attention_strides(stage4_row_stride: int) -> dict[str, int]:
-    stage4 = 16 * stage4_row_stride
-    return {key: (stage4 if value == 32 else value) for key, value in ATTENTION_STRIDES.items()}
+    return {**ATTENTION_STRIDES, **{key: 16 * stage4_row_stride for key in _STAGE4_MAPS}}
 
 
 def _init_weights(module: nn.Module, zero_init_last: bool) -> None:

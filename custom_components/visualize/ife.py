@@ -23,6 +23,7 @@ import torch
 from monai.transforms.utils import rescale_array
 
 from custom_components.ife_classes import IFE_CLASSES
+from custom_components.metrics.attention import aligned_profiles, map_row_centres, profiles_by_height
 
 __all__ = ["attention_profile", "plot_attention_figure", "plot_attention_alignment", "plot_confusion_matrix"]
 
@@ -61,8 +62,6 @@ def attention_profile(
     Raises:
         ValueError: on an empty or non-1-D map or a bad height.
     """
-    from custom_components.metrics.attention import map_row_centres
-
     array = _to_numpy(attention)
     if array.ndim == 2 and array.shape[0] == 1:
         array = array[0]
@@ -187,8 +186,6 @@ def plot_attention_alignment(
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from custom_components.metrics.attention import aligned_profiles, profiles_by_height
 
     if not records or not any(records.values()):
         raise ValueError("records must hold at least one attention map with gels.")
