@@ -311,20 +311,29 @@ class CheckedCheckpointLoader(CheckpointLoader):
     """MONAI's ``CheckpointLoader`` with one clear error when the weights do not fit the network.
 
     Instead of PyTorch's list of every mismatched tensor, the error names the file, the first mismatched layer and
-    both shapes, and says where the usual cause lies. Takes the arguments of :class:`monai.handlers.CheckpointLoader`.
+    both shapes, and says where the usual cause lies; a training state that lacks an object the config restores
+    (written by another config or version) is named too. Takes the arguments of
+    :class:`monai.handlers.CheckpointLoader`, whose ``torch.load`` uses ``weights_only=True``.
 
     Raises:
-        CheckpointMismatchError: (when run) on weights that do not fit.
+        CheckpointMismatchError: (when run) on weights that do not fit, or a training state without an object of
+            ``load_dict``.
     """
 
     def __call__(self, engine: Engine) -> None:
+        if len(self.load_dict) > 1:
+            saved = torch.load(self.load_path, map_location="cpu", weights_only=True)
+            missing = [key for key in self.load_dict if key not in saved]
+            if missing:
+                raise CheckpointMismatchError(
+                    f"{self.load_path} holds {', '.join(sorted(saved))} but not {', '.join(missing)}, which this "
+                    "config restores: it was written by another config or version. Resume with the configs that "
+                    "wrote it, or start a new run (resume false, or another bundle_root)."
+                )
         try:
             super().__call__(engine)
         except RuntimeError:
-            if len(self.load_dict) != 1:
-                raise
-            ((key, network),) = self.load_dict.items()
-            error = mismatch_error(self.load_path, network, key)
-            if error is None:
-                raise
-            raise error from None
+            for key, obj in self.load_dict.items():
+                if isinstance(obj, torch.nn.Module) and (error := mismatch_error(self.load_path, obj, key)) is not None:
+                    raise error from None
+            raise

@@ -4,4 +4,4 @@ resumable training state."""
 from .ife import IFEEvaluationReport, IFEPredictionWriter
 from .oct import FluidPredictionWriter, SegmentationReport
 from .prediction_writer import PredictionWriter
-from .training import GradientClipping, LossTermsHandler, TrainingStateSaver
+from .training import AtomicCheckpointSaver, GradientClipping, LossTermsHandler, RandomStates, TrainingStateSaver

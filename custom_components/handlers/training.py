@@ -6,8 +6,12 @@
   ``engine.state.metrics``, so that ``StatsHandler`` and ``TensorBoardStatsHandler`` log them.
 - :class:`TrainingStateSaver`: the full training state (network, optimizer, scheduler, trainer, ...) written to ONE
   fixed file every N epochs, atomically, so that a killed run resumes with MONAI's ``CheckpointLoader``.
+- :class:`AtomicCheckpointSaver`: MONAI's ``CheckpointSaver`` whose files are never seen half-written, and whose
+  best-model record (the key-metric list and the evaluator's best metric) is part of that training state.
+- :class:`RandomStates`: the random generators a training run draws from (Python, NumPy, PyTorch, every random
+  transform's own), as one ``state_dict``, so a resumed run draws what the uninterrupted run would have drawn.
 
-All three follow MONAI's handler pattern: ``__init__`` stores the settings, ``attach(engine)`` registers guarded
+All follow MONAI's handler pattern: ``__init__`` stores the settings, ``attach(engine)`` registers guarded
 callbacks, file writing happens on one rank only.
 """
 
@@ -16,11 +20,15 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import weakref
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+from monai.handlers import CheckpointSaver
+from monai.transforms import Randomizable
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from custom_components.utils.atomic import save_atomic
@@ -28,12 +36,15 @@ from custom_components.utils.events import attach_once
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
+BaseSaveHandler, _ = optional_import(
+    "ignite.handlers.checkpoint", IgniteInfo.OPT_IMPORT_VERSION, min_version, "BaseSaveHandler"
+)
 if TYPE_CHECKING:
     from ignite.engine import Engine
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["GradientClipping", "LossTermsHandler", "TrainingStateSaver"]
+__all__ = ["GradientClipping", "LossTermsHandler", "TrainingStateSaver", "AtomicCheckpointSaver", "RandomStates"]
 
 
 class GradientClipping:
@@ -277,3 +288,157 @@ class TrainingStateSaver:
         save_atomic(self.path, lambda tmp: torch.save(state, tmp))
         epoch = getattr(getattr(engine, "state", None), "epoch", None)
         self.logger.info(f"saved training state (epoch {epoch}) to {self.path}")
+
+
+class _AtomicDiskSaver(BaseSaveHandler):
+    """ignite save handler writing through :func:`~custom_components.utils.atomic.save_atomic`, on rank 0 only.
+
+    ignite's own ``DiskSaver(atomic=True)`` writes through ``tempfile`` (mode 0600, so a group could not read the
+    model; the reason MONAI turns it off), and with a fixed file name ignite removes the old file *before* writing the
+    new one: a run killed in between would leave no model at all. Here a fixed name is never removed, the rename of
+    the new file replaces it.
+    """
+
+    def __init__(self, dirname: str, filename: str | None = None) -> None:
+        self.dirname, self.filename = os.fspath(dirname), filename
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        if idist.get_rank() == 0:
+            save_atomic(os.path.join(self.dirname, self.filename or filename), lambda tmp: torch.save(checkpoint, tmp))
+
+    def remove(self, filename: str) -> None:
+        path = os.path.join(self.dirname, filename)
+        if self.filename is None and idist.get_rank() == 0 and os.path.exists(path):
+            os.remove(path)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` (same arguments) whose files are written atomically, with a resumable record.
+
+    - Every file it writes (best model, final, interval checkpoints) goes through
+      :func:`~custom_components.utils.atomic.save_atomic`: a run killed while saving leaves the previous complete file
+      (or none), never a torn one, and a fixed ``key_metric_filename`` is replaced by a rename, never deleted first.
+      Files are written on rank 0 only, as ignite's ``DiskSaver`` does, so the saver can be built on every rank.
+    - :meth:`state_dict` / :meth:`load_state_dict` hold the best-model record: the key-metric list that decides
+      whether a new validation result replaces the saved model, and the best metric and its epoch of the engine it is
+      attached to. Saved with the training state (:class:`TrainingStateSaver`), a resumed run keeps the model of the
+      best epoch before the interruption unless a later epoch beats it, and reports the true best epoch. (MONAI's
+      own way, ``key_metric_save_state=True``, stores the record inside the model file, which then no longer loads
+      as a bare ``state_dict``.)
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
+            if checkpoint is not None:
+                checkpoint.save_handler = _AtomicDiskSaver(self.save_dir, checkpoint.save_handler.filename)
+        self._engine: weakref.ref | None = None
+
+    def attach(self, engine: Engine) -> None:
+        """MONAI's ``attach``; also remembers the engine whose best metric :meth:`state_dict` records."""
+        self._engine = weakref.ref(engine)
+        super().attach(engine)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The best-model record: ``{"key_metric": ignite's list of (score, file), "best_metric", "best_metric_epoch"}``
+        (the last two ``None`` before :meth:`attach`)."""
+        state = getattr(self._engine() if self._engine is not None else None, "state", None)
+        tracked = self._key_metric_checkpoint
+        return {
+            "key_metric": tracked.state_dict() if tracked is not None else None,
+            "best_metric": getattr(state, "best_metric", None),
+            "best_metric_epoch": getattr(state, "best_metric_epoch", None),
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore a record written by :meth:`state_dict` (call after :meth:`attach`, e.g. from a ``CheckpointLoader``
+        that fires when the trainer starts)."""
+        if state_dict.get("key_metric") is not None:
+            super().load_state_dict(state_dict["key_metric"])
+        engine = self._engine() if self._engine is not None else None
+        if engine is not None and state_dict.get("best_metric") is not None:
+            engine.state.best_metric = state_dict["best_metric"]
+            engine.state.best_metric_epoch = state_dict["best_metric_epoch"]
+
+
+#: where transforms that may hold random transforms live (their attributes are searched, nothing else's)
+_TRANSFORM_MODULES = ("monai.transforms", "custom_components")
+
+
+def _generator_state(generator: np.random.RandomState | None = None) -> dict[str, Any]:
+    """A NumPy generator's state with its key array as a tensor: ``torch.load(weights_only=True)`` refuses arrays."""
+    state = (generator or np.random).get_state(legacy=False)
+    inner = dict(state["state"], key=torch.from_numpy(state["state"]["key"].astype(np.int64)))
+    return dict(state, state=inner)
+
+
+def _set_generator_state(state: Mapping[str, Any], generator: np.random.RandomState | None = None) -> None:
+    inner = dict(state["state"], key=np.asarray(state["state"]["key"], dtype=np.uint32))
+    (generator or np.random).set_state(dict(state, state=inner))
+
+
+def _random_transforms(root: Any) -> list[Randomizable]:
+    """Every ``Randomizable`` reachable from ``root`` through attributes, lists, tuples and dicts, each once, in a
+    fixed order (a dictionary transform draws from the array transform it wraps, which has its own generator)."""
+    found, queue, seen = [], [root], set()
+    while queue:
+        obj = queue.pop(0)
+        if obj is None or id(obj) in seen or isinstance(obj, (str, bytes, int, float, torch.Tensor, np.ndarray)):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, (list, tuple)):
+            queue.extend(obj)
+        elif isinstance(obj, dict):
+            queue.extend(obj.values())
+        elif isinstance(obj, Randomizable) or type(obj).__module__.startswith(_TRANSFORM_MODULES):
+            found += [obj] if isinstance(obj, Randomizable) else []
+            queue.extend(value for name, value in vars(obj).items() if name != "R")
+    return found
+
+
+class RandomStates:
+    """The random generators of a training run as one ``state_dict``: Python's, NumPy's, PyTorch's (CPU and CUDA)
+    and the own generator (``R``) of every random transform in ``transforms``.
+
+    Saved with the training state at the end of an epoch and restored when a killed run resumes, the next epoch
+    shuffles, augments and drops out exactly as it would have in the uninterrupted run. With DataLoader workers the
+    transforms in the workers are seeded from PyTorch's generator at the start of every epoch (MONAI's
+    ``DataLoader``), which is restored too. States hold tensors, ints and strings only, so the file loads with
+    ``torch.load(weights_only=True)``.
+
+    Args:
+        transforms: a transform, ``Compose`` or list of them whose random transforms draw in the main process (with
+            ``num_workers=0``); ``None`` for the global generators only.
+    """
+
+    def __init__(self, transforms: Any = None) -> None:
+        self.transforms = _random_transforms(transforms)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "python": random.getstate(),
+            "numpy": _generator_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "transforms": [_generator_state(t.R) for t in self.transforms],
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore every generator.
+
+        Raises:
+            ValueError: when the saved states are for a different number of random transforms (another config).
+        """
+        if len(state_dict["transforms"]) != len(self.transforms):
+            raise ValueError(
+                f"the saved training state has {len(state_dict['transforms'])} random transforms, this config "
+                f"{len(self.transforms)}: resume with the config the run was started with."
+            )
+        version, internal, gauss = state_dict["python"]
+        random.setstate((version, tuple(internal), gauss))
+        _set_generator_state(state_dict["numpy"])
+        torch.set_rng_state(state_dict["torch"])
+        if state_dict["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+        for transform, state in zip(self.transforms, state_dict["transforms"]):
+            _set_generator_state(state, transform.R)

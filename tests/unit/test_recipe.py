@@ -143,3 +143,45 @@ def test_checked_loader_loads_a_fitting_checkpoint_of_another_size(tmp_path):
     bigger = TransUNet(**{**NARROW, "img_size": (32, 32)})  # the position embedding is resized on load
     CheckedCheckpointLoader(load_path=checkpoint, load_dict={"model": bigger})(_loader_engine())
     torch.testing.assert_close(bigger.encoder[0][0].conv.weight, trained.encoder[0][0].conv.weight)
+
+
+def test_checked_loader_names_the_mismatch_inside_a_training_state(tmp_path):
+    checkpoint = str(tmp_path / "checkpoint.pt")
+    net = TransUNet(**NARROW)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict()}, checkpoint)
+    wide = TransUNet(**{**NARROW, "filters": (8, 16, 32)})
+    loader = CheckedCheckpointLoader(
+        load_path=checkpoint, load_dict={"model": wide, "optimizer": torch.optim.SGD(wide.parameters(), lr=0.1)}
+    )
+    with pytest.raises(CheckpointMismatchError, match=r"encoder\.0\.0\.conv\.weight: checkpoint \(4, 1, 3, 3\)"):
+        loader(_loader_engine())
+    # a training state without an object this config restores (another version's) is named, not a KeyError
+    rng = torch.nn.Module()  # any object with load_state_dict
+    loader = CheckedCheckpointLoader(load_path=checkpoint, load_dict={"model": net, "random_states": rng})
+    with pytest.raises(CheckpointMismatchError, match="holds model, optimizer but not random_states"):
+        loader(_loader_engine())
+
+
+class _Payload:
+    """What a malicious checkpoint would carry: unpickling it runs code (here: creates a file)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoints_are_loaded_as_data_never_as_code(tmp_path):
+    # every loader of the project uses weights_only=True, and so does a plain torch.load under the pinned torch
+    # (the default since 2.6), which is what MONAI Label's own model loading calls
+    marker = tmp_path / "code_ran"
+    checkpoint = str(tmp_path / "model.pt")
+    torch.save({"model": _Payload(str(marker))}, checkpoint)
+    net = TransUNet(**NARROW)
+    with pytest.raises(Exception, match="Weights only load failed"):
+        CheckedCheckpointLoader(load_path=checkpoint, load_dict={"model": net})(_loader_engine())
+    with pytest.raises(Exception, match="Weights only load failed"):
+        torch.load(checkpoint)
+    assert not marker.exists()

@@ -3,13 +3,23 @@ from __future__ import annotations
 
 import math
 import os
+import random
+import shutil
 
+import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
+from monai.transforms import Compose, RandFlipd, RandGaussianNoised
 
-from custom_components.handlers.training import GradientClipping, LossTermsHandler, TrainingStateSaver
+from custom_components.handlers.training import (
+    AtomicCheckpointSaver,
+    GradientClipping,
+    LossTermsHandler,
+    RandomStates,
+    TrainingStateSaver,
+)
 
 
 def _linear_problem(grad):
@@ -219,3 +229,98 @@ def test_training_state_saver_bad_arguments(tmp_path, kwargs, message):
     args = {"save_dir": tmp_path, "save_dict": {"model": torch.nn.Linear(1, 1)}, **kwargs}
     with pytest.raises(ValueError, match=message):
         TrainingStateSaver(**args)
+
+
+def _evaluator_with_saver(tmp_path, scores):
+    """An engine whose epochs 'score' the given values, a best-model saver on it writing ``best.pt``."""
+    net = torch.nn.Linear(2, 1)
+
+    def score(engine):
+        engine.state.metrics["score"] = scores[engine.state.epoch - 1]
+        net.weight.data.fill_(engine.state.metrics["score"])  # the weights say which score they were saved with
+        if engine.state.metrics["score"] > engine.state.best_metric:
+            engine.state.best_metric, engine.state.best_metric_epoch = engine.state.metrics["score"], engine.state.epoch
+
+    engine = Engine(lambda e, b: None)
+    engine.state.best_metric, engine.state.best_metric_epoch = -1, -1
+    engine.add_event_handler(Events.EPOCH_COMPLETED, score)
+    saver = AtomicCheckpointSaver(
+        str(tmp_path), {"model": net}, save_key_metric=True, key_metric_name="score", key_metric_filename="best.pt"
+    )
+    saver.attach(engine)
+    return engine, saver
+
+
+def test_atomic_checkpoint_saver_replaces_the_best_model_by_a_rename(tmp_path, monkeypatch):
+    engine, saver = _evaluator_with_saver(tmp_path, [0.5, 0.7, 0.6])
+    removed = []
+    monkeypatch.setattr(os, "remove", lambda path: removed.append(path))
+    engine.run([0], max_epochs=3)
+    assert removed == []  # the previous best was never deleted before its successor was written
+    assert sorted(os.listdir(tmp_path)) == ["best.pt"]
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["weight"].unique().tolist() == [pytest.approx(0.7)]
+    assert saver.state_dict()["best_metric"] == 0.7 and saver.state_dict()["best_metric_epoch"] == 2
+
+
+def test_atomic_checkpoint_saver_failed_save_keeps_the_previous_best(tmp_path, monkeypatch):
+    engine, _ = _evaluator_with_saver(tmp_path, [0.5, 0.7])
+    engine.run([0], max_epochs=1)
+    before = (tmp_path / "best.pt").read_bytes()
+
+    def broken_save(obj, f, *args, **kwargs):
+        with open(f, "wb") as out:
+            out.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        engine.run([0], max_epochs=2)
+    assert sorted(os.listdir(tmp_path)) == ["best.pt"] and (tmp_path / "best.pt").read_bytes() == before
+
+
+def test_atomic_checkpoint_saver_record_survives_a_restart(tmp_path):
+    engine, saver = _evaluator_with_saver(tmp_path / "run", [0.9])
+    engine.run([0], max_epochs=1)
+    record = saver.state_dict()
+    assert record["key_metric"]["_saved"][0][0] == pytest.approx(0.9)
+    shutil.copytree(tmp_path / "run", tmp_path / "fresh")
+
+    # a new process: a fresh engine and saver, the record restored; worse epochs must not replace the best model
+    restarted, saver2 = _evaluator_with_saver(tmp_path / "run", [0.5, 0.6])
+    saver2.load_state_dict(record)
+    assert (restarted.state.best_metric, restarted.state.best_metric_epoch) == (pytest.approx(0.9), 1)
+    restarted.run([0], max_epochs=2)
+    assert torch.load(tmp_path / "run" / "best.pt", weights_only=True)["weight"].unique().tolist() == [
+        pytest.approx(0.9)
+    ]
+
+    # without the record the restarted saver takes the worse model: what the record guards against
+    fresh, _ = _evaluator_with_saver(tmp_path / "fresh", [0.5, 0.6])
+    fresh.run([0], max_epochs=2)
+    assert torch.load(tmp_path / "fresh" / "best.pt", weights_only=True)["weight"].unique().tolist() == [
+        pytest.approx(0.6)
+    ]
+
+
+def test_random_states_round_trip_through_a_weights_only_file(tmp_path):
+    transforms = Compose([RandGaussianNoised("image", prob=1.0), RandFlipd("image", prob=0.5)])
+    transforms.set_random_state(seed=7)
+    states = RandomStates(transforms)
+    # the dictionary transforms and the array transforms they draw from each have a generator
+    assert len(states.transforms) >= 4
+    torch.save(states.state_dict(), tmp_path / "rng.pt")
+
+    def draws():
+        image = {"image": torch.zeros(1, 4, 4)}
+        return [random.random(), np.random.rand(), torch.rand(1).item(), transforms(image)["image"].sum().item()]
+
+    expected = draws()
+    draws()  # move every generator on
+    states.load_state_dict(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert draws() == expected
+
+
+def test_random_states_refuse_another_config(tmp_path):
+    saved = RandomStates(Compose([RandGaussianNoised("image", prob=1.0)])).state_dict()
+    with pytest.raises(ValueError, match="random transforms"):
+        RandomStates(None).load_state_dict(saved)
