@@ -23,6 +23,12 @@ import numpy as np
 import pytest
 import torch
 
+# tests/bad_inputs.py, the corpus of bad and odd input files, is a helper that test modules in every folder import
+# (``import bad_inputs``), whatever pytest's import mode
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
+
 
 def _own(handler: logging.Handler) -> bool:
     """Whether a handler is fair game: pytest's log capture handlers come and go with each test phase."""

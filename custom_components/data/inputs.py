@@ -1,21 +1,33 @@
 # Copyright (c) the project authors. Licensed under the Apache License, Version 2.0.
-"""Listing inference inputs: a folder, one file or a datalist section, screened so one bad file costs only itself."""
+"""Inference inputs: a folder, one file or a datalist section, screened so one bad file costs only itself.
+
+Screening (:func:`scan_inputs`) refuses what the loaders would fail on before the run starts. A file that fails later
+anyway (changed on disk after screening, or failing in a transform) costs only itself too: :class:`SkippingDataset`
+turns its failure into a record, :func:`collate_skipping_failures` sets the records aside from the batch, and
+:class:`custom_components.handlers.SkippedInputsReport` adds them to the same skipped-inputs CSV.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from monai.data import Dataset, list_data_collate
+
 from custom_components.data.datalist import DatalistError, load_datalist
-from custom_components.data.image_files import IMAGE_EXTENSIONS, NIFTI_EXTENSIONS, screen_image_file
+from custom_components.data.image_files import IMAGE_EXTENSIONS, NIFTI_EXTENSIONS, printable_path, screen_image_file
 from custom_components.data.validation import listed_problems
 from custom_components.utils.atomic import write_csv_atomic
 
-__all__ = ["list_images", "scan_inputs"]
+__all__ = ["FAILED_INPUTS", "list_images", "scan_inputs", "SkippingDataset", "collate_skipping_failures"]
+
+#: batch key of the inputs that failed while loading: a list of ``{"image": path, "error": message}``
+FAILED_INPUTS = "failed_inputs"
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +68,10 @@ def scan_inputs(
 
     Every entry is screened the same way (:func:`~custom_components.data.image_files.screen_image_file`: missing, not a
     file, wrong type for this bundle, empty, unreadable or truncated, no pixels, a NIfTI that is neither one B-scan
-    nor one volume). One bad file never stops inference over the others: it is logged with its problem, listed in
-    ``skipped_report`` (CSV with ``image,error``) and left out of the returned list.
+    nor one volume, too small, too large, NaN or infinite values). One bad file never stops inference over the
+    others: it is logged with its problem, listed in ``skipped_report`` (CSV with ``image,error``, UTF-8; a file name
+    that is not valid UTF-8 shows its other bytes as ``\\xNN``, see
+    :func:`~custom_components.data.image_files.printable_path`) and left out of the returned list.
 
     A datalist source uses only its ``section`` list (default ``testing``), never a fallback to other sections:
     silently predicting on the training images would make results look better than they are.
@@ -98,7 +112,9 @@ def scan_inputs(
 
     with ThreadPoolExecutor(max_workers=min(8, len(entries))) as pool:
         errors = list(pool.map(lambda e: screen_image_file(e["image"], decode=decode, extensions=extensions), entries))
-    skipped = [(entry["image"], error) for entry, error in zip(entries, errors) if error]
+    # names that are not valid UTF-8 (and errors quoting them) shown with \xNN escapes, so the UTF-8 report and
+    # the log can hold them
+    skipped = [(printable_path(e["image"]), printable_path(error)) for e, error in zip(entries, errors) if error]
     for image, error in skipped:
         logger.warning("Skipping %s: %s", image, error)
     if skipped_report is not None:
@@ -113,3 +129,43 @@ def scan_inputs(
                 + listed_problems([f"{image}: {error}" for image, error in skipped])
             )
     return [entry for entry, error in zip(entries, errors) if not error]
+
+
+class SkippingDataset(Dataset):
+    """MONAI's ``Dataset`` that returns a failure record instead of raising when an item fails to load or transform.
+
+    The record is ``{FAILED_INPUTS: {"image": path, "error": message}}`` (the path as
+    :func:`~custom_components.data.image_files.printable_path` shows it, the message naming the exception and the
+    transform that raised); it is logged as a warning, in the process that loads it (a DataLoader worker too).
+    Batch it with :func:`collate_skipping_failures`.
+
+    Args:
+        data: the entries (``[{"image": path, ...}]``).
+        transform: the preprocessing.
+        image_key: key of the path named in the record.
+    """
+
+    def __init__(self, data: Sequence, transform: Callable | None = None, image_key: str = "image") -> None:
+        super().__init__(data, transform)
+        self.image_key = image_key
+
+    def _transform(self, index: int) -> Any:
+        try:
+            return super()._transform(index)
+        except Exception as err:  # any failure of one input is that input's, never the run's
+            image = printable_path(str(self.data[index].get(self.image_key)))
+            cause = err.__cause__ or err  # MONAI wraps what a transform raised: name the transform, then the cause
+            where = f"{err}: " if cause is not err else ""
+            error = printable_path(f"failed while loading ({where}{type(cause).__name__}: {cause})")
+            logger.warning("Skipping %s: %s", image, error)
+            return {FAILED_INPUTS: {"image": image, "error": error}}
+
+
+def collate_skipping_failures(batch: Sequence[Mapping]) -> dict:
+    """``list_data_collate`` of the items that loaded, with the failure records of :class:`SkippingDataset` under
+    ``FAILED_INPUTS`` (a plain list, possibly empty). A batch whose every item failed holds only that list."""
+    failed = [item[FAILED_INPUTS] for item in batch if FAILED_INPUTS in item]
+    loaded = [item for item in batch if FAILED_INPUTS not in item]
+    collated = list_data_collate(loaded) if loaded else {}
+    collated[FAILED_INPUTS] = failed
+    return collated

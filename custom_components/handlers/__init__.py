@@ -1,7 +1,8 @@
 """Ignite handlers: IFE and OCT output writers (on one prediction-writer base), gradient clipping, loss-term logging,
-resumable training state."""
+resumable training state, inputs that fail during inference."""
 
 from .ife import IFEEvaluationReport, IFEPredictionWriter
 from .oct import FluidPredictionWriter, SegmentationReport
 from .prediction_writer import PredictionWriter
+from .skipped_inputs import SkippedInputsReport, skip_failed_inputs
 from .training import AtomicCheckpointSaver, GradientClipping, LossTermsHandler, RandomStates, TrainingStateSaver

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from monai.utils import IgniteInfo, TraceKeys, min_version, optional_import
 
+from custom_components.data.image_files import printable_path
 from custom_components.handlers.prediction_writer import PredictionWriter
 from custom_components.ife_classes import IFE_CLASSES, MILD_CLASSES, SEVERE_CLASSES, class_to_subtasks
 from custom_components.metrics.attention import peak_row
@@ -289,12 +290,13 @@ class IFEPredictionWriter(PredictionWriter):
         maps = self._maps(item)
         row, call, prob = self._row(item, source, maps)
         self.write_row(row)
-        self._write_profiles(row[0], maps)
+        name = printable_path(row[0])  # as the CSV shows it, also in the profiles and the figure's title
+        self._write_profiles(name, maps)
         if self.figure_dir is not None and (self.max_figures is None or self._figures < self.max_figures):
             profiles = {name: maps.get(key, item.get(key)) for name, key in self.attention_keys.items() if key in item}
             if profiles:
                 os.makedirs(os.path.join(self.output_dir, self.figure_dir), exist_ok=True)
-                title = f"{os.path.basename(row[0])}: {call} (p={prob:.2f})" + (f", truth {row[1]}" if row[1] else "")
+                title = f"{os.path.basename(name)}: {call} (p={prob:.2f})" + (f", truth {row[1]}" if row[1] else "")
                 plot_attention_figure(self._gel(item, source), profiles, self._figure_path(source), title, self.dpi)
                 self._figures += 1
         self._count += 1

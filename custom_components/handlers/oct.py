@@ -33,7 +33,7 @@ from monai.data import MetaTensor
 from monai.utils import IgniteInfo, convert_to_numpy, min_version, optional_import, string_list_all_gather
 from PIL import Image
 
-from custom_components.data.image_files import IMAGE_EXTENSIONS, NIFTI_EXTENSIONS, is_nifti
+from custom_components.data.image_files import IMAGE_EXTENSIONS, NIFTI_EXTENSIONS, is_nifti, printable_path
 from custom_components.handlers.prediction_writer import PredictionWriter
 from custom_components.utils.atomic import save_atomic, write_csv_atomic, write_json_atomic
 from custom_components.utils.events import attach_once
@@ -290,7 +290,7 @@ class SegmentationReport:
             has_fluid = tp + fn > 0
             rows.append(
                 {
-                    "image": name,
+                    "image": printable_path(name),  # a name that is not UTF-8 shown as \\xNN in the UTF-8 CSV
                     "fluid_pixels_true": int(tp + fn),
                     "fluid_pixels_predicted": int(tp + fp),
                     "true_positive_pixels": int(tp),

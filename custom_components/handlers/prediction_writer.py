@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from monai.data import decollate_batch
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from custom_components.data.image_files import printable_path
 from custom_components.utils.events import attach_once
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -204,9 +205,14 @@ class PredictionWriter:
         return [{**dict(i), **{k: v for k, v in dict(o).items() if v is not None}} for i, o in zip(inputs, outputs)]
 
     def write_row(self, row: Sequence[Any]) -> None:
-        """Append one row (in ``columns`` order) to the CSV; nothing when no CSV is written."""
+        """Append one row (in ``columns`` order) to the CSV; nothing when no CSV is written.
+
+        Text cells go through :func:`~custom_components.data.image_files.printable_path`: a file name that is not
+        valid UTF-8 (``b"gel_\\xff.png"``) is written as ``gel_\\xff.png`` instead of failing the UTF-8 CSV, and with
+        it the run.
+        """
         if self._writer is not None:
-            self._writer.writerow(row)
+            self._writer.writerow([printable_path(v) if isinstance(v, str) else v for v in row])
 
     def write_item(self, item: Mapping) -> None:
         """Write the outputs of one decollated item (subclasses)."""

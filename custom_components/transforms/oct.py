@@ -5,6 +5,7 @@
   give one channel without losing information (16-bit B-scans keep their depth, palette masks keep their indices).
 - :class:`ScaleIntensityPerBScand`: min-max scaling of each B-scan on its own, also inside a volume, so a volume is
   scaled exactly as the single B-scans the network was trained on.
+- :class:`ClearBlankBScansd`: no fluid on a B-scan that holds no image (one value throughout).
 - :class:`BScanLayoutd`: a volume's axes to (rows, columns, B-scans), whatever order its file stores them in.
 - :func:`geometry_crops`: the training crop that matches the inference geometry (resize or native scale).
 - :class:`SeededGaussianNoised`: reproducible Gaussian noise for the paper's robustness test.
@@ -34,6 +35,7 @@ __all__ = [
     "BScanToGrayscale",
     "MaskToSingleChannel",
     "ScaleIntensityPerBScand",
+    "ClearBlankBScansd",
     "BScanLayoutd",
     "geometry_crops",
     "SeededGaussianNoised",
@@ -150,6 +152,61 @@ class ScaleIntensityPerBScand(MapTransform):
             scale = torch.where(span > 0, (self.maxv - self.minv) / span.clamp_min(torch.finfo(span.dtype).tiny), 0.0)
             out = (x - low) * scale + self.minv  # MetaTensor arithmetic keeps the metadata (affine, file name)
             d[key] = out if isinstance(image, torch.Tensor) else out.numpy()
+        return d
+
+
+class ClearBlankBScansd(MapTransform):
+    """Clear the prediction on every B-scan whose input holds no image (one value throughout), as a blank export or
+    the padding B-scans of a volume do.
+
+    Such a B-scan has nothing to segment, but :class:`ScaleIntensityPerBScand` makes it an all-zero input, and
+    fluid is dark on OCT: a network may well call the whole B-scan fluid. Its prediction is set to 0 (no fluid) and
+    a warning names the file (and, in a volume, the B-scans). Runs on the decollated items of the postprocessing,
+    where the network input and the prediction are both at hand (same spatial shape: the bundle's inferer returns
+    the prediction at the input's size).
+
+    Args:
+        keys: prediction keys, ``(C, H, W)`` or ``(C, H, W, S)``.
+        image_key: key of the network input, of the prediction's spatial shape.
+        allow_missing_keys: do not raise for absent keys.
+
+    Raises:
+        ValueError: (when called) on a prediction whose spatial shape differs from the input's, naming the file.
+    """
+
+    def __init__(self, keys: KeysCollection, image_key: str = "image", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.image_key = image_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        image = torch.as_tensor(d[self.image_key])
+        plain = image.as_tensor() if isinstance(image, MetaTensor) else image
+        flat = plain.movedim(-1, 0).flatten(1) if plain.ndim == 4 else plain.flatten()[None]
+        blank = (flat.amax(dim=1) == flat.amin(dim=1)).cpu()  # one flag per B-scan
+        if not blank.any():
+            return d
+        name = source_name(d, self.image_key)
+        for key in self.key_iterator(d):
+            pred = torch.as_tensor(d[key])
+            if tuple(pred.shape[1:]) != tuple(image.shape[1:]):
+                raise ValueError(
+                    f"{name}: prediction {key!r} of shape {tuple(pred.shape)} does not match the input's "
+                    f"{tuple(image.shape)}."
+                )
+            pred = pred.clone()
+            if image.ndim == 4:
+                pred[..., blank.to(pred.device)] = 0
+            else:
+                pred.zero_()
+            d[key] = pred
+        if image.ndim == 4:
+            logger.warning(
+                "%s: B-scan(s) %s of %d hold no image (one value throughout): no fluid is reported there.",
+                name, blank.nonzero().flatten().tolist(), blank.numel(),
+            )  # fmt: skip
+        else:
+            logger.warning("%s holds no image (one value throughout): no fluid is reported.", name)
         return d
 
 
@@ -301,7 +358,7 @@ class SeededGaussianNoised(MapTransform):
         for key in self.key_iterator(d):
             image = d[key]
             name = os.path.basename(source_name(d, key))
-            rng = np.random.default_rng([self.seed, zlib.crc32(name.encode())])
+            rng = np.random.default_rng([self.seed, zlib.crc32(os.fsencode(name))])
             noise = torch.as_tensor(rng.normal(0.0, self.sigma, tuple(image.shape)), dtype=torch.float32)
             noisy = torch.as_tensor(image, dtype=torch.float32) + noise.to(torch.as_tensor(image).device)
             if self.clip:

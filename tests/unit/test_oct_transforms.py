@@ -1,5 +1,5 @@
 """Tests of custom_components.transforms.oct: one-channel Pillow converters, mask values, per-B-scan
-intensity scaling, volume axis order, geometry crops and file-seeded Gaussian noise."""
+intensity scaling, no fluid on blank B-scans, volume axis order, geometry crops and file-seeded Gaussian noise."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from custom_components.data.validation import mask_value_problem
 from custom_components.transforms.oct import (
     BScanLayoutd,
     BScanToGrayscale,
+    ClearBlankBScansd,
     MaskToSingleChannel,
     ScaleIntensityPerBScand,
     SeededGaussianNoised,
@@ -145,6 +146,35 @@ def test_scale_bad_arguments_and_shape():
         ScaleIntensityPerBScand("image", minv=1.0, maxv=1.0)
     with pytest.raises(ValueError, match=r"/x/mask.png: expected a B-scan .* got shape \(4, 4\)"):
         ScaleIntensityPerBScand("image")({"image": _meta(torch.zeros(4, 4))})
+
+
+# ---------------------------------------------------------------- ClearBlankBScansd
+
+
+def test_blank_bscans_of_a_volume_get_no_fluid_and_a_warning(caplog):
+    volume = torch.rand(1, 4, 5, 3)
+    volume[..., 1] = 7.0  # one B-scan with no image (a padding B-scan)
+    image = MetaTensor(volume, meta={"filename_or_obj": "/v/eye.nii.gz"})
+    scaled = ScaleIntensityPerBScand("image")({"image": image})["image"]  # as the bundle's network sees it
+    assert torch.isfinite(scaled).all() and not scaled[..., 1].any()  # a constant B-scan: zeros, no 0/0
+    pred = torch.ones(1, 4, 5, 3)  # a network that calls everything fluid (dark, as fluid is on OCT)
+    with caplog.at_level("WARNING"):
+        out = ClearBlankBScansd("pred")({"image": scaled, "pred": pred})["pred"]
+    assert torch.equal(out[..., 1], torch.zeros(1, 4, 5))
+    assert torch.equal(out[..., [0, 2]], torch.ones(1, 4, 5, 2))  # the others untouched
+    assert torch.equal(pred, torch.ones(1, 4, 5, 3))  # the input prediction is not modified in place
+    assert "/v/eye.nii.gz: B-scan(s) [1] of 3 hold no image" in caplog.text
+
+
+def test_a_blank_bscan_gets_no_fluid_and_others_pass_unchanged(caplog):
+    blank = {"image": _meta(torch.full((1, 4, 5), 0.0), "/x/blank.png"), "pred": torch.ones(1, 4, 5)}
+    with caplog.at_level("WARNING"):
+        assert not ClearBlankBScansd("pred")(blank)["pred"].any()
+    assert "/x/blank.png holds no image" in caplog.text
+    scan = {"image": _meta(torch.rand(1, 4, 5)), "pred": torch.ones(1, 4, 5)}
+    assert ClearBlankBScansd("pred")(scan)["pred"] is scan["pred"]
+    with pytest.raises(ValueError, match=r"/x/blank.png: prediction 'pred' of shape \(1, 4, 4\)"):
+        ClearBlankBScansd("pred")({"image": blank["image"], "pred": torch.ones(1, 4, 4)})
 
 
 # ---------------------------------------------------------------- BScanLayoutd
