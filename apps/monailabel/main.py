@@ -34,7 +34,7 @@ from custom_components.bundle.recipe import CheckpointMismatchError, RecipeError
 from lib.configs.ife_multitask import IFEMultiTaskConfig
 from lib.configs.oct_fluid_seg import OCTFluidSegConfig
 from lib.datastore import CheckedLocalDatastore
-from lib.validation import check_identifier, http_errors, is_server_upload, read_image_size
+from lib.validation import check_identifier, http_errors, is_server_upload, read_image_size, upload_removed_on_error
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +130,12 @@ class BundlesApp(MONAILabelApp):
             HTTPException: 404 for an unknown model or image id, 400 for an image id that is a path,
                 415 for a file that is not a readable 2D image; 500 with the reason when the model's checkpoint
                 does not fit its network or its recipe is unreadable (a server-side problem, named, never a bare
-                500).
+                500). An uploaded file is deleted whenever the request fails (see :func:`upload_removed_on_error`).
         """
+        with upload_removed_on_error(request.get("image")):
+            return self._checked_infer(request, datastore)
+
+    def _checked_infer(self, request: dict[str, Any], datastore: Datastore | None) -> dict[str, Any]:
         model = request.get("model")
         if model not in self.task_configs:
             raise self._unknown_model(model, "inference")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -9,6 +10,7 @@ from fastapi import HTTPException
 from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 
+from custom_components.data.image_files import printable_path
 from lib.validation import (
     IMAGE_EXTENSIONS,
     LABEL_JSON_EXTENSION,
@@ -17,9 +19,12 @@ from lib.validation import (
     http_errors,
     parse_class_label,
     read_image_size,
+    upload_removed_on_error,
 )
 
 __all__ = ["CheckedLocalDatastore", "image_patterns"]
+
+logger = logging.getLogger(__name__)
 
 
 def image_patterns() -> list[str]:
@@ -46,6 +51,7 @@ class CheckedLocalDatastore(LocalDatastore):
     """
 
     def __init__(self, datastore_path: str, auto_reload: bool = True, read_only: bool = False) -> None:
+        self._unlisted: set[tuple[str, str]] = set()  # files left out for their names, warned about once
         super().__init__(datastore_path, extensions=image_patterns(), auto_reload=auto_reload, read_only=read_only)
 
     def _list_files(self, path: str, patterns: list[str]) -> dict[str, str]:
@@ -54,7 +60,21 @@ class CheckedLocalDatastore(LocalDatastore):
         # Private hook and image folder: LocalDatastore 0.8.5 has no public label patterns or image folder.
         if os.path.realpath(path) != os.path.realpath(self._datastore.image_path()):
             patterns = [*patterns, f"*{LABEL_JSON_EXTENSION}"]
-        return super()._list_files(path, patterns)
+        files = super()._list_files(path, patterns)
+        # A file name that is not valid UTF-8 (bytes such as b"scan_\xff.png" on Linux) becomes an id holding a
+        # lone surrogate. datastore_v2.json then holds "\udcff", which LocalDatastore's own reader (pydantic)
+        # refuses: every training run (a subprocess that reads that file) failed, a restart would too, and
+        # GET /datastore/?output=all answered 500. Such files are left out of the datastore, untouched on disk,
+        # with a warning that names them.
+        unnamed = [name for name in files if not _is_utf8(name)]
+        for name in unnamed:
+            if (path, name) not in self._unlisted:
+                self._unlisted.add((path, name))
+                logger.warning(
+                    f"left out of the datastore: {printable_path(os.path.join(path, name))}: the file name is not "
+                    "valid UTF-8, so it cannot be an image id; rename the file to serve it."
+                )
+        return {name: file for name, file in files.items() if name not in unnamed}
 
     def _require_image(self, image_id: str) -> str:
         path = self.get_image_uri(image_id)
@@ -72,6 +92,10 @@ class CheckedLocalDatastore(LocalDatastore):
         return super().get_image_uri(image_id)
 
     def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
+        with upload_removed_on_error(image_filename):  # refused: FastAPI never runs the endpoint's clean-up
+            return self._checked_add_image(image_id, image_filename, image_info)
+
+    def _checked_add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
         if image_id:
             with http_errors(400):
                 check_identifier(image_id, "image id")
@@ -85,6 +109,12 @@ class CheckedLocalDatastore(LocalDatastore):
         return super().add_image(image_id, image_filename, image_info)
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
+        with upload_removed_on_error(label_filename):  # refused: FastAPI never runs the endpoint's clean-up
+            return self._checked_save_label(image_id, label_filename, label_tag, label_info)
+
+    def _checked_save_label(
+        self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]
+    ) -> str:
         image_path = self._require_image(image_id)
         with http_errors(400):
             check_identifier(label_tag or DefaultLabelTag.FINAL.value, "label tag")
@@ -116,3 +146,13 @@ class CheckedLocalDatastore(LocalDatastore):
     def update_image_info(self, image_id: str, info: dict[str, Any]) -> None:
         self._require_image(image_id)
         super().update_image_info(image_id, info)
+
+
+def _is_utf8(name: str) -> bool:
+    """Whether a file name as ``os.listdir`` gives it was valid UTF-8 (an invalid byte comes back as a lone
+    surrogate, which UTF-8 cannot encode)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -17,9 +17,9 @@ from contextlib import contextmanager
 
 import numpy as np
 from fastapi import HTTPException
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from custom_components.data.image_files import IMAGE_EXTENSIONS
+from custom_components.data.image_files import IMAGE_EXTENSIONS, image_shape, screen_image_file
 from custom_components.data.validation import mask_value_problem
 from custom_components.ife_classes import IFE_CLASSES
 
@@ -32,6 +32,7 @@ __all__ = [
     "check_binary_mask",
     "parse_class_label",
     "http_errors",
+    "upload_removed_on_error",
 ]
 
 #: IFE class labels are JSON label files: ``{"label": "<one of the nine class names>"}``.
@@ -92,7 +93,14 @@ def is_server_upload(path: str) -> bool:
 
 
 def read_image_size(path: str, what: str = "image") -> tuple[int, int]:
-    """Decode a 2D image completely and return its size.
+    """Screen a 2D image file the way the bundles' inputs are screened, decode it completely, and return its size.
+
+    The project's :func:`~custom_components.data.image_files.screen_image_file` refuses, before anything reaches
+    a model: a type other than :data:`IMAGE_EXTENSIONS` (by name; the content picks the decoder), an empty,
+    truncated or undecodable file, a side under 8 pixels (a 1 x 1 placeholder) and, from the header alone, more
+    than 50 megapixels. Pillow itself only refuses over twice its own limit (179 megapixels): a PNG of a few
+    hundred bytes declaring 12000 x 12000 pixels used to pass here and make the server decode 144 megapixels and
+    run the model on them (11 GB of memory, minutes of a blocked event loop).
 
     Args:
         path: image file.
@@ -102,16 +110,12 @@ def read_image_size(path: str, what: str = "image") -> tuple[int, int]:
         ``(height, width)`` in pixels (rows, columns as a viewer shows them).
 
     Raises:
-        ValueError: when the file cannot be read or decoded as an image.
+        ValueError: naming the problem, when the file is not a usable 2D image.
     """
-    try:
-        with Image.open(path) as img:
-            img.load()  # decode every pixel so that truncated files fail here, not inside the model
-            return img.height, img.width
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ValueError(
-            f"{what} is not a readable 2D image (PNG, JPEG, TIFF or BMP): {type(e).__name__}: {e}"
-        ) from e
+    problem = screen_image_file(path, decode=True, extensions=IMAGE_EXTENSIONS)
+    if problem:
+        raise ValueError(f"{what} is not a readable 2D image (PNG, JPEG, TIFF or BMP): {problem}")
+    return image_shape(path)
 
 
 def check_binary_mask(path: str, expected_hw: tuple[int, int], what: str = "label") -> np.ndarray:
@@ -189,3 +193,23 @@ def http_errors(status_code: int) -> Iterator[None]:
         yield
     except ValueError as e:
         raise HTTPException(status_code=status_code, detail=str(e)) from e
+
+
+@contextmanager
+def upload_removed_on_error(path: object) -> Iterator[None]:
+    """Delete the server's own upload file ``path`` when the block raises.
+
+    MONAI Label's ``/infer`` and ``/datastore`` endpoints copy an upload to a temporary file and delete it in a
+    background task, which FastAPI only runs after a successful response: every refused upload (4xx) or failed
+    inference stayed in the temporary folder, a disk leak as large as the uploads. Only files that
+    :func:`is_server_upload` recognises are deleted, never a file a caller of the datastore API passed in.
+
+    Args:
+        path: the file the request refers to (anything else than an upload is left alone).
+    """
+    try:
+        yield
+    except Exception:
+        if isinstance(path, str) and is_server_upload(path):
+            os.remove(path)
+        raise
