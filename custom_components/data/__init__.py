@@ -5,4 +5,4 @@ from .datalist import DATALIST_NAME, DatalistError, load_datalist, median_aspect
 from .inputs import FAILED_INPUTS, SkippingDataset, collate_skipping_failures, list_images, scan_inputs
 from .splits import stratified_kfold, stratified_split
 from .synthetic.prepare import prepare_dataset
-from .validation import mask_value_problem, validate_classification_entries, validate_segmentation_entries
+from .validation import check_datalist, mask_value_problem, validate_datalist

@@ -77,7 +77,7 @@ class MaskToSingleChannel:
     """Pillow converter giving a one-channel mask whose values are those stored in the file.
 
     - single-channel modes are kept; for a palette (``P``) mask that means the palette *indices* (0/1), which is
-      what annotation tools store and what ``custom_components.data.validation.validate_segmentation_entries``
+      what annotation tools store and what ``custom_components.data.validation.validate_datalist``
       checks, not the luminance of the palette colours (a red index 1 would become 76);
     - ``LA`` / ``PA``: the first channel (alpha dropped);
     - colour masks (``RGB``, ``RGBA``, ...): the maximum over the colour channels, alpha dropped, so fluid drawn in

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 from collections import Counter
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -22,9 +23,9 @@ from custom_components.data import (
     stratified_kfold,
     stratified_split,
     training_and_validation,
-    validate_classification_entries,
-    validate_segmentation_entries,
 )
+from custom_components.data.validation import check_datalist, validate_datalist
+from custom_components.ife_classes import IFE_CLASSES
 
 
 def _png(path, array):
@@ -78,17 +79,193 @@ def test_load_datalist_errors_name_the_problem(tmp_path):
     with pytest.raises(DatalistError, match="not found"):
         load_datalist(tmp_path / "missing.json", "training")
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(DatalistError, match="not valid JSON"):
+    with pytest.raises(DatalistError, match=r"not valid JSON: Expecting property name .*line 1 column 2"):
         load_datalist(tmp_path / "bad.json", "training")
+    (tmp_path / "list.json").write_text("[]")
+    with pytest.raises(DatalistError, match="must hold an object with lists such as 'training', got list"):
+        load_datalist(tmp_path / "list.json", "training")
     (tmp_path / "noimage.json").write_text(json.dumps({"training": [{"label": "kappa"}]}))
     with pytest.raises(DatalistError, match=r"training\[0\].*'image'"):
         load_datalist(tmp_path / "noimage.json", "training")
     (tmp_path / "bare.json").write_text(json.dumps({"testing": ["c.png"]}))
-    with pytest.raises(DatalistError, match=r"testing\[0\] must be an object with an 'image' key, got 'c.png'"):
+    with pytest.raises(DatalistError, match=r"testing\[0\]: must be an object with an 'image' key, got 'c.png'"):
         load_datalist(tmp_path / "bare.json", "testing")
-    (tmp_path / "notlist.json").write_text(json.dumps({"training": {"image": "a.png"}}))
-    with pytest.raises(DatalistError, match="'training' must be a list, got dict"):
-        load_datalist(tmp_path / "notlist.json", "training")
+    for section in ({"image": "a.png"}, {}, None, "a.png"):  # an empty object or null is no empty list either
+        (tmp_path / "notlist.json").write_text(json.dumps({"training": section}))
+        with pytest.raises(DatalistError, match="'training' must be a list of entries, got"):
+            load_datalist(tmp_path / "notlist.json", "training")
+
+
+def test_load_datalist_names_every_unreadable_entry_at_once(tmp_path):
+    items = [{"image": "a.png"}, "b.png", {"image": 3}, {"image": ["c.png", "d.png"]}, {"image": " "}]
+    (tmp_path / "d.json").write_text(json.dumps({"training": items}))
+    with pytest.raises(DatalistError) as err:
+        load_datalist(tmp_path / "d.json", "training")
+    assert str(err.value).startswith(f"datalist {tmp_path / 'd.json'}: 4 of 5 entries of 'training' cannot be read")
+    assert err.value.problems == [
+        "training[1]: must be an object with an 'image' key, got 'b.png'",
+        "training[2]: 'image' must be the path of one file, got 3",
+        "training[3]: 'image' must be the path of one file, got ['c.png', 'd.png']",
+        "training[4]: 'image' must be the path of one file, got ' '",
+    ]
+
+
+def test_a_datalist_must_be_utf8_without_byte_order_mark(tmp_path):
+    content = json.dumps({"training": [{"image": "gél.png", "label": "kappa"}]}, ensure_ascii=False)
+    (tmp_path / "utf8.json").write_text(content, encoding="utf-8")
+    assert load_datalist(tmp_path / "utf8.json", "training")[0]["image"] == str(tmp_path / "gél.png")
+    (tmp_path / "latin1.json").write_bytes(content.encode("latin-1"))
+    with pytest.raises(DatalistError, match=r"latin1.json is not UTF-8 text \(byte 0xe9 at offset 26\): save it as UTF-8"):
+        load_datalist(tmp_path / "latin1.json", "training")
+    (tmp_path / "utf16.json").write_bytes(content.encode("utf-16"))  # Windows' "Unicode"
+    with pytest.raises(DatalistError, match="is not UTF-8 text"):
+        load_datalist(tmp_path / "utf16.json", "training")
+    (tmp_path / "bom.json").write_bytes(content.encode("utf-8-sig"))
+    with pytest.raises(DatalistError, match="starts with a UTF-8 byte-order mark: save it as UTF-8 without BOM"):
+        load_datalist(tmp_path / "bom.json", "training")
+
+
+def test_absolute_and_dotdot_paths_work_when_the_files_exist(tmp_path):
+    # the datalist in one folder, images beside it, above it (through "..") and elsewhere (absolute)
+    lists, elsewhere = tmp_path / "lists", tmp_path / "elsewhere"
+    beside = _png(lists / "images" / "a.png", np.zeros((8, 8, 3)))
+    above = _png(tmp_path / "shared" / "b.png", np.zeros((8, 8, 3)))
+    absolute = _png(elsewhere / "c.png", np.zeros((8, 8, 3)))
+    entries = [
+        {"image": "images/a.png", "label": "kappa"},
+        {"image": "../shared/b.png", "label": "lambda"},
+        {"image": absolute, "label": "Negative"},
+        {"image": "./images/../../shared/../elsewhere/c.png", "label": "Negative"},  # c.png again
+    ]
+    (lists / "datalist.json").write_text(json.dumps({"training": entries[:3]}))
+    assert [e["image"] for e in load_datalist(lists / "datalist.json", "training")] == [beside, above, absolute]
+    assert validate_datalist(lists / "datalist.json", "classification") == str(lists / "datalist.json")
+    # written two ways, one file is still one image: the repeat is found
+    (lists / "datalist.json").write_text(json.dumps({"training": entries}))
+    with pytest.raises(DatalistError) as err:
+        validate_datalist(lists / "datalist.json", "classification")
+    assert err.value.problems == [f"training[3] {absolute}: same image as training[2]"]
+
+
+def _gels(folder, names):
+    return {name: _png(folder / f"{name}.png", np.zeros((8, 12, 3))) for name in names}
+
+
+def test_validate_datalist_names_section_index_and_image_of_every_problem(tmp_path):
+    _gels(tmp_path / "images", "abcdefg")
+    training = [
+        {"image": "images/a.png", "label": "kappa"},
+        {"image": "images/missing.png", "label": "lambda"},
+        {"image": "images/b.png", "label": "IgD-kappa"},
+        {"image": "images/a.png", "label": "kappa"},  # twice in training
+        {"image": "images/c.png", "label": 3},  # an index into the class names
+        {"image": "images/d.png"},
+    ]
+    validation = [{"image": "images/c.png", "label": "IgG-kappa"}, {"image": "images/e.png", "label": "Negative"}]
+    testing = [{"image": "images/f.png", "label": "Negative"}, {"image": "images/a.png", "label": "kappa"},
+               {"image": "images/e.png", "label": "Negative"}, {"image": "images/f.png", "label": "Negative"}]  # fmt: skip
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": training, "validation": validation, "testing": testing}))
+    image = str(tmp_path / "images") + "/{}.png"
+    with pytest.raises(DatalistError) as err:
+        validate_datalist(datalist, "classification")
+    assert err.value.problems == [
+        f"training[1] {image.format('missing')}: file not found",
+        f"training[2] {image.format('b')}: unknown label 'IgD-kappa' (valid: {', '.join(IFE_CLASSES)})",
+        f"training[3] {image.format('a')}: same image as training[0]",
+        f"training[5] {image.format('d')}: no 'label' (one of {', '.join(IFE_CLASSES)})",
+        f"validation[0] {image.format('c')}: also in training[4]: validating on a training image inflates the score "
+        "that picks the best checkpoint",
+        # training start-up stops on a training image in testing too, though it does not check testing's files
+        f"testing[1] {image.format('a')}: also in training[0]: testing on a training image inflates the test results",
+        f"testing[2] {image.format('e')}: also in validation[1]: testing on an image that picked the checkpoint "
+        "inflates the test results",
+    ]
+    message = str(err.value)
+    header = f"datalist {datalist}: 7 problems for classification (sections checked: training, validation):"
+    assert message.startswith(header)
+    assert all(f"\n  - {line}" in message for line in err.value.problems)
+    # evaluation checks testing: the leakage again, and testing's own repeat, not training's
+    with pytest.raises(DatalistError) as err:
+        validate_datalist(datalist, "classification", sections=["testing"], decode=True)
+    assert [line.split(":")[0] for line in err.value.problems] == [
+        f"testing[1] {image.format('a')}", f"testing[2] {image.format('e')}", f"testing[3] {image.format('f')}"
+    ]
+    assert err.value.problems[2].endswith("same image as testing[0]")
+
+
+def test_check_datalist_counts_entries_and_classes_per_section(tmp_path):
+    _gels(tmp_path, "abcd")
+    training = [{"image": "a.png", "label": "kappa"}, {"image": "b.png", "label": 0}]
+    training.append({"image": "x.png", "label": "kappa"})
+    testing = [{"image": "c.png", "label": "lambda"}]
+    (tmp_path / "d.json").write_text(json.dumps({"training": training, "testing": testing}))
+    report = check_datalist(tmp_path / "d.json", "classification", ["training", "validation", "testing"])
+    rows = [(s.name, s.entries, s.checked, s.bad_entries, s.class_counts) for s in report.sections]
+    assert rows == [
+        ("training", 3, True, 1, {"Negative": 1, "kappa": 2}),  # the missing file is counted with its class
+        ("validation", 0, True, 0, {}),  # missing: the bundles split one from training
+        ("testing", 1, True, 0, {"lambda": 1}),
+    ]
+    assert report.problems == [f"training[2] {tmp_path / 'x.png'}: file not found"]
+
+
+def test_empty_and_missing_sections(tmp_path):
+    _gels(tmp_path, "a")
+    datalist = tmp_path / "d.json"
+    datalist.write_text(json.dumps({"train": [{"image": "a.png", "label": "kappa"}], "validation": [], "testing": []}))
+    with pytest.raises(DatalistError) as err:
+        validate_datalist(datalist, "classification")
+    lists = "'train' (1), 'validation' (0), 'testing' (0)"  # a misspelt section shows up here
+    assert err.value.problems == [f"'training' is missing or empty (the datalist's lists: {lists})"]
+    datalist.write_text(json.dumps({"training": [{"image": "a.png", "label": "kappa"}], "validation": [], "testing": []}))
+    assert validate_datalist(datalist, "classification") == str(datalist)  # no validation: split from training
+    with pytest.raises(DatalistError, match=r"'testing' is missing or empty"):
+        validate_datalist(datalist, "classification", sections="testing")  # nothing to evaluate
+    datalist.write_text(json.dumps({"training": [{"image": "a.png", "label": "kappa"}], "validation": {}}))
+    with pytest.raises(DatalistError) as err:
+        validate_datalist(datalist, "classification")
+    assert err.value.problems == ["'validation' must be a list of entries, got dict"]
+    with pytest.raises(ValueError, match="task must be one of classification, segmentation"):
+        check_datalist(datalist, "detection")
+
+
+def test_validate_datalist_lists_fifty_problems_and_says_where_to_see_them_all(tmp_path):
+    entries = [{"image": f"{i}.png", "label": "kappa"} for i in range(60)]
+    (tmp_path / "d.json").write_text(json.dumps({"training": entries}))
+    with pytest.raises(DatalistError) as err:
+        validate_datalist(tmp_path / "d.json", "classification")
+    assert len(err.value.problems) == 60 and str(err.value).count("\n  - ") == 50
+    command = f"python scripts/validate_datalist.py --task classification {tmp_path / 'd.json'}"
+    assert str(err.value).endswith(f"  ... and 10 more ({command} lists them all)")
+
+
+def test_validate_datalist_for_segmentation_allows_a_shared_mask(tmp_path):
+    for name in "abc":
+        _png(tmp_path / "images" / f"{name}.png", np.zeros((10, 12)))
+    empty = _png(tmp_path / "masks" / "empty.png", np.zeros((10, 12)))  # every scan without fluid
+    small = _png(tmp_path / "masks" / "small.png", np.zeros((10, 11)))
+    training = [{"image": f"images/{n}.png", "label": "masks/empty.png"} for n in "ab"]
+    training += [{"image": "images/c.png", "label": "kappa"}, {"image": "images/c.png", "label": "masks/small.png"}]
+    (tmp_path / "d.json").write_text(json.dumps({"training": training}))
+    with pytest.raises(DatalistError) as err:
+        validate_datalist(tmp_path / "d.json", "segmentation")
+    image = str(tmp_path / "images" / "c.png")
+    assert err.value.problems == [
+        # a class name among mask paths (joined to the datalist's folder as they are)
+        f"training[2] {image}: label '{tmp_path / 'kappa'}' is not the path of a mask image "
+        "(.png, .jpg, .jpeg, .tif, .tiff, .bmp)",
+        f"training[3] {image}: label {small}: mask size (10, 11) differs from image size (10, 12); "
+        "same image as training[2]",
+    ]
+    (tmp_path / "d.json").write_text(json.dumps({"training": training[:2]}))
+    assert validate_datalist(tmp_path / "d.json", "segmentation") and empty
+
+
+def _training_datalist(folder, entries) -> Path:
+    path = folder / "datalist.json"
+    path.write_text(json.dumps({"training": entries}))
+    return path
 
 
 def test_classification_validation_reports_every_bad_entry(tmp_path):
@@ -97,45 +274,47 @@ def test_classification_validation_reports_every_bad_entry(tmp_path):
         {"image": good, "label": "IgG-kappa"},
         {"image": str(tmp_path / "missing.png"), "label": "kappa"},
         {"image": _corrupt(tmp_path / "corrupt.png"), "label": "lambda"},
-        {"image": good, "label": "IgD-kappa"},
+        {"image": _png(tmp_path / "other.png", np.zeros((8, 8, 3))), "label": "IgD-kappa"},
     ]
     with pytest.raises(DatalistError) as err:
-        validate_classification_entries(entries)
+        validate_datalist(_training_datalist(tmp_path, entries), "classification")
     message = str(err.value)
-    assert "3 of 4" in message
-    assert "missing.png: file not found" in message
+    assert "3 problems for classification" in message
+    assert "training[1] " in message and "missing.png: file not found" in message
     assert "corrupt.png: unreadable image" in message
     assert "unknown label 'IgD-kappa'" in message and "IgM-lambda" in message  # lists the valid names
-    assert validate_classification_entries(entries[:1]) == entries[:1]
-    with pytest.raises(DatalistError, match="no entries"):
-        validate_classification_entries([])
+    assert err.value.problems[-1].startswith("training[3] ")
+    assert validate_datalist(_training_datalist(tmp_path, entries[:1]), "classification")
 
 
 def test_segmentation_validation_checks_size_and_mask_values(tmp_path):
-    image = _png(tmp_path / "img.png", np.zeros((10, 12)))
+    image, other, third = (_png(tmp_path / f"img{i}.png", np.zeros((10, 12))) for i in range(3))
     good_mask = _png(tmp_path / "good.png", np.eye(10, 12) * 255)
     small_mask = _png(tmp_path / "small.png", np.zeros((10, 11)))
     odd_mask = _png(tmp_path / "odd.png", np.full((10, 12), 7))
     entries = [
         {"image": image, "label": good_mask},
-        {"image": image, "label": small_mask},
-        {"image": image, "label": odd_mask},
+        {"image": other, "label": small_mask},
+        {"image": third, "label": odd_mask},
         {"image": str(tmp_path / "nope.png"), "label": good_mask},
     ]
     with pytest.raises(DatalistError) as err:
-        validate_segmentation_entries(entries)
+        validate_datalist(_training_datalist(tmp_path, entries), "segmentation")
     message = str(err.value)
-    assert "3 of 4 segmentation entries" in message
-    assert "small.png: mask size (10, 11) differs from image size (10, 12)" in message
+    assert "3 problems for segmentation" in message
+    assert f"training[1] {other}: label {small_mask}: mask size (10, 11) differs from image size (10, 12)" in message
     assert "odd.png: mask values must be {0, 1} or {0, 255}, found 7" in message
     assert "nope.png: file not found" in message
-    assert validate_segmentation_entries(entries[:1]) == entries[:1]
     ones = _png(tmp_path / "ones.png", np.eye(10, 12))
     empty = _png(tmp_path / "empty.png", np.zeros((10, 12)))  # a scan without fluid
-    assert len(validate_segmentation_entries([{"image": image, "label": ones}, {"image": image, "label": empty}])) == 2
+    fine = [{"image": image, "label": ones}, {"image": other, "label": empty}]
+    assert validate_datalist(_training_datalist(tmp_path, fine), "segmentation")
+    twice = [{"image": image, "label": ones}, {"image": image, "label": empty}]
+    with pytest.raises(DatalistError, match=r"training\[1\] .*img0.png: same image as training\[0\]"):
+        validate_datalist(_training_datalist(tmp_path, twice), "segmentation")
     mixed = _png(tmp_path / "mixed.png", np.eye(10, 12) * 255 + np.eye(10, 12, 1))
     with pytest.raises(DatalistError, match="found 0, 1, 255"):
-        validate_segmentation_entries([{"image": image, "label": mixed}])
+        validate_datalist(_training_datalist(tmp_path, [{"image": image, "label": mixed}]), "segmentation")
 
 
 def test_stratified_split_keeps_rare_classes_on_both_sides_and_is_deterministic():
@@ -208,7 +387,7 @@ def test_prepare_dataset_writes_the_synthetic_default_once_and_never_touches_use
 
 def test_scan_inputs_skips_and_reports_unreadable_files(tmp_path):
     for name in ("b.png", "a.png", "sub/c.jpg"):
-        _png(tmp_path / "in" / name, np.zeros((6, 6, 3)))
+        _png(tmp_path / "in" / name, np.zeros((8, 8, 3)))
     _corrupt(tmp_path / "in" / "broken.png")
     (tmp_path / "in" / "notes.txt").write_text("ignored")
     report = tmp_path / "out" / "skipped.csv"
@@ -232,7 +411,7 @@ def test_scan_inputs_checks_pixels_so_a_truncated_png_is_skipped(tmp_path):
 
 
 def test_scan_inputs_reads_a_datalist_section_and_names_the_sections_when_it_is_empty(tmp_path):
-    _png(tmp_path / "images" / "a.png", np.zeros((5, 7, 3)))
+    _png(tmp_path / "images" / "a.png", np.zeros((8, 10, 3)))
     _corrupt(tmp_path / "images" / "bad.png")
     datalist = {"training": [{"image": "images/a.png", "label": "kappa"}],
                 "testing": [{"image": "images/bad.png"}, {"image": "images/a.png", "label": "Negative"}]}  # fmt: skip

@@ -131,11 +131,14 @@ class LocalBundleTrainTask(BundleTrainTask):
         return selected
 
     def _partition_datalist(self, datalist, request, shuffle=False):
-        # None: no validation list, so the bundle splits "training" itself; one image cannot be split and
-        # validates on itself (the bundle's split would leave validation empty)
+        # None: no validation list, so the bundle splits "training" itself. One image cannot be split, and
+        # validating on the training image would pick checkpoints on an inflated score (the bundles refuse an image
+        # listed in both), so training needs a second labelled image.
         if len(datalist) == 1:
-            logger.warning("Only one labelled image: it is used for training and for validation.")
-            return datalist, datalist
+            raise ValueError(
+                f"{request.get('model')}: only one labelled image ({datalist[0]['image']}); label at least two, so "
+                "that one can validate the model trained on the others."
+            )
         return datalist, None
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
