@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         fold_dir = out / f"fold_{k}"
         fold_dir.mkdir(exist_ok=True)
         # absolute paths, so the fold's datalist can live anywhere; no validation list: the bundle splits one off
-        (fold_dir / "datalist.json").write_text(json.dumps({"training": train, "testing": held_out}, indent=1))
+        write_json_atomic({"training": train, "testing": held_out}, fold_dir / "datalist.json", indent=1)
         common = {**overrides, "dataset_dir": str(fold_dir), "seed": str(args.seed)}
         tag = f"[fold {k + 1}/{args.folds}]"
         print(f"{tag} training on {len(train)} B-scans ...", flush=True)

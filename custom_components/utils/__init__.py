@@ -1,4 +1,4 @@
 """Utilities with no domain knowledge: files written atomically, ignite handlers attached once."""
 
-from .atomic import save_atomic, write_csv_atomic, write_json_atomic
+from .atomic import save_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
 from .events import attach_once

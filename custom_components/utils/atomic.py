@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["save_atomic", "write_json_atomic", "write_csv_atomic"]
+__all__ = ["save_atomic", "write_text_atomic", "write_json_atomic", "write_csv_atomic"]
 
 
 def _ending(name: str) -> str:
@@ -56,23 +56,33 @@ def save_atomic(path: str | os.PathLike, save: Callable[[str], Any]) -> None:
             os.remove(tmp)
 
 
-def write_json_atomic(data: Any, path: str | os.PathLike) -> None:
-    """Write ``data`` as indented JSON (UTF-8, with a final newline) to ``path`` atomically (:func:`save_atomic`).
+def write_text_atomic(text: str, path: str | os.PathLike) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`save_atomic`): reports, tables, small markers.
 
     Args:
-        data: anything ``json.dump`` accepts.
-        path: the JSON file; its folder is created if absent.
-
-    Raises:
-        TypeError: when ``data`` is not JSON-serialisable (``path`` is left as it was).
+        text: the whole content.
+        path: the file; its folder is created if absent.
     """
 
     def save(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
+            f.write(text)
 
     save_atomic(path, save)
+
+
+def write_json_atomic(data: Any, path: str | os.PathLike, indent: int | None = 2) -> None:
+    """Write ``data`` as JSON (UTF-8, with a final newline) to ``path`` atomically (:func:`save_atomic`).
+
+    Args:
+        data: anything ``json.dumps`` accepts.
+        path: the JSON file; its folder is created if absent.
+        indent: ``json.dumps``'s indentation (None: one line).
+
+    Raises:
+        TypeError: when ``data`` is not JSON-serialisable (``path`` is left as it was, and no file is created).
+    """
+    write_text_atomic(json.dumps(data, indent=indent) + "\n", path)
 
 
 def write_csv_atomic(path: str | os.PathLike, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:

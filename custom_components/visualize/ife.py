@@ -8,7 +8,9 @@
   them (Fig. 3 made quantitative, against the band rows the synthetic generator drew).
 - :func:`plot_confusion_matrix`: a confusion matrix, coloured by recall, annotated with counts.
 
-Figures use matplotlib's Agg canvas directly (no pyplot state), so they work headless and in worker threads.
+Figures use matplotlib's Agg canvas directly (no pyplot state), so they work headless and in worker threads, and are
+written atomically (:func:`~custom_components.utils.atomic.save_atomic`): a run killed while drawing leaves no
+half-written PNG under the figure's name.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from monai.transforms.utils import rescale_array
 
 from custom_components.ife_classes import IFE_CLASSES
 from custom_components.metrics.attention import aligned_profiles, map_row_centres, profiles_by_height
+from custom_components.utils.atomic import save_atomic
 
 __all__ = ["attention_profile", "plot_attention_figure", "plot_attention_alignment", "plot_confusion_matrix"]
 
@@ -78,6 +81,14 @@ def attention_profile(
     return np.interp(np.arange(height, dtype=np.float64), centres, values)
 
 
+def _save_figure(fig: Any, path: str | os.PathLike, **kwargs: Any) -> None:
+    """``fig.savefig`` through :func:`~custom_components.utils.atomic.save_atomic`: the figure appears under ``path``
+    only once complete. The format is named (``path``'s extension, PNG without one) because matplotlib would
+    otherwise guess it from the temporary file's name, which for a ``path`` without an extension ends in ``.tmp``."""
+    extension = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
+    save_atomic(path, lambda tmp: fig.savefig(tmp, format=extension or "png", **kwargs))
+
+
 def _display_image(image: Any) -> np.ndarray:
     """(C, H, W) or (H, W[, C]) array of any range -> (H, W, 3) float in [0, 1] for imshow."""
     array = _to_numpy(image).astype(np.float64)
@@ -109,7 +120,7 @@ def plot_attention_figure(
         image: the gel, (H, W, 3) as read from the file or (C, H, W) network input (any value range).
         profiles: ``{name: (h,) attention map}``, e.g. ``{"severe": ..., "mild": ...}``, or ``{name: {"values": map,
             "stride": s, "network_rows": n}}`` to place each map row at its true centre; each is upsampled to H.
-        path: PNG to write (its folder must exist).
+        path: PNG to write (its folder is created if absent).
         title: figure title.
         dpi: resolution.
 
@@ -155,7 +166,7 @@ def plot_attention_figure(
     ax_img.set_ylim(height, 0)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.savefig(os.fspath(path), dpi=dpi)
+    _save_figure(fig, path, dpi=dpi)
 
 
 def plot_attention_alignment(
@@ -176,7 +187,7 @@ def plot_attention_alignment(
         records: ``{map name: records}`` as joined by
             :func:`~custom_components.metrics.attention.report_from_files` (``values``, ``stride``,
             ``network_rows``, ``image_rows``, ``band_row``, ``band_half_width``).
-        path: PNG to write (its folder must exist).
+        path: PNG to write (its folder is created if absent).
         title: figure title.
         reach: half-range of the offsets, as a fraction of the image height.
         dpi: resolution.
@@ -223,7 +234,7 @@ def plot_attention_alignment(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(os.fspath(path), dpi=dpi)
+    _save_figure(fig, path, dpi=dpi)
 
 
 def plot_confusion_matrix(
@@ -237,7 +248,7 @@ def plot_confusion_matrix(
 
     Args:
         cm: (C, C) counts, rows = truth, columns = prediction.
-        path: PNG to write (its folder must exist).
+        path: PNG to write (its folder is created if absent).
         class_names: C names, in index order.
         title: figure title.
         dpi: resolution.
@@ -270,4 +281,4 @@ def plot_confusion_matrix(
     ax.set_ylabel("true class")
     if title:
         ax.set_title(title, fontsize=10)
-    fig.savefig(os.fspath(path), dpi=dpi, bbox_inches="tight")
+    _save_figure(fig, path, dpi=dpi, bbox_inches="tight")

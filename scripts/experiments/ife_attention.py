@@ -85,6 +85,7 @@ def run_one(setting: str, seed: int, data: Path, workdir: Path, sizes: dict) -> 
     """Train and infer one setting with one seed (or reuse the result of an earlier run)."""
     from custom_components.bundle.commands import bundle_run_command, run_logged
     from custom_components.metrics.attention import report_from_files
+    from custom_components.utils.atomic import write_json_atomic
 
     root = workdir / _slug(setting) / f"seed{seed}"
     result_file = root / "result.json"
@@ -110,7 +111,7 @@ def run_one(setting: str, seed: int, data: Path, workdir: Path, sizes: dict) -> 
         **_classification(root / "inference" / "predictions.csv"),
         "maps": report["maps"],
     }
-    result_file.write_text(json.dumps(result, indent=1))
+    write_json_atomic(result, result_file, indent=1)  # atomic: its presence means the run is done
     return result
 
 
@@ -230,6 +231,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from custom_components.data.synthetic.prepare import prepare_dataset
+    from custom_components.utils.atomic import write_json_atomic, write_text_atomic
 
     sizes = {**DEMO, "max_epochs": args.epochs, "synthetic_count": args.count}
     start = time.time()
@@ -266,11 +268,9 @@ def main() -> None:
         "positives": first["positives"],
     }
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "ife_attention.json").write_text(
-        json.dumps({"meta": meta, "settings": {s: SETTINGS[s] for s in results}, "summary": summary,
-                    "runs": results}, indent=1)  # fmt: skip
-    )
-    (args.output_dir / "ife_attention.md").write_text(markdown(summary, meta))
+    report = {"meta": meta, "settings": {s: SETTINGS[s] for s in results}, "summary": summary, "runs": results}
+    write_json_atomic(report, args.output_dir / "ife_attention.json", indent=1)
+    write_text_atomic(markdown(summary, meta), args.output_dir / "ife_attention.md")
     for setting in results:
         figure(setting, workdir, data, args.output_dir / f"ife_attention_{_slug(setting)}.png")
     print(f"wrote {args.output_dir / 'ife_attention.md'} in {meta['minutes']:.0f} min")

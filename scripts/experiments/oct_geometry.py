@@ -59,17 +59,18 @@ def _resized_copy(data: Path, testing: list[dict], training: list[dict], folder:
     """The test scans (and masks) resized to ``size`` (rows, columns), with a datalist of their own."""
     from PIL import Image
 
+    from custom_components.utils.atomic import save_atomic, write_json_atomic
+
     entries = []
     for entry in testing:
         names = {}
         for key, resample in (("image", Image.Resampling.BILINEAR), ("label", Image.Resampling.NEAREST)):
             target = folder / key / Path(entry[key]).name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            Image.open(data / entry[key]).resize((size[1], size[0]), resample).save(target)
+            save_atomic(target, Image.open(data / entry[key]).resize((size[1], size[0]), resample).save)
             names[key] = str(target)
         entries.append(names)
     datalist = folder / "datalist.json"
-    datalist.write_text(json.dumps({"training": training, "testing": entries}))
+    write_json_atomic({"training": training, "testing": entries}, datalist, indent=None)
     return datalist
 
 
@@ -156,6 +157,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
 
     from custom_components.data.synthetic.oct import synthesize_oct_dataset
+    from custom_components.utils.atomic import save_atomic, write_json_atomic, write_text_atomic
 
     data = work / "data"
     if not (data / "datalist.json").is_file():
@@ -192,7 +194,7 @@ def main() -> None:
             print(f"[{geometry}] training {args.epochs} epochs at {args.image_size} px ...", flush=True)
             t0 = time.time()
             _bundle(["train.json"], train, root / "train.log")
-            seconds.write_text(f"{time.time() - t0:.1f}\n")
+            write_text_atomic(f"{time.time() - t0:.1f}\n", seconds)  # atomic: its presence means training is done
             results[geometry] = {"trained_in_this_run": True}
         results[geometry] = {"trained_in_this_run": False, **results.get(geometry, {})}
         results[geometry].update(train_s=float(seconds.read_text()), test={})
@@ -201,11 +203,11 @@ def main() -> None:
         results[geometry]["seconds_per_bscan"] = round(_time_inference(root, images), 4)
 
     mixed = work / "resize_as_native"
-    (mixed / "models").mkdir(parents=True, exist_ok=True)
-    shutil.copy(work / "resize" / "models" / "model.pt", mixed / "models" / "model.pt")
+    trained = work / "resize" / "models" / "model.pt"
+    save_atomic(mixed / "models" / "model.pt", lambda tmp: shutil.copyfile(trained, tmp))
     recipe = json.loads((work / "resize" / "models" / "model.recipe.json").read_text())
     recipe["settings"]["geometry"] = "native"
-    (mixed / "models" / "model.recipe.json").write_text(json.dumps(recipe))
+    write_json_atomic(recipe, mixed / "models" / "model.recipe.json")
     results[MIXED] = {"test": {}}
     _evaluate_all(mixed, MIXED, {k: v for k, v in test_sets.items() if k != "srf"}, common, results[MIXED])
 
@@ -217,7 +219,7 @@ def main() -> None:
         "results": results,
     }
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "geometry.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomic(report, args.output_dir / "geometry.json")
     lines = [
         "# OCT geometry: resize or native scale",
         "",
@@ -247,7 +249,7 @@ def main() -> None:
             f"| {geometry} | {r['thin']['scans']}, {fmt(r['thin']['pooled_dice'])} | {r['thick']['scans']}, "
             f"{fmt(r['thick']['pooled_dice'])} | {r['seconds_per_bscan']:.3f} | {r['train_s']:.0f} |"
         )
-    (args.output_dir / "geometry.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic("\n".join(lines) + "\n", args.output_dir / "geometry.md")
     print("\n".join(lines))
 
 

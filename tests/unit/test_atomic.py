@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from custom_components.utils.atomic import save_atomic, write_csv_atomic, write_json_atomic
+from custom_components.utils.atomic import save_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
 
 
 def test_save_atomic_temporary_file_beside_the_target_with_its_ending(tmp_path):
@@ -57,3 +57,14 @@ def test_write_json_and_csv_atomic(tmp_path):
         write_csv_atomic(tmp_path / "t.csv", ["image", "dice"], [{"image": "a", "iou": 1}])
     assert (tmp_path / "t.csv").read_text().startswith("image,dice")  # the failed write left it as it was
     assert sorted(os.listdir(tmp_path)) == ["m.json", "t.csv"]
+
+
+def test_write_text_atomic_and_json_indentation(tmp_path):
+    write_text_atomic("| a |\n", tmp_path / "report" / "table.md")  # the folder is created
+    assert (tmp_path / "report" / "table.md").read_text() == "| a |\n"
+    write_json_atomic({"a": [1]}, tmp_path / "one.json", indent=1)
+    assert (tmp_path / "one.json").read_text() == '{\n "a": [\n  1\n ]\n}\n'
+    write_json_atomic({"a": [1]}, tmp_path / "flat.json", indent=None)
+    assert (tmp_path / "flat.json").read_text() == '{"a": [1]}\n'
+    assert sorted(os.listdir(tmp_path)) == ["flat.json", "one.json", "report"]
+    assert os.listdir(tmp_path / "report") == ["table.md"]

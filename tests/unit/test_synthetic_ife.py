@@ -193,3 +193,27 @@ def test_bad_arguments_raise_clear_errors(tmp_path):
         sample_labels(np.random.default_rng(0), 10, {"IgE-kappa": 1.0})
     with pytest.raises(ValueError, match="min_per_class=2 for 9 classes needs at least 18"):
         sample_labels(np.random.default_rng(0), 10, min_per_class=2)
+
+
+def test_a_generation_that_fails_half_way_leaves_no_datalist_and_no_torn_gel(tmp_path, monkeypatch):
+    synthesize_ife_dataset(tmp_path, count=3, seed=0, image_size=SMALL)  # an earlier data set in the same folder
+    save, calls = Image.Image.save, []
+
+    def disk_full_at_the_fifth_gel(image, fp, *args, **kwargs):
+        calls.append(fp)
+        if len(calls) == 5:
+            with open(fp, "wb") as f:
+                f.write(b"\x89PNG\r\n\x1a\n")  # the start of a PNG, then the disk is full
+            raise OSError("No space left on device")
+        return save(image, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", disk_full_at_the_fifth_gel)
+    with pytest.raises(OSError, match="No space"):
+        synthesize_ife_dataset(tmp_path, count=8, seed=1, image_size=SMALL)
+    # the old datalist and record are gone (the folder no longer holds a complete data set), no new ones came
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images"]
+    gels = sorted((tmp_path / "images").iterdir())
+    assert "ife_00004.png" not in [p.name for p in gels] and not [p for p in gels if p.name.startswith(".")]
+    for path in gels:  # the others, written before or after the failed one, are whole
+        with Image.open(path) as image:
+            image.load()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -336,3 +337,44 @@ def test_pngs_carry_no_metadata_and_progress_is_logged(tmp_path, caplog):
             assert set(_png_chunks(path.read_bytes())) == {"IHDR", "IDAT", "IEND"}, path
     progress = [r.getMessage() for r in caplog.records if "B-scans" in r.getMessage()]
     assert progress[-1].endswith("20/20") and 5 <= len(progress) <= 11
+
+
+def _disk_full_at(monkeypatch, call: int) -> None:
+    """Make the ``call``-th ``Image.save`` write the start of a PNG, then fail as on a full disk."""
+    save, calls = Image.Image.save, []
+
+    def failing(image, fp, *args, **kwargs):
+        calls.append(fp)
+        if len(calls) == call:
+            with open(fp, "wb") as f:
+                f.write(b"\x89PNG\r\n\x1a\n")
+            raise OSError("No space left on device")
+        return save(image, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", failing)
+
+
+def test_a_generation_that_fails_half_way_leaves_no_datalist_and_no_torn_scan(tmp_path, monkeypatch):
+    synthesize_oct_dataset(tmp_path, count=2, seed=0, image_size=(16, 16))  # an earlier data set in the same folder
+    _disk_full_at(monkeypatch, 4)  # the mask of the second B-scan
+    with pytest.raises(OSError, match="No space"):
+        synthesize_oct_dataset(tmp_path, count=4, seed=1, image_size=(16, 16))
+    # the old datalist and record are gone (the folder no longer holds a complete data set), no new ones came
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "masks"]
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["oct_00000.png", "oct_00001.png"]  # the old one
+    for path in [*(tmp_path / "images").iterdir(), *(tmp_path / "masks").iterdir()]:
+        with Image.open(path) as image:
+            image.load()
+
+
+def test_prepare_dataset_never_takes_a_failed_generation_for_a_data_set(tmp_path, monkeypatch):
+    from custom_components.data import prepare_dataset
+
+    _disk_full_at(monkeypatch, 3)
+    with pytest.raises(OSError, match="No space"):
+        prepare_dataset(tmp_path / "data", "oct", synthetic_count=4, image_size=(16, 16))
+    assert list(tmp_path.iterdir()) == []  # neither the data folder nor the one it was built in
+    monkeypatch.undo()
+    datalist = json.loads(Path(prepare_dataset(tmp_path / "data", "oct", 4, image_size=(16, 16))).read_text())
+    entries = [e for section in datalist.values() for e in section]
+    assert len(entries) == 4 and all((tmp_path / "data" / e[key]).is_file() for e in entries for key in e)

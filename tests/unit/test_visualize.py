@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import os
+
 import matplotlib
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from custom_components.visualize import (
     attention_profile,
@@ -94,6 +97,41 @@ def test_plot_confusion_matrix(tmp_path):
     assert _is_png(tmp_path / "list.png")
     with pytest.raises(ValueError, match=r"\(9, 9\)"):
         plot_confusion_matrix(np.eye(3), tmp_path / "bad.png")
+
+
+ALIGNMENT_RECORDS = {"severe": [{"values": [0, 1], "stride": 32, "network_rows": 64, "image_rows": 100,
+                                  "band_row": 40, "band_half_width": 3.0}]}  # fmt: skip
+#: each figure writer, called with its output path
+FIGURES = {
+    "attention": lambda path: plot_attention_figure(np.zeros((20, 30, 3)), {"severe": torch.rand(3)}, path),
+    "alignment": lambda path: plot_attention_alignment(ALIGNMENT_RECORDS, path),
+    "confusion": lambda path: plot_confusion_matrix(np.eye(9, dtype=int), path),
+}
+
+
+@pytest.mark.parametrize("figure", sorted(FIGURES))
+def test_a_figure_that_fails_half_written_leaves_the_old_file_and_nothing_else(figure, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    def torn_savefig(self, fname, **kwargs):
+        with open(fname, "wb") as f:
+            f.write(b"\x89PNG\r\n\x1a\n")  # the start of a PNG, then the disk is full
+        raise OSError("No space left on device")
+
+    path = tmp_path / "figure.png"
+    path.write_bytes(b"old")
+    monkeypatch.setattr(Figure, "savefig", torn_savefig)
+    with pytest.raises(OSError, match="No space"):
+        FIGURES[figure](path)
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["figure.png"]
+
+
+@pytest.mark.parametrize("figure", sorted(FIGURES))
+def test_a_figure_appears_complete_under_its_own_name(figure, tmp_path):
+    FIGURES[figure](tmp_path / "new" / "figure")  # no extension: a PNG all the same, under that very name
+    assert os.listdir(tmp_path / "new") == ["figure"] and _is_png(tmp_path / "new" / "figure")
+    with Image.open(tmp_path / "new" / "figure") as image:
+        image.load()
 
 
 # ---------------------------------------------------------------- OCT: fluid overlays

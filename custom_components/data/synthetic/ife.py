@@ -25,11 +25,11 @@ the same bytes (with the same numpy, Pillow and zlib), and an image does not cha
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,8 @@ from scipy import ndimage
 
 from custom_components.data.splits import SECTIONS, assign_sections
 from custom_components.ife_classes import IFE_CLASSES, class_to_subtasks
+from custom_components.data.synthetic.prepare import finish_synthesis, start_synthesis
+from custom_components.utils.atomic import save_atomic
 
 __all__ = ["DEFAULT_CLASS_FRACTIONS", "LANES", "sample_labels", "render_gel", "synthesize_ife_dataset"]
 
@@ -324,7 +326,8 @@ def synthesize_ife_dataset(
     ``testing`` lists of ``{"image": "images/....png", "label": class name}``, split stratified by class; every
     class present is in ``training``, and from 27 images on every class is in ``training`` and ``testing``) and
     ``output_dir/synthesis.json`` (parameters, class and split counts, per-image band row and half-width, lanes and
-    faintness).
+    faintness). Every file is written atomically, ``datalist.json`` last and only once the data set is complete
+    (:func:`~custom_components.data.synthetic.prepare.finish_synthesis`).
 
     Args:
         output_dir: destination folder (created; existing files of the same names are overwritten).
@@ -348,6 +351,7 @@ def synthesize_ife_dataset(
         raise ValueError(f"image_size must be (H, W) of at least {_MIN_SIZE}, got {image_size!r}.")
     out = Path(output_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
+    start_synthesis(out)
     labels = sample_labels(np.random.default_rng([seed, 0]), count, class_fractions)
     assignment = assign_sections(labels, splits, np.random.default_rng([seed, 1]), order=IFE_CLASSES)
 
@@ -362,7 +366,8 @@ def synthesize_ife_dataset(
             image, info = render_gel(np.random.default_rng([seed, 2, index]), label, image_size, return_info=True)
             name = f"images/ife_{index:05d}.png"
             # level 1: a fifth of the time of the default level 6, for files 10 % larger (noise barely compresses)
-            pending.append(writer.submit(Image.fromarray(image).save, out / name, compress_level=1))
+            save = partial(Image.fromarray(image).save, compress_level=1)
+            pending.append(writer.submit(save_atomic, out / name, save))
             while len(pending) > 4:
                 pending.popleft().result()
             datalist[split].append({"image": name, "label": label})
@@ -375,7 +380,6 @@ def synthesize_ife_dataset(
         while pending:
             pending.popleft().result()  # re-raises a failed write
 
-    (out / "datalist.json").write_text(json.dumps(datalist, indent=1))
     summary = {
         "generator": __name__,
         "seed": seed,
@@ -387,6 +391,6 @@ def synthesize_ife_dataset(
         "split_counts": {k: len(v) for k, v in datalist.items()},
         "images": details,
     }
-    (out / "synthesis.json").write_text(json.dumps(summary, indent=1))
-    logger.info("wrote %d synthetic IFE gels and %s", count, out / "datalist.json")
-    return out / "datalist.json"
+    path = finish_synthesis(out, datalist, summary)
+    logger.info("wrote %d synthetic IFE gels and %s", count, path)
+    return path

@@ -34,10 +34,10 @@ so the same seed gives the same bytes.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,8 @@ from scipy.ndimage import gaussian_filter
 from scipy.special import expit, polygamma
 
 from custom_components.data.splits import SECTIONS, assign_sections
+from custom_components.data.synthetic.prepare import finish_synthesis, start_synthesis
+from custom_components.utils.atomic import save_atomic
 
 __all__ = [
     "DEFAULT_FLUID_FRACTION",
@@ -649,7 +651,8 @@ def synthesize_oct_dataset(
     values {0, 255}, same size, overlaying the image), ``output_dir/datalist.json`` (``training``, ``validation``,
     ``testing`` lists of ``{"image": "images/....png", "label": "masks/....png"}``, split stratified by
     fluid / no fluid) and ``output_dir/synthesis.json`` (parameters, counts and per-image fluid type and fluid
-    pixel count).
+    pixel count). Every file is written atomically, ``datalist.json`` last and only once the data set is complete
+    (:func:`~custom_components.data.synthetic.prepare.finish_synthesis`).
 
     Args:
         output_dir: destination folder (created).
@@ -694,6 +697,7 @@ def synthesize_oct_dataset(
     out = Path(output_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
+    start_synthesis(out)
     datalist: dict[str, list[dict]] = {name: [] for name in SECTIONS}
     details = []
     step = max(1, count // 10)
@@ -702,8 +706,8 @@ def synthesize_oct_dataset(
             np.random.default_rng([seed, 2, index]), (height, width), fluid=fluid, return_info=True
         )
         image_name, mask_name = f"images/oct_{index:05d}.png", f"masks/oct_{index:05d}.png"
-        Image.fromarray(image, mode="L").save(out / image_name, format="PNG")
-        Image.fromarray(mask * np.uint8(255), mode="L").save(out / mask_name, format="PNG")
+        save_atomic(out / image_name, partial(Image.fromarray(image, mode="L").save, format="PNG"))
+        save_atomic(out / mask_name, partial(Image.fromarray(mask * np.uint8(255), mode="L").save, format="PNG"))
         datalist[split].append({"image": image_name, "label": mask_name})
         details.append(
             {
@@ -720,7 +724,6 @@ def synthesize_oct_dataset(
         if (index + 1) % step == 0 or index + 1 == count:
             logger.info("synthetic OCT B-scans: %d/%d", index + 1, count)
 
-    (out / "datalist.json").write_text(json.dumps(datalist, indent=1))
     summary = {
         "generator": "custom_components.data.synthetic.oct",
         "seed": seed,
@@ -733,5 +736,4 @@ def synthesize_oct_dataset(
         "split_counts": {k: len(v) for k, v in datalist.items()},
         "images": details,
     }
-    (out / "synthesis.json").write_text(json.dumps(summary, indent=1))
-    return out / "datalist.json"
+    return finish_synthesis(out, datalist, summary)

@@ -1,5 +1,10 @@
 # Copyright (c) the project authors. Licensed under the Apache License, Version 2.0.
-"""The embedded synthetic default: a data folder without a datalist gets a synthetic data set, written once."""
+"""The embedded synthetic default: a data folder without a datalist gets a synthetic data set, written once.
+
+A synthetic data set is complete when its ``datalist.json`` exists: the generators remove an old one before they
+write anything (:func:`start_synthesis`) and write the new one last, atomically (:func:`finish_synthesis`), so a
+generation killed half-way never leaves a folder that looks complete.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,38 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from custom_components.data.datalist import DATALIST_NAME, DatalistError
+from custom_components.utils.atomic import write_json_atomic
 
-__all__ = ["prepare_dataset"]
+__all__ = ["SYNTHESIS_NAME", "prepare_dataset", "start_synthesis", "finish_synthesis"]
 
 logger = logging.getLogger(__name__)
+
+#: the generation record beside the datalist: parameters, counts and what was drawn in each image
+SYNTHESIS_NAME = "synthesis.json"
+
+
+def start_synthesis(folder: str | os.PathLike) -> None:
+    """Remove the datalist and generation record of an earlier data set in ``folder`` (if any) before new files
+    are written there: until :func:`finish_synthesis`, the folder is not a complete data set."""
+    for name in (DATALIST_NAME, SYNTHESIS_NAME):
+        Path(folder, name).unlink(missing_ok=True)
+
+
+def finish_synthesis(folder: str | os.PathLike, datalist: Mapping[str, Any], record: Mapping[str, Any]) -> Path:
+    """Write the generation record, then the datalist, each atomically: the datalist last, as the mark of a complete
+    data set.
+
+    Returns:
+        the datalist path.
+    """
+    write_json_atomic(record, Path(folder, SYNTHESIS_NAME), indent=1)
+    write_json_atomic(datalist, Path(folder, DATALIST_NAME), indent=1)
+    return Path(folder, DATALIST_NAME)
 
 
 def prepare_dataset(
