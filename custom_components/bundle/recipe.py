@@ -311,24 +311,44 @@ class CheckedCheckpointLoader(CheckpointLoader):
     """MONAI's ``CheckpointLoader`` with one clear error when the weights do not fit the network.
 
     Instead of PyTorch's list of every mismatched tensor, the error names the file, the first mismatched layer and
-    both shapes, and says where the usual cause lies; a training state that lacks an object the config restores
-    (written by another config or version) is named too. Takes the arguments of
-    :class:`monai.handlers.CheckpointLoader`, whose ``torch.load`` uses ``weights_only=True``.
+    both shapes, and says where the usual cause lies; a training state that lacks an object the config restores is
+    named too, and objects listed in ``optional`` (added to the training state by a later version) are restored
+    when present, skipped with a warning when not. Takes the arguments of :class:`monai.handlers.CheckpointLoader`,
+    whose ``torch.load`` uses ``weights_only=True``, and:
+
+    Args:
+        optional: keys of ``load_dict`` that an older checkpoint may lack.
 
     Raises:
-        CheckpointMismatchError: (when run) on weights that do not fit, or a training state without an object of
-            ``load_dict``.
+        CheckpointMismatchError: (when run) on weights that do not fit, a training state without an object of
+            ``load_dict`` (not ``optional``), or a bare weights file given where a training state is expected.
     """
+
+    def __init__(self, *args: Any, optional: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.optional = tuple(optional)
 
     def __call__(self, engine: Engine) -> None:
         if len(self.load_dict) > 1:
-            saved = torch.load(self.load_path, map_location="cpu", weights_only=True)
+            saved = torch.load(self.load_path, map_location="cpu", weights_only=True, mmap=True)
+            if all(isinstance(value, torch.Tensor) for value in saved.values()):
+                raise CheckpointMismatchError(
+                    f"{self.load_path} holds a network's weights only (a model.pt?), not a training state with "
+                    f"{', '.join(self.load_dict)}: resume from the models/checkpoint.pt a training run writes."
+                )
+            skipped = [key for key in self.optional if key in self.load_dict and key not in saved]
+            if skipped:
+                logger.warning(
+                    "%s has no %s (written by an earlier version): resuming without, so the run will not repeat "
+                    "the uninterrupted one exactly.", self.load_path, ", ".join(skipped),
+                )
+                self.load_dict = {key: obj for key, obj in self.load_dict.items() if key not in skipped}
             missing = [key for key in self.load_dict if key not in saved]
             if missing:
                 raise CheckpointMismatchError(
                     f"{self.load_path} holds {', '.join(sorted(saved))} but not {', '.join(missing)}, which this "
-                    "config restores: it was written by another config or version. Resume with the configs that "
-                    "wrote it, or start a new run (resume false, or another bundle_root)."
+                    "config restores: it was written by another config. Resume with the configs that wrote it, "
+                    "or start a new run (resume false, or another bundle_root)."
                 )
         try:
             super().__call__(engine)

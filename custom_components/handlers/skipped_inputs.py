@@ -5,6 +5,7 @@
 :func:`~custom_components.data.inputs.collate_skipping_failures` put in the batch and runs MONAI's own iteration on
 the inputs that loaded (none: the batch is passed over). :class:`SkippedInputsReport` appends the records to the CSV
 that screening wrote (``image,error``), so one file lists every input without a result, whenever it failed.
+The batch's images must be under ``"image"`` (MONAI's ``CommonKeys.IMAGE``, what ``SupervisedEvaluator`` reads).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def skip_failed_inputs(engine: Engine, batch: dict) -> Any:
     sees it); the evaluator's own ``_iteration`` then runs on what loaded, and a batch in which nothing loaded gives
     no output (``None``) instead of stopping the run.
     """
-    engine.state.failed_inputs = batch.pop(FAILED_INPUTS, [])
+    engine.state.failed_inputs = batch.pop(FAILED_INPUTS, [])  # read by SkippedInputsReport
     if CommonKeys.IMAGE not in batch:
         return None
     return engine._iteration(engine, batch)
@@ -45,9 +46,9 @@ def skip_failed_inputs(engine: Engine, batch: dict) -> Any:
 class SkippedInputsReport:
     """Add the inputs that failed during the run (``engine.state.failed_inputs``) to the skipped-inputs CSV.
 
-    The CSV (``image,error``) is the one :func:`~custom_components.data.inputs.scan_inputs` wrote before the run; at
-    the end of the run, or when it stops early, its rows and the new ones are written back atomically. A run whose
-    inputs all loaded leaves the file as it was.
+    The CSV (``image,error``) is the one :func:`~custom_components.data.inputs.scan_inputs` wrote before the run. It
+    is rewritten, atomically, at the end of every iteration that had failures, so it is complete also when the run
+    stops early for another reason; iterations without failures leave it as it is.
 
     Args:
         path: the skipped-inputs CSV.
@@ -55,33 +56,18 @@ class SkippedInputsReport:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = os.fspath(path)
-        self.failed: list[dict[str, str]] = []
         self.logger = logging.getLogger(__name__)
 
     def attach(self, engine: Engine) -> None:
-        attach_once(
-            engine,
-            (Events.STARTED, self.started),
-            (Events.ITERATION_COMPLETED, self),
-            (Events.COMPLETED, self.write),
-            (Events.EXCEPTION_RAISED, self.write),
-        )
-
-    def started(self, engine: Engine | None = None) -> None:
-        self.failed = []
+        attach_once(engine, (Events.ITERATION_COMPLETED, self))
 
     def __call__(self, engine: Engine) -> None:
-        self.failed.extend(getattr(engine.state, "failed_inputs", None) or [])
-
-    def write(self, engine: Engine | None = None, error: Exception | None = None) -> None:
-        """Append this run's failures to the CSV (re-raising ``error`` when called because the run stopped)."""
-        if self.failed:
-            rows = []
-            if os.path.isfile(self.path):
-                with open(self.path, newline="", encoding="utf-8") as f:
-                    rows = list(csv.DictReader(f))
-            write_csv_atomic(self.path, ["image", "error"], rows + self.failed)
-            self.logger.warning("%d inputs failed while loading; listed in %s.", len(self.failed), self.path)
-            self.failed = []
-        if error is not None:
-            raise error
+        failed = getattr(engine.state, "failed_inputs", None)
+        if not failed:
+            return
+        rows = []
+        if os.path.isfile(self.path):
+            with open(self.path, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+        write_csv_atomic(self.path, ["image", "error"], rows + list(failed))
+        self.logger.warning("%d more inputs failed while loading; listed in %s.", len(failed), self.path)

@@ -373,7 +373,7 @@ def _generator_state(generator: np.random.RandomState | None = None) -> dict[str
 
 
 def _set_generator_state(state: Mapping[str, Any], generator: np.random.RandomState | None = None) -> None:
-    inner = dict(state["state"], key=np.asarray(state["state"]["key"], dtype=np.uint32))
+    inner = dict(state["state"], key=np.asarray(state["state"]["key"].cpu(), dtype=np.uint32))
     (generator or np.random).set_state(dict(state, state=inner))
 
 
@@ -437,8 +437,9 @@ class RandomStates:
         version, internal, gauss = state_dict["python"]
         random.setstate((version, tuple(internal), gauss))
         _set_generator_state(state_dict["numpy"])
-        torch.set_rng_state(state_dict["torch"])
+        # generator states must be CPU byte tensors: a loader's map_location may have moved them to the GPU
+        torch.set_rng_state(state_dict["torch"].cpu())
         if state_dict["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state_dict["cuda"])
+            torch.cuda.set_rng_state_all([state.cpu() for state in state_dict["cuda"]])
         for transform, state in zip(self.transforms, state_dict["transforms"]):
             _set_generator_state(state, transform.R)

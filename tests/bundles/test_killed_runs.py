@@ -26,8 +26,8 @@ SIGKILL as soon as it has seen the ``k``-th write start (a file appearing, or ch
 two of a write starting, often while a temporary file is being written, and a writer that wrote under the final name
 is caught half-way (checked by hand: with ``save_atomic`` made a plain write, each of 6 runs failed on a torn PNG or
 ``.pt``; with only the figure, mask and overlay writers made plain, IFE failed 3 runs of 3 on a torn attention or
-confusion figure, OCT 2 of 3 on a torn mask or overlay). The seed of the draws is printed and can be set with
-``KILL_SEED``.
+confusion figure, OCT 2 of 3 on a torn mask or overlay). The draws are seeded (2026, so a CI run can be repeated);
+``KILL_SEED`` sets another seed to explore other kill points.
 
 The runs are forked from one interpreter that has imported torch, MONAI and ``custom_components`` once (a
 ``forkserver`` with those modules preloaded) and then execute ``monai.bundle``'s ``__main__`` with the command line
@@ -235,7 +235,7 @@ def _assert_all_whole(folder: Path, context: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def kill_seed() -> int:
-    seed = int(os.environ.get("KILL_SEED", time.time_ns() % 2**32))
+    seed = int(os.environ.get("KILL_SEED", 2026))  # fixed, so CI runs are repeatable; set KILL_SEED to explore
     print(f"KILL_SEED={seed}")
     return seed
 

@@ -397,9 +397,13 @@ def test_concurrent_inference_with_bad_requests_and_training(
     assert last_third_mib - first_third_mib <= RSS_GROWTH_LIMIT_MIB + reload_mib, metrics["server_rss_mib"]
     # nothing left behind in the server's temporary folder: uploads and answer files are removed once sent, and
     # refused uploads too (they stayed: 80 files, 67 MB after one run)
-    time.sleep(1.0)  # FastAPI removes them in background tasks after the response
+    # FastAPI removes them in background tasks after the response: wait for that, up to a deadline
     # (a .json there is the training run's logging configuration, not a request's)
-    leftovers = [p.name for p in server.tmp.iterdir() if p.name.startswith("tmp") and p.suffix != ".json"]
+    deadline = time.monotonic() + 30
+    while (leftovers := [p.name for p in server.tmp.iterdir() if p.name.startswith("tmp") and p.suffix != ".json"]):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert not leftovers, leftovers
     # nothing in the datastore lost or changed, nothing added by the refused uploads
     assert _datastore_files(server) == files_before

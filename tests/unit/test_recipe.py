@@ -161,6 +161,18 @@ def test_checked_loader_names_the_mismatch_inside_a_training_state(tmp_path):
     loader = CheckedCheckpointLoader(load_path=checkpoint, load_dict={"model": net, "random_states": rng})
     with pytest.raises(CheckpointMismatchError, match="holds model, optimizer but not random_states"):
         loader(_loader_engine())
+    # unless it is optional (added to the training state by a later version): restored when present, else skipped
+    restored = TransUNet(**NARROW)
+    loader = CheckedCheckpointLoader(
+        load_path=checkpoint, load_dict={"model": restored, "random_states": rng}, optional=["random_states"]
+    )
+    loader(_loader_engine())
+    torch.testing.assert_close(restored.encoder[0][0].conv.weight, net.encoder[0][0].conv.weight)
+    # a bare weights file where a training state is expected
+    torch.save(net.state_dict(), checkpoint)
+    loader = CheckedCheckpointLoader(load_path=checkpoint, load_dict={"model": net, "random_states": rng})
+    with pytest.raises(CheckpointMismatchError, match="holds a network's weights only"):
+        loader(_loader_engine())
 
 
 class _Payload:

@@ -8,6 +8,7 @@ MONAI Label 0.8.5 passes an ``image`` request value that names an existing file 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -211,5 +212,6 @@ def upload_removed_on_error(path: object) -> Iterator[None]:
         yield
     except Exception:
         if isinstance(path, str) and is_server_upload(path):
-            os.remove(path)
+            with contextlib.suppress(OSError):  # already gone: the request's own error is what the client must see
+                os.remove(path)
         raise
