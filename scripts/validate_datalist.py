@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''}:")
     for problem in problems:
         print(f"  - {problem}")
-    print("Training and evaluation stop on these before the first epoch.")
+    print("Training stops on these before the first epoch (on those in testing only when an image repeats one it "
+          "trains or validates on); evaluation stops on those in testing.")
     return 1
 
 

@@ -9,7 +9,6 @@ turns its failure into a record, :func:`collate_skipping_failures` sets the reco
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from monai.data import Dataset, list_data_collate
 
-from custom_components.data.datalist import DatalistError, load_datalist
+from custom_components.data.datalist import DatalistError, load_datalist, read_datalist_object, section_sizes
 from custom_components.data.image_files import IMAGE_EXTENSIONS, NIFTI_EXTENSIONS, printable_path, screen_image_file
 from custom_components.data.validation import listed_problems
 from custom_components.utils.atomic import write_csv_atomic
@@ -102,8 +101,7 @@ def scan_inputs(
     if source.is_file() and source.suffix.lower() == ".json":
         entries = load_datalist(source, section)
         if not entries:
-            content = json.loads(source.read_text())
-            sections = ", ".join(f"{k!r} ({len(v)})" for k, v in content.items() if isinstance(v, list)) or "none"
+            sections = section_sizes(read_datalist_object(source))
             raise DatalistError(f"datalist {source} has no entries in {section!r}; its lists: {sections}.")
     else:
         entries = [{"image": path} for path in list_images(source, extensions)]
