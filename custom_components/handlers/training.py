@@ -296,7 +296,8 @@ class _AtomicDiskSaver(BaseSaveHandler):
     ignite's own ``DiskSaver(atomic=True)`` writes through ``tempfile`` (mode 0600, so a group could not read the
     model; the reason MONAI turns it off), and with a fixed file name ignite removes the old file *before* writing the
     new one: a run killed in between would leave no model at all. Here a fixed name is never removed, the rename of
-    the new file replaces it.
+    the new file replaces it. (With generated names, as for interval checkpoints, what ignite removes first is the
+    oldest of several files, never the one being replaced.)
     """
 
     def __init__(self, dirname: str, filename: str | None = None) -> None:
@@ -403,8 +404,8 @@ class RandomStates:
     Saved with the training state at the end of an epoch and restored when a killed run resumes, the next epoch
     shuffles, augments and drops out exactly as it would have in the uninterrupted run. With DataLoader workers the
     transforms in the workers are seeded from PyTorch's generator at the start of every epoch (MONAI's
-    ``DataLoader``), which is restored too. States hold tensors, ints and strings only, so the file loads with
-    ``torch.load(weights_only=True)``.
+    ``DataLoader``), which is restored too (the bundles' bit-for-bit resume test runs without workers). States hold
+    tensors, ints and strings only, so the file loads with ``torch.load(weights_only=True)``.
 
     Args:
         transforms: a transform, ``Compose`` or list of them whose random transforms draw in the main process (with
