@@ -130,30 +130,31 @@ def _assert_names_each(message: str, expected: list[tuple[str, str]]) -> None:
         assert any(path in line and f": {problem}" in line for line in lines), (path, problem, message)
 
 
-def test_training_on_bad_files_stops_before_the_first_epoch_naming_each(trained, tmp_path):
-    kind = trained["kind"]
-    bad, expected = _refused_2d(kind, trained)
-    data = tmp_path / "data"
+def _dataset_with_bad_files(trained: dict, folder: Path, section: str) -> tuple[Path, list[tuple[str, str]]]:
+    """The trained fixture's datalist with every refused 2D corpus file added to ``section``, in ``folder/data``;
+    returns the folder and the (file, problem) pairs the error must name."""
+    bad, expected = _refused_2d(trained["kind"], trained)
+    data = folder / "data"
     data.mkdir()
     sections = trained["sections"]
-    (data / "datalist.json").write_text(json.dumps({**sections, "training": sections["training"] + bad}))
+    (data / "datalist.json").write_text(json.dumps({**sections, section: sections[section] + bad}))
+    return data, expected
+
+
+def test_training_on_bad_files_stops_before_the_first_epoch_naming_each(trained, tmp_path):
+    data, expected = _dataset_with_bad_files(trained, tmp_path, "training")
     override = {**trained["override"], "bundle_root": str(tmp_path), "dataset_dir": str(data), "max_epochs": 1}
-    message = _datalist_error(_workflow(kind, ["train.json"], "train", run=False, **override))
+    message = _datalist_error(_workflow(trained["kind"], ["train.json"], "train", run=False, **override))
     _assert_names_each(message, expected)
     assert not (tmp_path / "models").exists()  # nothing was trained or saved
 
 
 def test_evaluation_on_bad_files_stops_before_scoring_naming_each(trained, tmp_path):
-    kind = trained["kind"]
-    bad, expected = _refused_2d(kind, trained)
-    data = tmp_path / "data"
-    data.mkdir()
-    sections = trained["sections"]
-    (data / "datalist.json").write_text(json.dumps({**sections, "testing": bad + sections["testing"]}))
+    data, expected = _dataset_with_bad_files(trained, tmp_path, "testing")
     override = {**trained["override"], "dataset_dir": str(data), "output_dir": str(tmp_path / "eval")}
-    message = _datalist_error(_workflow(kind, ["train.json", "evaluate.json"], "train", run=False, **override))
+    configs = ["train.json", "evaluate.json"]
+    message = _datalist_error(_workflow(trained["kind"], configs, "train", run=False, **override))
     _assert_names_each(message, expected)
-    assert not (tmp_path / "eval").exists()
 
 
 def _rows(path: Path) -> list[dict]:
