@@ -18,7 +18,6 @@ callbacks, file writing happens on one rank only.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import weakref
@@ -142,11 +141,14 @@ class GradientClipping:
 class LossTermsHandler:
     """Log the individual terms of a composite loss as epoch means.
 
-    After each iteration it reads ``getattr(loss, attribute)``: a mapping of term name to float (as set by the
-    project's losses in ``last_terms``). At the end of each epoch it stores the mean of each term over the epoch's
-    iterations in ``engine.state.metrics[prefix + name]`` (averaged over all ranks under DDP), where
+    After each iteration it reads ``getattr(loss, attribute)``: a mapping of term name to value (0-d tensors, as the
+    project's losses set in ``last_terms``, or floats). At the end of each epoch it stores the mean of each term over
+    the epoch's iterations in ``engine.state.metrics[prefix + name]`` (averaged over all ranks under DDP), where
     ``StatsHandler`` prints them and ``TensorBoardStatsHandler`` plots them. Attach it BEFORE those handlers: ignite
     calls handlers of the same event in attachment order.
+
+    The running sums stay on the loss's device and are read once per epoch: reading a GPU value on every iteration
+    would make the host wait for the device at every step and stall the data pipeline.
 
     Args:
         loss: the loss object (the same instance the trainer calls).
@@ -167,8 +169,8 @@ class LossTermsHandler:
         self.attribute = attribute
         self.prefix = prefix
         self.names = None if names is None else tuple(names)
-        self._sums: dict[str, float] = {}
-        self._counts: dict[str, int] = {}
+        self._sums: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, torch.Tensor] = {}
 
     def attach(self, engine: Engine) -> None:
         """Register the epoch-start reset, the per-iteration accumulation and the epoch-end write."""
@@ -192,16 +194,20 @@ class LossTermsHandler:
         for name, value in terms.items():
             if self.names is not None and name not in self.names:
                 continue
-            value = float(value)
-            if math.isfinite(value):
-                self._sums[name] = self._sums.get(name, 0.0) + value
-                self._counts[name] = self._counts.get(name, 0) + 1
+            value = torch.as_tensor(value).detach().to(torch.float64)
+            finite = torch.isfinite(value)
+            value = torch.where(finite, value, torch.zeros_like(value))
+            if name in self._sums:
+                self._sums[name] += value
+                self._counts[name] += finite
+            else:
+                self._sums[name], self._counts[name] = value, finite.to(torch.float64)
 
     def epoch_completed(self, engine: Engine) -> None:
-        """Write the epoch means into ``engine.state.metrics``."""
+        """Write the epoch means into ``engine.state.metrics`` (the one read of the sums per epoch)."""
         names = sorted(self._sums)
-        sums = torch.tensor([self._sums[n] for n in names], dtype=torch.float64)
-        counts = torch.tensor([self._counts[n] for n in names], dtype=torch.float64)
+        sums = torch.tensor([self._sums[n].item() for n in names], dtype=torch.float64)
+        counts = torch.tensor([self._counts[n].item() for n in names], dtype=torch.float64)
         if idist.get_world_size() > 1:
             # every rank must reach the collective with the same term names: the loss reports a fixed set
             sums, counts = idist.all_reduce(sums), idist.all_reduce(counts)

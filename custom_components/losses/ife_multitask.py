@@ -304,8 +304,9 @@ class MultiTaskIFELoss(_Loss):
     and ``mild_row_logits`` of ``forward_heads`` and act on the last-stage maps only (the third stage has no class
     evidence of its own), so ``use_stage3_attention`` must then be False.
 
-    After each call, ``last_terms`` holds the unweighted terms as floats (``ce_severe``, ``ce_mild``,
-    ``inner_severe``, ``inner_mild``, ``inter``) and the ``total``, for logging.
+    After each call, ``last_terms`` holds the unweighted terms (``ce_severe``, ``ce_mild``, ``inner_severe``,
+    ``inner_mild``, ``inter``) and the ``total`` as detached 0-d tensors on the loss's device, for logging; they are
+    not converted to Python floats here, which would wait for the device on every training step.
 
     Args:
         lambda_inner: weight of the inner-task terms, >= 0 (0 disables them: the "without Reg_inner" ablation).
@@ -357,7 +358,7 @@ class MultiTaskIFELoss(_Loss):
             distribution=distribution,
         )
         self.inter = InterTaskRegularizer(reduction=reg_reduction, scale=inter_scale, distribution=distribution)
-        self.last_terms: dict[str, float] = {}
+        self.last_terms: dict[str, torch.Tensor] = {}
 
     @staticmethod
     def _stage3_maps(heads: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -418,7 +419,7 @@ class MultiTaskIFELoss(_Loss):
         if self.lambda_inter > 0:
             total = total + self.lambda_inter * inter
         self.last_terms = {
-            name: float(value.detach())
+            name: value.detach()
             for name, value in (
                 ("ce_severe", ce_severe),
                 ("ce_mild", ce_mild),
@@ -450,7 +451,7 @@ class IFEBaselineLoss(_Loss):
         ):
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}.")
         self.ce = nn.CrossEntropyLoss(label_smoothing=float(label_smoothing))
-        self.last_terms: dict[str, float] = {}
+        self.last_terms: dict[str, torch.Tensor] = {}
 
     def forward(self, heads: Mapping[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
         """
@@ -469,6 +470,6 @@ class IFEBaselineLoss(_Loss):
         target = target_to_indices(target.to(logits.device))
         _check_logits(logits, 9, target.shape[0], "logits")
         loss = self.ce(logits, target)
-        value = float(loss.detach())
+        value = loss.detach()
         self.last_terms = {"ce": value, "total": value}
         return loss

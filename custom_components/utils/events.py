@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["attach_once"]
+__all__ = ["attach_once", "every_n_iterations"]
 
 
 def attach_once(engine: Any, *pairs: tuple[Any, Callable]) -> None:
@@ -15,3 +15,24 @@ def attach_once(engine: Any, *pairs: tuple[Any, Callable]) -> None:
     for event, handler in pairs:
         if not engine.has_event_handler(handler, event):
             engine.add_event_handler(event, handler)
+
+
+def every_n_iterations(n: int) -> Callable[[Any, int], bool]:
+    """An ignite event filter that is true on every ``n``-th iteration (``StatsHandler(iteration_log=...)``).
+
+    Logging a GPU loss reads it on the host, which waits for the device: done on every iteration, it stalls the
+    data pipeline; every ``n`` iterations it costs almost nothing.
+
+    Args:
+        n: logging interval in iterations, >= 1 (1 logs every iteration).
+
+    Raises:
+        ValueError: when ``n`` is not a positive integer.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"the logging interval must be a positive integer, got {n!r}.")
+
+    def every(engine: Any, iteration: int) -> bool:
+        return iteration % n == 0
+
+    return every

@@ -44,6 +44,12 @@ def ce_ref(logits: list[float], index: int) -> float:
 # ---- InnerTaskRegularizer ------------------------------------------------------------------------------------
 
 
+
+def _floats(terms):
+    """The loss's logged terms (detached 0-d tensors, never synchronised by the loss itself) as Python floats."""
+    assert all(isinstance(v, torch.Tensor) and v.ndim == 0 and not v.requires_grad for v in terms.values())
+    return {name: float(value) for name, value in terms.items()}
+
 def test_inner_hand_computed_h2():
     # M = [0, 1], tau = 2. Positive target softmax([0, 2]); negative target softmax([0, 0.5])
     p = [1 / (1 + math.e), math.e / (1 + math.e)]
@@ -272,8 +278,8 @@ def test_multitask_loss_without_inner_term_drops_exactly_that_term():
     full = MultiTaskIFELoss(lambda_inner=0.3, lambda_inter=0.7, **scales)
     ablated = MultiTaskIFELoss(lambda_inner=0.0, lambda_inter=0.7, **scales)
     loss_full, loss_ablated = float(full(heads, target)), float(ablated(heads, target))
-    terms = ablated.last_terms
-    assert terms == pytest.approx({**full.last_terms, "total": loss_ablated}, rel=1e-6)  # same terms, other total
+    terms = _floats(ablated.last_terms)
+    assert terms == pytest.approx({**_floats(full.last_terms), "total": loss_ablated}, rel=1e-6)  # same terms, other total
     inner = terms["inner_severe"] + terms["inner_mild"]
     assert inner > 0.05 and terms["inter"] > 0.01  # a loss that kept either term would differ by far more than rel
     assert loss_ablated == pytest.approx(terms["ce_severe"] + terms["ce_mild"] + 0.7 * terms["inter"], rel=1e-6)
@@ -357,7 +363,7 @@ def test_baseline_loss():
     loss = loss_fn({"logits": torch.tensor(logits)}, torch.tensor([[7.0], [2.0]]))
     expected = (ce_ref(logits[0], 7) + ce_ref(logits[1], 2)) / 2
     assert float(loss) == pytest.approx(expected, rel=1e-5)
-    assert loss_fn.last_terms == pytest.approx({"ce": expected, "total": expected}, rel=1e-5)
+    assert _floats(loss_fn.last_terms) == pytest.approx({"ce": expected, "total": expected}, rel=1e-5)
     with pytest.raises(ValueError, match=r"lack keys \['logits'\]"):
         loss_fn({"severe_logits": torch.zeros(1, 4)}, torch.tensor([0]))
     with pytest.raises(ValueError, match=r"logits must have shape \(1, 9\)"):

@@ -20,6 +20,7 @@ from custom_components.handlers.training import (
     RandomStates,
     TrainingStateSaver,
 )
+from custom_components.utils.events import every_n_iterations
 
 
 def _linear_problem(grad):
@@ -116,6 +117,7 @@ class _FakeLoss:
 def test_loss_terms_handler_epoch_means():
     # two iterations per epoch; a NaN is skipped, so b's mean is over one value
     values = [{"a": 1.0, "b": 2.0}, {"a": 3.0, "b": math.nan}, {"a": 10.0, "b": 20.0}, {"a": 30.0, "b": 40.0}]
+    values[2] = {name: torch.tensor(value) for name, value in values[2].items()}  # detached 0-d tensors or floats
     loss = _FakeLoss(values)
 
     def step(engine, batch):
@@ -324,3 +326,37 @@ def test_random_states_refuse_another_config(tmp_path):
     saved = RandomStates(Compose([RandGaussianNoised("image", prob=1.0)])).state_dict()
     with pytest.raises(ValueError, match="random transforms"):
         RandomStates(None).load_state_dict(saved)
+
+
+def test_loss_terms_handler_reads_the_device_once_per_epoch(monkeypatch):
+    """The sums stay tensors during the epoch: no ``float()``/``.item()`` of a term per iteration (each would wait for
+    the GPU); the one read happens at the epoch's end, and gives the same means as floats would."""
+    values = [{"a": torch.tensor(1.0), "b": torch.tensor(math.inf)}, {"a": torch.tensor(2.5), "b": torch.tensor(4.0)}]
+    loss = _FakeLoss(values)
+    reads = []
+
+    def step(engine, batch):
+        loss.last_terms = values[engine.state.iteration - 1]
+
+    engine = Engine(step)
+    handler = LossTermsHandler(loss)
+    handler.attach(engine)
+    original_item = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: reads.append(engine.state.iteration) or original_item(self))
+    engine.run([0, 1], max_epochs=1)
+    assert engine.state.metrics == {"loss_a": 1.75, "loss_b": 4.0}
+    assert reads and set(reads) == {2}  # only at the end of the epoch, after the last iteration
+
+
+def test_every_n_iterations_filter():
+    every_3 = every_n_iterations(3)
+    assert [i for i in range(1, 10) if every_3(None, i)] == [3, 6, 9]
+    assert all(every_n_iterations(1)(None, i) for i in range(1, 5))
+    engine, seen = Engine(lambda e, b: None), []
+    every_2 = Events.ITERATION_COMPLETED(event_filter=every_n_iterations(2))
+    engine.add_event_handler(every_2, lambda e: seen.append(e.state.iteration))
+    engine.run(range(5), max_epochs=1)
+    assert seen == [2, 4]
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="logging interval"):
+            every_n_iterations(bad)
