@@ -188,12 +188,13 @@ def test_inference_over_folder_skips_unreadable(trained, tmp_path):
         shutil.copy(trained["dataset_dir"] / entry["image"], folder)
     (folder / "corrupt.png").write_bytes(b"not a png")
     out = tmp_path / "infer"
-    override = {**trained["override"], "output_dir": str(out), "input_dir": str(folder), "save_figures": False}
+    # --max_figures 1: a large folder is not bound by plotting; every gel still gets its row
+    override = {**trained["override"], "output_dir": str(out), "input_dir": str(folder), "max_figures": 1}
     _workflow(["inference.json"], "infer", **override)
     rows = _read_predictions(out / "predictions.csv")
     assert sorted(Path(r["image"]).name for r in rows) == sorted(Path(e["image"]).name for e in testing)
     assert all(r["label"] == "" for r in rows)  # a folder has no labels
-    assert not (out / "attention").exists()
+    assert len(os.listdir(out / "attention")) == 1
 
 
 def test_inference_over_a_datalist_skips_broken_entries_and_strict_stops(trained, tmp_path):
@@ -213,6 +214,7 @@ def test_inference_over_a_datalist_skips_broken_entries_and_strict_stops(trained
         "bundle_root": str(trained["root"]), "dataset_dir": str(dataset_dir), "num_workers": 0, "save_figures": False,
     }  # fmt: skip
     _workflow(["inference.json"], "infer", **paths, output_dir=str(out))
+    assert not (out / "attention").exists()  # save_figures False
     rows = _read_predictions(out / "predictions.csv")
     assert [Path(r["image"]).name for r in rows] == [Path(e["image"]).name for e in good]  # every good gel, in order
     assert [r["label"] for r in rows] == [e["label"] for e in good]
@@ -298,7 +300,7 @@ def test_ablation_without_the_inner_term_trains_with_that_term_removed(trained, 
     # epoch means of the terms of every step (LossTermsHandler), and the terms of the last step
     terms = workflow.parser.get_parsed_content("train#trainer").state.metrics
     terms = {k.removeprefix("train_loss_"): v for k, v in terms.items() if k.startswith("train_loss_")}
-    for logged in (terms, loss.last_terms):
+    for logged in (terms, {name: float(value) for name, value in loss.last_terms.items()}):
         inner = logged["inner_severe"] + logged["inner_mild"]
         without_inner = logged["ce_severe"] + logged["ce_mild"] + 0.3 * logged["inter"]
         assert logged["total"] == pytest.approx(without_inner, rel=1e-6, abs=1e-7)
@@ -339,17 +341,18 @@ def test_multi_gpu_training_with_two_processes(tmp_path):
         "--bundle_root", str(root), "--dataset_dir", str(data), "--device", "$torch.device('cpu')",
         "--dist_backend", "gloo", *[arg for key, value in small.items() for arg in (f"--{key}", str(value))],
         # each rank's last line says what it ran: the process group, the network stepped, its shard, the metric
-        "--finalize#0", "$logging.getLogger('ife_multitask').info('rank %d of %d, training %s, shard %s, F1 %.6f', "
-        "dist.get_rank(), dist.get_world_size(), type(@train_network).__name__, sorted(@train#sampler), "
-        "@validate#evaluator.state.best_metric)",
+        "--finalize#0", "$logging.getLogger('ife_multitask').info('rank %d of %d, training %s, shard %s, F1 %.6f, "
+        "lr %.9f', dist.get_rank(), dist.get_world_size(), type(@train_network).__name__, sorted(@train#sampler), "
+        "@validate#evaluator.state.best_metric, @optimizer.defaults['lr'])",
     ]  # fmt: skip
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    ranks = dict(
-        (int(m[0]), (m[1], json.loads(m[2]), float(m[3])))
-        for m in re.findall(r"rank (\d) of 2, training (\w+), shard (\[[\d, ]*\]), F1 ([\d.]+)", result.stdout)
-    )
+    found = re.findall(r"rank (\d) of 2, training (\w+), shard (\[[\d, ]*\]), F1 ([\d.]+), lr ([\d.]+)", result.stdout)
+    ranks = {int(m[0]): (m[1], json.loads(m[2]), float(m[3])) for m in found}
     assert sorted(ranks) == [0, 1] and {net for net, _, _ in ranks.values()} == {"DistributedDataParallel"}
+    # SGD's learning rate grows with the global batch (lr_scaling "linear"): two ranks, twice the base rate
+    default_lr = json.loads((CONFIGS / "train.json").read_text())["learning_rate"]
+    assert [float(m[4]) for m in found] == pytest.approx([2 * default_lr] * 2, rel=1e-6)
     shards = [set(ranks[r][1]) for r in (0, 1)]
     train, validation = _datalist(data)["training"], _datalist(data)["validation"]
     assert shards[0] | shards[1] == set(range(len(train)))  # every training gel, split between the ranks

@@ -233,14 +233,17 @@ def test_two_process_training_shards_the_data_and_gathers_the_validation_metric(
         "-m", "monai.bundle", "run", "--config_file", config, "--meta_file", META, "--logging_file", LOGGING,
         "--bundle_root", str(root), "--dataset_dir", data, "--device", "$torch.device('cpu')", "--dist_backend", "gloo",
         *[arg for key, value in settings.items() for arg in (f"--{key}", str(value))],
-        "--finalize#0", "$logging.getLogger('oct_fluid_seg').info('rank %d of %d, shard %s, Dice %.6f', "
-        "dist.get_rank(), dist.get_world_size(), sorted(@train#sampler), @validate#evaluator.state.best_metric)",
+        "--finalize#0", "$logging.getLogger('oct_fluid_seg').info('rank %d of %d, shard %s, Dice %.6f, lr %.9f', "
+        "dist.get_rank(), dist.get_world_size(), sorted(@train#sampler), @validate#evaluator.state.best_metric, "
+        "@optimizer.defaults['lr'])",
     ]  # fmt: skip
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    found = re.findall(r"rank (\d) of 2, shard (\[[\d, ]*\]), Dice ([\d.]+)", result.stdout)
-    ranks = {int(rank): (set(json.loads(shard)), float(dice)) for rank, shard, dice in found}
+    found = re.findall(r"rank (\d) of 2, shard (\[[\d, ]*\]), Dice ([\d.]+), lr ([\d.]+)", result.stdout)
+    ranks = {int(rank): (set(json.loads(shard)), float(dice)) for rank, shard, dice, _ in found}
     assert sorted(ranks) == [0, 1]
+    # AdamW's learning rate grows with the square root of the global batch (lr_scaling "sqrt")
+    assert [float(lr) for *_, lr in found] == pytest.approx([LEARN["learning_rate"] * 2**0.5] * 2, rel=1e-6)
     datalist = json.loads((Path(data) / "datalist.json").read_text())
     assert ranks[0][0] | ranks[1][0] == set(range(len(datalist["training"])))
     assert len(ranks[0][0] & ranks[1][0]) == len(datalist["training"]) % 2  # disjoint but for odd-count padding
@@ -454,8 +457,11 @@ def test_bad_datalist_stops_training_before_the_first_epoch(tmp_path):
 
 def test_augmentation_on_device_switch(tmp_path):
     """``augment_on_device`` moves the random transforms after a ``ToDeviced`` (here to the CPU, the only device of
-    the test machine) and keeps the data loader in the main process, as CUDA tensors cannot cross worker processes."""
+    the test machine) and keeps the data loader in the main process, as CUDA tensors cannot cross worker processes.
+    Training batches carry no metadata either way (training needs none, MONAI's trainer cannot compile with batched
+    metadata, and plain tensors collate faster)."""
     from monai.bundle import ConfigParser
+    from monai.data import MetaTensor
     from monai.transforms import RandAffined, ToDeviced
 
     parser = ConfigParser()
@@ -473,6 +479,7 @@ def test_augmentation_on_device_switch(tmp_path):
     assert loader.num_workers == 0
     batch = next(iter(loader))
     assert batch["image"].shape == batch["label"].shape == (4, 1, 32, 32)
+    assert not isinstance(batch["image"], MetaTensor) and not isinstance(batch["label"], MetaTensor)
     assert set(torch.unique(batch["label"]).tolist()) <= {0.0, 1.0}
 
     default = ConfigParser()
