@@ -40,6 +40,7 @@ __all__ = [
     "is_severe_and_mild",
     "fuse_subtask_probabilities",
     "call_from_probabilities",
+    "heads_from_probabilities",
 ]
 
 IFE_CLASSES: tuple[str, ...] = (
@@ -243,3 +244,37 @@ def call_from_probabilities(probs: torch.Tensor) -> torch.Tensor:
     severe_scores = positives.gather(2, light.view(-1, 1, 1).expand(-1, 4, 1)).squeeze(2)  # (B, 4)
     severe_call = severe_scores.argmax(dim=1)
     return torch.where(mild_call == 0, torch.zeros_like(mild_call), 2 * severe_call + mild_call)
+
+
+def heads_from_probabilities(probs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The head outputs that fused 9-class probabilities determine, for a model that returns only those (an ONNX
+    export of ``MultiTaskIFEResNet.forward``).
+
+    Inverts :func:`fuse_subtask_probabilities`: ``p_m = (P(Negative), sum of kappa classes, sum of lambda classes)``
+    and ``p_s[X]`` is proportional to ``P(X-kappa) + P(X-lambda) = p_s[X] (1 - p_m[None])``. Their logarithms stand
+    in for the head logits (logits up to a per-row constant: the same softmax and argmax), so the severe and mild
+    calls are those of the network's heads. There are no attention maps.
+
+    Args:
+        probs: (B, 9) fused probabilities.
+
+    Returns:
+        ``{"probabilities": probs, "severe_logits": (B, 4), "mild_logits": (B, 3)}``, the log-probabilities clamped
+        at the smallest normal float (finite; the severe head is uniform when no positive class has any mass).
+
+    Raises:
+        ValueError: when ``probs`` is not (B, 9).
+    """
+    if probs.ndim != 2 or probs.shape[1] != 9:
+        raise ValueError(f"probs must have shape (B, 9), got {list(probs.shape)}.")
+    tiny = torch.finfo(probs.dtype).tiny if probs.is_floating_point() else torch.finfo(torch.float32).tiny
+    positives = probs[:, 1:].reshape(-1, 4, 2)  # severe call x light chain
+    mild = torch.cat([probs[:, :1], positives.sum(dim=1)], dim=1)  # (B, 3)
+    severe_mass = positives.sum(dim=2)  # (B, 4) = p_s * (1 - p_m[None])
+    total = severe_mass.sum(dim=1, keepdim=True)
+    severe = torch.where(total > 0, severe_mass / total.clamp_min(tiny), torch.full_like(severe_mass, 0.25))
+    return {
+        "probabilities": probs,
+        "severe_logits": severe.clamp_min(tiny).log(),
+        "mild_logits": mild.clamp_min(tiny).log(),
+    }

@@ -2,4 +2,5 @@
 
 from .horizontal_attention import HorizontalAttention, UniformAttention
 from .ife_resnet import ForwardHeads, IFEBasicBlock, IFEResNet, IFEResStage, MultiTaskIFEResNet
+from .onnx_network import OnnxRuntimeNetwork
 from .transunet import TransformerEncoderBlock, TransUNet
