@@ -132,7 +132,8 @@ def target_to_indices(target: torch.Tensor, name: str = "target") -> torch.Tenso
         (B,) long tensor on the target's device.
 
     Raises:
-        ValueError: on a bad shape, a non-integral value or an index outside ``0..8``.
+        ValueError: on a bad shape; for a tensor on the CPU also on a non-integral value or an index outside
+            ``0..8`` (values on a GPU are not read back: see the comment below).
     """
     if not isinstance(target, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(target).__name__}.")
@@ -140,13 +141,16 @@ def target_to_indices(target: torch.Tensor, name: str = "target") -> torch.Tenso
         target = target[:, 0]
     if target.ndim != 1:
         raise ValueError(f"{name} must have shape (B,) or (B, 1) of 9-class indices, got {tuple(target.shape)}.")
+    # the value checks read the target on the host: done for host tensors only, since on a GPU they would make every
+    # training step wait for the device (the bundles' labels were checked as they were read, by label_to_index)
+    checked = target.device.type == "cpu"
     if target.is_floating_point():
         rounded = target.round()
-        if not torch.equal(rounded, target):
+        if checked and not torch.equal(rounded, target):
             raise ValueError(f"{name} holds non-integer class indices: {target.tolist()}.")
         target = rounded
     target = target.long()
-    if target.numel() > 0 and (int(target.min()) < 0 or int(target.max()) >= _NUM_CLASSES):
+    if checked and target.numel() > 0 and (int(target.min()) < 0 or int(target.max()) >= _NUM_CLASSES):
         raise ValueError(f"{name} class indices must be in [0, {_NUM_CLASSES - 1}], got {target.tolist()}.")
     return target
 

@@ -8,6 +8,8 @@
   fixed file every N epochs, atomically, so that a killed run resumes with MONAI's ``CheckpointLoader``.
 - :class:`AtomicCheckpointSaver`: MONAI's ``CheckpointSaver`` whose files are never seen half-written, and whose
   best-model record (the key-metric list and the evaluator's best metric) is part of that training state.
+- :class:`AmpGradScaler`: MONAI's gradient scaler only where the autocast dtype needs one (float16), with its state
+  in the training state.
 - :class:`RandomStates`: the random generators a training run draws from (Python, NumPy, PyTorch, every random
   transform's own), as one ``state_dict``, so a resumed run draws what the uninterrupted run would have drawn.
 
@@ -43,7 +45,14 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["GradientClipping", "LossTermsHandler", "TrainingStateSaver", "AtomicCheckpointSaver", "RandomStates"]
+__all__ = [
+    "GradientClipping",
+    "LossTermsHandler",
+    "AmpGradScaler",
+    "TrainingStateSaver",
+    "AtomicCheckpointSaver",
+    "RandomStates",
+]
 
 
 class GradientClipping:
@@ -214,6 +223,52 @@ class LossTermsHandler:
         for name, total, count in zip(names, sums.tolist(), counts.tolist()):
             if count > 0:
                 engine.state.metrics[f"{self.prefix}{name}"] = total / count
+
+
+class AmpGradScaler:
+    """The trainer's gradient scaler, enabled only when the autocast dtype is float16.
+
+    MONAI's ``SupervisedTrainer.run`` gives the trainer an enabled ``GradScaler`` whenever ``amp`` is on, whatever
+    ``amp_kwargs["dtype"]``. bfloat16 has float32's exponent range and needs no loss scaling, and an enabled scaler
+    reads its inf/NaN check back to the host in every ``step``, so each training step would wait for the GPU. On
+    ``Events.STARTED`` (after ``run`` made its own) this handler installs a scaler that is enabled for float16 only;
+    a disabled scaler steps the optimizer directly. Gradient clipping (:class:`GradientClipping`) still sees unscaled
+    gradients either way. Its ``state_dict`` (float16: the scale and growth tracker; otherwise empty) belongs in the
+    training state, so a resumed float16 run continues with its loss scale instead of starting again at 2**16.
+
+    Args:
+        dtype: the autocast dtype (the configs' ``amp_dtype``).
+        device_type: the autocast device type (MONAI's trainers autocast on ``"cuda"`` only).
+
+    Example::
+
+        AmpGradScaler(torch.bfloat16).attach(trainer)  # trainer.amp True: no scaling, no per-step host read
+    """
+
+    def __init__(self, dtype: torch.dtype, device_type: str = "cuda") -> None:
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}.")
+        self.dtype = dtype
+        self.scaler = torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)
+
+    def attach(self, engine: Engine) -> None:
+        """Install the scaler when the trainer starts (only a trainer with ``amp`` on has one to replace)."""
+        attach_once(engine, (Events.STARTED, self.install))
+
+    def install(self, engine: Engine) -> None:
+        if getattr(engine, "amp", False):
+            engine.scaler = self.scaler
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.scaler.state_dict()
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore the loss scale; a state without one (saved with bfloat16 or without AMP) leaves it as it is."""
+        if not state_dict:
+            if self.scaler.is_enabled():
+                logging.getLogger(__name__).warning("the training state has no loss scale (saved without float16 AMP): starting afresh.")
+            return
+        self.scaler.load_state_dict(dict(state_dict))
 
 
 class TrainingStateSaver:

@@ -234,13 +234,15 @@ class InterTaskRegularizer(_Loss):
                 f"{tuple(attention_b.shape)}."
             )
         mask = _check_mask(mask, attention_a.shape[0], "mask").to(attention_a.device)
-        # only the selected rows enter the computation, so whatever the other rows hold cannot leak a NaN
-        log_p = F.log_softmax(_map_logits(attention_a[mask], self.distribution), dim=1)  # (N, H)
-        log_q = F.log_softmax(_map_logits(attention_b[mask], self.distribution), dim=1)
+        # the rows not selected are replaced by a constant map before any arithmetic, so whatever they hold cannot
+        # leak a NaN into the value or the gradient; all rows are computed (boolean indexing would make the host
+        # wait for the device to count the selected rows, on every training step)
+        neutral = torch.full_like(attention_a, 0.5)
+        log_p = F.log_softmax(_map_logits(torch.where(mask[:, None], attention_a, neutral), self.distribution), dim=1)
+        log_q = F.log_softmax(_map_logits(torch.where(mask[:, None], attention_b, neutral), self.distribution), dim=1)
         log_c = torch.logaddexp(log_p, log_q) - torch.log(torch.tensor(2.0, device=log_p.device))
         js = 0.5 * ((log_p.exp() * (log_p - log_c)).sum(dim=1) + (log_q.exp() * (log_q - log_c)).sum(dim=1))
-        per_sample = torch.zeros(attention_a.shape[0], dtype=js.dtype, device=js.device)
-        per_sample = per_sample.masked_scatter(mask, self.scale * js)
+        per_sample = torch.where(mask, self.scale * js, torch.zeros_like(js))  # (B,)
         return _reduce(per_sample, self.reduction)
 
 

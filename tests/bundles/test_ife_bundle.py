@@ -93,7 +93,7 @@ def test_train_outputs(trained):
     assert recipe["settings"] == {"image_size": 64, "channels": NARROW, "stage4_row_stride": 1}
     assert recipe["network"] == "custom_components.networks.ife_resnet.MultiTaskIFEResNet"
     state = torch.load(root / "models" / "checkpoint.pt", weights_only=True)
-    assert set(state) == {"model", "optimizer", "lr_scheduler", "trainer", "best_model", "random_states"}
+    assert set(state) == {"model", "optimizer", "lr_scheduler", "trainer", "best_model", "random_states", "grad_scaler"}
     iterations_per_epoch = state["trainer"]["epoch_length"]
     assert state["trainer"]["iteration"] == 2 * iterations_per_epoch
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(root / "eval"))

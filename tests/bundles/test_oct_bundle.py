@@ -95,7 +95,7 @@ def test_train_writes_best_model_its_recipe_and_resumable_state(trained):
     }  # fmt: skip
     assert recipe["bundle"]["version"] == json.loads(Path(META).read_text())["version"]
     state = torch.load(root / "models" / "checkpoint.pt", weights_only=True)
-    assert set(state) == {"model", "optimizer", "lr_scheduler", "trainer", "best_model", "random_states"}
+    assert set(state) == {"model", "optimizer", "lr_scheduler", "trainer", "best_model", "random_states", "grad_scaler"}
     assert state["trainer"]["iteration"] == LEARN["max_epochs"] * state["trainer"]["epoch_length"]
 
 

@@ -144,6 +144,10 @@ def test_inter_hand_computed_h3():
     assert float(InterTaskRegularizer(reduction="sum", scale=10.0)(maps_a, maps_b, mask)) == pytest.approx(
         10 * expected, rel=1e-5
     )
+    # nor its gradient: the selected row gets the true one, the other none
+    maps_a.requires_grad_(True)
+    InterTaskRegularizer(reduction="sum")(maps_a, maps_b, mask).backward()
+    assert torch.isfinite(maps_a.grad).all() and maps_a.grad[1].tolist() == [0.0] * 3 and maps_a.grad[0].abs().sum() > 0
 
 
 def test_inter_symmetric_and_zero_for_equal_maps():

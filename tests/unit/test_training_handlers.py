@@ -14,6 +14,7 @@ from monai.handlers import CheckpointLoader
 from monai.transforms import Compose, RandFlipd, RandGaussianNoised
 
 from custom_components.handlers.training import (
+    AmpGradScaler,
     AtomicCheckpointSaver,
     GradientClipping,
     LossTermsHandler,
@@ -360,3 +361,35 @@ def test_every_n_iterations_filter():
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="logging interval"):
             every_n_iterations(bad)
+
+
+def test_amp_grad_scaler_scales_float16_only_and_keeps_its_state():
+    """MONAI's trainer makes an enabled GradScaler for any autocast dtype; the handler replaces it on STARTED by one
+    enabled for float16 only (bfloat16 needs no scaling, and an enabled scaler reads the device every step)."""
+    for dtype, enabled in ((torch.bfloat16, False), (torch.float16, True)):
+        handler = AmpGradScaler(dtype, device_type="cpu")
+        engine = Engine(lambda e, b: None)
+        engine.amp, engine.scaler = True, "MONAI's own"
+        handler.attach(engine)
+        handler.attach(engine)  # attached twice: installed once
+        engine.run([0], max_epochs=1)
+        assert engine.scaler is handler.scaler and engine.scaler.is_enabled() is enabled
+    # without amp the trainer keeps no scaler
+    engine = Engine(lambda e, b: None)
+    engine.amp, engine.scaler = False, None
+    AmpGradScaler(torch.float16, device_type="cpu").attach(engine)
+    engine.run([0], max_epochs=1)
+    assert engine.scaler is None
+
+    # float16: the loss scale survives a save and a load (a resumed run does not start again at 2**16)
+    saved = AmpGradScaler(torch.float16, device_type="cpu")
+    saved.scaler.scale(torch.ones(()))  # the scale is created lazily, at the first scaled loss
+    saved.scaler.update(1024.0)
+    resumed = AmpGradScaler(torch.float16, device_type="cpu")
+    resumed.load_state_dict(saved.state_dict())
+    assert resumed.scaler.get_scale() == 1024.0
+    resumed.load_state_dict({})  # a state saved with bfloat16: the scale stays, with a warning
+    assert resumed.scaler.get_scale() == 1024.0
+    assert AmpGradScaler(torch.bfloat16, device_type="cpu").state_dict() == {}
+    with pytest.raises(ValueError, match="floating-point"):
+        AmpGradScaler(torch.int64)
