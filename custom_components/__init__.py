@@ -20,4 +20,9 @@ Networks and losses know nothing of files or handlers; bundles and scripts depen
 never the other way round.
 """
 
-__version__ = "0.2.0"
+from importlib import metadata as _metadata
+
+try:  # one home for the version: pyproject.toml, as installed
+    __version__ = _metadata.version("custom-components")
+except _metadata.PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "unknown"

@@ -10,8 +10,9 @@ users run. For each bundle it measures:
   loader and every training handler (loss terms, clipping, LR schedule, logging, progress bar), for ``--steps``
   iterations after ``--warmup``; the run stops before the epoch's validation and checkpoint.
 - ``infer, model alone``: forward passes of the network in eval mode without gradients, batch of ``inference.json``.
-- ``infer, bundle``: the evaluator of ``inference.json`` over a folder of images (reading, resizing, the
-  network, the prediction writer; IFE without attention figures), from a checkpoint written from the network.
+- ``infer, bundle``: the evaluator of ``inference.json`` over the synthetic images (reading, resizing, the
+  network, the prediction writer; IFE without attention figures), from a checkpoint written from the network,
+  timed after its first batch. Images are gels (IFE) or B-scans (OCT: 2D scans, one B-scan per file).
 - ``infer, onnxruntime``: with ``--onnx``, the network exported to ONNX and run by onnxruntime (CPU, or CUDA where
   the CUDA provider is installed), with the largest difference from PyTorch.
 
@@ -33,6 +34,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import platform
 import sys
@@ -163,6 +165,7 @@ def measure_training(kind: str, args: argparse.Namespace, overrides: dict, resul
           f"{', '.join(f'{k} {v}' for k, v in settings.items())}", flush=True)
 
     trainer = train.get_parsed_content("train#trainer")  # builds the dataset (and fills its cache) first
+    train.get_parsed_content("train#grad_scaler").attach(trainer)  # what the config's "run" list does
     loss, optimizer = train.get_parsed_content("loss"), train.get_parsed_content("optimizer")
     loader = train.get_parsed_content("train#dataloader")
     if len(loader) < args.warmup + args.steps:
@@ -173,7 +176,7 @@ def measure_training(kind: str, args: argparse.Namespace, overrides: dict, resul
     batch = next(iter(loader))
     images, labels = batch["image"].to(device), batch["label"].to(device)
     autocast = settings["amp"] and device.type == "cuda"  # MONAI's trainers autocast on CUDA only
-    scaler = torch.amp.GradScaler("cuda", enabled=autocast and amp_dtype == torch.float16)
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast and amp_dtype == torch.float16)  # as AmpGradScaler
     trainer.network.train()
 
     def step() -> None:
@@ -276,6 +279,11 @@ def measure(kind: str, args: argparse.Namespace, work: Path) -> dict:
     return result
 
 
+def _rate_text(rate: float) -> str:
+    """Three significant figures, without an exponent (0.123, 12.3, 4012)."""
+    return f"{rate:.{max(0, 2 - math.floor(math.log10(rate)))}f}" if rate > 0 else "0"
+
+
 def report(result: dict) -> None:
     rows = [
         ("train, model alone", result["train_model_alone"], None),
@@ -287,11 +295,12 @@ def report(result: dict) -> None:
     for name, figures, ceiling in rows:
         ratio = f"{100 * figures['images_per_s'] / ceiling['images_per_s']:.0f} %" if ceiling else ""
         peak = f"{figures['peak_gpu_gib']:.2f}" if figures.get("peak_gpu_gib") is not None else "-"
-        print(f"{name:<22} {figures['images_per_s']:>10.1f} {ratio:>9} {peak:>13}")
+        print(f"{name:<22} {_rate_text(figures['images_per_s']):>10} {ratio:>9} {peak:>13}")
     if "infer_onnxruntime" in result:
         onnx = result["infer_onnxruntime"]
-        print(f"{'infer, onnxruntime':<22} {onnx['onnx_images_per_s']:>10.1f}   (CPU; PyTorch on the CPU "
-              f"{onnx['torch_images_per_s']:.1f} images/s, x{onnx['speedup']:.2f}; max abs diff {onnx['max_abs_diff']:.1e})")
+        print(f"{'infer, onnxruntime':<22} {_rate_text(onnx['onnx_images_per_s']):>10}   (CPU; PyTorch on the CPU "
+              f"{_rate_text(onnx['torch_images_per_s'])} images/s, x{onnx['speedup']:.2f}; "
+              f"max abs diff {onnx['max_abs_diff']:.1e})")
     print(f"parameters: {result['parameters']:,}")
 
 
@@ -314,6 +323,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None, help="keep the synthetic data here (default: temporary)")
     parser.add_argument("--json", type=Path, default=Path("benchmark.json"), help="where to write the figures")
     args = parser.parse_args()
+    if args.steps < 1 or args.warmup < 1:
+        parser.error("--steps and --warmup must be at least 1 (timing starts after the warm-up iterations)")
     unknown = sorted(set(args.kinds) - set(BUNDLES))
     if unknown:  # checked here: argparse refuses an empty list when nargs="*" has choices
         parser.error(f"unknown bundle {', '.join(unknown)}: choose from {', '.join(sorted(BUNDLES))}")

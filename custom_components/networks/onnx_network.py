@@ -141,11 +141,12 @@ class OnnxRuntimeNetwork(nn.Module):
             )
 
     @staticmethod
-    def _providers(device: str | torch.device | None) -> list[str]:
+    def _providers(device: str | torch.device | None) -> list:
         device = torch.device(device) if device is not None else torch.device("cpu")
         if device.type == "cuda":
             if "CUDAExecutionProvider" in ort.get_available_providers():
-                return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+                # the GPU the config runs on (cuda:1 is not onnxruntime's default GPU 0)
+                return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
             logger.warning(
                 "OnnxRuntimeNetwork: device %s asked for, but this onnxruntime has no CUDAExecutionProvider (install "
                 "onnxruntime-gpu); running on the CPU.", device,

@@ -115,8 +115,8 @@ def test_cuda_device_without_cuda_provider_falls_back_to_the_cpu(model):
     _, path = model
     import onnxruntime
 
-    ort_net = OnnxRuntimeNetwork(path, device="cuda:0")
-    expected = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    ort_net = OnnxRuntimeNetwork(path, device="cuda:1")
+    expected = [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]  # the config's GPU
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         expected = ["CPUExecutionProvider"]
     assert ort_net.providers == expected

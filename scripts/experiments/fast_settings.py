@@ -1,0 +1,139 @@
+#!/usr/bin/env python
+"""Do the speed settings cost accuracy? One bundle trained twice, same seed and data: reference vs fast.
+
+- ``reference``: fp32, contiguous memory, the cache on the host, no ``torch.compile``.
+- ``fast``: the defaults for the device: on CUDA bf16 autocast, channels_last and the cache (and for OCT the
+  augmentation) on the GPU; on a CPU, where MONAI's trainers do not autocast, channels_last only. ``--compile``
+  adds ``torch.compile`` to the fast run.
+
+Each run is the bundle's own ``train.json`` followed by ``evaluate.json`` on the test split (evaluation in fp32,
+as the bundle reports); the table gives the test metrics and the training time of both. The runs are the real
+``python -m monai.bundle run`` commands, logged beside the results.
+
+Writes ``fast_settings_<bundle>_<device>.json`` and ``.md`` into the bundle's ``docs/results`` (``--output-dir``).
+
+Usage::
+
+    python scripts/experiments/fast_settings.py ife                        # CPU-sized (about 8 minutes, 2 cores)
+    python scripts/experiments/fast_settings.py ife --paper-size           # 224 px, 100 epochs: a GPU
+    python scripts/experiments/fast_settings.py oct --paper-size --compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLES = {"ife": "ife_multitask", "oct": "oct_fluid_seg"}
+# CPU-sized runs (the README demo's settings) and the paper's sizes
+SMALL = {
+    "ife": {"image_size": 128, "synthetic_count": 450, "max_epochs": 8, "warmup_epochs": 1, "batch_size": 32},
+    "oct": {"image_size": 96, "synthetic_count": 160, "max_epochs": 15, "learning_rate": 0.001, "batch_size": 8,
+            "filters": "[16,32,64,128,256]"},
+}  # fmt: skip
+PAPER = {"ife": {"synthetic_count": 3000}, "oct": {"synthetic_count": 400}}
+METRICS = {
+    "ife": (("accuracy", "Accuracy"), ("macro_f1", "Macro F1"), ("fnr", "FNR")),
+    "oct": (("dice", "Dice"), ("jaccard", "Jaccard")),
+}
+ON_DEVICE = {"ife": "cache_on_device", "oct": "augment_on_device"}
+
+
+def _settings(kind: str, cuda: bool, fast: bool, compile_: bool) -> dict:
+    if not fast:
+        return {"amp": False, "channels_last": False, ON_DEVICE[kind]: False, "compile": False}
+    return {"amp": cuda, "channels_last": True, ON_DEVICE[kind]: cuda, "compile": compile_}
+
+
+def _machine(cuda: bool) -> str:
+    import os
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    if os.path.isfile("/proc/cpuinfo"):
+        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    device = torch.cuda.get_device_name(0) if cuda else "CPU only"
+    return f"{device}; {cpu}, {os.cpu_count()} cores; torch {torch.__version__}"
+
+
+def _metric(report: dict, key: str) -> float:
+    value = report[key]
+    return float(value["mean"] if isinstance(value, dict) else value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("kind", choices=sorted(BUNDLES))
+    parser.add_argument("--paper-size", action="store_true", help="the bundle's paper-size defaults (for a GPU)")
+    parser.add_argument("--compile", action="store_true", help="also torch.compile in the fast run")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--workdir", type=Path, default=None, help="default: outputs/experiments/fast_settings_<kind>")
+    parser.add_argument("--output-dir", type=Path, default=None, help="default: the bundle's docs/results")
+    args = parser.parse_args()
+
+    import torch
+
+    from custom_components.bundle.commands import bundle_run_command, run_logged
+    from custom_components.utils.atomic import write_json_atomic, write_text_atomic
+
+    started = time.time()
+    cuda = torch.cuda.is_available()
+    bundle = REPO / "bundles" / BUNDLES[args.kind]
+    work = (args.workdir or REPO / "outputs" / "experiments" / f"fast_settings_{args.kind}").resolve()
+    output = args.output_dir or bundle / "docs" / "results"
+    work.mkdir(parents=True, exist_ok=True)
+    size = PAPER[args.kind] if args.paper_size else SMALL[args.kind]
+    common = {**size, "dataset_dir": str(work / "data"), "seed": args.seed, "num_workers": args.num_workers}
+
+    runs = {}
+    for name in ("reference", "fast"):
+        root = work / name
+        root.mkdir(exist_ok=True)
+        settings = _settings(args.kind, cuda, name == "fast", args.compile)
+        overrides = {**common, **settings, "bundle_root": str(root)}
+        print(f"[{name}] training with {settings} ...", flush=True)
+        t0 = time.time()
+        run_logged(bundle_run_command(bundle, ["train.json"], overrides), root / "train.log")
+        train_s = time.time() - t0
+        evaluation = {**overrides, "output_dir": str(root / "eval")}
+        run_logged(bundle_run_command(bundle, ["train.json", "evaluate.json"], evaluation), root / "evaluate.log")
+        report = json.loads((root / "eval" / "metrics.json").read_text())
+        runs[name] = {"settings": settings, "train_s": round(train_s, 1),
+                      "metrics": {key: _metric(report, key) for key, _ in METRICS[args.kind]}}  # fmt: skip
+        print(f"[{name}] {runs[name]['metrics']} in {train_s:.0f} s", flush=True)
+
+    device = "gpu" if cuda else "cpu"
+    result = {
+        "bundle": BUNDLES[args.kind], "machine": _machine(cuda), "seed": args.seed, "sizes": size,
+        "command": shlex.join([Path(sys.argv[0]).name] + sys.argv[1:]), "minutes": round((time.time() - started) / 60, 1),
+        "runs": runs,
+    }  # fmt: skip
+    output.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(result, output / f"fast_settings_{args.kind}_{device}.json")
+    header = " | ".join(label for _, label in METRICS[args.kind])
+    lines = [
+        f"# Speed settings against the reference ({BUNDLES[args.kind]}, {device.upper()})", "",
+        f"Machine: {result['machine']}. Seed {args.seed}, same data for both runs; sizes {size}. "
+        f"Command: `python scripts/experiments/{result['command']}` ({result['minutes']} min in all).", "",
+        f"| Run | Settings | {header} | Training time |",
+        "|---|---|" + "---|" * len(METRICS[args.kind]) + "---|",
+    ]  # fmt: skip
+    for name, run in runs.items():
+        on = ", ".join(k for k, v in run["settings"].items() if v) or "fp32, none on"
+        values = " | ".join(f"{run['metrics'][key]:.4f}" for key, _ in METRICS[args.kind])
+        lines.append(f"| {name} | {on} | {values} | {run['train_s']:.0f} s |")
+    write_text_atomic("\n".join(lines) + "\n", output / f"fast_settings_{args.kind}_{device}.md")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
