@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Do the speed settings cost accuracy? One bundle trained twice, same seed and data: reference vs fast.
+"""Do the speed settings cost accuracy? One bundle trained with the reference and the fast settings, same data,
+the same training seeds for both.
 
 - ``reference``: fp32, contiguous memory, the cache on the host, no ``torch.compile``.
 - ``fast``: the defaults for the device: on CUDA bf16 autocast, channels_last and the cache (and for OCT the
@@ -7,14 +8,16 @@
   adds ``torch.compile`` to the fast run.
 
 Each run is the bundle's own ``train.json`` followed by ``evaluate.json`` on the test split (evaluation in fp32,
-as the bundle reports); the table gives the test metrics and the training time of both. The runs are the real
-``python -m monai.bundle run`` commands, logged beside the results.
+as the bundle reports); the table gives the test metrics of every seed, their mean, and the training time (the
+synthetic data is generated once, before any run is timed). Rounding differences alone make two runs of one
+setting diverge (a ReLU input of 1e-7 flips sign), so one seed per setting says little: ``--seeds`` runs several.
+The runs are the real ``python -m monai.bundle run`` commands, logged beside the results.
 
 Writes ``fast_settings_<bundle>_<device>.json`` and ``.md`` into the bundle's ``docs/results`` (``--output-dir``).
 
 Usage::
 
-    python scripts/experiments/fast_settings.py ife                        # CPU-sized (about 8 minutes, 2 cores)
+    python scripts/experiments/fast_settings.py ife                        # CPU-sized, seeds 42, 0, 1 (25 minutes)
     python scripts/experiments/fast_settings.py ife --paper-size           # 224 px, 100 epochs: a GPU
     python scripts/experiments/fast_settings.py oct --paper-size --compile
 """
@@ -25,6 +28,7 @@ import argparse
 import json
 import platform
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -74,7 +78,7 @@ def main() -> None:
     parser.add_argument("kind", choices=sorted(BUNDLES))
     parser.add_argument("--paper-size", action="store_true", help="the bundle's paper-size defaults (for a GPU)")
     parser.add_argument("--compile", action="store_true", help="also torch.compile in the fast run")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 0, 1], help="training seeds (data: the first)")
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=None, help="default: outputs/experiments/fast_settings_<kind>")
     parser.add_argument("--output-dir", type=Path, default=None, help="default: the bundle's docs/results")
@@ -92,28 +96,35 @@ def main() -> None:
     output = args.output_dir or bundle / "docs" / "results"
     work.mkdir(parents=True, exist_ok=True)
     size = PAPER[args.kind] if args.paper_size else SMALL[args.kind]
-    common = {**size, "dataset_dir": str(work / "data"), "seed": args.seed, "num_workers": args.num_workers}
+    data = work / "data"
+    from custom_components.data import prepare_dataset
 
-    runs = {}
-    for name in ("reference", "fast"):
-        root = work / name
-        root.mkdir(exist_ok=True)
-        settings = _settings(args.kind, cuda, name == "fast", args.compile)
-        overrides = {**common, **settings, "bundle_root": str(root)}
-        print(f"[{name}] training with {settings} ...", flush=True)
-        t0 = time.time()
-        run_logged(bundle_run_command(bundle, ["train.json"], overrides), root / "train.log")
-        train_s = time.time() - t0
-        evaluation = {**overrides, "output_dir": str(root / "eval")}
-        run_logged(bundle_run_command(bundle, ["train.json", "evaluate.json"], evaluation), root / "evaluate.log")
-        report = json.loads((root / "eval" / "metrics.json").read_text())
-        runs[name] = {"settings": settings, "train_s": round(train_s, 1),
-                      "metrics": {key: _metric(report, key) for key, _ in METRICS[args.kind]}}  # fmt: skip
-        print(f"[{name}] {runs[name]['metrics']} in {train_s:.0f} s", flush=True)
+    image_size = size.get("image_size", 224 if args.kind == "ife" else 512)
+    prepare_dataset(data, args.kind, size["synthetic_count"], args.seeds[0],
+                    None if args.kind == "ife" else [image_size, image_size])  # as train.json would, before timing
+    common = {**size, "dataset_dir": str(data), "num_workers": args.num_workers}
+
+    runs: dict = {"reference": {}, "fast": {}}
+    for seed in args.seeds:
+        for name in runs:
+            root = work / f"{name}_seed{seed}"
+            root.mkdir(exist_ok=True)
+            settings = _settings(args.kind, cuda, name == "fast", args.compile)
+            overrides = {**common, **settings, "seed": seed, "bundle_root": str(root)}
+            print(f"[{name}, seed {seed}] training with {settings} ...", flush=True)
+            t0 = time.time()
+            run_logged(bundle_run_command(bundle, ["train.json"], overrides), root / "train.log")
+            train_s = time.time() - t0
+            evaluation = {**overrides, "output_dir": str(root / "eval")}
+            run_logged(bundle_run_command(bundle, ["train.json", "evaluate.json"], evaluation), root / "evaluate.log")
+            report = json.loads((root / "eval" / "metrics.json").read_text())
+            runs[name][seed] = {"settings": settings, "train_s": round(train_s, 1),
+                                "metrics": {key: _metric(report, key) for key, _ in METRICS[args.kind]}}  # fmt: skip
+            print(f"[{name}, seed {seed}] {runs[name][seed]['metrics']} in {train_s:.0f} s", flush=True)
 
     device = "gpu" if cuda else "cpu"
     result = {
-        "bundle": BUNDLES[args.kind], "machine": _machine(cuda), "seed": args.seed, "sizes": size,
+        "bundle": BUNDLES[args.kind], "machine": _machine(cuda), "seeds": args.seeds, "sizes": size,
         "command": shlex.join([Path(sys.argv[0]).name] + sys.argv[1:]), "minutes": round((time.time() - started) / 60, 1),
         "runs": runs,
     }  # fmt: skip
@@ -122,15 +133,22 @@ def main() -> None:
     header = " | ".join(label for _, label in METRICS[args.kind])
     lines = [
         f"# Speed settings against the reference ({BUNDLES[args.kind]}, {device.upper()})", "",
-        f"Machine: {result['machine']}. Seed {args.seed}, same data for both runs; sizes {size}. "
-        f"Command: `python scripts/experiments/{result['command']}` ({result['minutes']} min in all).", "",
-        f"| Run | Settings | {header} | Training time |",
-        "|---|---|" + "---|" * len(METRICS[args.kind]) + "---|",
+        f"Machine: {result['machine']}. One data set (seed {args.seeds[0]}), training seeds {args.seeds} for both "
+        f"settings; sizes {size}. Command: `python scripts/experiments/{result['command']}` "
+        f"({result['minutes']} min in all).", "",
+        f"| Run | Settings | Seed | {header} | Training time |",
+        "|---|---|---|" + "---|" * len(METRICS[args.kind]) + "---|",
     ]  # fmt: skip
-    for name, run in runs.items():
-        on = ", ".join(k for k, v in run["settings"].items() if v) or "fp32, none on"
-        values = " | ".join(f"{run['metrics'][key]:.4f}" for key, _ in METRICS[args.kind])
-        lines.append(f"| {name} | {on} | {values} | {run['train_s']:.0f} s |")
+    for name, by_seed in runs.items():
+        on = ", ".join(k for k, v in next(iter(by_seed.values()))["settings"].items() if v) or "fp32, none on"
+        for seed, run in by_seed.items():
+            values = " | ".join(f"{run['metrics'][key]:.4f}" for key, _ in METRICS[args.kind])
+            lines.append(f"| {name} | {on} | {seed} | {values} | {run['train_s']:.0f} s |")
+        means = [statistics.mean(r["metrics"][key] for r in by_seed.values()) for key, _ in METRICS[args.kind]]
+        spreads = [statistics.pstdev(r["metrics"][key] for r in by_seed.values()) for key, _ in METRICS[args.kind]]
+        values = " | ".join(f"**{m:.4f}** +- {d:.4f}" for m, d in zip(means, spreads))
+        seconds = statistics.mean(r["train_s"] for r in by_seed.values())
+        lines.append(f"| {name} | {on} | mean +- std | {values} | {seconds:.0f} s |")
     write_text_atomic("\n".join(lines) + "\n", output / f"fast_settings_{args.kind}_{device}.md")
     print("\n".join(lines))
 
