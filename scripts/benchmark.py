@@ -137,19 +137,16 @@ class _IterationTimer:
         return self.images / (self.end - self.start)
 
 
-def _parser(kind: str, config: str, overrides: dict, extra: str | None = None):
+def _parser(kind: str, config: str, overrides: dict):
+    """A bundle config with its metadata and the overrides, as ``python -m monai.bundle run`` would build it."""
     from monai.bundle import ConfigParser
 
     configs = REPO / "bundles" / BUNDLES[kind] / "configs"
     parser = ConfigParser()
     parser.read_meta(str(configs / "metadata.json"))
-    parser.read_config([str(configs / config)] + ([str(configs / extra)] if extra else []))
+    parser.read_config(str(configs / config))
     parser.update(overrides)
     return parser
-
-
-def _rate(images: int, seconds: float) -> float:
-    return images / seconds
 
 
 def measure_training(kind: str, args: argparse.Namespace, overrides: dict, result: dict):
@@ -189,7 +186,7 @@ def measure_training(kind: str, args: argparse.Namespace, overrides: dict, resul
 
     _reset_peak(device)
     seconds = _timed(step, args.steps, args.warmup, device)
-    result["train_model_alone"] = {"images_per_s": _rate(args.steps * len(images), seconds),
+    result["train_model_alone"] = {"images_per_s": args.steps * len(images) / seconds,
                                    "peak_gpu_gib": _peak_gib(device)}
 
     # the bundle's trainer and every handler, stopped after warmup + steps iterations (before validation and the
@@ -223,7 +220,8 @@ def measure_inference(kind: str, args: argparse.Namespace, common: dict, train, 
     # images per forward pass: IFE batches gels; OCT reads one scan per item and batches its B-scans
     batch_key = "batch_size" if infer.get("batch_size") is not None else "sw_batch_size"
     batch_size, amp = infer.get_parsed_content(batch_key), infer.get_parsed_content("amp")
-    result["infer_settings"] = {batch_key: batch_size, "amp": amp, "num_workers": infer.get_parsed_content("num_workers")}
+    workers = infer.get_parsed_content("num_workers")
+    result["infer_settings"] = {batch_key: batch_size, "amp": amp, "num_workers": workers}
     eval_network = infer.get_parsed_content("network").eval()
     channels = infer.get_parsed_content("network_def#in_channels")
     inputs = torch.randn(batch_size, channels, args.image_size, args.image_size, device=device)
@@ -236,7 +234,7 @@ def measure_inference(kind: str, args: argparse.Namespace, common: dict, train, 
 
     _reset_peak(device)
     seconds = _timed(forward, args.steps, args.warmup, device)
-    result["infer_model_alone"] = {"images_per_s": _rate(args.steps * batch_size, seconds),
+    result["infer_model_alone"] = {"images_per_s": args.steps * batch_size / seconds,
                                    "peak_gpu_gib": _peak_gib(device)}
 
     _reset_peak(device)
@@ -249,7 +247,8 @@ def measure_inference(kind: str, args: argparse.Namespace, common: dict, train, 
 
         from custom_components.networks.onnx_network import time_onnx_vs_torch
 
-        network_cpu, example = eval_network.to("cpu", torch.float32, memory_format=torch.contiguous_format), inputs.cpu().float()
+        network_cpu = eval_network.to("cpu", torch.float32, memory_format=torch.contiguous_format)
+        example = inputs.cpu().float()
         onnx_file = str(outputs / "model.onnx")
         convert_to_onnx(network_cpu, [example], input_names=["image"], output_names=["output"], opset_version=17,
                         dynamic_axes={"image": {0: "batch"}, "output": {0: "batch"}}, filename=onnx_file,

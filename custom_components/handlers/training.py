@@ -266,7 +266,9 @@ class AmpGradScaler:
         """Restore the loss scale; a state without one (saved with bfloat16 or without AMP) leaves it as it is."""
         if not state_dict:
             if self.scaler.is_enabled():
-                logging.getLogger(__name__).warning("the training state has no loss scale (saved without float16 AMP): starting afresh.")
+                logging.getLogger(__name__).warning(
+                    "the training state has no loss scale (saved without float16 AMP): starting afresh."
+                )
             return
         self.scaler.load_state_dict(dict(state_dict))
 

@@ -125,7 +125,8 @@ def main() -> None:
     device = "gpu" if cuda else "cpu"
     result = {
         "bundle": BUNDLES[args.kind], "machine": _machine(cuda), "seeds": args.seeds, "sizes": size,
-        "command": shlex.join([Path(sys.argv[0]).name] + sys.argv[1:]), "minutes": round((time.time() - started) / 60, 1),
+        "command": shlex.join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "minutes": round((time.time() - started) / 60, 1),
         "runs": runs,
     }  # fmt: skip
     output.mkdir(parents=True, exist_ok=True)

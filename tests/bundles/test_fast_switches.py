@@ -7,9 +7,9 @@ steps and write a checkpoint that loads into a plain network. The first step's l
 equal up to float rounding; later ones and the weights are compared loosely, because a rounding difference of 1e-6
 can move a ReLU input across 0 (seen: 4.4e-7 in one layout, -7.5e-7 in the other), which changes that element's
 gradient outright: after three steps of this tiny network the weights differed by up to 3e-3 and the loss by
-0.3 %. Other data, order, learning rate or a skipped clipping step would differ by far more. bf16 autocast is the one switch
-that cannot be checked here: MONAI's trainers autocast on CUDA only (measured on a GPU with
-``scripts/benchmark.py``). ``torch.compile`` runs with the ``eager`` backend: dynamo traces the network and the
+0.3 %. Other data, order, learning rate or a skipped clipping step would differ by far more. bf16 autocast is
+the one switch that cannot be checked here: MONAI's trainers autocast on CUDA only (on a GPU,
+``scripts/experiments/fast_settings.py`` compares it with fp32). ``torch.compile`` runs with the ``eager`` backend: dynamo traces the network and the
 trainer runs the traced graph (what can break: graph breaks, MetaTensor inputs, dict outputs), without the minutes
 of C++ code generation that inductor would take on this CPU.
 """
@@ -49,7 +49,7 @@ def _train(bundle: str, root: Path, data: Path, **override) -> tuple[ConfigWorkf
     workflow.initialize()
     losses: list[float] = []
     trainer = workflow.parser.get_parsed_content("train#trainer")
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: losses.append(float(engine.state.output["loss"])))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output["loss"])))
     workflow.run()
     workflow.finalize()
     return workflow, losses
