@@ -60,13 +60,9 @@ def _parse_value(text: str):
 
 
 def _machine(device: torch.device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    machine = {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    from custom_components.utils.machine import cpu_name
+
+    machine = {"cpu": cpu_name(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                "torch": torch.__version__, "python": platform.python_version(), "device": str(device)}
     if device.type == "cuda":
         machine["gpu"] = torch.cuda.get_device_name(device)

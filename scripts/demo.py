@@ -27,31 +27,12 @@ import sys
 import time
 from pathlib import Path
 
-from custom_components.bundle.commands import bundle_run_command
+from custom_components.bundle.commands import CPU_DEMO_SETTINGS, FULL_DEMO_SETTINGS, bundle_run_command
 
 REPO = Path(__file__).resolve().parents[1]
 
 # Small settings that finish in minutes on a 2-core CPU, per bundle.
-CPU_OVERRIDES = {
-    "ife": {
-        "image_size": 128,
-        "synthetic_count": 450,
-        "max_epochs": 8,
-        "warmup_epochs": 1,
-        "batch_size": 32,
-        "num_workers": 2,
-    },
-    "oct": {
-        "image_size": 96,
-        "synthetic_count": 160,
-        "max_epochs": 15,
-        "learning_rate": 0.001,
-        "batch_size": 8,
-        "num_workers": 2,
-        "filters": "[16,32,64,128,256]",
-    },
-}
-FULL_OVERRIDES = {"ife": {"synthetic_count": 3000}, "oct": {"synthetic_count": 400}}
+CPU_OVERRIDES = {name: {**settings, "num_workers": 2} for name, settings in CPU_DEMO_SETTINGS.items()}
 BUNDLES = {"ife": "ife_multitask", "oct": "oct_fluid_seg"}
 
 
@@ -91,7 +72,7 @@ def _print_attention(path: Path) -> None:
 
 def run_bundle(name: str, workdir: Path, full: bool) -> dict:
     bundle_root = REPO / "bundles" / BUNDLES[name]
-    sizes = dict(FULL_OVERRIDES[name] if full else CPU_OVERRIDES[name])
+    sizes = dict(FULL_DEMO_SETTINGS[name] if full else CPU_OVERRIDES[name])
     data_dir = workdir / name / "data"
     train = {"bundle_root": bundle_root, "dataset_dir": data_dir, **sizes}
     eval_dir, infer_dir = workdir / name / "eval", workdir / name / "inference"

@@ -12,7 +12,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bundle_run_command", "run_logged"]
+__all__ = ["CPU_DEMO_SETTINGS", "FULL_DEMO_SETTINGS", "bundle_run_command", "run_logged"]
+
+#: bundle settings that finish in minutes on a 2-core CPU: the README demo's, shared with the experiments that
+#: compare settings at the demo's size (``scripts/demo.py``, ``scripts/experiments/fast_settings.py``)
+CPU_DEMO_SETTINGS: dict[str, dict[str, Any]] = {
+    "ife": {"image_size": 128, "synthetic_count": 450, "max_epochs": 8, "warmup_epochs": 1, "batch_size": 32},
+    "oct": {
+        "image_size": 96, "synthetic_count": 160, "max_epochs": 15, "learning_rate": 0.001, "batch_size": 8,
+        "filters": "[16,32,64,128,256]",
+    },
+}  # fmt: skip
+#: the same at the paper's sizes (the bundles' defaults, with more synthetic images), for a GPU
+FULL_DEMO_SETTINGS: dict[str, dict[str, Any]] = {"ife": {"synthetic_count": 3000}, "oct": {"synthetic_count": 400}}
 
 
 def bundle_run_command(

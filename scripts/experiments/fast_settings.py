@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import statistics
 import sys
@@ -35,13 +34,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = {"ife": "ife_multitask", "oct": "oct_fluid_seg"}
-# CPU-sized runs (the README demo's settings) and the paper's sizes
-SMALL = {
-    "ife": {"image_size": 128, "synthetic_count": 450, "max_epochs": 8, "warmup_epochs": 1, "batch_size": 32},
-    "oct": {"image_size": 96, "synthetic_count": 160, "max_epochs": 15, "learning_rate": 0.001, "batch_size": 8,
-            "filters": "[16,32,64,128,256]"},
-}  # fmt: skip
-PAPER = {"ife": {"synthetic_count": 3000}, "oct": {"synthetic_count": 400}}
 METRICS = {
     "ife": (("accuracy", "Accuracy"), ("macro_f1", "Macro F1"), ("fnr", "FNR")),
     "oct": (("dice", "Dice"), ("jaccard", "Jaccard")),
@@ -60,10 +52,9 @@ def _machine(cuda: bool) -> str:
 
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    if os.path.isfile("/proc/cpuinfo"):
-        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
-        cpu = names[0] if names else cpu
+    from custom_components.utils.machine import cpu_name
+
+    cpu = cpu_name()
     device = torch.cuda.get_device_name(0) if cuda else "CPU only"
     return f"{device}; {cpu}, {os.cpu_count()} cores; torch {torch.__version__}"
 
@@ -86,7 +77,7 @@ def main() -> None:
 
     import torch
 
-    from custom_components.bundle.commands import bundle_run_command, run_logged
+    from custom_components.bundle.commands import CPU_DEMO_SETTINGS, FULL_DEMO_SETTINGS, bundle_run_command, run_logged
     from custom_components.utils.atomic import write_json_atomic, write_text_atomic
 
     started = time.time()
@@ -95,7 +86,7 @@ def main() -> None:
     work = (args.workdir or REPO / "outputs" / "experiments" / f"fast_settings_{args.kind}").resolve()
     output = args.output_dir or bundle / "docs" / "results"
     work.mkdir(parents=True, exist_ok=True)
-    size = PAPER[args.kind] if args.paper_size else SMALL[args.kind]
+    size = (FULL_DEMO_SETTINGS if args.paper_size else CPU_DEMO_SETTINGS)[args.kind]  # the README demo's sizes
     data = work / "data"
     from custom_components.data import prepare_dataset
 

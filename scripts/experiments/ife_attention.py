@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import shlex
 import sys
 import time
@@ -203,14 +202,9 @@ def figure(setting: str, workdir: Path, data: Path, path: Path) -> None:
 def _machine() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from custom_components.utils.machine import cpu_name
+
+    cpu = cpu_name()
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     import os
 

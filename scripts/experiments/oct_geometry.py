@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import shlex
 import shutil
 import sys
@@ -131,10 +130,9 @@ def _time_inference(bundle_root: Path, images: list[str], repeats: int = 2) -> f
 def _machine() -> str:
     import os
 
-    model = platform.processor() or platform.machine()
-    if os.path.isfile("/proc/cpuinfo"):
-        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
-        model = names[0] if names else model
+    from custom_components.utils.machine import cpu_name
+
+    model = cpu_name()
     return f"{model}, {os.cpu_count()} cores, CPU only, torch {__import__('torch').__version__}"
 
 
