@@ -30,7 +30,7 @@ import numpy as np
 from monai.data import load_decathlon_datalist
 
 from custom_components.data.image_files import IMAGE_EXTENSIONS, NIFTI_EXTENSIONS, image_shape
-from custom_components.data.splits import stratified_split
+from custom_components.data.splits import stratified_group_split, stratified_split
 
 __all__ = [
     "DatalistError",
@@ -188,9 +188,12 @@ def training_and_validation(
 ) -> tuple[list[dict], list[dict]]:
     """The datalist's ``training`` and ``validation`` lists, or a stratified split of ``training`` without one.
 
+    Entries that carry a ``group`` (a patient, an eye, a volume) are split in whole groups
+    (:func:`~custom_components.data.splits.stratified_group_split`): B-scans of one eye never land on both sides.
+
     Args:
         datalist_path: the JSON file.
-        val_fraction: share of each group for validation when the datalist has no ``validation`` list.
+        val_fraction: share of each stratum for validation when the datalist has no ``validation`` list.
         seed: seed of that split.
         key: what the split stratifies on (see :func:`~custom_components.data.splits.stratified_split`).
 
@@ -204,6 +207,9 @@ def training_and_validation(
     validation = load_datalist(datalist_path, "validation")
     if validation:
         return training, validation
+    groups = [str(entry["group"]) for entry in training if entry.get("group") is not None]
+    if len(set(groups)) < len(groups):  # some group holds several entries (singleton groups split like no groups)
+        return stratified_group_split(training, val_fraction, seed, key)
     return stratified_split(training, val_fraction, seed, key)
 
 

@@ -21,11 +21,15 @@ import numpy as np
 __all__ = [
     "IMAGE_EXTENSIONS",
     "NIFTI_EXTENSIONS",
+    "OCT_VENDOR_EXTENSIONS",
+    "DICOM_EXTENSIONS",
+    "OCT_EXTENSIONS",
     "MIN_IMAGE_SIDE",
     "MAX_IMAGE_PIXELS",
     "MAX_VOLUME_VOXELS",
     "PIL_MODES",
     "is_nifti",
+    "is_dicom_file",
     "image_shape",
     "read_array",
     "printable_path",
@@ -37,6 +41,25 @@ __all__ = [
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 #: volumes read through nibabel
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
+#: OCT vendor files (:mod:`custom_components.data.oct_volumes`): Heidelberg VOL, E2E and XML export, Topcon FDA and
+#: FDS, Zeiss Cirrus IMG
+OCT_VENDOR_EXTENSIONS = (".vol", ".e2e", ".xml", ".fda", ".fds", ".img")
+#: DICOM files by name; a file without an extension is DICOM when its content says so (:func:`is_dicom_file`)
+DICOM_EXTENSIONS = (".dcm", ".dicom")
+#: everything the OCT fluid bundle reads through ``LoadOCTVolumed`` (the IFE bundle passes ``IMAGE_EXTENSIONS``)
+OCT_EXTENSIONS = IMAGE_EXTENSIONS + NIFTI_EXTENSIONS + OCT_VENDOR_EXTENSIONS + DICOM_EXTENSIONS
+#: the first bytes of each vendor format, checked at screening (cheap: no parsing; the full parse comes at load
+#: time, and its errors go through the skip-and-report path). Heidelberg VOL files begin with their version text,
+#: "HSF-OCT-1xx" from Heyex, "ep-v" when eyepy's ``HeVolWriter`` wrote them; E2E with the "CMDb" magic of its
+#: version header; Topcon FDA/FDS with "FOCT" (then the file type, "FDA" or "FAA", which FDS files share). XML is
+#: checked for an XML start; a Zeiss IMG cube has no header, so only its size is checked (whole 1024-deep B-scans
+#: of 512 or 200 A-scans).
+_VENDOR_MAGIC = {
+    ".vol": (b"HSF-OCT-", b"ep-v"),
+    ".e2e": (b"CMDb",),
+    ".fda": (b"FOCT",),
+    ".fds": (b"FOCT",),
+}
 #: the shortest side (pixels) a gel or a B-scan may have: real ones have hundreds of pixels (gels about 400 x 600,
 #: B-scans 496 x 512 and more); a 1 x 1 or 4 x 4 file is a broken export or a placeholder, and the networks would
 #: only see it blown up to their input size. A volume needs it in its two largest axes (its B-scan plane; the
@@ -59,6 +82,38 @@ PIL_MODES = frozenset(
 def is_nifti(path: str | Path) -> bool:
     """True for ``.nii`` and ``.nii.gz`` files (case-insensitive)."""
     return str(path).lower().endswith(NIFTI_EXTENSIONS)
+
+
+def is_dicom_file(path: str | Path) -> bool:
+    """True when the file has the DICOM Part 10 preamble: ``DICM`` at byte 128 (reads 132 bytes, never raises)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def _screen_oct_file(path: Path, suffix: str) -> str | None:
+    """Cheap screening of a vendor or DICOM file: size and magic bytes only (see :data:`_VENDOR_MAGIC`)."""
+    with open(path, "rb") as f:
+        head = f.read(256)
+    if suffix in DICOM_EXTENSIONS or suffix == "":
+        return None if is_dicom_file(path) else "not a DICOM file (no 'DICM' marker at byte 128)"
+    if suffix in _VENDOR_MAGIC:
+        magic = _VENDOR_MAGIC[suffix]
+        if not head.startswith(magic):
+            expected = " or ".join(repr(m.decode()) for m in magic)
+            return f"not a {suffix} OCT file: it does not begin with {expected}"
+        return None
+    if suffix == ".xml":
+        text = head.lstrip(b"\xef\xbb\xbf").lstrip()
+        return None if text.startswith(b"<") else "not an XML file (no '<' at its start)"
+    if suffix == ".img":
+        size = path.stat().st_size
+        if not any(size % (1024 * columns) == 0 for columns in (512, 200)):
+            return f"not a Zeiss Cirrus raw cube: {size:,} bytes is not whole 1024-deep B-scans of 512 or 200 A-scans"
+    return None
 
 
 def _squeezed(shape) -> tuple[int, ...]:
@@ -214,6 +269,11 @@ def screen_image_file(
     value. PNGs are checked without decoding unless ``decode`` (their chunk checksums catch truncation); JPEG, TIFF,
     BMP and float images are always decoded, as their headers vouch for nothing. Every mode of :data:`PIL_MODES`
     passes: the bundles convert it (:class:`PILConvert` for gels, ``custom_components.transforms.oct`` for B-scans).
+    OCT vendor files and DICOM (when ``extensions`` has them, :data:`OCT_EXTENSIONS`) are screened cheaply: not
+    empty, and their first bytes are those of their format (:data:`_VENDOR_MAGIC`, the ``DICM`` marker; a Zeiss IMG
+    cube, which has no header, by its size); parsing them is left to the loader, whose errors are skipped and
+    reported like any other load failure. A file without extension is accepted as DICOM when ``.dcm`` is among
+    ``extensions`` and its content is DICOM.
 
     Args:
         path: image file.
@@ -230,12 +290,17 @@ def screen_image_file(
         return "file not found"
     if not path.is_file():
         return "not a file"
-    if not str(path).lower().endswith(tuple(extensions)):
+    suffix = "nifti" if is_nifti(path) else path.suffix.lower()
+    # a DICOM file without extension (as PACS exports name them) counts when DICOM is accepted
+    dicom_without_extension = suffix == "" and DICOM_EXTENSIONS[0] in extensions and is_dicom_file(path)
+    if not dicom_without_extension and not str(path).lower().endswith(tuple(extensions)):
         kind = "".join(path.suffixes[-2:]) if is_nifti(path) else path.suffix
         return f"unsupported file type {kind!r} (expected one of {', '.join(extensions)})"
     if path.stat().st_size == 0:
         return "empty file (0 bytes)"
     try:
+        if dicom_without_extension or suffix in OCT_VENDOR_EXTENSIONS + DICOM_EXTENSIONS:
+            return _screen_oct_file(path, suffix)
         return _screen_nifti(path, decode) if is_nifti(path) else _screen_2d(path, decode)
     except Exception as err:  # any decoder error means "unreadable"; the message says which
         return f"unreadable image ({type(err).__name__}: {err})"

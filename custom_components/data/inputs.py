@@ -9,6 +9,7 @@ turns its failure into a record, :func:`collate_skipping_failures` sets the reco
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,7 +20,15 @@ from pathlib import Path
 from monai.data import Dataset, list_data_collate
 
 from custom_components.data.datalist import DatalistError, load_datalist, read_datalist_object, section_sizes
-from custom_components.data.image_files import IMAGE_EXTENSIONS, NIFTI_EXTENSIONS, printable_path, screen_image_file
+from custom_components.data.image_files import (
+    DICOM_EXTENSIONS,
+    IMAGE_EXTENSIONS,
+    NIFTI_EXTENSIONS,
+    is_dicom_file,
+    printable_path,
+    screen_image_file,
+)
+from custom_components.data.oct_volumes import OCTMetadata
 from custom_components.data.validation import listed_problems
 from custom_components.utils.atomic import write_csv_atomic
 
@@ -38,7 +47,9 @@ def list_images(
 
     Args:
         folder_or_file: a folder, or one file (returned whatever its ending).
-        extensions: file endings to pick up in a folder, case-insensitive (``.nii.gz`` works as one ending).
+        extensions: file endings to pick up in a folder, case-insensitive (``.nii.gz`` works as one ending); with
+            ``.dcm`` among them, files without extension whose content is DICOM too. The images a Heidelberg XML
+            export names (``ExamURL``) belong to that export and are not listed on their own.
 
     Returns:
         absolute paths, sorted.
@@ -52,7 +63,33 @@ def list_images(
     if source.is_file():
         return [str(source.resolve())]
     endings = tuple(e.lower() for e in extensions)
-    return sorted(str(p.resolve()) for p in source.rglob("*") if p.is_file() and p.name.lower().endswith(endings))
+    # DICOM exports often name files without an extension: with DICOM accepted, such a file counts when its content
+    # is DICOM (132 bytes read per extensionless file)
+    dicom = DICOM_EXTENSIONS[0] in endings
+
+    def wanted(p: Path) -> bool:
+        if not p.is_file():
+            return False
+        return p.name.lower().endswith(endings) or (dicom and not p.suffix and is_dicom_file(p))
+
+    found = {p.resolve() for p in source.rglob("*") if wanted(p)}
+    # a Heidelberg XML export is one input: its XML, with the B-scan and localizer images it names beside it
+    members = set().union(*(_xml_export_members(p) for p in found if p.suffix.lower() == ".xml"))
+    return sorted(str(p) for p in found - members)
+
+
+def _xml_export_members(xml_path: Path) -> set[Path]:
+    """The image files a Heidelberg (Heyex) XML export names (``ImageData/ExamURL``, a Windows path whose file name
+    is looked up beside the XML); empty for an XML that is not one or does not parse (its load fails and is reported
+    then)."""
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.parse(xml_path).getroot()
+    except (ElementTree.ParseError, OSError):
+        return set()
+    names = {(url.text or "").replace("\\", "/").rsplit("/", 1)[-1] for url in root.iter("ExamURL")}
+    return {(xml_path.parent / name).resolve() for name in names if name}
 
 
 def scan_inputs(
@@ -161,9 +198,23 @@ class SkippingDataset(Dataset):
 
 def collate_skipping_failures(batch: Sequence[Mapping]) -> dict:
     """``list_data_collate`` of the items that loaded, with the failure records of :class:`SkippingDataset` under
-    ``FAILED_INPUTS`` (a plain list, possibly empty). A batch whose every item failed holds only that list."""
+    ``FAILED_INPUTS`` (a plain list, possibly empty). A batch whose every item failed holds only that list.
+
+    OCT reader metadata (:class:`~custom_components.data.oct_volumes.OCTMetadata`, put by ``LoadOCTVolumed``) is
+    batched as a list of its JSON texts, one per item: it may hold None, which PyTorch's collation refuses, and
+    ``decollate_batch`` gives each item its text back intact (a collated dict of lists would come back mangled).
+    Read it with :func:`~custom_components.data.oct_volumes.read_oct_metadata`. Every other value is collated as
+    before.
+    """
     failed = [item[FAILED_INPUTS] for item in batch if FAILED_INPUTS in item]
     loaded = [item for item in batch if FAILED_INPUTS not in item]
+    texts = {
+        key: [json.dumps(item[key]) for item in loaded]
+        for key in (loaded[0] if loaded else {})
+        if all(isinstance(item.get(key), OCTMetadata) for item in loaded)
+    }
+    loaded = [{k: v for k, v in item.items() if k not in texts} for item in loaded] if texts else loaded
     collated = list_data_collate(loaded) if loaded else {}
+    collated.update(texts)
     collated[FAILED_INPUTS] = failed
     return collated

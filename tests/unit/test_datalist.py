@@ -75,6 +75,23 @@ def test_training_and_validation_uses_the_given_list_or_splits_training(tmp_path
     assert [e["image"] for e in val] == [str(tmp_path / f"{i}.png") for i in range(25, 30)] and len(train) == 25
 
 
+def test_training_and_validation_keeps_each_group_on_one_side(tmp_path):
+    # ten eyes of four B-scans each, fluid in some: no eye on both sides, about a fifth of the eyes in validation
+    entries = [{"image": f"{eye}_{k}.png", "label": "fluid" if (eye + k) % 3 else "dry", "group": f"eye{eye}"}
+               for eye in range(10) for k in range(4)]  # fmt: skip
+    (tmp_path / "grouped.json").write_text(json.dumps({"training": entries}))
+    train, val = training_and_validation(tmp_path / "grouped.json", 0.2, seed=0)
+    assert len(train) + len(val) == 40 and not {e["group"] for e in train} & {e["group"] for e in val}
+    assert len({e["group"] for e in val}) == 2
+    # one entry per group (the synthetic OCT default): the plain stratified split, as without groups
+    singletons = [dict(e, group=e["image"]) for e in entries]
+    (tmp_path / "singletons.json").write_text(json.dumps({"training": singletons}))
+    (tmp_path / "plain.json").write_text(json.dumps({"training": [{k: v for k, v in e.items() if k != "group"} for e in entries]}))
+    split = training_and_validation(tmp_path / "singletons.json", 0.2, seed=0)
+    plain = training_and_validation(tmp_path / "plain.json", 0.2, seed=0)
+    assert [[e["image"] for e in side] for side in split] == [[e["image"] for e in side] for side in plain]
+
+
 def test_load_datalist_errors_name_the_problem(tmp_path):
     with pytest.raises(DatalistError, match="not found"):
         load_datalist(tmp_path / "missing.json", "training")

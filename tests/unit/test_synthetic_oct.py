@@ -191,7 +191,9 @@ def test_dataset_files_datalist_and_summary(tmp_path):
     assert summary["count"] == count and summary["image_size"] == [40, 72] and summary["seed"] == 0
     per_image = {d["image"]: d for d in summary["images"]}
     for entry in entries:
-        assert set(entry) == {"image", "label"}
+        assert set(entry) == {"image", "label", "group"}
+        # each scan is drawn on its own: its group (what cross-validation keeps in one fold) is the scan itself
+        assert entry["group"] == Path(entry["image"]).stem
         assert entry["image"].startswith("images/") and entry["label"].startswith("masks/")
         image, mask = Image.open(root / entry["image"]), Image.open(root / entry["label"])
         assert image.mode == "L" and mask.mode == "L" and image.size == mask.size == (72, 40)
@@ -377,4 +379,5 @@ def test_prepare_dataset_never_takes_a_failed_generation_for_a_data_set(tmp_path
     monkeypatch.undo()
     datalist = json.loads(Path(prepare_dataset(tmp_path / "data", "oct", 4, image_size=(16, 16))).read_text())
     entries = [e for section in datalist.values() for e in section]
-    assert len(entries) == 4 and all((tmp_path / "data" / e[key]).is_file() for e in entries for key in e)
+    assert len(entries) == 4  # the group is a name, not a file
+    assert all((tmp_path / "data" / e[key]).is_file() for e in entries for key in ("image", "label"))

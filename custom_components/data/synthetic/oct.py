@@ -649,10 +649,12 @@ def synthesize_oct_dataset(
 
     Files: ``output_dir/images/oct_00000.png`` ... (grayscale), ``output_dir/masks/oct_00000.png`` ... (binary,
     values {0, 255}, same size, overlaying the image), ``output_dir/datalist.json`` (``training``, ``validation``,
-    ``testing`` lists of ``{"image": "images/....png", "label": "masks/....png"}``, split stratified by
-    fluid / no fluid) and ``output_dir/synthesis.json`` (parameters, counts and per-image fluid type and fluid
-    pixel count). Every file is written atomically, ``datalist.json`` last and only once the data set is complete
-    (:func:`~custom_components.data.synthetic.prepare.finish_synthesis`).
+    ``testing`` lists of ``{"image": "images/....png", "label": "masks/....png", "group": "oct_....."}``, split
+    stratified by fluid / no fluid; ``group`` is the scan's own id, since every B-scan is drawn independently, not
+    from a shared eye or volume: real data would name the volume or patient there, see
+    :func:`~custom_components.data.splits.stratified_group_kfold`) and ``output_dir/synthesis.json`` (parameters,
+    counts and per-image fluid type and fluid pixel count). Every file is written atomically, ``datalist.json`` last
+    and only once the data set is complete (:func:`~custom_components.data.synthetic.prepare.finish_synthesis`).
 
     Args:
         output_dir: destination folder (created).
@@ -708,7 +710,9 @@ def synthesize_oct_dataset(
         image_name, mask_name = f"images/oct_{index:05d}.png", f"masks/oct_{index:05d}.png"
         save_atomic(out / image_name, partial(Image.fromarray(image, mode="L").save, format="PNG"))
         save_atomic(out / mask_name, partial(Image.fromarray(mask * np.uint8(255), mode="L").save, format="PNG"))
-        datalist[split].append({"image": image_name, "label": mask_name})
+        # every B-scan is drawn on its own (its own generator, retina and fovea), not as a slice of a volume, so
+        # its group, which keeps related scans in one fold of a cross-validation, is the scan itself
+        datalist[split].append({"image": image_name, "label": mask_name, "group": f"oct_{index:05d}"})
         details.append(
             {
                 "image": image_name,
