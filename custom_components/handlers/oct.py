@@ -5,7 +5,10 @@
   JPEG or TIFF B-scan, NIfTI with the input's axis order, affine and header for a NIfTI file), an overlay PNG
   (predicted fluid in colour, the ground truth outline when known), and ``fluid_measurements.csv``: fluid area per
   B-scan and fluid volume per volume, in mm^2 / mm^3 when the spacing is known (NIfTI header, or
-  ``pixel_spacing_mm`` for PNGs), in pixels otherwise.
+  ``pixel_spacing_mm`` for PNGs), in pixels otherwise. With ``fluid_report=True`` also the fluid report: per volume
+  the fluid in nL in the whole scan and per ETDRS sector (:mod:`custom_components.metrics.etdrs`) as
+  ``reports/<name>_fluid_report.csv`` and a one-page PNG (:mod:`custom_components.visualize.oct_report`), all
+  inputs' rows in ``fluid_report.csv``, and for a DICOM input a DICOM SEG referencing it (highdicom).
 - :class:`SegmentationReport` (evaluation): the evaluator's fluid metrics (pooled and fluid-scan Dice and Jaccard,
   false fluid rate) merged into one JSON file under a prefix, so the clean and the noisy evaluation share
   ``metrics.json``, and the per-scan table behind them.
@@ -21,6 +24,7 @@ measurements CSV is written to ``*.partial`` as rows come and renamed when the r
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -34,10 +38,19 @@ from monai.utils import IgniteInfo, convert_to_numpy, min_version, optional_impo
 from PIL import Image
 
 from custom_components.data.image_files import IMAGE_EXTENSIONS, NIFTI_EXTENSIONS, is_nifti, printable_path
+from custom_components.data.oct_volumes import read_oct_metadata
 from custom_components.handlers.prediction_writer import PredictionWriter
+from custom_components.metrics.etdrs import (
+    REPORT_COLUMNS,
+    ProvenanceSource,
+    en_face_thickness,
+    fluid_volumes,
+    volume_centre_fovea,
+)
 from custom_components.utils.atomic import save_atomic, write_csv_atomic, write_json_atomic
 from custom_components.utils.events import attach_once
 from custom_components.visualize.oct import overlay_image
+from custom_components.visualize.oct_report import plot_fluid_report, write_report_csv
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
@@ -46,7 +59,15 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["MEASUREMENT_COLUMNS", "PER_SCAN_COLUMNS", "FluidPredictionWriter", "SegmentationReport"]
+__all__ = [
+    "MEASUREMENT_COLUMNS",
+    "PER_SCAN_COLUMNS",
+    "FluidPredictionWriter",
+    "SegmentationReport",
+    "VolumeGeometry",
+    "nifti_spacing_mm",
+    "fluid_dicom_seg",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -70,23 +91,233 @@ def _bscan_axes(image: Any) -> list[int]:
     return [int(a) for a in axes] if axes is not None else [0, 1, 2]
 
 
+#: a NIfTI header's spatial unit (as nibabel names it) in mm; "unknown" is read as mm, NIfTI's usual unit
+_NIFTI_UNIT_MM = {"mm": 1.0, "meter": 1000.0, "micron": 0.001, "unknown": 1.0}
+
+#: the report's provenance (:class:`~custom_components.metrics.etdrs.ProvenanceSource`) as written in the
+#: ``spacing_source`` column of ``fluid_measurements.csv`` (whose NIfTI and PNG labels predate the report)
+_MEASUREMENT_SOURCE = {
+    ("nifti", ProvenanceSource.FILE_HEADER): "nifti_header",
+    ("nifti", ProvenanceSource.USER_OVERRIDE): "spacing_mm",
+    ("other", ProvenanceSource.FILE_HEADER): "file_header",
+    ("other", ProvenanceSource.USER_OVERRIDE): "spacing_mm",
+}
+
+
+def nifti_spacing_mm(path: str) -> tuple[float, ...] | None:
+    """Voxel sizes in mm of a NIfTI file along its stored axes (2 or 3 of them), or None when the header gives none.
+
+    A header whose qform and sform codes are both 0 has no spatial information: its ``pixdim`` is a placeholder
+    (nibabel writes 1 for an image saved without an affine), so the spacing is unknown rather than 1 mm. Units are
+    converted from the header's ``xyzt_units`` (metres and microns too). Only the header is read.
+    """
+    import nibabel as nib
+
+    header = nib.load(path).header
+    if int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0:
+        return None
+    scale = _NIFTI_UNIT_MM.get(header.get_xyzt_units()[0], 1.0)
+    affine = header.get_best_affine()
+    sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0)) * scale
+    spatial = min(3, len([s for s in header.get_data_shape()[:3]]))
+    return tuple(float(s) for s in sizes[:spatial])
+
+
 def _spacing(
     item_image: Any, source: str, pixel_spacing_mm: Sequence[float] | None
 ) -> tuple[tuple[float, ...] | None, str]:
-    """Voxel spacing in mm (rows, columns[, B-scans]) and where it came from."""
+    """Pixel spacing in mm (rows, columns) of a 2D input and where it came from (``fluid_measurements.csv``)."""
     if is_nifti(source) and isinstance(item_image, MetaTensor):
-        affine = convert_to_numpy(item_image.affine)  # the file's own: BScanLayoutd leaves it untouched
-        sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-        order = _bscan_axes(item_image) if item_image.ndim == 4 else [0, 1]
-        return tuple(float(sizes[a]) for a in order), "nifti_header"
+        if os.path.isfile(source):
+            sizes = nifti_spacing_mm(source)
+        else:  # an in-memory item named after a file: its affine is all there is
+            affine = convert_to_numpy(item_image.affine)
+            sizes = tuple(np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+        if sizes is not None:
+            return (float(sizes[0]), float(sizes[1])), "nifti_header"
     if pixel_spacing_mm is not None:
         return tuple(float(s) for s in pixel_spacing_mm), "pixel_spacing_mm"
     return None, "unknown"
 
 
-def _mask_nifti(mask: np.ndarray, image: Any, source: str):
-    """The (rows, columns[, B-scans]) mask as a NIfTI image in the source file's own axis order, with its affine
-    and header (units, qform/sform codes, descriptions), stored as uint8 {0, 1}."""
+def _plain(value: Any) -> Any:
+    """A collated-and-decollated metadata value back to plain Python (tensors and arrays to numbers and lists)."""
+    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
+        return np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value).tolist()
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _volume_metadata(value: Any) -> dict[str, Any]:
+    """The reader's public metadata of an item (``OCTVolume.public_metadata()``) as plain Python: the dict, or the
+    JSON text it travels as through a DataLoader (:func:`~custom_components.data.oct_volumes.read_oct_metadata`);
+    {} when absent."""
+    return _plain(read_oct_metadata(value))
+
+
+class VolumeGeometry:
+    """What the fluid report needs to know about one volume besides its mask, with where each value came from.
+
+    Args:
+        spacing_mm: (axial, lateral, inter-B-scan) in mm, each a float or None.
+        spacing_source: ``"file header"``, ``"user override"`` or ``"unknown"``.
+        laterality: ``"OD"``, ``"OS"`` or None.
+        fovea: (bscan, column) or None; fovea_source: ``"user"``, ``"file"``, ``"volume centre"`` or None.
+        scan_date: ISO date text or None.
+        first_bscan: ``"inferior"`` or ``"superior"``: which end of the B-scan axis is down; None when nobody
+            said, which is taken as ``"inferior"`` with ``first_bscan_assumed`` set (the report notes it).
+    """
+
+    def __init__(
+        self,
+        spacing_mm: Sequence[float | None] = (None, None, None),
+        spacing_source: str = ProvenanceSource.UNKNOWN,
+        laterality: str | None = None,
+        fovea: Sequence[float] | None = None,
+        fovea_source: str | None = None,
+        scan_date: str | None = None,
+        first_bscan: str | None = None,
+    ) -> None:
+        self.first_bscan = first_bscan or "inferior"
+        self.first_bscan_assumed = first_bscan is None
+        self.spacing_mm = tuple(None if s is None else float(s) for s in spacing_mm)
+        known = any(s is not None for s in self.spacing_mm)
+        self.spacing_source = spacing_source if known else ProvenanceSource.UNKNOWN
+        self.laterality, self.scan_date = laterality, scan_date
+        self.fovea = None if fovea is None else (float(fovea[0]), float(fovea[1]))
+        self.fovea_source = fovea_source if fovea is not None else None
+
+    @property
+    def complete(self) -> bool:
+        """All three spacings known."""
+        return None not in self.spacing_mm
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(spacing_mm={self.spacing_mm}, spacing_source={self.spacing_source!r}, "
+            f"laterality={self.laterality!r}, fovea={self.fovea}, fovea_source={self.fovea_source!r}, "
+            f"first_bscan={self.first_bscan!r})"
+        )
+
+
+def _check_spacing3(spacing_mm: Any) -> tuple[float, float, float] | None:
+    if spacing_mm is None:
+        return None
+    values = [spacing_mm] * 3 if np.isscalar(spacing_mm) else list(spacing_mm)
+    try:
+        values = [float(v) for v in values]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) != 3 or not all(v > 0 and np.isfinite(v) for v in values):
+        raise ValueError(
+            f"spacing_mm must be three positive numbers (axial, lateral, inter_bscan) in mm, got {spacing_mm!r}."
+        )
+    return tuple(values)  # type: ignore[return-value]
+
+
+def fluid_dicom_seg(mask: np.ndarray, source: str, software_version: str = "1") -> Any:
+    """A DICOM Segmentation (highdicom) of the fluid, referencing the source DICOM OCT it was segmented from.
+
+    One binary segment ("fluid": SNOMED CT morphologically abnormal structure / edema, in the retina), one frame per
+    B-scan: frame ``k`` of the SEG is B-scan ``k`` of the mask, which is frame ``k`` of the multi-frame source (the
+    DICOM reader's B-scan order). highdicom copies the patient, study and frame-of-reference attributes from the
+    source and writes the references to it, so a PACS viewer shows the SEG over the scan it came from.
+
+    Args:
+        mask: ``(rows, columns, B-scans)`` fluid mask (non-zero = fluid), in the source's rows and columns.
+        source: path of the source DICOM file (an Ophthalmic Tomography Image or another multi-frame image).
+        software_version: written as the SEG's software version.
+
+    Returns:
+        a ``highdicom.seg.Segmentation`` (a pydicom ``Dataset``; ``.save_as(path)`` writes it).
+
+    Raises:
+        ImportError: when highdicom is not installed.
+        ValueError: when the mask does not match the source's frames, rows and columns, or a multi-frame source
+            lacks the geometry the SEG needs (frame of reference, plane orientation and positions), naming the file.
+    """
+    import highdicom as hd  # optional: only DICOM inputs need it
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.sr.codedict import codes
+
+    dataset = pydicom.dcmread(source)
+    frames = int(getattr(dataset, "NumberOfFrames", 1))
+    expected = (int(dataset.Rows), int(dataset.Columns), frames)
+    if tuple(mask.shape) != expected:
+        raise ValueError(
+            f"{source}: the fluid mask (rows, columns, B-scans) {tuple(mask.shape)} does not match the DICOM's "
+            f"{expected} (Rows, Columns, NumberOfFrames)."
+        )
+    if frames > 1:
+        # highdicom 0.22 places the frames of a multi-frame SEG in the source's patient space: it needs the frame of
+        # reference, the shared plane orientation and every frame's position (without a frame of reference it
+        # takes single-frame sources only)
+        shared = (dataset.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
+        per_frame = dataset.get("PerFrameFunctionalGroupsSequence") or []
+        missing = [
+            name
+            for name, present in (
+                ("FrameOfReferenceUID", "FrameOfReferenceUID" in dataset),
+                ("a shared PlaneOrientationSequence", "PlaneOrientationSequence" in shared),
+                ("a PlanePositionSequence per frame", len(per_frame) == frames
+                 and all("PlanePositionSequence" in f for f in per_frame)),
+            )
+            if not present
+        ]  # fmt: skip
+        if missing:
+            raise ValueError(
+                f"{source}: a DICOM SEG of its {frames} B-scans needs the source's patient-space geometry, and it "
+                f"lacks {', '.join(missing)}."
+            )
+    description = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label="fluid",
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Edema,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name="oct_fluid_seg", version=software_version, family=codes.cid7162.ArtificialIntelligence
+        ),
+        anatomic_regions=[codes.SCT.Retina],
+    )
+    pixels = np.ascontiguousarray(np.moveaxis(np.asarray(mask) > 0, 2, 0)).astype(np.uint8)  # (frames, rows, cols)
+    return hd.seg.Segmentation(
+        source_images=[dataset],
+        pixel_array=pixels if frames > 1 else pixels[0],
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[description],
+        series_instance_uid=hd.UID(),
+        series_number=int(getattr(dataset, "SeriesNumber", 0) or 0) + 100,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="oct_fluid_seg MONAI bundle",
+        manufacturer_model_name="TransUNet fluid segmentation",
+        software_versions=software_version,
+        device_serial_number="none",
+        series_description="OCT fluid (research use only)",
+        omit_empty_frames=False,  # one frame per B-scan, so frame k stays B-scan k
+    )
+
+
+def _is_dicom(source: str, metadata: Mapping[str, Any]) -> bool:
+    if str(metadata.get("format", "")).lower().startswith("dicom"):  # the reader's "dicom_oct" and "dicom"
+        return True
+    return source.lower().endswith((".dcm", ".dicom"))
+
+
+def _mask_nifti(mask: np.ndarray, image: Any, source: str, spacing_mm: Sequence[float | None] | None = None):
+    """The (rows, columns[, B-scans]) mask as a NIfTI image, stored as uint8 {0, 1}.
+
+    A NIfTI input's mask is in the source file's own axis order, with its affine and header (units, qform/sform
+    codes, descriptions). Any other volume (DICOM, vendor formats) gets a (rows, columns, B-scans) NIfTI whose voxel
+    sizes are the reader's spacing (``spacing_mm``, axial, lateral, inter-B-scan, in mm), so a viewer measures true
+    distances; with any spacing unknown its qform and sform codes are 0, the NIfTI way of saying the header has no
+    spatial information (1 mm voxels are then only a placeholder).
+    """
     import nibabel as nib
 
     stored = (np.transpose(mask, np.argsort(_bscan_axes(image))) if mask.ndim == 3 else mask).astype(np.uint8)
@@ -97,8 +328,15 @@ def _mask_nifti(mask: np.ndarray, image: Any, source: str):
         header.set_slope_inter(1.0, 0.0)
         stored = stored.reshape(stored.shape + (1,) * (len(original.shape) - stored.ndim))  # trailing 1s kept
         return type(original)(stored, original.affine, header)
-    affine = convert_to_numpy(image.affine) if isinstance(image, MetaTensor) else np.eye(4)
-    return nib.Nifti1Image(stored, affine)
+    if is_nifti(source) or spacing_mm is None:
+        affine = convert_to_numpy(image.affine) if isinstance(image, MetaTensor) else np.eye(4)
+        return nib.Nifti1Image(stored, affine)
+    if None in tuple(spacing_mm):
+        nifti = nib.Nifti1Image(stored, None)  # no affine: qform and sform codes 0, spacing unknown
+        return nifti
+    nifti = nib.Nifti1Image(stored, np.diag([float(s) for s in spacing_mm] + [1.0]))
+    nifti.header.set_xyzt_units("mm")
+    return nifti
 
 
 def _stem(source: str) -> str:
@@ -110,31 +348,65 @@ def _stem(source: str) -> str:
 
 
 class FluidPredictionWriter(PredictionWriter):
-    """Write masks, overlays and fluid measurements for every item an engine processes.
+    """Write masks, overlays, fluid measurements and the fluid report for every item an engine processes.
 
-    The run's events, the rank that writes and the ``fluid_measurements.csv`` life cycle (``.partial`` until the run
-    completes) are those of :class:`~custom_components.handlers.prediction_writer.PredictionWriter`.
+    The run's events, the rank that writes and the CSV life cycle (``.partial`` until the run completes) are those
+    of :class:`~custom_components.handlers.prediction_writer.PredictionWriter`.
+
+    Outputs per input (``<name>``: the input's file name without its ending, with ``_2``, ``_3``, ... for later
+    inputs of the same name):
+
+    - ``masks/<name>_fluid.png`` (2D image files) or ``.nii.gz`` (NIfTI inputs, with their affine and header;
+      other volumes with the reader's spacing as voxel size);
+    - ``overlays/<name>[_sliceK]_overlay.png``: for a volume the ``overlay_bscans`` B-scans with the most fluid,
+      and the B-scan through the fovea when the report is on;
+    - a row per B-scan and per volume in ``fluid_measurements.csv`` (``MEASUREMENT_COLUMNS``);
+    - with ``fluid_report``: ``reports/<name>_fluid_report.csv`` (rows of
+      :func:`custom_components.metrics.etdrs.fluid_volumes`: whole scan and nine ETDRS sectors, nL when every
+      spacing is known, voxel counts and ``provenance=unknown`` otherwise) and ``reports/<name>_fluid_report.png``
+      (:func:`custom_components.visualize.oct_report.plot_fluid_report`) for a volume, one ``total`` row (pixels,
+      cross-sectional mm^2 when the pixel spacing is known, no grid) for a single B-scan; every row also goes to
+      ``fluid_report.csv`` for the run;
+    - a DICOM input (``format`` ``dicom`` in its metadata, or a ``.dcm`` file): ``dicom_seg/<name>_fluid_seg.dcm``
+      referencing it (:func:`fluid_dicom_seg`; skipped with a warning when highdicom is not installed).
+
+    Where the report's numbers come from, per volume (``VolumeGeometry``):
+
+    - spacing: ``spacing_mm`` (``user override``), else the reader's metadata (``meta_key``: ``spacing_mm`` and
+      ``spacing_source``), else a NIfTI header with spatial information (``file header``), else ``unknown``;
+    - laterality: ``laterality``, else the metadata's; fovea: ``fovea`` (``user``), else the metadata's
+      (``fovea_source``, e.g. ``file``), else the centre of the scan (``volume centre``, see
+      :func:`custom_components.metrics.etdrs.volume_centre_fovea`); scan date: the metadata's.
 
     Args:
-        output_dir: destination; masks go to ``masks/<name>_fluid.png`` (2D image files) or ``.nii.gz`` (NIfTI
-            inputs, with their affine and header), overlays to
-            ``overlays/<name>[_sliceK]_overlay.png``, the CSV to the folder itself (``<name>``: the input's file name
-            without its ending, with ``_2``, ``_3``, ... for later inputs of the same name).
+        output_dir: destination folder.
         pixel_spacing_mm: (row, column) spacing of 2D inputs in mm, when known (PNG/JPEG/TIFF files carry none);
-            a single number means square pixels. NIfTI volumes always use their header.
+            a single number means square pixels. NIfTI files use their header.
         save_masks: write mask files.
-        save_overlays: write overlay PNGs (for a volume: the B-scan with the most fluid).
+        save_overlays: write overlay PNGs.
         save_measurements: write ``fluid_measurements.csv``.
         image_key, pred_key, label_key: keys of the decollated items; ``label_key`` is optional per item.
         output_transform: maps ``engine.state.output`` to the list of item dicts (default: as is, decollating a
             batch dict if needed).
         save_rank: the rank that writes.
-
-    Volumes arrive as (1, rows, columns, B-scans) (:class:`~custom_components.transforms.oct.BScanLayoutd`); the
-    mask volume is written back in the file's own axis order, with its affine and header.
+        fluid_report: write the fluid report (per-volume CSV and PNG, ``fluid_report.csv``).
+        spacing_mm: user override of every volume's (axial, lateral, inter_bscan) spacing in mm, or None.
+        fovea: user-given (bscan, column) of the fovea for every volume of the run, or None.
+        laterality: user override ``"OD"`` / ``"OS"`` for every volume of the run, or None.
+        first_bscan: ``"inferior"`` (B-scan 0 is the lowest) or ``"superior"`` for every volume of the run; None
+            (default): what the reader's metadata says (``first_bscan``, set where the file gives the B-scans'
+            positions), else ``"inferior"``.
+        overlay_bscans: how many B-scans with the most fluid get an overlay per volume, >= 0.
+        save_dicom_seg: write a DICOM SEG for DICOM inputs.
+        meta_key: key of the reader's metadata dict (or its JSON text) in the input items
+            (``LoadOCTVolumed``'s ``meta_key``).
+        batch_transform: maps ``engine.state.batch`` to the list of per-item input dicts; default: the items'
+            ``meta_key`` values, when the batch has them.
 
     Raises:
-        ValueError: on a spacing that is not one number or two positive numbers.
+        ValueError: on a ``pixel_spacing_mm`` that is not one or two positive numbers, a ``spacing_mm`` that is not
+            three, a ``fovea`` that is not two numbers, a ``laterality`` other than OD/OS, an unknown
+            ``first_bscan`` or a negative ``overlay_bscans``.
     """
 
     def __init__(
@@ -149,6 +421,15 @@ class FluidPredictionWriter(PredictionWriter):
         label_key: str = "label",
         output_transform: Callable[[Any], Any] = lambda x: x,
         save_rank: int = 0,
+        fluid_report: bool = False,
+        spacing_mm: float | Sequence[float] | None = None,
+        fovea: Sequence[float] | None = None,
+        laterality: str | None = None,
+        first_bscan: str | None = None,
+        overlay_bscans: int = 1,
+        save_dicom_seg: bool = True,
+        meta_key: str = "oct_meta",
+        batch_transform: Callable[[Any], Any] | None = None,
     ) -> None:
         if pixel_spacing_mm is not None:
             if np.isscalar(pixel_spacing_mm):
@@ -160,65 +441,271 @@ class FluidPredictionWriter(PredictionWriter):
                     f"pixel_spacing_mm must be one or two positive numbers (rows, columns), got {pixel_spacing_mm!r}."
                 )
             pixel_spacing_mm = tuple(spacing)
+        if fovea is not None and (np.ndim(fovea) != 1 or len(fovea) != 2 or not np.all(np.isfinite(fovea))):
+            raise ValueError(f"fovea must be (bscan, column), two numbers, or None; got {fovea!r}.")
+        if laterality is not None and str(laterality).upper() not in ("OD", "OS"):
+            raise ValueError(f"laterality must be 'OD', 'OS' or None, got {laterality!r}.")
+        if first_bscan not in (None, "inferior", "superior"):
+            raise ValueError(f"first_bscan must be 'inferior', 'superior' or None, got {first_bscan!r}.")
+        if int(overlay_bscans) < 0:
+            raise ValueError(f"overlay_bscans must be >= 0, got {overlay_bscans!r}.")
         super().__init__(
             output_dir,
             filename="fluid_measurements.csv" if save_measurements else None,
             columns=MEASUREMENT_COLUMNS,
             output_transform=output_transform,
+            batch_transform=batch_transform if batch_transform is not None else _MetadataOfBatch(meta_key),
             save_rank=save_rank,
         )
         self.pixel_spacing_mm = pixel_spacing_mm
         self.save_masks, self.save_overlays, self.save_measurements = save_masks, save_overlays, save_measurements
         self.image_key, self.pred_key, self.label_key = image_key, pred_key, label_key
+        self.fluid_report = fluid_report
+        self.spacing_mm = _check_spacing3(spacing_mm)
+        self.fovea = None if fovea is None else (float(fovea[0]), float(fovea[1]))
+        self.laterality = None if laterality is None else str(laterality).upper()
+        self.first_bscan = first_bscan
+        self.overlay_bscans = int(overlay_bscans)
+        self.save_dicom_seg = save_dicom_seg
+        self.meta_key = meta_key
+        self._report_writer: Any = None
+
+    @property
+    def report_path(self) -> str | None:
+        """Final path of the run's ``fluid_report.csv`` (None without the report)."""
+        return os.path.join(self.output_dir, "fluid_report.csv") if self.fluid_report else None
+
+    def started(self, engine: Engine | None = None) -> None:
+        super().started(engine)
+        self._report_writer = None
+        if self.fluid_report and self.is_writer():
+            self._report_writer = csv.DictWriter(
+                self.open_partial("fluid_report.csv", newline=""), fieldnames=list(REPORT_COLUMNS), restval=""
+            )
+            self._report_writer.writeheader()
+            self.flush()
+
+    def items(self, engine: Engine) -> list[Mapping]:
+        """The iteration's items, with the reader's metadata from the batch when it has some (see the base class)."""
+        if getattr(engine.state, "batch", None) is None:  # a state without inputs (the handler driven by hand)
+            return self._as_list(self.output_transform(engine.state.output))
+        return super().items(engine)
 
     def summary(self) -> str:
         measured = f"fluid measurements in {self.csv_path}; " if self.csv_path is not None else ""
-        return f"{measured}masks and overlays in {self.output_dir}"
+        report = f"fluid report in {self.report_path} and {self.output_dir}/reports; " if self.fluid_report else ""
+        return f"{measured}{report}masks and overlays in {self.output_dir}"
+
+    def geometry(self, image: Any, source: str, metadata: Mapping[str, Any]) -> VolumeGeometry:
+        """The spacing, laterality, fovea and scan date of one volume (``(1, rows, columns, B-scans)`` image), with
+        where each came from (see the class docstring for the order)."""
+        spacing: Sequence[float | None] = (None, None, None)
+        source_of_spacing = ProvenanceSource.UNKNOWN
+        if self.spacing_mm is not None:
+            spacing, source_of_spacing = self.spacing_mm, ProvenanceSource.USER_OVERRIDE
+        elif metadata.get("spacing_mm") is not None and any(s is not None for s in metadata["spacing_mm"]):
+            # the reader returns the spacing along (rows, columns, B-scans), the axes it gave the image
+            spacing = list(metadata["spacing_mm"])
+            source_of_spacing = metadata.get("spacing_source") or ProvenanceSource.FILE_HEADER
+        elif is_nifti(source):
+            sizes = None
+            if os.path.isfile(source):
+                sizes = nifti_spacing_mm(source)
+            elif isinstance(image, MetaTensor):  # an in-memory item: its affine is all there is
+                affine = convert_to_numpy(image.affine)
+                sizes = tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+            if sizes is not None and len(sizes) >= 3:
+                spacing, source_of_spacing = [sizes[a] for a in _bscan_axes(image)], ProvenanceSource.FILE_HEADER
+        laterality = self.laterality or metadata.get("laterality")
+        shape = tuple(int(s) for s in image.shape[-3:])  # rows, columns, B-scans
+        if self.fovea is not None:
+            fovea, fovea_source = self.fovea, "user"
+        elif metadata.get("fovea") is not None:
+            fovea, fovea_source = metadata["fovea"], metadata.get("fovea_source") or "file"
+        else:
+            fovea, fovea_source = volume_centre_fovea((shape[2], shape[1])), "volume centre"
+        first_bscan = self.first_bscan or metadata.get("first_bscan")
+        return VolumeGeometry(
+            spacing, source_of_spacing, laterality, fovea, fovea_source, metadata.get("scan_date"), first_bscan
+        )
 
     def write_item(self, item: Mapping) -> None:
         """Write the outputs of one decollated item (``image`` (1, H, W[, S]), ``pred`` same shape, binary)."""
         image, pred = item[self.image_key], item[self.pred_key]
-        source = str(image.meta.get("filename_or_obj", "image")) if isinstance(image, MetaTensor) else "image"
+        metadata = _volume_metadata(item.get(self.meta_key))
+        source = str(image.meta.get("filename_or_obj", "")) if isinstance(image, MetaTensor) else ""
+        source = source or str(metadata.get("source_path") or "image")  # the file itself, for reading its header
         stem = self.unique_stem(_stem(source), source)
         bscans = convert_to_numpy(image)[0].astype(np.float32)
         mask = convert_to_numpy(pred)[0] > 0.5
         truth = item.get(self.label_key)
         has_truth = isinstance(truth, (torch.Tensor, np.ndarray)) and np.ndim(truth) == np.ndim(pred)
         truth = convert_to_numpy(truth)[0] > 0.5 if has_truth else None
-        spacing, spacing_source = _spacing(image, source, self.pixel_spacing_mm)
         volume = mask.ndim == 3  # (rows, columns, B-scans)
         in_plane = (0, 1)
+        if volume:
+            geometry = self.geometry(image, source, metadata)
+            spacing = geometry.spacing_mm if geometry.spacing_source != ProvenanceSource.UNKNOWN else None
+            kind = "nifti" if is_nifti(source) else "other"
+            spacing_source = _MEASUREMENT_SOURCE.get((kind, geometry.spacing_source), "unknown")
+        else:
+            geometry = None
+            spacing, spacing_source = _spacing(image, source, self.pixel_spacing_mm)
 
         if self.save_masks:
-            if volume or is_nifti(source):  # a NIfTI input gets a NIfTI mask, in its own space
+            if volume or is_nifti(source):  # a volume or a NIfTI input gets a NIfTI mask
                 path = os.path.join(self.output_dir, "masks", f"{stem}_fluid.nii.gz")
-                nifti = _mask_nifti(mask, image, source)
+                nifti = _mask_nifti(mask, image, source, geometry.spacing_mm if geometry is not None else None)
                 save_atomic(path, lambda tmp: nifti.to_filename(tmp))
             else:
                 png = Image.fromarray(mask.astype(np.uint8) * 255)
                 save_atomic(os.path.join(self.output_dir, "masks", f"{stem}_fluid.png"), png.save)
 
         if self.save_overlays:
-            k = int(mask.sum(axis=in_plane).argmax()) if volume else None  # the B-scan with the most fluid
-            pick = (lambda a: a[:, :, k]) if volume else (lambda a: a)
-            rgb = overlay_image(pick(bscans), pick(mask), None if truth is None else pick(truth))
-            suffix = f"_slice{k:03d}" if volume else ""
-            save_atomic(
-                os.path.join(self.output_dir, "overlays", f"{stem}{suffix}_overlay.png"), Image.fromarray(rgb).save
-            )
+            self._write_overlays(stem, bscans, mask, truth, geometry)
 
         if self.save_measurements:
-            spacing_text = "x".join(f"{s:g}" for s in spacing) if spacing else ""
-            area = float(np.prod([spacing[a] for a in in_plane])) if spacing else None
+            spacing_text = "x".join("?" if s is None else f"{s:g}" for s in spacing) if spacing else ""
+            area = float(spacing[0] * spacing[1]) if spacing and None not in spacing[:2] else None
             per_slice = mask.sum(axis=in_plane) if volume else [mask.sum()]
             for k, pixels in enumerate(per_slice):
                 mm2 = "" if area is None else round(float(pixels) * area, 6)
                 self.write_row([source, k if volume else "", int(pixels), mm2, "", spacing_text, spacing_source])
             if volume:
                 voxels = int(mask.sum())
-                cubic = spacing[0] * spacing[1] * spacing[2] if spacing and len(spacing) >= 3 else None
-                mm3 = "" if cubic is None else round(voxels * cubic, 6)
+                complete = spacing is not None and len(spacing) >= 3 and None not in spacing[:3]
+                mm3 = round(voxels * spacing[0] * spacing[1] * spacing[2], 6) if complete else ""
                 self.write_row([source, "all", voxels, "", mm3, spacing_text, spacing_source])
+
+        if self.fluid_report:
+            if volume:
+                self._write_volume_report(stem, source, bscans, mask, geometry, metadata)
+            else:
+                self._write_bscan_report(source, mask, spacing, spacing_source, metadata)
+
+        if self.save_dicom_seg and volume and _is_dicom(source, metadata) and os.path.isfile(source):
+            self._write_dicom_seg(stem, source, mask)
+
+    def _overlay_indices(self, mask: np.ndarray, geometry: VolumeGeometry | None) -> list[int]:
+        """The B-scans of a volume to overlay: the fovea's (with the report on) and the most fluid ones."""
+        per_bscan = mask.sum(axis=(0, 1))
+        chosen: list[int] = []
+        if self.fluid_report and geometry is not None and geometry.fovea is not None:
+            k = int(round(geometry.fovea[0]))
+            if 0 <= k < mask.shape[2]:
+                chosen.append(k)
+        # stable: among equal fluid the lower index first; at least one overlay per volume, as before
+        order = np.argsort(-per_bscan, kind="stable")
+        for k in order[: max(self.overlay_bscans, 0 if chosen else 1)]:
+            if int(k) not in chosen:
+                chosen.append(int(k))
+        return chosen
+
+    def _write_overlays(self, stem: str, bscans, mask, truth, geometry) -> None:
+        if mask.ndim == 2:
+            rgb = overlay_image(bscans, mask, truth)
+            save_atomic(os.path.join(self.output_dir, "overlays", f"{stem}_overlay.png"), Image.fromarray(rgb).save)
+            return
+        for k in self._overlay_indices(mask, geometry):
+            rgb = overlay_image(bscans[:, :, k], mask[:, :, k], None if truth is None else truth[:, :, k])
+            path = os.path.join(self.output_dir, "overlays", f"{stem}_slice{k:03d}_overlay.png")
+            save_atomic(path, Image.fromarray(rgb).save)
+
+    def _report_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        if self._report_writer is not None:
+            for row in rows:
+                self._report_writer.writerow(
+                    {k: "" if v is None else (printable_path(v) if isinstance(v, str) else v) for k, v in row.items()}
+                )
+
+    def _write_volume_report(self, stem, source, bscans, mask, geometry: VolumeGeometry, metadata) -> None:
+        extra = {"image": printable_path(source), "scan_date": geometry.scan_date}
+        rows = fluid_volumes(
+            mask,
+            geometry.spacing_mm,
+            geometry.fovea,
+            geometry.laterality,
+            geometry.spacing_source,
+            fovea_source=geometry.fovea_source,
+            first_bscan=geometry.first_bscan,
+            extra=extra,
+        )
+        if geometry.first_bscan_assumed:  # S and I rest on an assumption: say so where the numbers are
+            assumed = "B-scan 0 taken as the most inferior (the file does not say; set first_bscan)"
+            for row in rows:
+                row["note"] = "; ".join(n for n in (row["note"], assumed) if n)
+        folder = os.path.join(self.output_dir, "reports")
+        write_report_csv(os.path.join(folder, f"{stem}_fluid_report.csv"), rows)
+        k = None
+        if geometry.fovea is not None:
+            k = int(np.clip(round(geometry.fovea[0]), 0, mask.shape[2] - 1))
+        plot_fluid_report(
+            os.path.join(folder, f"{stem}_fluid_report.png"),
+            rows,
+            en_face_thickness(mask),
+            None if k is None else bscans[:, :, k],
+            None if k is None else mask[:, :, k],
+            geometry.spacing_mm,
+            geometry.fovea,
+            bscan_index=k,
+            first_bscan=geometry.first_bscan,
+        )
+        self._report_rows(rows)
+
+    def _write_bscan_report(self, source, mask, spacing, spacing_source, metadata) -> None:
+        pixels = int(mask.sum())
+        known = spacing is not None and None not in spacing[:2]
+        provenance = {"nifti_header": ProvenanceSource.FILE_HEADER, "pixel_spacing_mm": ProvenanceSource.USER_OVERRIDE}
+        row = {column: None for column in REPORT_COLUMNS}
+        row.update(
+            image=printable_path(source),
+            scan_date=metadata.get("scan_date"),
+            laterality=self.laterality or metadata.get("laterality"),
+            sector="total",
+            region="single B-scan (cross-section)",
+            voxels=pixels,
+            area_mm2=round(pixels * spacing[0] * spacing[1], 6) if known else None,
+            spacing_mm="x".join(f"{s:g}" for s in spacing[:2]) if known else "?x?",
+            provenance=provenance.get(spacing_source, ProvenanceSource.UNKNOWN),
+            note="single B-scan: no ETDRS grid, no volume; area_mm2 is the fluid's cross-sectional area"
+            + ("" if known else "; pixel spacing unknown"),
+        )
+        self._report_rows([row])
+
+    def _write_dicom_seg(self, stem: str, source: str, mask: np.ndarray) -> None:
+        try:
+            segmentation = fluid_dicom_seg(mask, source)
+        except (ValueError, AttributeError, KeyError, TypeError) as error:
+            # the mask and the NIfTI are written; a SEG the source cannot carry (highdicom raises AttributeError for a
+            # missing type-2 attribute such as PatientBirthDate) is reported, and costs no other output
+            self.logger.warning("%s: no DICOM SEG: %s: %s", source, type(error).__name__, error)
+            return
+        path = os.path.join(self.output_dir, "dicom_seg", f"{stem}_fluid_seg.dcm")
+        save_atomic(path, lambda tmp: segmentation.save_as(tmp, write_like_original=False))
+
+
+class _MetadataOfBatch:
+    """``batch_transform`` of :class:`FluidPredictionWriter`: the per-item reader metadata of a collated batch
+    (``[{meta_key: ...}, ...]``), or ``[]`` when the batch has none (then the outputs are used alone)."""
+
+    def __init__(self, meta_key: str) -> None:
+        self.meta_key = meta_key
+
+    def __call__(self, batch: Any) -> list[dict[str, Any]]:
+        if isinstance(batch, Mapping):
+            values = batch.get(self.meta_key)
+            if values is None:
+                return []
+            if isinstance(values, str):
+                return [{self.meta_key: values}]
+            if isinstance(values, Mapping):  # a collated dict of lists
+                from monai.data import decollate_batch
+
+                return [{self.meta_key: v} for v in decollate_batch(values, detach=True)]
+            return [{self.meta_key: v} for v in values]
+        if isinstance(batch, (list, tuple)):
+            return [{self.meta_key: b.get(self.meta_key)} for b in batch if isinstance(b, Mapping)]
+        return []
 
 
 class SegmentationReport:

@@ -233,5 +233,5 @@ def test_a_file_that_fails_after_screening_costs_only_itself(trained, tmp_path, 
     assert sorted(Path(r["image"]).name for r in results) == sorted(printable_path(p.name) for p in good.values())
     (skipped,) = _rows(out / "skipped_inputs.csv")
     assert skipped["image"] == str(broken)
-    assert skipped["error"].startswith("failed while loading (") and "LoadImage" in skipped["error"]
+    assert skipped["error"].startswith("failed while loading (") and ("LoadImage" if kind == "ife" else "LoadOCTVolumed") in skipped["error"]
     assert not list(out.glob("*.partial"))  # the run completed: every output under its final name

@@ -18,6 +18,7 @@ true``: parsed from the command line, and a non-zero exit status).
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import re
 import shutil
@@ -30,6 +31,7 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigWorkflow, ckpt_export, verify_net_in_out
+from oct_files import write_dicom_oct, write_heidelberg_vol, write_heidelberg_xml, write_topcon
 from PIL import Image
 
 from custom_components.bundle.recipe import CheckpointMismatchError, RecipeMismatchError
@@ -308,7 +310,123 @@ def test_inference_on_pngs_of_any_size_a_nifti_volume_and_a_corrupt_file(trained
     assert volume_rows[0]["spacing_source"] == "nifti_header"
     skipped = (out / "skipped_inputs.csv").read_text()
     assert "broken.png" in skipped
-    assert len(list((out / "overlays").glob("*.png"))) == 6
+    overlays = sorted(p.name for p in (out / "overlays").glob("*.png"))
+    # one per 2D input; per volume the B-scan through the fovea (the volume's centre, B-scan 1: no fovea was given)
+    # and the one with the most fluid (overlay_bscans=1), which may be the same B-scan
+    assert {"wide_overlay.png", "small_overlay.png", "small16_overlay.png", "slice1_overlay.png"} <= set(overlays)
+    for name in ("volume", "volume4d"):
+        mine = [o for o in overlays if o.startswith(f"{name}_slice")]
+        assert f"{name}_slice001_overlay.png" in mine and 1 <= len(mine) <= 2
+    assert len(overlays) == 4 + sum(o.startswith("volume") for o in overlays)
+    # the fluid report (fluid_report is on by default): a volume's rows in nL from its header spacing, a B-scan's row
+    report = list(csv.DictReader(open(out / "fluid_report.csv")))
+    total = next(r for r in report if Path(r["image"]).name == "volume.nii.gz" and r["sector"] == "total")
+    assert int(total["voxels"]) == voxels and total["provenance"] == "file header"
+    assert float(total["volume_nl"]) == pytest.approx(voxels * 0.004 * 0.012 * 0.12 * 1000, rel=1e-4)
+    assert total["fovea_source"] == "volume centre" and total["fovea_bscan"] == "1.0"
+    wide_report = next(r for r in report if Path(r["image"]).name == "wide.png")
+    assert wide_report["sector"] == "total" and wide_report["provenance"] == "user override"  # pixel_spacing_mm
+    assert int(wide_report["voxels"]) == int((wide > 0).sum()) and "no ETDRS grid" in wide_report["note"]
+    assert (out / "reports" / "volume_fluid_report.png").is_file()
+    assert (out / "reports" / "volume_fluid_report.csv").is_file()
+
+
+def test_fluid_report_from_the_command_line_for_nifti_with_and_without_spacing_and_dicom(trained, tmp_path):
+    """``python -m monai.bundle run`` on one set of B-scans stored three ways: a NIfTI volume with its spacing in
+    the header, the same without (no qform/sform: nibabel's way of saving no spatial information) and a DICOM OCT,
+    with the fovea given on the command line. nL per ETDRS sector for the NIfTI with spacing and the DICOM (which
+    also gives laterality and scan date, and gets a DICOM SEG), voxel counts and ``provenance=unknown`` for the bare
+    NIfTI, never nL."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    bscans = [render_bscan(np.random.default_rng(20 + i), (40, 48))[0] for i in range(5)]
+    volume = np.stack(bscans, axis=-1)  # (rows, columns, B-scans)
+    spacing = (0.0039, 0.012, 0.06)
+    nib.save(nib.Nifti1Image(volume, np.diag([*spacing, 1.0])), inputs / "spaced.nii.gz")
+    nib.save(nib.Nifti1Image(volume, None), inputs / "bare.nii.gz")
+    write_dicom_oct(inputs / "eye.dcm", np.moveaxis(volume, -1, 0), spacing, laterality="R", date="20240510")
+    out = tmp_path / "out"
+    _cli(
+        "run", "--config_file", str(CONFIGS / "inference.json"), "--meta_file", META, "--logging_file", LOGGING,
+        "--bundle_root", trained["paths"]["bundle_root"], "--input_dir", str(inputs), "--output_dir", str(out),
+        "--num_workers", "0", "--fovea", "[2, 20.5]", cwd=tmp_path,
+    )  # fmt: skip
+    rows = list(csv.DictReader(open(out / "fluid_report.csv")))
+    report = {name: {r["sector"]: r for r in rows if Path(r["image"]).name == name} for name in ("spaced.nii.gz", "bare.nii.gz", "eye.dcm")}
+    spaced, bare, dicom = report["spaced.nii.gz"], report["bare.nii.gz"], report["eye.dcm"]
+    # the NIfTI files say nothing of the eye: the horizontal quadrants are named by image side
+    assert list(spaced) == list(bare) == ["total", "C0", "S1", "R1", "I1", "L1", "S2", "R2", "I2", "L2"]
+    sectors = ["total", "C0", "S1", "N1", "I1", "T1", "S2", "N2", "I2", "T2"]
+    assert list(dicom) == sectors
+    mask = np.asarray(nib.load(out / "masks" / "spaced_fluid.nii.gz").dataobj) > 0
+    assert mask.any()  # the trained network finds fluid, so the numbers below are not all zero
+    voxel_nl = spacing[0] * spacing[1] * spacing[2] * 1000
+    for scan in (spaced, dicom):  # the same B-scans, read from NIfTI or DICOM: the same fluid and the same nL
+        assert int(scan["total"]["voxels"]) == int(mask.sum())
+        assert float(scan["total"]["volume_nl"]) == pytest.approx(mask.sum() * voxel_nl, rel=1e-4)
+        # the en-face is 5 x 48 A-scans (0.3 x 0.58 mm) around the fovea: inside the grid, so the sectors add up
+        assert sum(float(r["volume_nl"]) for k, r in scan.items() if k != "total") == pytest.approx(float(scan["total"]["volume_nl"]), rel=1e-4)
+        assert {r["provenance"] for r in scan.values()} == {"file header"}
+        assert {(r["fovea_bscan"], r["fovea_column"], r["fovea_source"]) for r in scan.values()} == {("2.0", "20.5", "user")}
+        assert scan["total"]["spacing_mm"] == "0.0039x0.012x0.06"
+    assert {(r["laterality"], r["scan_date"]) for r in dicom.values()} == {("OD", "2024-05-10")}
+    assert spaced["R1"]["volume_nl"] == dicom["N1"]["volume_nl"]  # OD: the examiner's right is nasal
+    # the same scan without a spacing: the same voxels, no nL, no mm, and no grid (it is defined in mm)
+    assert int(bare["total"]["voxels"]) == int(mask.sum())
+    assert all(r["volume_nl"] == "" and r["area_mm2"] == "" and r["provenance"] == "unknown" for r in bare.values())
+    assert all("no ETDRS grid" in r["note"] for k, r in bare.items() if k != "total")
+    for name in ("spaced", "bare", "eye"):
+        png = Image.open(out / "reports" / f"{name}_fluid_report.png")
+        assert png.format == "PNG" and png.size[0] > 600 and png.size[1] > 300
+        assert len(list(csv.DictReader(open(out / "reports" / f"{name}_fluid_report.csv")))) == 10
+        assert (out / "overlays" / f"{name}_slice002_overlay.png").is_file()  # the B-scan through the given fovea
+    bare_mask = nib.load(out / "masks" / "bare_fluid.nii.gz")
+    assert int(bare_mask.header["sform_code"]) == 0 and int(bare_mask.header["qform_code"]) == 0  # still unknown
+    dicom_mask = nib.load(out / "masks" / "eye_fluid.nii.gz")  # a DICOM's mask as NIfTI with the true voxel size
+    assert np.array_equal(np.asarray(dicom_mask.dataobj) > 0, mask)
+    assert dicom_mask.header.get_zooms() == pytest.approx(spacing)
+    if importlib.util.find_spec("highdicom") is not None:
+        import highdicom as hd
+        import pydicom
+
+        seg = hd.seg.segread(str(out / "dicom_seg" / "eye_fluid_seg.dcm"))
+        source = pydicom.dcmread(inputs / "eye.dcm")
+        assert seg.Modality == "SEG" and seg.StudyInstanceUID == source.StudyInstanceUID
+        frames = seg.get_pixels_by_source_frame(source_sop_instance_uid=source.SOPInstanceUID, source_frame_numbers=[1, 2, 3, 4, 5])
+        assert np.array_equal(np.moveaxis(frames[..., 0], 0, -1) > 0, mask)  # frame k of the SEG is B-scan k
+
+
+def test_every_vendor_format_written_here_runs_through_inference_to_a_fluid_report(trained, tmp_path):
+    """One folder holding the same three B-scans as a Heidelberg VOL, a Heidelberg XML export, a Topcon FDA and FDS,
+    a DICOM OCT, and a Zeiss Cirrus IMG cube (``tests/oct_files.py``): one ``inference.json`` run gives each its
+    report with the spacing its file holds (nL, ``file header``); the Zeiss cube, which holds none, gets voxel counts
+    and ``provenance=unknown``; a truncated VOL is skipped and reported, costing only itself."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    bscans = np.stack([render_bscan(np.random.default_rng(30 + i), (40, 48))[0] for i in range(3)])  # (B, rows, cols)
+    write_heidelberg_vol(inputs / "heidelberg.vol", bscans)
+    write_heidelberg_xml(inputs / "export", bscans)
+    write_topcon(inputs / "topcon.fda", "fda", bscans.astype(np.uint16) * 257)
+    write_topcon(inputs / "topcon.fds", "fds", bscans.astype(np.uint16) * 257)
+    write_dicom_oct(inputs / "eye.dcm", bscans)
+    cube = np.zeros((1024, 512, 2), np.uint8)
+    cube[:, :, :] = np.asarray(Image.fromarray(bscans[0]).resize((512, 1024)))[:, :, None]
+    (inputs / "P1_Macular Cube 512x128_01-02-2018_10-11-12_OD_sn1_cube_raw.img").write_bytes(cube.tobytes(order="F"))
+    (inputs / "broken.vol").write_bytes((inputs / "heidelberg.vol").read_bytes()[:3000])
+    out = tmp_path / "out"
+    _workflow(["inference.json"], "infer", **trained["paths"], input_dir=str(inputs), output_dir=str(out), fovea=[1, 24])
+    rows = list(csv.DictReader(open(out / "fluid_report.csv")))
+    totals = {Path(r["image"]).name: r for r in rows if r["sector"] == "total"}
+    named = {"heidelberg.vol", "scan.xml", "topcon.fda", "topcon.fds", "eye.dcm"}
+    assert set(totals) == named | {"P1_Macular Cube 512x128_01-02-2018_10-11-12_OD_sn1_cube_raw.img"}
+    for name in named:
+        assert totals[name]["provenance"] == "file header" and totals[name]["volume_nl"] != "", name
+        assert len([r for r in rows if Path(r["image"]).name == name]) == 10  # total and the nine ETDRS sectors
+    zeiss = next(r for n, r in totals.items() if n.endswith(".img"))
+    assert zeiss["provenance"] == "unknown" and zeiss["volume_nl"] == "" and zeiss["laterality"] == "OD"
+    (skipped,) = list(csv.DictReader(open(out / "skipped_inputs.csv")))
+    assert Path(skipped["image"]).name == "broken.vol" and "cannot read it as heidelberg vol" in skipped["error"]
+    assert len(list((out / "reports").glob("*_fluid_report.png"))) == 6
 
 
 def test_a_volume_stored_lateral_first_gives_the_same_masks_with_bscan_axes(trained, tmp_path, capsys):

@@ -240,6 +240,188 @@ def test_writer_2d_nifti_bscan_gets_a_nifti_mask_in_its_space(tmp_path):
     assert not (tmp_path / "out" / "masks" / "bscan_fluid.png").exists()
 
 
+# ---------------------------------------------------------------- FluidPredictionWriter: the fluid report
+
+
+def _volume_item(name="/v/oct.e2e", meta=None, shape=(6, 40, 10)):
+    """A (1, rows, columns, B-scans) volume whose fluid is 2 rows deep on B-scans 4-5, columns 18-21 (16 voxels)."""
+    image = MetaTensor(torch.rand(1, *shape), meta={"filename_or_obj": name})
+    pred = torch.zeros(1, *shape)
+    pred[0, 2:4, 18:22, 4:6] = 1
+    item = {"image": image, "pred": pred}
+    if meta is not None:
+        item["oct_meta"] = meta
+    return item
+
+
+#: what the OCT reader's ``public_metadata()`` gives for a scan with everything known
+READER_META = {
+    "spacing_mm": [0.004, 0.01, 0.05], "spacing_source": "file header", "laterality": "OS", "scan_date": "2024-05-02",
+    "vendor": "test", "format": "heidelberg_e2e", "fovea": [4.5, 20.0], "fovea_source": "file", "first_bscan": None,
+    "source_path": "/v/oct.e2e",
+}  # fmt: skip
+
+
+def _report_rows(writer):
+    with open(writer.report_path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_report_uses_the_readers_metadata_and_writes_csv_png_and_overlays(tmp_path):
+    writer = FluidPredictionWriter(str(tmp_path), fluid_report=True, overlay_bscans=2)
+    writer.started()
+    writer.write_item(_volume_item(meta=json.dumps(READER_META)))  # JSON text, as it survives a DataLoader
+    writer.completed()
+    rows = _report_rows(writer)
+    assert [r["sector"] for r in rows] == ["total", "C0", "S1", "N1", "I1", "T1", "S2", "N2", "I2", "T2"]
+    total = rows[0]
+    assert total["image"] == "/v/oct.e2e" and total["laterality"] == "OS" and total["scan_date"] == "2024-05-02"
+    assert total["voxels"] == "16" and float(total["volume_nl"]) == pytest.approx(16 * 0.004 * 0.01 * 0.05 * 1000)
+    assert (total["provenance"], total["fovea_source"], total["fovea_bscan"]) == ("file header", "file", "4.5")
+    # the file did not say which B-scan is inferior: the report says what it assumed
+    assert total["first_bscan"] == "inferior" and "B-scan 0 taken as the most inferior" in total["note"]
+    # all the fluid lies within 0.05 mm of the fovea (columns 18-21 at 0.01 mm, B-scans 4-5 at 0.05 mm): C0
+    assert float(rows[1]["volume_nl"]) == pytest.approx(float(total["volume_nl"]))
+    assert (tmp_path / "reports" / "oct_fluid_report.png").is_file()
+    assert len(list(csv.DictReader(open(tmp_path / "reports" / "oct_fluid_report.csv")))) == 10
+    # overlays: the fovea's B-scan (round(4.5) = 4) and the two with the most fluid (4 and 5)
+    assert sorted(os.listdir(tmp_path / "overlays")) == ["oct_slice004_overlay.png", "oct_slice005_overlay.png"]
+    # a volume that is not NIfTI gets a NIfTI mask with the reader's spacing as voxel size
+    mask = nib.load(tmp_path / "masks" / "oct_fluid.nii.gz")
+    assert mask.shape == (6, 40, 10) and mask.header.get_zooms() == pytest.approx((0.004, 0.01, 0.05))
+    measured = _read_csv(writer.csv_path)[-1]
+    assert measured[1:3] == ["all", "16"] and measured[-1] == "file_header"
+
+
+def test_report_user_overrides_win_and_no_spacing_means_voxels_only(tmp_path):
+    writer = FluidPredictionWriter(
+        str(tmp_path), fluid_report=True, spacing_mm=[0.005, 0.02, 0.1], fovea=[5, 20], laterality="od"
+    )
+    writer.started()
+    writer.write_item(_volume_item(meta={**READER_META, "first_bscan": "inferior"}))  # a plain dict works too
+    writer.write_item(_volume_item(name="/v/bare.e2e"))  # no metadata at all
+    writer.completed()
+    rows = _report_rows(writer)
+    first = [r for r in rows if r["image"] == "/v/oct.e2e"]
+    assert {(r["provenance"], r["laterality"], r["fovea_source"]) for r in first} == {("user override", "OD", "user")}
+    assert first[0]["note"] == ""  # nothing assumed: the reader's metadata below says where B-scan 0 is
+    assert float(first[0]["volume_nl"]) == pytest.approx(16 * 0.005 * 0.02 * 0.1 * 1000)
+
+    plain = FluidPredictionWriter(str(tmp_path / "plain"), fluid_report=True)
+    plain.started()
+    plain.write_item(_volume_item(name="/v/bare.e2e"))
+    plain.completed()
+    bare = _report_rows(plain)
+    assert bare[0]["voxels"] == "16" and bare[0]["volume_nl"] == "" and bare[0]["area_mm2"] == ""
+    assert {r["provenance"] for r in bare} == {"unknown"} and bare[0]["fovea_source"] == "volume centre"
+    assert bare[0]["fovea_bscan"] == "4.5" and bare[0]["fovea_column"] == "19.5"
+    assert _read_csv(plain.csv_path)[-1][-1] == "unknown"
+    saved = nib.load(tmp_path / "plain" / "masks" / "bare_fluid.nii.gz")
+    assert int(saved.header["sform_code"]) == int(saved.header["qform_code"]) == 0  # no spacing claimed
+
+
+def test_report_nifti_without_spatial_header_is_unknown(tmp_path):
+    source = tmp_path / "bare.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((6, 40, 10), np.float32), None), source)
+    spaced = tmp_path / "spaced.nii"
+    nifti = nib.Nifti1Image(np.zeros((6, 40, 10), np.float32), np.diag([4.0, 10.0, 50.0, 1.0]))
+    nifti.header.set_xyzt_units("micron")
+    nib.save(nifti, spaced)
+    writer = FluidPredictionWriter(str(tmp_path / "out"), fluid_report=True)
+    writer.started()
+    writer.write_item(_volume_item(name=str(source)))
+    writer.write_item(_volume_item(name=str(spaced)))
+    writer.completed()
+    rows = _report_rows(writer)
+    bare = [r for r in rows if r["image"] == str(source)]
+    assert {r["provenance"] for r in bare} == {"unknown"} and bare[0]["volume_nl"] == ""
+    micron = [r for r in rows if r["image"] == str(spaced)][0]
+    assert micron["spacing_mm"] == "0.004x0.01x0.05" and micron["provenance"] == "file header"  # microns -> mm
+    assert float(micron["volume_nl"]) == pytest.approx(16 * 0.004 * 0.01 * 0.05 * 1000)
+    measured = {r[0]: r for r in _read_csv(writer.csv_path)[1:] if r[1] == "all"}
+    assert measured[str(source)][4] == "" and measured[str(source)][6] == "unknown"
+    assert measured[str(spaced)][6] == "nifti_header"
+
+
+def test_report_row_of_a_single_bscan_has_no_grid(tmp_path):
+    writer = FluidPredictionWriter(str(tmp_path), fluid_report=True, pixel_spacing_mm=(0.01, 0.02))
+    writer.started()
+    writer.write_item(_item_2d("/d/a.png"))
+    writer.completed()
+    (row,) = _report_rows(writer)
+    assert (row["sector"], row["voxels"], row["provenance"]) == ("total", "6", "user override")
+    assert float(row["area_mm2"]) == pytest.approx(6 * 0.01 * 0.02) and row["volume_nl"] == ""
+    assert "no ETDRS grid" in row["note"] and not (tmp_path / "reports").exists()
+
+
+def test_report_metadata_reaches_the_writer_through_an_engine_batch(tmp_path):
+    """On an evaluator the reader's metadata stays in ``engine.state.batch``; the writer pairs it with the outputs."""
+    from ignite.engine import Engine
+    from monai.data import list_data_collate
+
+    item = _volume_item(meta=json.dumps(READER_META))
+    batch = list_data_collate([{"image": item["image"], "oct_meta": item["oct_meta"]}])
+    engine = Engine(lambda e, b: {"image": b["image"], "pred": item["pred"][None]})
+    writer = FluidPredictionWriter(str(tmp_path), fluid_report=True, save_overlays=False)
+    writer.attach(engine)
+    engine.run([batch], max_epochs=1)
+    assert _report_rows(writer)[0]["laterality"] == "OS" and os.path.isfile(writer.report_path)
+    assert not os.path.exists(writer.report_path + ".partial")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"spacing_mm": [0.1, 0.2]}, "spacing_mm must be three positive numbers"),
+        ({"fovea": [1, 2, 3]}, r"fovea must be \(bscan, column\)"),
+        ({"laterality": "left"}, "laterality must be 'OD', 'OS' or None"),
+        ({"first_bscan": "top"}, "first_bscan must be 'inferior', 'superior' or None"),
+        ({"overlay_bscans": -1}, "overlay_bscans must be >= 0"),
+    ],
+)
+def test_report_arguments_are_checked(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FluidPredictionWriter(str(tmp_path), **kwargs)
+
+
+def test_dicom_seg_needs_the_sources_geometry(tmp_path):
+    pytest.importorskip("highdicom")
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from custom_components.handlers.oct import fluid_dicom_seg
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.77.1.5.4", generate_uid()
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 4, 5, 3
+    ds.is_little_endian, ds.is_implicit_VR = True, False
+    ds.save_as(str(tmp_path / "a.dcm"), write_like_original=False)
+    with pytest.raises(ValueError, match=r"a.dcm: the fluid mask .* \(4, 5, 2\) does not match the DICOM's \(4, 5, 3\)"):
+        fluid_dicom_seg(np.zeros((4, 5, 2)), str(tmp_path / "a.dcm"))
+    with pytest.raises(ValueError, match="lacks FrameOfReferenceUID, a shared PlaneOrientationSequence"):
+        fluid_dicom_seg(np.zeros((4, 5, 3)), str(tmp_path / "a.dcm"))
+
+
+def test_a_dicom_seg_the_source_cannot_carry_is_reported_and_costs_nothing_else(tmp_path, caplog):
+    """highdicom raises AttributeError for a source without a type-2 attribute (here PatientBirthDate): the writer
+    logs it with the file name and returns; the NIfTI mask and the report are written by the caller regardless."""
+    pytest.importorskip("highdicom")
+    import pydicom
+    from oct_files import write_dicom_oct
+
+    path = write_dicom_oct(tmp_path / "eye.dcm", np.zeros((3, 8, 6), np.uint8))
+    ds = pydicom.dcmread(path)
+    del ds.PatientBirthDate
+    ds.save_as(str(path), write_like_original=False)
+    writer = FluidPredictionWriter(str(tmp_path / "out"))
+    with caplog.at_level(logging.WARNING):
+        writer._write_dicom_seg("eye", str(path), np.ones((8, 6, 3), bool))
+    assert "eye.dcm: no DICOM SEG: AttributeError" in caplog.text
+    assert not (tmp_path / "out" / "dicom_seg").exists()
+
+
 # ---------------------------------------------------------------- SegmentationReport
 
 
