@@ -1,11 +1,18 @@
 #!/usr/bin/env python
 """Write a synthetic data set and its datalist.json.
 
-    python scripts/synthesize.py ife --output-dir DIR --count N --seed S [--size H W]
+    python scripts/synthesize.py ife --output-dir DIR --count N --seed S [--size H W] [--orientation O]
+        [--style classic|plain|real|mixed] [--headers|--no-headers] [--frame|--no-frame] [--margin|--no-margin]
+        [--uneven-lanes|--no-uneven-lanes] [--biclonal-fraction F]
     python scripts/synthesize.py oct --output-dir DIR --count N --seed S [--size H W]
 
 ``ife``: immunofixation electrophoresis gels of the nine classes (default 400 x 600, the paper's class imbalance;
-every class at least once from 9 gels on), with ``DIR/synthesis.json`` recording the parameters and class counts.
+every class at least once from 9 gels on), with ``DIR/synthesis.json`` recording the parameters, class counts and
+what each gel shows. Layout: ``--orientation albumin_bottom`` (default, as real scans) or ``albumin_top``;
+``--style`` a named layout (default ``classic``: a label strip, nothing else; ``real``: header, frames, margins and
+uneven lanes; ``plain``: none; ``mixed``: drawn per gel), each option switched on or off by its own flag on top of
+the style. ``--biclonal-fraction F``: that share of the gels are biclonal (two monoclonal components, label
+``biclonal``), listed in a ``biclonal`` section of the datalist, outside training/validation/testing.
 ``oct``: retinal OCT B-scans with binary fluid masks (default 512 x 512).
 The same seed gives the same bytes. The datalist has ``training``, ``validation`` and ``testing`` lists.
 """
@@ -27,6 +34,35 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"biclonal fraction must be in [0, 1), got {value}")
+    return value
+
+
+_STYLE_OPTIONS = ("headers", "frame", "margin", "uneven_lanes")
+
+
+def _ife_options(args: argparse.Namespace) -> dict:
+    """The gel-only keyword arguments the user gave (none: the generator's defaults)."""
+    kwargs = {}
+    if args.orientation is not None:
+        kwargs["orientation"] = args.orientation
+    if args.biclonal_fraction is not None:
+        kwargs["biclonal_fraction"] = args.biclonal_fraction
+    overrides = {k: getattr(args, k) for k in _STYLE_OPTIONS if getattr(args, k) is not None}
+    if overrides:
+        if args.style == "mixed":
+            raise ValueError("--style mixed draws every layout option per gel: do not combine it with option flags")
+        from custom_components.data.synthetic.ife import resolve_style
+
+        kwargs["style"] = {**resolve_style(args.style), **overrides}
+    elif args.style is not None:
+        kwargs["style"] = args.style
+    return kwargs
+
+
 def _synthesizer(kind: str):
     # imported on demand: each generator loads only what it needs, and one kind works while the other is absent
     if kind == "ife":
@@ -45,11 +81,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=_positive_int, default=600, help="number of images (default 600)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="image size in pixels, rows first")
+    gels = parser.add_argument_group("ife only")
+    gels.add_argument("--orientation", choices=("albumin_bottom", "albumin_top"), help="default albumin_bottom")
+    gels.add_argument("--style", choices=("classic", "plain", "real", "mixed"), help="layout (default classic)")
+    for option in _STYLE_OPTIONS:
+        gels.add_argument(f"--{option.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=None,
+                          help=f"draw {option.replace('_', ' ')} (overrides the style)")  # fmt: skip
+    gels.add_argument("--biclonal-fraction", type=_fraction, help="share of biclonal gels, default 0")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
+    gel_only = ("orientation", "style", *_STYLE_OPTIONS, "biclonal_fraction")
+    ife_flags = [k for k in gel_only if getattr(args, k) is not None]
+    if args.kind != "ife" and ife_flags:
+        parser.error(f"--{ife_flags[0].replace('_', '-')} is for ife gels only")
     synthesize = _synthesizer(args.kind)
     kwargs = {"image_size": tuple(args.size)} if args.size else {}
+    if args.kind == "ife":
+        try:
+            kwargs.update(_ife_options(args))
+        except ValueError as err:
+            parser.error(str(err))
     print(f"Writing {args.count} synthetic {args.kind.upper()} images (seed {args.seed}) to {args.output_dir} ...")
     start = time.perf_counter()
     try:

@@ -67,3 +67,31 @@ def test_oct_command_delegates_to_the_oct_generator(script, tmp_path, capsys):
     entries = [e for split in datalist.values() for e in split]
     assert len(entries) == 2 and all((out / e["image"]).is_file() and (out / e["label"]).is_file() for e in entries)
     assert "Datalist:" in capsys.readouterr().out
+
+
+def test_ife_layout_options_reach_the_generator(script, tmp_path, capsys):
+    out = tmp_path / "gels"
+    args = ["ife", "--output-dir", str(out), "--count", "4", "--seed", "0", "--size", "60", "90", "--style", "real",
+            "--no-frame", "--orientation", "albumin_top", "--biclonal-fraction", "0.25"]  # fmt: skip
+    assert script.main(args) == 0
+    summary = json.loads((out / "synthesis.json").read_text())
+    assert summary["orientation"] == "albumin_top" and summary["biclonal_fraction"] == 0.25
+    assert summary["style"] == {"headers": True, "frame": False, "margin": True, "uneven_lanes": True}
+    datalist = json.loads((out / "datalist.json").read_text())
+    assert [e["label"] for e in datalist["biclonal"]] == ["biclonal"]
+    assert "biclonal 1" in capsys.readouterr().out  # the section is listed with the others
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["oct", "--orientation", "albumin_top"], "--orientation is for ife gels only"),
+        (["ife", "--style", "mixed", "--frame"], "--style mixed draws every layout option per gel"),
+        (["ife", "--biclonal-fraction", "1"], "biclonal fraction must be in [0, 1), got 1.0"),
+    ],
+)
+def test_bad_layout_options_are_usage_errors(script, tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        script.main([*args, "--output-dir", str(tmp_path / "x")])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

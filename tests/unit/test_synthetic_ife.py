@@ -1,4 +1,5 @@
-"""Synthetic IFE gels: determinism, layout, the co-located monoclonal band, class mix and the datalist."""
+"""Synthetic IFE gels: determinism, layout and its options, the co-located monoclonal band, biclonal gels, class
+mix and the datalist."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from PIL import Image
 from scipy import ndimage
 
 from custom_components.data.synthetic.ife import (
+    BICLONAL,
     DEFAULT_CLASS_FRACTIONS,
     LANES,
+    STYLES,
     render_gel,
+    resolve_style,
     sample_labels,
     synthesize_ife_dataset,
 )
@@ -57,10 +61,11 @@ def test_gel_is_landscape_rgb_with_ordered_lanes_on_a_light_background():
     assert len(centres) == len(LANES) and np.all(np.diff(centres) > info["lane_width"])  # side by side, no overlap
     top, bottom = info["gel_rows"]
     assert 0 <= top < bottom <= 400
-    # proteins migrate along the rows: in ELP the albumin band (the darkest row) sits in the top quarter of the gel
+    # proteins migrate along the rows: in ELP the albumin band (the darkest row) sits in the bottom quarter of the
+    # gel by default, as on real scans
     gray = image.astype(float).mean(axis=2)
     elp = gray[top:bottom, int(centres[0]) - 2 : int(centres[0]) + 3].mean(axis=1)
-    assert np.argmin(elp) < 0.25 * (bottom - top)
+    assert np.argmin(elp) > 0.75 * (bottom - top) and info["orientation"] == "albumin_bottom"
     # blue-violet stain: in the stained lanes blue is the brightest channel, red and green absorbed more
     lane = image[top:bottom, int(centres[1]) - 2 : int(centres[1]) + 3].reshape(-1, 3).astype(float).mean(axis=0)
     assert lane[2] > lane[0] > lane[1]
@@ -77,11 +82,12 @@ def test_light_background_is_tinted_not_pure_white():
 def _residual_profile(image, centre, gel_rows):
     """Darkness along the rows of a lane's middle columns, minus its slowly varying smear (bands stand out).
 
-    Rows outside the gel area (the label strip) are zero.
+    Rows outside the gel area (the label strip) are zero. The running median spans 81 rows, over twice a band's
+    full width (at most 8 % of a 340-row gel area).
     """
     column, (top, bottom) = int(round(centre)), gel_rows
     darkness = 255 - image[:, column - 2 : column + 3].astype(float).mean(axis=(1, 2))
-    residual = darkness - ndimage.median_filter(darkness, size=41, mode="nearest")
+    residual = darkness - ndimage.median_filter(darkness, size=81, mode="nearest")
     residual[:top], residual[bottom:] = 0, 0
     return residual
 
@@ -101,13 +107,19 @@ def test_monoclonal_band_sits_at_the_same_row_in_elp_heavy_and_light_lanes(class
         row = info["band_row"]
         assert 1.0 < info["band_half_width"] < 0.05 * image.shape[0]  # two sigma: a few rows of a 400-row gel
         centres = dict(zip(LANES, info["lane_centres"]))
-        for lane in LANES[1:]:
-            profile = _residual_profile(image, centres[lane], info["gel_rows"])
-            if lane in expected:  # the band is the sharpest feature of an immunofixation lane, at the ELP row
-                assert abs(int(np.argmax(profile)) - row) <= 2, (seed, lane, int(np.argmax(profile)), row)
-                assert profile[row - 1 : row + 2].max() > 20, (seed, lane)
-            else:  # only the diffuse smear (and at most a faint application mark)
-                assert profile[row - 1 : row + 2].max() < 12, (seed, lane, profile[row - 1 : row + 2])
+        profiles = {lane: _residual_profile(image, centres[lane], info["gel_rows"]) for lane in LANES[1:]}
+        for lane in expected[1:]:  # the band is the densest feature of an immunofixation lane, at the ELP row
+            profile = profiles[lane]
+            # its centre: the centroid of the stain within a half-width (the flat top has no single maximum)
+            near = np.arange(row - int(info["band_half_width"]), row + int(info["band_half_width"]) + 1)
+            weights = np.clip(profile[near], 0, None)
+            centroid = float((near * weights).sum() / weights.sum())
+            assert abs(centroid - row) <= 2, (seed, lane, centroid, row)
+            assert abs(int(np.argmax(profile)) - row) <= info["band_half_width"], (seed, lane)
+            assert profile[row - 1 : row + 2].max() > 20, (seed, lane)
+        weakest = min(profiles[lane][row - 1 : row + 2].max() for lane in expected[1:])
+        for lane in set(LANES[1:]) - set(expected):  # only the diffuse smear (and at most a faint application mark)
+            assert profiles[lane][row - 1 : row + 2].max() < max(12, weakest / 2), (seed, lane, weakest)
         elp = _residual_profile(image, centres["ELP"], info["gel_rows"])
         assert elp[row - 1 : row + 2].max() > 15, (seed, elp[row - 1 : row + 2])
     assert checked >= 5
@@ -217,3 +229,138 @@ def test_a_generation_that_fails_half_way_leaves_no_datalist_and_no_torn_gel(tmp
     for path in gels:  # the others, written before or after the failed one, are whole
         with Image.open(path) as image:
             image.load()
+
+
+def _elp_darkest_fraction(image, info):
+    """Where ELP's darkest row (the albumin band of a Negative gel) sits, as a fraction of the gel height from its
+    top."""
+    top, bottom = info["gel_rows"]
+    centre = int(round(info["lane_centres"][0]))
+    elp = image[top : bottom + 1, centre - 2 : centre + 3].astype(float).mean(axis=(1, 2))
+    return int(np.argmin(elp)) / (bottom - top)
+
+
+def test_orientation_mirrors_the_migration_axis_within_the_gel_area():
+    bottom_image, bottom = render_gel(np.random.default_rng(4), "IgG-lambda", SMALL, True, "albumin_bottom")
+    top_image, top = render_gel(np.random.default_rng(4), "IgG-lambda", SMALL, True, "albumin_top")
+    assert bottom["gel_rows"] == top["gel_rows"] and bottom["lane_centres"] == top["lane_centres"]
+    # the same draws: the band sits at mirrored rows of the gel area
+    assert abs(bottom["band_row"] + top["band_row"] - sum(top["gel_rows"])) <= 1
+    assert top["orientation"] == "albumin_top"
+    for seed in range(3):
+        image, info = render_gel(np.random.default_rng(seed), "Negative", (120, 180), True, "albumin_top")
+        assert _elp_darkest_fraction(image, info) < 0.25
+        image, info = render_gel(np.random.default_rng(seed), "Negative", (120, 180), True, "albumin_bottom")
+        assert _elp_darkest_fraction(image, info) > 0.75
+
+
+def test_style_options_draw_headers_frames_margins_and_uneven_lanes():
+    size = (120, 180)
+    plain, info = render_gel(np.random.default_rng(0), "Negative", size, True, style="plain")
+    assert info["header_rows"] is None and info["label_strip"] is None and info["style"]["frame_kind"] is None
+    assert len(set(info["lane_widths"])) == 1  # even lanes
+    gray = plain.astype(float).mean(axis=2)
+    assert gray[: info["gel_rows"][0]].min() > 150  # above the gel: background only, no text
+    for seed in range(4):
+        image, info = render_gel(np.random.default_rng(seed), "kappa", size, True, style="real")
+        assert info["style"] == {"headers": True, "frame": True, "margin": True, "uneven_lanes": True,
+                                 "frame_kind": info["style"]["frame_kind"]}  # fmt: skip
+        gray = image.astype(float).mean(axis=2)
+        (h0, h1), (g0, g1) = info["header_rows"], info["gel_rows"]
+        assert h1 < g0 or g1 < h0  # the header strip is outside the gel area
+        assert gray[h0 : h1 + 1].min() < 120  # dark text in the header strip
+        # the frame: a dark line spanning the gel area's width just outside its rows, where the gel has none
+        above = gray[max(0, g0 - 6) : g0, info["lane_bounds"][0][0] : info["lane_bounds"][-1][1]]
+        assert (np.median(above, axis=1) < 120).any(), seed
+        assert gray[: int(0.04 * size[0])].min() > 150  # a blank margin of at least 4 % on top
+        widths = np.array(info["lane_widths"])
+        assert widths.std() / widths.mean() > 0.03  # uneven lanes
+        assert info["lane_names"][0] in ("ELP", "SP") and len(info["lane_names"]) == 6
+        for (left, right), centre in zip(info["lane_bounds"], info["lane_centres"]):
+            assert abs((left + right) / 2 - centre) <= 1
+        assert all(a[1] < b[0] for a, b in zip(info["lane_bounds"][:-1], info["lane_bounds"][1:]))  # no overlap
+
+
+def test_resolve_style_names_mappings_and_mixed():
+    assert resolve_style(None) == dict(STYLES["classic"]) == resolve_style("classic")
+    assert resolve_style({"frame": True}) == {**STYLES["classic"], "frame": True}
+    drawn = [resolve_style("mixed", np.random.default_rng(seed)) for seed in range(20)]
+    assert all(set(d) == set(STYLES["plain"]) for d in drawn) and len({tuple(d.values()) for d in drawn}) > 5
+    with pytest.raises(ValueError, match="unknown style 'fancy'"):
+        resolve_style("fancy")
+    with pytest.raises(ValueError, match=r"unknown style options \['shadow'\]"):
+        resolve_style({"shadow": True})
+    with pytest.raises(ValueError, match="'frame' must be a bool"):
+        resolve_style({"frame": "yes"})
+    with pytest.raises(ValueError, match="pass rng"):
+        resolve_style("mixed")
+
+
+def test_biclonal_gel_has_two_components_at_different_heights():
+    for seed in range(6):
+        _, info = render_gel(np.random.default_rng(seed), BICLONAL, (120, 180), return_info=True, style="mixed")
+        first, second = info["components"]
+        assert first["class"] != second["class"] and info["band_rows"] == [first["band_row"], second["band_row"]]
+        span = info["gel_rows"][1] - info["gel_rows"][0]
+        assert abs(first["band_row"] - second["band_row"]) >= 0.1 * span
+        assert info["band_row"] == first["band_row"] and set(info["band_lanes"]) == set(
+            first["band_lanes"] + second["band_lanes"]
+        )
+    _, info = render_gel(np.random.default_rng(0), BICLONAL, return_info=True, components=("IgG-kappa", "IgG-lambda"))
+    assert [c["class"] for c in info["components"]] == ["IgG-kappa", "IgG-lambda"]
+    assert info["band_lanes"] == ["ELP", "K", "G", "L"]
+    # a band is several percent of the lane height: two standard deviations of a Gaussian band of 3-8 % full width
+    span = info["gel_rows"][1] - info["gel_rows"][0]
+    assert all(0.015 * span < c["band_half_width"] < 0.045 * span for c in info["components"])
+
+
+def test_biclonal_gels_go_to_their_own_section_with_the_same_bytes_again(tmp_path):
+    kwargs = dict(count=10, seed=2, image_size=SMALL, style="mixed", biclonal_fraction=0.2)
+    a = synthesize_ife_dataset(tmp_path / "a", **kwargs)
+    b = synthesize_ife_dataset(tmp_path / "b", **kwargs)
+    assert _digest(a.parent) == _digest(b.parent) and a.read_text() == b.read_text()
+    datalist = json.loads(a.read_text())
+    assert [e["label"] for e in datalist["biclonal"]] == [BICLONAL, BICLONAL]
+    nine = [e for name in ("training", "validation", "testing") for e in datalist[name]]
+    assert len(nine) == 8 and all(e["label"] in IFE_CLASSES for e in nine)
+    summary = json.loads((a.parent / "synthesis.json").read_text())
+    assert summary["class_counts"][BICLONAL] == 2 and summary["split_counts"]["biclonal"] == 2
+    assert summary["orientation"] == "albumin_bottom" and summary["style"] == "mixed"
+    for detail in summary["images"]:
+        assert len(detail["band_rows"]) == (2 if detail["label"] == BICLONAL else int(detail["label"] != "Negative"))
+        assert len(detail["lane_bounds"]) == 6 and set(detail["style"]) >= set(STYLES["plain"])
+        assert (detail["split"] == "biclonal") == (detail["label"] == BICLONAL)
+    assert len({json.dumps(d["style"], sort_keys=True) for d in summary["images"]}) > 1  # drawn per image
+
+
+def test_an_image_does_not_change_when_count_does(tmp_path):
+    small = synthesize_ife_dataset(tmp_path / "a", count=3, seed=5, image_size=SMALL, style="real").parent
+    large = synthesize_ife_dataset(tmp_path / "b", count=5, seed=5, image_size=SMALL, style="real").parent
+    assert _digest(small).items() <= _digest(large).items()
+
+
+def test_bad_layout_arguments_raise_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="orientation must be one of"):
+        render_gel(np.random.default_rng(0), "kappa", orientation="sideways")
+    with pytest.raises(ValueError, match="components is for class_name='biclonal' only"):
+        render_gel(np.random.default_rng(0), "kappa", components=("IgG-kappa", "IgA-kappa"))
+    with pytest.raises(ValueError, match="components must be two positive IFE classes"):
+        render_gel(np.random.default_rng(0), BICLONAL, components=("IgG-kappa", "Negative"))
+    with pytest.raises(ValueError, match="biclonal_fraction must be in"):
+        synthesize_ife_dataset(tmp_path, count=3, biclonal_fraction=1.0)
+    with pytest.raises(ValueError, match="orientation"):
+        synthesize_ife_dataset(tmp_path, count=3, orientation="albumin_left")
+    with pytest.raises(ValueError, match="unknown style"):
+        synthesize_ife_dataset(tmp_path, count=3, style="fancy")
+    assert not (tmp_path / "images").exists()  # nothing written before the arguments are checked
+
+
+def test_prepare_dataset_passes_generator_options_through(tmp_path):
+    from custom_components.data.synthetic.prepare import prepare_dataset
+
+    options = {"style": "plain", "orientation": "albumin_top"}
+    datalist = prepare_dataset(tmp_path / "gels", "ife", 4, 1, SMALL, generator_options=options)
+    summary = json.loads((tmp_path / "gels" / "synthesis.json").read_text())
+    assert datalist == str(tmp_path / "gels" / "datalist.json")
+    assert summary["orientation"] == "albumin_top" and summary["style"] == "plain"
+    assert summary["image_size"] == list(SMALL) and summary["count"] == 4

@@ -52,6 +52,7 @@ def prepare_dataset(
     synthetic_count: int = 600,
     seed: int = 0,
     image_size: Sequence[int] | None = None,
+    generator_options: Mapping[str, Any] | None = None,
 ) -> str:
     """Return the datalist of ``dataset_dir``, writing the synthetic default there first if it has none.
 
@@ -64,6 +65,9 @@ def prepare_dataset(
         synthetic_count: number of synthetic images.
         seed: generator seed.
         image_size: ``(H, W)`` of synthetic images; ``None`` for the generator's default.
+        generator_options: further keyword arguments of the generator (for ``"ife"`` e.g. ``{"style": "real",
+            "orientation": "albumin_bottom", "biclonal_fraction": 0.05}``, see
+            :func:`~custom_components.data.synthetic.ife.synthesize_ife_dataset`); ``None`` for its defaults.
 
     Returns:
         the datalist path, as a string.
@@ -71,7 +75,7 @@ def prepare_dataset(
     Raises:
         DatalistError: when ``dataset_dir`` holds files but no ``datalist.json`` (user data without a datalist
             is never overwritten or guessed at).
-        ValueError: on an unknown ``kind``.
+        ValueError: on an unknown ``kind`` (or, from the generator, bad ``generator_options``).
     """
     root = Path(dataset_dir)
     datalist = root / DATALIST_NAME
@@ -93,7 +97,9 @@ def prepare_dataset(
     # half-written data set behind a valid-looking path
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     try:
-        kwargs = {} if image_size is None else {"image_size": tuple(int(s) for s in image_size)}
+        kwargs = dict(generator_options or {})
+        if image_size is not None:
+            kwargs["image_size"] = tuple(int(s) for s in image_size)
         if kind == "ife":
             from custom_components.data.synthetic.ife import synthesize_ife_dataset as synthesize
         else:
