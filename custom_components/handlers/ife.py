@@ -23,17 +23,37 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from monai.utils import IgniteInfo, TraceKeys, min_version, optional_import
+from monai.data import decollate_batch
+from monai.utils import (
+    IgniteInfo,
+    TraceKeys,
+    evenly_divisible_all_gather,
+    min_version,
+    optional_import,
+    string_list_all_gather,
+)
 
 from custom_components.data.image_files import printable_path
 from custom_components.handlers.prediction_writer import PredictionWriter
 from custom_components.ife_classes import IFE_CLASSES, MILD_CLASSES, SEVERE_CLASSES, class_to_subtasks
 from custom_components.metrics.attention import peak_row
+from custom_components.ife_referral import coverage_accuracy_curve, refer_decisions, referral_metrics
+from custom_components.metrics.calibration import (
+    expected_calibration_error,
+    negative_log_likelihood,
+    reliability_bins,
+    temper_probabilities,
+)
 from custom_components.metrics.ife import IFEClassificationMetric, confusion_matrix, json_report
 from custom_components.networks.ife_resnet import ATTENTION_STRIDES
 from custom_components.utils.atomic import write_json_atomic
 from custom_components.utils.events import attach_once
-from custom_components.visualize.ife import plot_attention_figure, plot_confusion_matrix
+from custom_components.visualize.ife import (
+    plot_attention_figure,
+    plot_confusion_matrix,
+    plot_coverage_accuracy,
+    plot_reliability_diagram,
+)
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
@@ -48,11 +68,14 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     ("image", "label", "prediction", "probability")
     + tuple(f"p_{name}" for name in IFE_CLASSES)
     + ("severe_prediction", "mild_prediction", "severe_attention_peak_row", "mild_attention_peak_row")
+    + ("calibrated", "refer", "refer_reason")
 )
 """Columns of ``predictions.csv``: ``label`` is empty for unlabelled images, ``probability`` is the fused probability
-of the predicted class, ``p_<class>`` the nine fused probabilities (they sum to 1), ``*_attention_peak_row`` the row
-of the image file (0 = top) at the centre of the branch's last-stage attention peak (empty for the 9-class
-baseline, which has no branches)."""
+of the predicted class, ``p_<class>`` the nine fused probabilities (they sum to 1; temperature-scaled when
+``calibrated`` is ``true``), ``*_attention_peak_row`` the row of the image file (0 = top) at the centre of the
+branch's last-stage attention peak (empty for the 9-class baseline, which has no branches), ``refer`` (``true`` /
+``false``) and ``refer_reason`` the refer-to-expert decision (:func:`custom_components.ife_referral.refer_decisions`,
+its fixed vocabulary; empty for a gel decided automatically)."""
 
 #: the branch maps behind the ``*_attention_peak_row`` columns
 _PEAK_COLUMN_MAPS = ("attention_severe", "attention_mild")
@@ -89,7 +112,11 @@ class IFEPredictionWriter(PredictionWriter):
     - the image under ``image_key``: its ``meta["filename_or_obj"]`` names the row and the figure, its
       traced ``Resize`` gives the file's rows for the peak rows, and the figure shows the original file when
       it can be read (the network input otherwise);
-    - the label under ``label_key`` if any (unlabelled images are fine: the column is left empty).
+    - the label under ``label_key`` if any (unlabelled images are fine: the column is left empty);
+    - the band-pattern detector's text under ``band_pattern_key`` if any (``""``: nothing unusual), for the refer
+      rule: ``refer`` and ``refer_reason`` follow :func:`~custom_components.ife_referral.refer_decisions` at
+      ``operating_point`` with the class call; without an operating point (no calibration record) no gel is
+      referred on its probabilities and the reason says ``"not calibrated"``.
 
     The CSV's life cycle (``<filename>.partial`` until the run completes, so ``predictions.csv`` only ever exists
     complete and a crash leaves the rows done so far) and the rank that writes are those of
@@ -121,6 +148,10 @@ class IFEPredictionWriter(PredictionWriter):
             output item (e.g. a string label, which the engine does not copy to its output) are read there.
         save_rank: the rank that writes.
         dpi: resolution of the figures.
+        operating_point: the refer-to-expert operating point (``positive_threshold``, ``confidence_threshold``) of
+            the checkpoint's calibration record, or None.
+        calibrated: whether the probabilities under ``pred_key`` are temperature-scaled (the ``calibrated`` column).
+        band_pattern_key: key of the band-pattern detector's text.
 
     Raises:
         ValueError: on bad arguments; at run time, when an item lacks ``pred_key``/``call_key`` or holds a
@@ -146,6 +177,9 @@ class IFEPredictionWriter(PredictionWriter):
         batch_transform: Callable = lambda x: x,
         save_rank: int = 0,
         dpi: int = 100,
+        operating_point: Mapping[str, Any] | None = None,
+        calibrated: bool = False,
+        band_pattern_key: str = "band_pattern",
     ) -> None:
         if filename is None:
             raise ValueError("filename must be a plain file name, got None.")
@@ -171,6 +205,11 @@ class IFEPredictionWriter(PredictionWriter):
         self.image_key = image_key
         self.label_key = label_key
         self.dpi = dpi
+        if operating_point is not None:
+            refer_decisions(torch.full((1, len(IFE_CLASSES)), 1.0 / len(IFE_CLASSES)), operating_point)  # checks it
+        self.operating_point = None if operating_point is None else dict(operating_point)
+        self.calibrated = bool(calibrated)
+        self.band_pattern_key = band_pattern_key
         self._profiles: Any = None
 
     def reset(self) -> None:
@@ -178,6 +217,7 @@ class IFEPredictionWriter(PredictionWriter):
         super().reset()
         self._count = 0
         self._figures = 0
+        self._referred = 0
 
     def started(self, engine: Engine | None = None) -> None:
         """Start the CSV (base class) and, on ``save_rank``, the ``.partial`` attention profiles file."""
@@ -190,7 +230,10 @@ class IFEPredictionWriter(PredictionWriter):
         where = f" and {self._figures} attention figures in {os.path.join(self.output_dir, self.figure_dir)}" if (
             self.figure_dir and self._figures
         ) else ""
-        return f"wrote {self._count} predictions to {self.csv_path}{where}"
+        referred = f" ({self._referred} referred to an expert)" if self.operating_point is not None else (
+            " (no refer-to-expert operating point: not calibrated)"
+        )
+        return f"wrote {self._count} predictions{referred} to {self.csv_path}{where}"
 
     def _source(self, item: Mapping) -> str | None:
         meta = getattr(item.get(self.image_key), "meta", None)
@@ -240,6 +283,10 @@ class IFEPredictionWriter(PredictionWriter):
         row = [source or f"image_{self._count:05d}", label, call, f"{probs[call_index]:.6f}"]
         row += [f"{p:.6f}" for p in probs] + [severe, mild]
         row += ["" if key not in maps else self._peak(maps[key]) for key in _PEAK_COLUMN_MAPS]
+        pattern = item.get(self.band_pattern_key)
+        pattern = "" if pattern is None else str(pattern)
+        [(refer, reason)] = refer_decisions(torch.tensor([probs]), self.operating_point, [pattern], [call_index])
+        row += ["true" if self.calibrated else "false", "true" if refer else "false", reason]
         return row, call, probs[call_index]
 
     def _rows(self, item: Mapping) -> tuple[int, int]:
@@ -290,6 +337,7 @@ class IFEPredictionWriter(PredictionWriter):
         maps = self._maps(item)
         row, call, prob = self._row(item, source, maps)
         self.write_row(row)
+        self._referred += row[-2] == "true"
         name = printable_path(row[0])  # as the CSV shows it, also in the profiles and the figure's title
         self._write_profiles(name, maps)
         if self.figure_dir is not None and (self.max_figures is None or self._figures < self.max_figures):
@@ -315,6 +363,22 @@ class IFEEvaluationReport:
     the entries of ``extra`` (the same content as ``IFEClassificationMetric.report()``). The report is also kept in
     :attr:`report`, on every rank; only ``save_rank`` writes.
 
+    With ``probabilities_key`` the report also collects every gel's (9,) network probabilities (uncalibrated: the
+    evaluator runs the plain network), its call (``call_key``, after ``IFECalld``), its label and, from the batch,
+    its ``band_pattern`` (gathered across ranks), and adds:
+
+    - ``calibration``: ``ece_uncalibrated`` and ``nll_uncalibrated``; with a ``calibration`` record (its
+      ``temperatures`` applied to the probabilities by
+      :func:`~custom_components.metrics.calibration.temper_probabilities`)
+      also ``ece_calibrated``, ``nll_calibrated`` and ``temperatures``; ``ece_bins``; a reliability-diagram PNG with
+      a panel before and one after (``reliability_filename``);
+    - ``referral``: :func:`~custom_components.ife_referral.referral_metrics` at the record's operating point on the
+      calibrated probabilities (``coverage``, ``accuracy`` on the decided gels, ``fnr`` and ``sensitivity`` of
+      "any monoclonal protein", ``refer_counts``), the operating point itself and the coverage-accuracy curve
+      (:func:`~custom_components.ife_referral.coverage_accuracy_curve`), plotted with the operating point marked
+      (``coverage_filename``). Without a record or operating point, every gel counts as not referred ("not
+      calibrated") and the curve is that of the uncalibrated probabilities.
+
     Args:
         output_dir: folder of the outputs (created if absent).
         metrics_filename: JSON file name.
@@ -325,6 +389,16 @@ class IFEEvaluationReport:
             bundle's key metric, ``val_macro_f1``; any of its ``IFEClassificationMetric`` metrics would do).
         extra: additional JSON entries (e.g. the checkpoint and data split evaluated).
         save_rank: the rank that writes.
+        probabilities_key: output key of the (9,) uncalibrated probabilities; None: no calibration or referral
+            section (the report as before).
+        call_key: output key of the class call (``IFECalld``'s output).
+        label_key: output key of the 9-class label.
+        band_pattern_key: batch key of the band-pattern detector's text (absent: no pattern).
+        calibration: the checkpoint's calibration record
+            (:func:`~custom_components.bundle.calibration.read_calibration`), or None.
+        reliability_filename: PNG of the reliability diagrams; None writes none.
+        coverage_filename: PNG of the coverage-accuracy curve; None writes none.
+        n_bins: ECE bins (equal width, top label).
 
     Raises:
         ValueError: on bad file names; at run time, RuntimeError when ``details_metric`` has no details.
@@ -339,8 +413,18 @@ class IFEEvaluationReport:
         details_metric: str = "val_macro_f1",
         extra: Mapping[str, Any] | None = None,
         save_rank: int = 0,
+        probabilities_key: str | None = None,
+        call_key: str = "pred",
+        label_key: str = "label",
+        band_pattern_key: str = "band_pattern",
+        calibration: Mapping[str, Any] | None = None,
+        reliability_filename: str | None = "reliability_diagram.png",
+        coverage_filename: str | None = "coverage_accuracy.png",
+        n_bins: int = 15,
     ) -> None:
-        for name, value in (("metrics_filename", metrics_filename), ("figure_filename", figure_filename)):
+        names = (("metrics_filename", metrics_filename), ("figure_filename", figure_filename),
+                 ("reliability_filename", reliability_filename), ("coverage_filename", coverage_filename))  # fmt: skip
+        for name, value in names:
             if value is not None and (not value or os.path.basename(value) != value):
                 raise ValueError(f"{name} must be a plain file name, got {value!r}.")
         if not metrics_filename:
@@ -353,7 +437,22 @@ class IFEEvaluationReport:
         self.details_metric = details_metric
         self.extra = dict(extra or {})
         self.save_rank = save_rank
+        self.probabilities_key = probabilities_key
+        self.call_key = call_key
+        self.label_key = label_key
+        self.band_pattern_key = band_pattern_key
+        if calibration is not None and not isinstance(calibration, Mapping):
+            raise ValueError(
+                f"calibration must be a calibration record (a dict) or None, got {type(calibration).__name__}."
+            )
+        self.calibration = dict(calibration) if calibration else None
+        self.reliability_filename = reliability_filename
+        self.coverage_filename = coverage_filename
+        if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
+            raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}.")
+        self.n_bins = n_bins
         self.report: dict[str, Any] | None = None
+        self._collected: dict[str, list] = {"probabilities": [], "calls": [], "labels": [], "band_patterns": []}
         self.logger = logging.getLogger(__name__)
 
     @property
@@ -362,12 +461,83 @@ class IFEEvaluationReport:
         return os.path.join(self.output_dir, self.metrics_filename)
 
     def attach(self, engine: Engine) -> None:
-        """Register the reset (STARTED) and the report (COMPLETED, after the metrics' EPOCH_COMPLETED)."""
+        """Register the reset (STARTED), the collection of probabilities (ITERATION_COMPLETED, with
+        ``probabilities_key``) and the report (COMPLETED, after the metrics' EPOCH_COMPLETED)."""
         attach_once(engine, (Events.STARTED, self.started), (Events.COMPLETED, self.completed))
+        if self.probabilities_key is not None:
+            attach_once(engine, (Events.ITERATION_COMPLETED, self.collect))
 
     def started(self, engine: Engine | None = None) -> None:
-        """Forget the previous run's report."""
+        """Forget the previous run's report and collected outputs."""
         self.report = None
+        self._collected = {"probabilities": [], "calls": [], "labels": [], "band_patterns": []}
+
+    def collect(self, engine: Engine) -> None:
+        """Keep each gel's probabilities, call, label and band pattern of this iteration."""
+        output = engine.state.output
+        items = output if isinstance(output, list) else decollate_batch(output)
+        batch = engine.state.batch if isinstance(engine.state.batch, Mapping) else {}
+        patterns = batch.get(self.band_pattern_key)
+        if isinstance(patterns, str) or patterns is None or len(patterns) != len(items):
+            patterns = [""] * len(items)
+        for item, pattern in zip(items, patterns):
+            for key in (self.probabilities_key, self.call_key, self.label_key):
+                if key not in item:
+                    raise ValueError(
+                        f"IFEEvaluationReport: no {key!r} in the evaluator output (keys {sorted(map(str, item))}); "
+                        f"the postprocessing must keep the probabilities under {self.probabilities_key!r} (CopyItemsd "
+                        f"before IFECalld) and the call under {self.call_key!r}."
+                    )
+            probs = _values(item[self.probabilities_key])
+            if probs.numel() != len(IFE_CLASSES):
+                raise ValueError(f"{self.probabilities_key!r} must hold 9 probabilities, got {probs.numel()}.")
+            self._collected["probabilities"].append(probs)
+            self._collected["calls"].append(int(_values(item[self.call_key])[0]))
+            self._collected["labels"].append(int(_values(item[self.label_key])[0]))
+            self._collected["band_patterns"].append("" if pattern is None else str(pattern))
+
+    def _gathered(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+        """The collected (N, 9) probabilities, (N,) calls and labels and N band patterns of all ranks."""
+        c = self._collected
+        empty = torch.zeros(0, len(IFE_CLASSES), dtype=torch.float64)
+        probs = torch.stack(c["probabilities"]) if c["probabilities"] else empty
+        calls, labels = torch.tensor(c["calls"], dtype=torch.long), torch.tensor(c["labels"], dtype=torch.long)
+        patterns = list(c["band_patterns"])
+        if idist.get_world_size() > 1:  # every rank saw its DistributedSampler shard
+            probs, calls, labels = (
+                evenly_divisible_all_gather(t.to(idist.device()), concat=True).cpu() for t in (probs, calls, labels)
+            )
+            patterns = string_list_all_gather(patterns)
+        return probs, calls, labels, patterns
+
+    def calibration_report(self) -> dict[str, Any]:
+        """The ``calibration`` and ``referral`` entries of the collected gels (see the class docstring)."""
+        probs, calls, labels, patterns = self._gathered()
+        if probs.shape[0] == 0:
+            raise RuntimeError("IFEEvaluationReport collected no probabilities: did the evaluator run on any gel?")
+        temperatures = (self.calibration or {}).get("temperatures")
+        calibrated = temper_probabilities(probs, temperatures) if temperatures else None
+        used = probs if calibrated is None else calibrated
+        calibration: dict[str, Any] = {
+            "ece_bins": self.n_bins,
+            "ece_uncalibrated": expected_calibration_error(probs, labels, self.n_bins),
+            "nll_uncalibrated": negative_log_likelihood(probs, labels),
+            "ece_calibrated": (
+                None if calibrated is None else expected_calibration_error(calibrated, labels, self.n_bins)
+            ),
+            "nll_calibrated": None if calibrated is None else negative_log_likelihood(calibrated, labels),
+            "temperatures": temperatures,
+            "reliability_uncalibrated": reliability_bins(probs, labels, self.n_bins),
+            "reliability_calibrated": None if calibrated is None else reliability_bins(calibrated, labels, self.n_bins),
+        }
+        point = (self.calibration or {}).get("operating_point")
+        referral = {
+            **referral_metrics(used, labels, point, patterns, calls),
+            "operating_point": point,
+            "probabilities": "calibrated" if calibrated is not None else "uncalibrated",
+            "coverage_accuracy_curve": coverage_accuracy_curve(used, labels, calls),
+        }
+        return {"calibration": calibration, "referral": referral}
 
     def build_report(self, pairs: Any) -> dict[str, Any]:
         """The JSON-ready report of (N, 2) ``[truth, prediction]`` pairs, plus ``extra``.
@@ -393,6 +563,8 @@ class IFEEvaluationReport:
                 "(the IFE bundle's validate#key_metric val_macro_f1)."
             )
         self.report = self.build_report(details)
+        if self.probabilities_key is not None:
+            self.report.update(self.calibration_report())  # all ranks: the gather is a collective
         if idist.get_rank() != self.save_rank:
             return
         write_json_atomic(self.report, self.metrics_path)
@@ -405,8 +577,46 @@ class IFEEvaluationReport:
                 title += f", macro F1 {f1:.3f}"
             plot_confusion_matrix(self.report["confusion_matrix"], figure_path, IFE_CLASSES, title)
             written.append(figure_path)
+        if self.probabilities_key is not None:
+            written += self._write_calibration_figures()
         summary = ", ".join(
             f"{k}={self.report[k]:.4f}" for k in ("accuracy", "macro_f1", "fnr", "m1_acc", "m3_acc")
             if self.report[k] is not None
         )
         self.logger.info(f"IFE metrics: {summary}; wrote {' and '.join(written)}")
+        if self.probabilities_key is not None:
+            self.logger.info(self._calibration_summary())
+
+    def _calibration_summary(self) -> str:
+        cal, ref = self.report["calibration"], self.report["referral"]
+        text = f"ECE ({cal['ece_bins']} bins, top label): uncalibrated {cal['ece_uncalibrated']:.4f}"
+        text += "" if cal["ece_calibrated"] is None else f", calibrated {cal['ece_calibrated']:.4f}"
+        if ref["operating_point"] is None:
+            return text + "; refer-to-expert: no operating point (not calibrated)"
+        point = ref["operating_point"]
+        fnr = "n/a" if ref["fnr"] is None else f"{ref['fnr']:.4f}"
+        acc = "n/a" if ref["accuracy"] is None else f"{ref['accuracy']:.4f}"
+        return (
+            f"{text}; refer-to-expert at target sensitivity {point.get('target_sensitivity')}: coverage "
+            f"{ref['coverage']:.4f} ({ref['count'] - ref['referred']} of {ref['count']} gels decided), accuracy on "
+            f"them {acc}, FNR {fnr}, referred per reason {ref['refer_counts']}"
+        )
+
+    def _write_calibration_figures(self) -> list[str]:
+        cal, ref = self.report["calibration"], self.report["referral"]
+        written = []
+        if self.reliability_filename is not None:
+            path = os.path.join(self.output_dir, self.reliability_filename)
+            panels = {f"uncalibrated (ECE {cal['ece_uncalibrated']:.3f})": cal["reliability_uncalibrated"]}
+            if cal["reliability_calibrated"] is not None:
+                panels[f"temperature-scaled (ECE {cal['ece_calibrated']:.3f})"] = cal["reliability_calibrated"]
+            plot_reliability_diagram(panels, path, title=f"n={ref['count']}")
+            written.append(path)
+        if self.coverage_filename is not None:
+            path = os.path.join(self.output_dir, self.coverage_filename)
+            mark = None if ref["operating_point"] is None else (ref["coverage"], ref["accuracy"])
+            fnr = "" if ref["fnr"] is None or mark is None else f", FNR at the operating point {ref['fnr']:.3f}"
+            plot_coverage_accuracy({f"{ref['probabilities']} probabilities": ref["coverage_accuracy_curve"]}, path,
+                                   mark, title=f"n={ref['count']}{fnr}")  # fmt: skip
+            written.append(path)
+        return written

@@ -24,7 +24,7 @@ architecture (depths, strides, attention) for quick experiments and tests.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Optional
 
 import torch
@@ -494,25 +494,64 @@ class IFEResNet(nn.Module):
 
 
 class ForwardHeads(nn.Module):
-    """Adapter whose ``forward`` is ``network.forward_heads``.
+    """Adapter whose ``forward`` is ``network.forward_heads``, optionally with calibrated probabilities.
 
     Training runs ``ForwardHeads(network)`` (DDP only synchronises gradients of what runs through ``forward``), so
     the engine sees the dict of logits and attention maps. The adapter has no parameters of its own; save and load
     ``network`` itself so that checkpoint keys are the same for training, evaluation, inference and export.
 
+    With ``temperatures`` (temperature scaling, fitted after training by
+    :class:`custom_components.handlers.ife_calibration.IFECalibrator`) the ``probabilities`` entry is recomputed from
+    tempered head logits: ``{"severe": Ts, "mild": Tm}`` fuses ``softmax(severe_logits / Ts)`` and
+    ``softmax(mild_logits / Tm)`` (:func:`~custom_components.ife_classes.fuse_subtask_probabilities`) for
+    :class:`MultiTaskIFEResNet`; ``{"classes": T}`` is ``softmax(logits / T)`` for :class:`IFEResNet`. The logit
+    entries stay untempered (the losses and the head calls read them; a temperature does not move an argmax). The
+    temperatures are a non-persistent buffer: they move with ``.to(device)`` and stay out of the state dict.
+
     Args:
         network: a module with a ``forward_heads(x) -> dict[str, Tensor]`` method.
+        temperatures: None or ``{}`` (uncalibrated), ``{"severe": Ts, "mild": Tm}`` or ``{"classes": T}``, each > 0.
 
     Raises:
-        ValueError: when ``network`` has no callable ``forward_heads``.
+        ValueError: when ``network`` has no callable ``forward_heads``, on other temperature keys, on a temperature
+            that is not a finite number > 0, or on keys that do not fit a known network kind.
     """
 
-    def __init__(self, network: nn.Module) -> None:
+    def __init__(self, network: nn.Module, temperatures: Optional[Mapping[str, float]] = None) -> None:
         super().__init__()
         if not callable(getattr(network, "forward_heads", None)):
             raise ValueError(f"network must define forward_heads(x), got {type(network).__name__}.")
         self.network = network
+        temperatures = dict(temperatures or {})
+        keys = tuple(sorted(temperatures))
+        if keys not in ((), ("mild", "severe"), ("classes",)):
+            raise ValueError(f"temperatures must have the keys ('severe', 'mild') or ('classes',), got {keys}.")
+        inner = getattr(network, "module", network)
+        expected = {MultiTaskIFEResNet: ("mild", "severe"), IFEResNet: ("classes",)}.get(type(inner))
+        if keys and expected is not None and keys != expected:
+            raise ValueError(f"{type(inner).__name__} takes temperatures with the keys {expected}, got {keys}.")
+        values = []
+        for key in ("severe", "mild") if keys == ("mild", "severe") else keys:
+            value = temperatures[key]
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < float(value) < float("inf")
+            if not ok:
+                raise ValueError(f"temperature {key!r} must be a finite number > 0, got {value!r}.")
+            values.append(float(value))
+        self.multitask_temperatures = keys == ("mild", "severe")
+        self.register_buffer("temperatures", torch.tensor(values, dtype=torch.float32), persistent=False)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Return ``network.forward_heads(x)``."""
-        return self.network.forward_heads(x)
+        """``network.forward_heads(x)``; with temperatures, ``probabilities`` (B, 9) or (B, K) calibrated."""
+        heads = self.network.forward_heads(x)
+        if self.temperatures.numel() == 0:
+            return heads
+        heads = dict(heads)
+        t = self.temperatures.to(dtype=torch.float32)
+        if self.multitask_temperatures:
+            # float32 softmax: under AMP the logits may be half precision
+            severe = torch.softmax(heads["severe_logits"].float() / t[0], dim=1)  # (B, 4)
+            mild = torch.softmax(heads["mild_logits"].float() / t[1], dim=1)  # (B, 3)
+            heads["probabilities"] = fuse_subtask_probabilities(severe, mild)  # (B, 9)
+        else:
+            heads["probabilities"] = torch.softmax(heads["logits"].float() / t[0], dim=1)  # (B, K)
+        return heads

@@ -7,6 +7,9 @@
 - :func:`plot_attention_alignment`: mean attention profiles of positive gels aligned on their band, negatives beside
   them (Fig. 3 made quantitative, against the band rows the synthetic generator drew).
 - :func:`plot_confusion_matrix`: a confusion matrix, coloured by recall, annotated with counts.
+- :func:`plot_reliability_diagram`: reliability diagrams (accuracy per confidence bin), e.g. before and after
+  temperature scaling, side by side.
+- :func:`plot_coverage_accuracy`: coverage-accuracy curves of the refer-to-expert rule, the operating point marked.
 
 Figures use matplotlib's Agg canvas directly (no pyplot state), so they work headless and in worker threads, and are
 written atomically (:func:`~custom_components.utils.atomic.save_atomic`): a run killed while drawing leaves no
@@ -28,7 +31,14 @@ from custom_components.ife_classes import IFE_CLASSES
 from custom_components.metrics.attention import aligned_profiles, map_row_centres, profiles_by_height
 from custom_components.utils.atomic import save_atomic
 
-__all__ = ["attention_profile", "plot_attention_figure", "plot_attention_alignment", "plot_confusion_matrix"]
+__all__ = [
+    "attention_profile",
+    "plot_attention_figure",
+    "plot_attention_alignment",
+    "plot_confusion_matrix",
+    "plot_reliability_diagram",
+    "plot_coverage_accuracy",
+]
 
 _PROFILE_COLOURS = ("tab:orange", "tab:blue", "tab:green", "tab:purple")
 
@@ -279,6 +289,109 @@ def plot_confusion_matrix(
     ax.set_yticks(range(n), labels=list(class_names), fontsize=8)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
+    if title:
+        ax.set_title(title, fontsize=10)
+    _save_figure(fig, path, dpi=dpi, bbox_inches="tight")
+
+
+def _reliability_panel(ax: Any, bins: Mapping[str, Sequence], title: str) -> None:
+    """One reliability diagram: bars of accuracy per confidence bin against the diagonal, gaps shaded."""
+    edges = np.asarray(bins["edges"], dtype=np.float64)
+    width = np.diff(edges)
+    filled = [i for i, n in enumerate(bins["count"]) if n]
+    accuracy = np.array([bins["accuracy"][i] for i in filled], dtype=np.float64)
+    confidence = np.array([bins["confidence"][i] for i in filled], dtype=np.float64)
+    left = edges[filled] if filled else np.zeros(0)
+    ax.bar(left, accuracy, width=width[filled] if filled else 0.1, align="edge", color="tab:blue", edgecolor="black",
+           linewidth=0.5, label="accuracy")  # fmt: skip
+    # the gap between a bin's mean confidence and its accuracy: what the ECE sums, weighted by the bin's share
+    ax.bar(left, confidence - accuracy, bottom=accuracy, width=width[filled] if filled else 0.1, align="edge",
+           color="tab:red", alpha=0.3, edgecolor="tab:red", linewidth=0.5, label="gap to confidence")  # fmt: skip
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top-label probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper left", fontsize=8)
+
+
+def plot_reliability_diagram(
+    panels: Mapping[str, Mapping[str, Sequence]], path: str | os.PathLike, title: str | None = None, dpi: int = 120
+) -> None:
+    """Save reliability diagrams side by side (e.g. before and after temperature scaling) as one PNG.
+
+    Args:
+        panels: ``{panel title: bins}``, each ``bins`` as :func:`custom_components.metrics.calibration.reliability_bins`
+            returns it (``edges``, ``confidence``, ``accuracy``, ``count``); the panel title should carry the ECE.
+        path: PNG to write (its folder is created if absent).
+        title: figure title.
+        dpi: resolution.
+
+    Raises:
+        ValueError: when ``panels`` is empty or a panel lacks a bin entry.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not panels:
+        raise ValueError("plot_reliability_diagram needs at least one panel, got none.")
+    for name, bins in panels.items():
+        missing = [k for k in ("edges", "confidence", "accuracy", "count") if k not in bins]
+        if missing:
+            raise ValueError(f"reliability panel {name!r} lacks {missing}.")
+    fig = Figure(figsize=(4.2 * len(panels), 4.4), dpi=dpi)
+    FigureCanvasAgg(fig)
+    for i, (name, bins) in enumerate(panels.items()):
+        _reliability_panel(fig.add_subplot(1, len(panels), i + 1), bins, name)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    _save_figure(fig, path, dpi=dpi, bbox_inches="tight")
+
+
+def plot_coverage_accuracy(
+    curves: Mapping[str, Mapping[str, Sequence[float]]],
+    path: str | os.PathLike,
+    operating_point: tuple[float, float] | None = None,
+    title: str | None = None,
+    dpi: int = 120,
+) -> None:
+    """Save coverage-accuracy curves (share of gels decided automatically against the accuracy on them) as a PNG.
+
+    Args:
+        curves: ``{label: curve}``, each as :func:`custom_components.ife_referral.coverage_accuracy_curve` returns it
+            (``coverage`` and ``accuracy`` lists of equal length).
+        path: PNG to write (its folder is created if absent).
+        operating_point: ``(coverage, accuracy)`` achieved by the refer rule, marked with a star; None: no mark.
+        title: figure title.
+        dpi: resolution.
+
+    Raises:
+        ValueError: when ``curves`` is empty or a curve's lists differ in length.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not curves:
+        raise ValueError("plot_coverage_accuracy needs at least one curve, got none.")
+    for name, curve in curves.items():
+        if len(curve.get("coverage", ())) != len(curve.get("accuracy", ())):
+            raise ValueError(f"curve {name!r}: coverage and accuracy must have equal lengths.")
+    fig = Figure(figsize=(5.0, 4.2), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, curve in curves.items():
+        ax.step(curve["coverage"], curve["accuracy"], where="post", label=name)
+    if operating_point is not None and operating_point[1] is not None:
+        label = f"operating point (coverage {operating_point[0]:.2f}, accuracy {operating_point[1]:.2f})"
+        ax.plot([operating_point[0]], [operating_point[1]], marker="*", markersize=14, color="tab:red", linestyle="",
+                label=label)  # fmt: skip
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("coverage (share of gels decided automatically)")
+    ax.set_ylabel("accuracy on the decided gels")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
     _save_figure(fig, path, dpi=dpi, bbox_inches="tight")

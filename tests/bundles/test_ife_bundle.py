@@ -24,8 +24,13 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigWorkflow, ckpt_export, verify_net_in_out
+from PIL import Image
 
+from custom_components.bundle.calibration import read_calibration, weights_sha256
+from custom_components.data.synthetic.ife import render_gel
 from custom_components.ife_classes import IFE_CLASSES
+from custom_components.ife_referral import REFER_REASONS
+from custom_components.metrics.calibration import temper_probabilities
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +83,12 @@ def trained(tmp_path_factory):
     dataset_dir = root / "data"
     override = {"bundle_root": str(root), "dataset_dir": str(dataset_dir), "max_epochs": 2, **SMALL}
     _workflow(["train.json"], "train", **override)
-    return {"root": root, "dataset_dir": dataset_dir, "override": override}
+    train_record = read_calibration(root / "models" / "model.pt")
+    # the 40-gel set's validation split is one Negative gel: no sensitivity to aim at, so training stored no operating
+    # point; recalibrate on the testing section (11 gels, most positive) so that evaluation and inference have one
+    # (fitting on the evaluated gels only checks the plumbing here, never do it for numbers)
+    _workflow(["train.json", "calibrate.json"], "train", **override, calibrate_section="testing")
+    return {"root": root, "dataset_dir": dataset_dir, "override": override, "train_record": train_record}
 
 
 def test_train_outputs(trained):
@@ -90,13 +100,55 @@ def test_train_outputs(trained):
     assert model["stem.0.weight"].shape == (8, 3, 7, 7)
     recipe = json.loads((root / "models" / "model.recipe.json").read_text())
     # the call rule follows from the network class
-    assert recipe["settings"] == {"image_size": 64, "channels": NARROW, "stage4_row_stride": 1}
+    assert recipe["settings"] == {
+        "image_size": 64, "channels": NARROW, "stage4_row_stride": 1, "lane_layout": False, "lane_orientation": "albumin_bottom"
+    }
     assert recipe["network"] == "custom_components.networks.ife_resnet.MultiTaskIFEResNet"
     state = torch.load(root / "models" / "checkpoint.pt", weights_only=True)
     assert set(state) == {"model", "optimizer", "lr_scheduler", "trainer", "best_model", "random_states", "grad_scaler"}
     iterations_per_epoch = state["trainer"]["epoch_length"]
     assert state["trainer"]["iteration"] == 2 * iterations_per_epoch
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(root / "eval"))
+
+
+def test_training_calibrates_the_best_checkpoint(trained):
+    """train.json's IFECalibrator: temperatures per head fitted on every validation gel after training, stored beside
+    the best model with the hash of its weights; no operating point when the validation gels hold no positive."""
+    root = trained["root"]
+    record = trained["train_record"]
+    assert record["checkpoint"] == "model.pt"
+    assert record["weights_sha256"] == weights_sha256(root / "models" / "model.pt")  # not stale
+    assert set(record["temperatures"]) == {"severe", "mild"} and all(t > 0 for t in record["temperatures"].values())
+    validation = _datalist(trained["dataset_dir"])["validation"]
+    assert record["fitted_on"] == {"section": "validation", "count": len(validation)}
+    assert all(np.isfinite(record[k]) for k in ("ece_before", "ece_after", "nll_before", "nll_after"))
+    assert [e["label"] for e in validation] == ["Negative"] and record["operating_point"] is None
+
+
+def test_calibrate_config_refits_an_existing_checkpoint(trained, tmp_path):
+    """configs/calibrate.json: the fixture's recalibration on the testing section (an operating point at the target
+    sensitivity), and a recalibration on the validation split that reproduces training's record."""
+    root = trained["root"]
+    record = read_calibration(root / "models" / "model.pt")
+    testing = _datalist(trained["dataset_dir"])["testing"]
+    assert record["fitted_on"] == {"section": "testing", "count": len(testing)}
+    assert record["weights_sha256"] == trained["train_record"]["weights_sha256"]
+    # temperature scaling minimises each head's NLL on these gels: the fused NLL does not rise much (T = 1 is allowed)
+    assert record["nll_after"] <= record["nll_before"] * 1.05 + 1e-6
+    point = record["operating_point"]
+    assert point["target_sensitivity"] == 0.98 and point["target_coverage"] == 0.75
+    positives = sum(e["label"] != "Negative" for e in testing)
+    assert point["screening_sensitivity"] >= 0.98 and point["count"] == len(testing) and point["positives"] == positives
+    assert 0 <= point["positive_threshold"] <= 1 and 0 <= point["confidence_threshold"] <= 1
+    # the same weights and validation gels as training: the same temperatures (the fit is deterministic)
+    copy = tmp_path / "bundle"
+    shutil.copytree(root / "models", copy / "models")
+    (copy / "models" / "model.calibration.json").unlink()
+    _workflow(["train.json", "calibrate.json"], "train", **{**trained["override"], "bundle_root": str(copy)})
+    fresh = read_calibration(copy / "models" / "model.pt")
+    for head, t in trained["train_record"]["temperatures"].items():
+        assert fresh["temperatures"][head] == pytest.approx(t, rel=1e-4)
+    assert fresh["fitted_on"] == trained["train_record"]["fitted_on"]
 
 
 def test_resume_continues_from_checkpoint(trained, tmp_path):
@@ -137,6 +189,22 @@ def test_evaluate_writes_metrics(trained, tmp_path):
     }
     assert report["section"] == "testing" and report["checkpoint"].endswith("model.pt")
     assert (out / "confusion_matrix.png").stat().st_size > 0
+    # calibration: ECE before and after, reliability diagrams; refer-to-expert at the stored operating point
+    record = read_calibration(trained["root"] / "models" / "model.pt")
+    calibration, referral = report["calibration"], report["referral"]
+    assert calibration["temperatures"] == record["temperatures"]
+    assert 0 <= calibration["ece_uncalibrated"] <= 1 and 0 <= calibration["ece_calibrated"] <= 1
+    assert sum(calibration["reliability_calibrated"]["count"]) == len(testing)
+    assert referral["operating_point"] == record["operating_point"] and referral["probabilities"] == "calibrated"
+    assert referral["count"] == len(testing) and referral["positives"] == positives
+    assert referral["coverage"] == pytest.approx(1 - referral["referred"] / len(testing))
+    assert referral["fnr"] is not None and referral["sensitivity"] == pytest.approx(1 - referral["fnr"])
+    # a false negative of the refer rule is a false negative of the class call, never the other way round
+    assert referral["fnr"] <= report["fnr"] + 1e-9
+    curve = referral["coverage_accuracy_curve"]
+    assert curve["coverage"][-1] == pytest.approx(1.0) and curve["accuracy"][-1] == pytest.approx(report["accuracy"])
+    for name in ("reliability_diagram.png", "coverage_accuracy.png"):
+        assert (out / name).stat().st_size > 0
 
 
 def _read_predictions(path: Path) -> list[dict]:
@@ -178,6 +246,84 @@ def test_inference_writes_predictions_and_figures(trained, tmp_path):
     report, _ = report_from_files(out / "attention_profiles.jsonl", trained["dataset_dir"] / "synthesis.json")
     assert report["gels"] == len(testing) and report["unmatched"] == 0
     assert report["maps"]["attention_severe"]["positives"] + report["maps"]["attention_severe"]["negatives"] == len(testing)
+    # calibrated probabilities and the refer rule's columns
+    assert {r["calibrated"] for r in rows} == {"true"} and {r["refer"] for r in rows} <= {"true", "false"}
+    for row in rows:
+        parts = [p for p in row["refer_reason"].split("; ") if p]
+        assert all(p in REFER_REASONS for p in parts) and (row["refer"] == "true") == bool(parts)
+
+
+def test_inference_calibration_and_band_patterns(trained, tmp_path):
+    """The probabilities of predictions.csv are the uncalibrated ones tempered by the stored temperatures; a gel whose
+    datalist entry carries a band pattern is referred with it; without calibration nothing is referred on its
+    probabilities ("not calibrated")."""
+    dataset_dir = tmp_path / "data"
+    shutil.copytree(trained["dataset_dir"], dataset_dir)
+    datalist = _datalist(dataset_dir)
+    # as the band-pattern detector gives it: a text on every gel, empty where nothing is unusual
+    datalist["testing"] = [dict(e, band_pattern="") for e in datalist["testing"][:4]]
+    datalist["testing"][1]["band_pattern"] = "two heavy-chain bands at different heights (G, A)"
+    (dataset_dir / "datalist.json").write_text(json.dumps(datalist))
+    paths = {
+        "bundle_root": str(trained["root"]), "dataset_dir": str(dataset_dir), "num_workers": 0, "save_figures": False,
+        "band_pattern": False,  # the datalist's band patterns stand for the detector's (next test: the detector)
+    }  # fmt: skip
+    _workflow(["inference.json"], "infer", **paths, output_dir=str(tmp_path / "calibrated"))
+    _workflow(["inference.json"], "infer", **paths, output_dir=str(tmp_path / "plain"), use_calibration=False)
+    calibrated = _read_predictions(tmp_path / "calibrated" / "predictions.csv")
+    plain = _read_predictions(tmp_path / "plain" / "predictions.csv")
+    probs = {name: np.array([[float(r[f"p_{c}"]) for c in IFE_CLASSES] for r in rows]) for name, rows in
+             (("calibrated", calibrated), ("plain", plain))}  # fmt: skip
+    temperatures = read_calibration(trained["root"] / "models" / "model.pt")["temperatures"]
+    expected = temper_probabilities(torch.as_tensor(probs["plain"]), temperatures).numpy()
+    np.testing.assert_allclose(probs["calibrated"], expected, atol=2e-4)
+    # a temperature never moves the per-head call
+    assert [r["prediction"] for r in calibrated] == [r["prediction"] for r in plain]
+    assert calibrated[1]["refer"] == "true"
+    pattern = "pattern outside the nine: two heavy-chain bands at different heights (G, A)"
+    assert pattern in calibrated[1]["refer_reason"]
+    assert {r["calibrated"] for r in plain} == {"false"}
+    assert all(r["refer_reason"].endswith("not calibrated") for r in plain)
+    assert [r["refer"] for r in plain] == ["false", "true", "false", "false"]
+
+
+def test_inference_refers_a_biclonal_gel_found_by_the_band_pattern_detector(trained, tmp_path):
+    """The detector runs in inference.json by default: a generated biclonal gel (IgG-kappa and IgA-lambda at
+    different heights) is referred as a pattern outside the nine, a one-band IgG-kappa gel is not for that reason."""
+    folder = tmp_path / "gels"
+    folder.mkdir()
+    for name, class_name, components in (("biclonal", "biclonal", ("IgG-kappa", "IgA-lambda")), ("single", "IgG-kappa", None)):
+        gel = render_gel(np.random.default_rng(5), class_name, (200, 300), components=components)
+        Image.fromarray(gel).save(folder / f"{name}.png")
+    out = tmp_path / "infer"
+    _workflow(["inference.json"], "infer", **trained["override"], output_dir=str(out), input_dir=str(folder), save_figures=False)
+    rows = {Path(r["image"]).stem: r for r in _read_predictions(out / "predictions.csv")}
+    assert rows["biclonal"]["refer"] == "true" and "pattern outside the nine: " in rows["biclonal"]["refer_reason"]
+    assert "pattern outside the nine" not in rows["single"]["refer_reason"]
+
+
+def test_lane_layout_normalisation_trains_evaluates_and_infers_and_travels_with_the_checkpoint(tmp_path):
+    """Gels of the real scanners' look (headers, frames, margins, uneven lanes), albumin at the top: trained,
+    evaluated and segmented with ``lane_layout`` on and the orientation found per gel; the recipe records the
+    layout, so evaluation and inference normalise too, and a run that turns it off is refused."""
+    from custom_components.data.synthetic.ife import synthesize_ife_dataset
+
+    data = tmp_path / "data"
+    synthesize_ife_dataset(data, 40, seed=3, image_size=(120, 180), orientation="albumin_top", style="real")
+    override = {**SMALL, "bundle_root": str(tmp_path), "dataset_dir": str(data), "max_epochs": 1,
+                "lane_layout": True, "lane_orientation": "auto"}  # fmt: skip
+    _workflow(["train.json"], "train", **override)
+    recipe = json.loads((tmp_path / "models" / "model.recipe.json").read_text())
+    assert recipe["settings"]["lane_layout"] is True and recipe["settings"]["lane_orientation"] == "auto"
+    paths = {"bundle_root": str(tmp_path), "dataset_dir": str(data), "num_workers": 0, "save_figures": False}
+    _workflow(["train.json", "evaluate.json"], "train", **paths, output_dir=str(tmp_path / "eval"))
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert report["num_samples"] == len(_datalist(data)["testing"]) and "calibration" in report
+    _workflow(["inference.json"], "infer", **paths, output_dir=str(tmp_path / "infer"))
+    assert len(_read_predictions(tmp_path / "infer" / "predictions.csv")) == len(_datalist(data)["testing"])
+    with pytest.raises(Exception) as raised:
+        _workflow(["inference.json"], "infer", **paths, output_dir=str(tmp_path / "raw"), lane_layout=False)
+    assert any("trained with lane_layout=True" in m for m in _error_messages(raised.value))
 
 
 def test_inference_over_folder_skips_unreadable(trained, tmp_path):
@@ -242,13 +388,16 @@ def test_baseline_override(trained, tmp_path):
     assert workflow.parser.get_parsed_content("optimizer").defaults["lr"] == 0.1
     model = torch.load(tmp_path / "models" / "baseline" / "model.pt", weights_only=True)
     assert model["head.weight"].shape == (9, 64)
+    assert set(read_calibration(tmp_path / "models" / "baseline" / "model.pt")["temperatures"]) == {"classes"}
     assert workflow.parser.get_parsed_content("multitask") is False  # the 9-class call rule, from the network
     # inference with the baseline's override file; without it, the recipe names the mismatch
     paths = {"bundle_root": str(tmp_path), "dataset_dir": str(trained["dataset_dir"]), "num_workers": 0}
     paths["save_figures"] = False
     infer = _workflow(["inference.json", "baseline.json"], "infer", **paths, output_dir=str(tmp_path / "out"))
     assert infer.parser.get_parsed_content("multitask") is False
-    assert len(_read_predictions(tmp_path / "out" / "predictions.csv")) == len(_datalist(trained["dataset_dir"])["testing"])
+    rows = _read_predictions(tmp_path / "out" / "predictions.csv")
+    assert len(rows) == len(_datalist(trained["dataset_dir"])["testing"])
+    assert {r["calibrated"] for r in rows} == {"true"}
     shutil.copytree(tmp_path / "models" / "baseline", tmp_path / "plain" / "models")
     workflow = ConfigWorkflow(
         config_file=_configs("inference.json"), meta_file=META, logging_file=LOGGING, workflow_type="infer",
@@ -359,7 +508,12 @@ def test_multi_gpu_training_with_two_processes(tmp_path):
     assert len(shards[0] & shards[1]) == len(train) % 2  # disjoint but for the padding of an odd count
     # only rank 0 wrote: one training and one validation TensorBoard file, the model, its recipe, the state
     assert len(list((root / "eval").glob("events.out.tfevents.*"))) == 2
-    assert sorted(p.name for p in (root / "models").iterdir()) == ["checkpoint.pt", "model.pt", "model.recipe.json"]
+    assert sorted(p.name for p in (root / "models").iterdir()) == [
+        "checkpoint.pt", "model.calibration.json", "model.pt", "model.recipe.json"
+    ]  # fmt: skip
+    # rank 0 calibrated on every validation gel (not its shard) while rank 1 waited
+    record = read_calibration(root / "models" / "model.pt")
+    assert record["fitted_on"]["count"] == len(_datalist(data)["validation"])
     assert torch.load(root / "models" / "model.pt", weights_only=True)["stem.0.weight"].shape == (8, 3, 7, 7)
     # one process, the trained model, the same validation gels: the same macro F1 as the two ranks gathered
     assert ranks[0][2] == ranks[1][2] > 0

@@ -16,6 +16,8 @@ from monai.handlers import IgniteMetricHandler, from_engine
 
 from custom_components.handlers.ife import PREDICTION_COLUMNS, IFEEvaluationReport, IFEPredictionWriter
 from custom_components.ife_classes import IFE_CLASSES
+from custom_components.ife_referral import coverage_accuracy_curve
+from custom_components.metrics.calibration import expected_calibration_error
 from custom_components.metrics.ife import IFEClassificationMetric
 
 
@@ -82,7 +84,10 @@ def test_prediction_writer_rows_and_figures(tmp_path):
     assert [r[1] for r in rows[1:]] == ["IgG-kappa", "", "IgM-lambda"]  # label from the batch; empty when absent
     assert [r[2] for r in rows[1:]] == ["Negative", "Negative", "IgM-lambda"]
     # multi-task rows: severe/mild from the head logits (G, None); baseline row: derived from the call (M, lambda)
-    assert [r[-4:-2] for r in rows[1:]] == [["G", "None"], ["G", "None"], ["M", "lambda"]]
+    severe, mild = PREDICTION_COLUMNS.index("severe_prediction"), PREDICTION_COLUMNS.index("mild_prediction")
+    assert [[r[severe], r[mild]] for r in rows[1:]] == [["G", "None"], ["G", "None"], ["M", "lambda"]]
+    # no operating point given: nothing referred on the probabilities, and the reason says why
+    assert {(r[-3], r[-2], r[-1]) for r in rows[1:]} == {("false", "false", "not calibrated")}
     for row in rows[1:]:
         p = np.array(row[4:13], dtype=float)
         assert p.sum() == pytest.approx(1.0, abs=1e-5)
@@ -229,3 +234,94 @@ def test_evaluation_report_bad_arguments(tmp_path):
         IFEEvaluationReport(tmp_path, metrics_filename=None)
     with pytest.raises(ValueError, match="IgG-x"):
         IFEEvaluationReport(tmp_path, minority_classes=["IgG-x"])
+
+
+def test_prediction_writer_refer_columns(tmp_path):
+    """refer / refer_reason at an operating point, with the band pattern read from the batch."""
+    paths = [_write_gel(tmp_path / f"gel{i}.png") for i in range(3)]
+    confident_negative = [0.9] + [0.1 / 8] * 8
+    unsure_negative = [0.5] + [0.5 / 8] * 8  # P(any) = 0.5
+    batch = [
+        _item(paths[0], confident_negative, 0, heads=False),
+        _item(paths[1], unsure_negative, 0, heads=False),
+        _item(paths[2], confident_negative, 0, heads=False),
+    ]
+    batch[2]["band_pattern"] = "two light-chain bands at different heights (kappa, lambda)"
+
+    def step(engine, items):
+        engine.state.batch = [{"image": i["image"], "band_pattern": i.get("band_pattern", "")} for i in items]
+        engine.state.output = [{k: v for k, v in i.items() if k != "band_pattern"} for i in items]
+        return engine.state.output
+
+    engine = Engine(step)
+    point = {"positive_threshold": 0.3, "confidence_threshold": 0.6}
+    IFEPredictionWriter(tmp_path / "out", figure_dir=None, operating_point=point, calibrated=True).attach(engine)
+    engine.run([batch], max_epochs=1)
+    rows = _read_csv(tmp_path / "out" / "predictions.csv")[1:]
+    assert [r[-3:] for r in rows] == [
+        ["true", "false", ""],
+        ["true", "true", "low confidence; positive call uncertain"],
+        ["true", "true", "pattern outside the nine: two light-chain bands at different heights (kappa, lambda)"],
+    ]
+    with pytest.raises(ValueError, match="positive_threshold"):
+        IFEPredictionWriter(tmp_path, operating_point={"confidence_threshold": 0.5})
+
+
+def test_evaluation_report_calibration_and_referral(tmp_path):
+    """ECE before/after, the refer rule's coverage and FNR at the record's operating point, and both figures."""
+    negative = [0.9] + [0.1 / 8] * 8
+    positive = [0.02, 0.9] + [0.08 / 7] * 7  # kappa
+    unsure = [0.55, 0.45] + [0.0] * 7  # called Negative, P(any) = 0.45
+    gels = [(negative, 0), (negative, 0), (positive, 1), (unsure, 1)]  # (probabilities, truth)
+
+    def step(engine, batch):
+        return [
+            {"pred": torch.tensor(int(np.argmax(p))), "probabilities": torch.tensor(p), "label": t} for p, t in batch
+        ]
+
+    engine = Engine(step)
+    metric = IgniteMetricHandler(IFEClassificationMetric("macro_f1"), output_transform=from_engine(["pred", "label"]))
+    metric.attach(engine, "val_macro_f1")
+    point = {"positive_threshold": 0.4, "confidence_threshold": 0.6, "target_sensitivity": 0.98}
+    calibration = {"temperatures": {"classes": 2.0}, "operating_point": point}
+    report = IFEEvaluationReport(tmp_path, probabilities_key="probabilities", calibration=calibration)
+    report.attach(engine)
+    engine.run([gels[:3], gels[3:]], max_epochs=1)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    cal, ref = saved["calibration"], saved["referral"]
+    # uncalibrated, 15 bins: confidences 0.9 (x3, all right) and 0.55 (wrong) -> (3 * 0.1 + 0.55) / 4
+    assert cal["ece_uncalibrated"] == pytest.approx((3 * 0.1 + 0.55) / 4)
+    tempered = torch.softmax(torch.tensor([p for p, _ in gels], dtype=torch.float64).clamp_min(1e-300).log() / 2, 1)
+    assert cal["ece_calibrated"] == pytest.approx(expected_calibration_error(tempered, [0, 0, 1, 1]))
+    assert cal["temperatures"] == {"classes": 2.0} and sum(cal["reliability_calibrated"]["count"]) == 4
+    # T = 2 flattens every gel below the 0.6 confidence threshold (by hand: the negatives' p[Negative] = 0.949 /
+    # (0.949 + 8 * 0.112) = 0.515, the kappa gel's p[kappa] = 0.516, the unsure gel's p[Negative] = 0.525), and
+    # the three gels called Negative keep P(any) >= 0.4: all referred, no false negative
+    assert tempered.max(1).values.tolist() == pytest.approx([0.515, 0.515, 0.516, 0.525], abs=2e-3)
+    assert ref["coverage"] == 0.0 and ref["accuracy"] is None and ref["referred"] == 4
+    assert ref["fnr"] == 0.0 and ref["sensitivity"] == 1.0 and ref["positives"] == 2
+    assert ref["refer_counts"] == {"low confidence": 4, "positive call uncertain": 3, "pattern outside the nine": 0,
+                                   "not calibrated": 0}  # fmt: skip
+    assert ref["operating_point"] == point and ref["probabilities"] == "calibrated"
+    expected = coverage_accuracy_curve(tempered, [0, 0, 1, 1], [0, 0, 1, 0])
+    assert {k: pytest.approx(v, abs=1e-6) for k, v in expected.items()} == ref["coverage_accuracy_curve"]
+    assert _is_png(tmp_path / "reliability_diagram.png") and _is_png(tmp_path / "coverage_accuracy.png")
+
+
+def test_evaluation_report_without_calibration_record(tmp_path):
+    def step(engine, batch):
+        return [{"pred": torch.tensor(0), "probabilities": torch.tensor([0.9] + [0.1 / 8] * 8), "label": 1}]
+
+    engine = Engine(step)
+    metric = IgniteMetricHandler(IFEClassificationMetric("macro_f1"), output_transform=from_engine(["pred", "label"]))
+    metric.attach(engine, "val_macro_f1")
+    report = IFEEvaluationReport(tmp_path, probabilities_key="probabilities", coverage_filename=None)
+    report.attach(engine)
+    engine.run([[0]], max_epochs=1)
+    cal, ref = report.report["calibration"], report.report["referral"]
+    assert cal["ece_uncalibrated"] == pytest.approx(0.9) and cal["ece_calibrated"] is None
+    assert ref["operating_point"] is None and ref["refer_counts"]["not calibrated"] == 1
+    assert ref["fnr"] == 1.0  # called Negative, not referred
+    assert sorted(os.listdir(tmp_path)) == ["confusion_matrix.png", "metrics.json", "reliability_diagram.png"]
+    with pytest.raises(ValueError, match="calibration"):
+        IFEEvaluationReport(tmp_path, calibration=[1.0])

@@ -297,3 +297,42 @@ def test_row_logits_decompose_the_head_logits():
     mild = heads["mild_row_logits"].mean(dim=2) + net.mild_head.bias
     assert torch.allclose(severe, heads["severe_logits"], atol=1e-5)
     assert torch.allclose(mild, heads["mild_logits"], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["multitask", "nine_class"])
+def test_forward_heads_with_temperatures(kind):
+    torch.manual_seed(0)
+    if kind == "multitask":
+        net, temperatures = MultiTaskIFEResNet(channels=NARROW).eval(), {"severe": 2.0, "mild": 0.5}
+    else:
+        net, temperatures = IFEResNet(channels=NARROW, num_classes=9).eval(), {"classes": 3.0}
+    x = torch.rand(2, 3, 64, 64)
+    tempered = ForwardHeads(net, temperatures=temperatures)
+    with torch.no_grad():
+        out, raw = tempered(x), net.forward_heads(x)
+    if kind == "multitask":
+        expected = fuse_subtask_probabilities(
+            torch.softmax(raw["severe_logits"] / 2.0, dim=1), torch.softmax(raw["mild_logits"] / 0.5, dim=1)
+        )
+    else:
+        expected = torch.softmax(raw["logits"] / 3.0, dim=1)
+    assert out["probabilities"].shape == raw["probabilities"].shape
+    assert torch.allclose(out["probabilities"], expected, atol=1e-6)
+    assert not torch.allclose(out["probabilities"], raw["probabilities"], atol=1e-4)
+    # the logits stay untempered, and the temperatures are a buffer outside the state dict
+    assert all(torch.equal(out[k], raw[k]) for k in raw if k != "probabilities")
+    assert {k.removeprefix("network.") for k in tempered.state_dict()} == set(net.state_dict())
+    assert tempered.temperatures.device == next(net.parameters()).device
+    # None or {} is the plain adapter
+    with torch.no_grad():
+        assert torch.equal(ForwardHeads(net, temperatures={})(x)["probabilities"], raw["probabilities"])
+
+
+def test_forward_heads_temperature_errors():
+    net = MultiTaskIFEResNet(channels=NARROW)
+    with pytest.raises(ValueError, match="keys"):
+        ForwardHeads(net, temperatures={"severe": 1.0})
+    with pytest.raises(ValueError, match=r"MultiTaskIFEResNet takes temperatures"):
+        ForwardHeads(net, temperatures={"classes": 1.0})
+    with pytest.raises(ValueError, match="> 0"):
+        ForwardHeads(net, temperatures={"severe": 0.0, "mild": 1.0})

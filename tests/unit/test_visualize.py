@@ -17,6 +17,8 @@ from custom_components.visualize import (
     plot_attention_alignment,
     plot_attention_figure,
     plot_confusion_matrix,
+    plot_coverage_accuracy,
+    plot_reliability_diagram,
 )
 from custom_components.visualize.oct import FLUID_HUE, OVERLAY_COLORMAP, TRUTH_HUE
 
@@ -203,3 +205,27 @@ def test_overlay_bad_shapes(args, message):
         overlay_image(*args)
     with pytest.raises(ValueError, match="fill_alpha"):
         overlay_image(np.zeros((3, 3)), np.zeros((3, 3)), fill_alpha=0.0)
+
+
+def test_plot_reliability_diagram_and_coverage_accuracy(tmp_path):
+    from custom_components.ife_referral import coverage_accuracy_curve
+    from custom_components.metrics.calibration import reliability_bins
+
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(30, 9, generator=g) * 3, dim=1)
+    labels = torch.randint(0, 9, (30,), generator=g)
+    flatter = probs**0.5 / (probs**0.5).sum(1, keepdim=True)
+    panels = {"uncalibrated": reliability_bins(probs, labels), "calibrated": reliability_bins(flatter, labels)}
+    plot_reliability_diagram(panels, tmp_path / "reliability.png", title="n=30")
+    with Image.open(tmp_path / "reliability.png") as img:
+        assert img.width > img.height  # two panels side by side
+    curves = {"calibrated": coverage_accuracy_curve(probs, labels)}
+    plot_coverage_accuracy(curves, tmp_path / "coverage.png", (0.75, 0.2))
+    assert (tmp_path / "coverage.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="lacks"):
+        plot_reliability_diagram({"x": {"edges": [0, 1]}}, tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="equal lengths"):
+        plot_coverage_accuracy({"x": {"coverage": [1.0], "accuracy": []}}, tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="at least one"):
+        plot_coverage_accuracy({}, tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()
