@@ -103,8 +103,9 @@ def read_calibration(checkpoint: str | os.PathLike, check_weights: bool = True) 
 
     Args:
         checkpoint: the weights file.
-        check_weights: compare the record's ``weights_sha256`` with the checkpoint file and warn when they differ
-            (a stale record, fitted for other weights; it is still returned).
+        check_weights: compare the record's ``weights_sha256`` with the checkpoint file; a stale record (fitted for
+            other weights: training or a copy replaced them since) is ignored with a warning, and None returned,
+            because temperatures and thresholds fitted for other weights mean nothing for these.
 
     Raises:
         CalibrationError: when the file exists but is not a JSON object with valid ``temperatures``.
@@ -123,7 +124,8 @@ def read_calibration(checkpoint: str | os.PathLike, check_weights: bool = True) 
     if check_weights and os.path.isfile(os.fspath(checkpoint)):
         if record.get("weights_sha256") != weights_sha256(checkpoint):
             logger.warning(
-                "%s is stale: it was fitted for other weights than %s (recalibrate with configs/calibrate.json).",
-                path, checkpoint,
+                "%s is stale: it was fitted for other weights than %s, so it is ignored (recalibrate with "
+                "configs/calibrate.json).", path, checkpoint,
             )  # fmt: skip
+            return None
     return record

@@ -365,6 +365,10 @@ def _check_ife_answer(answer: dict) -> None:
     # the paper's rule: the class is the pair of head calls, Negative whenever the mild call is None
     heavy = "" if severe["call"] == "None" else f"Ig{severe['call']}-"
     assert answer["label"] == ("Negative" if mild["call"] == "None" else heavy + mild["call"])
+    # calibrated probabilities and the refer-to-expert decision (an untrained bundle has no calibration record)
+    assert isinstance(answer["calibrated"], bool) and isinstance(answer["refer"], bool)
+    assert answer["refer"] == bool(answer["refer_reason"].replace("not calibrated", "").strip("; "))
+    assert answer["calibrated"] or "not calibrated" in answer["refer_reason"]
     profiles = answer["attention"]
     assert set(profiles) == {"severe", "mild"}
     assert len(profiles["severe"]) == len(profiles["mild"]) > 0

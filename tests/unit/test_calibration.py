@@ -129,8 +129,9 @@ def test_calibration_record_round_trip_and_stale_warning(tmp_path, caplog):
     assert json.loads(open(path).read()) == record
     with caplog.at_level(logging.WARNING):
         torch.save({"w": torch.zeros(2)}, checkpoint)  # new weights, old record
-        assert read_calibration(checkpoint)["temperatures"]["mild"] == 0.8
-    assert "stale" in caplog.text
+        assert read_calibration(checkpoint) is None  # fitted for other weights: ignored
+    assert "stale" in caplog.text and "ignored" in caplog.text
+    assert read_calibration(checkpoint, check_weights=False)["temperatures"]["mild"] == 0.8
     with pytest.raises(ValueError, match="temperatures"):
         write_calibration(checkpoint, {"temperatures": {"classes": -1.0}})
     with pytest.raises(ValueError, match="does not exist"):

@@ -121,6 +121,33 @@ def test_ife_result_follows_the_negative_rule_and_sums_to_one():
         ife_result({**heads, "probabilities": probs[:8]})
 
 
+def test_ife_result_carries_the_calibrated_heads_and_the_refer_decision():
+    severe_logits, mild_logits = torch.tensor([0.0, 2.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0])  # IgG-kappa
+    heads = {
+        "severe_logits": severe_logits, "mild_logits": mild_logits,
+        "attention_severe": torch.tensor([0.5]), "attention_mild": torch.tensor([0.5]),
+    }  # fmt: skip
+    temperatures = {"severe": 2.0, "mild": 0.5}
+    severe, mild = torch.softmax(severe_logits / 2.0, 0), torch.softmax(mild_logits / 0.5, 0)
+    heads["probabilities"] = torch.cat([mild[:1], (severe[:, None] * mild[None, 1:]).flatten()])  # as ForwardHeads
+    confidence = float(heads["probabilities"][IFE_CLASSES.index("IgG-kappa")])
+    record = {"temperatures": temperatures,
+              "operating_point": {"positive_threshold": 0.5, "confidence_threshold": confidence + 0.01}}  # fmt: skip
+    answer = ife_result(heads, record)
+    assert answer["label"] == "IgG-kappa" and answer["calibrated"] is True
+    assert answer["severe"]["probabilities"]["G"] == pytest.approx(float(severe[1]), abs=1e-6)  # tempered as well
+    assert answer["mild"]["probabilities"]["kappa"] == pytest.approx(float(mild[1]), abs=1e-6)
+    assert (answer["refer"], answer["refer_reason"]) == (True, "low confidence")
+    assert answer["operating_point"] == record["operating_point"]
+    # confident enough, but two bands at different heights: referred for the pattern
+    record["operating_point"]["confidence_threshold"] = confidence - 0.01
+    answer = ife_result(heads, record, band_pattern="two heavy-chain bands at different heights (G, A)")
+    assert answer["refer"] and answer["refer_reason"] == "pattern outside the nine: two heavy-chain bands at different heights (G, A)"
+    # no calibration record: uncalibrated, nothing referred on the probabilities
+    answer = ife_result(heads)
+    assert (answer["calibrated"], answer["refer"], answer["refer_reason"], answer["operating_point"]) == (False, False, "not calibrated", None)
+
+
 @pytest.mark.parametrize(
     "parse, value, expected", [(positive_int, "3", 3), (non_negative_int, 0, 0), (fraction, "0.25", 0.25)]
 )

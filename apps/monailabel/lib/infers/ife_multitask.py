@@ -1,13 +1,17 @@
-"""IFE gel classification: the 9-class call with the severe/mild findings and attention profiles."""
+"""IFE gel classification: the 9-class call with the severe/mild findings, attention profiles, calibrated
+probabilities and the refer-to-expert decision."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from monailabel.interfaces.tasks.infer_v2 import InferType
 
+from custom_components.bundle.calibration import read_calibration
+from custom_components.ife_referral import refer_decisions
 from custom_components.networks.ife_resnet import ForwardHeads
 from custom_components.ife_classes import (
     IFE_CLASSES,
@@ -21,17 +25,25 @@ from lib.infers.bundle_task import LocalBundleInferTask
 __all__ = ["IFEMultiTaskInfer", "ife_result"]
 
 HEADS_KEY = "ife_heads"
+#: the checkpoint's calibration record (``models/model.calibration.json``) read for this request, or None
+CALIBRATION_KEY = "ife_calibration"
+#: what ``inference.json``'s band-pattern detector (``IFEBandPatternd``) puts on the data
+BAND_PATTERN_KEY = "band_pattern"
 
 
 def _named(probabilities: torch.Tensor, names: tuple[str, ...]) -> dict[str, float]:
     return {name: round(float(p), 6) for name, p in zip(names, probabilities.tolist())}
 
 
-def ife_result(heads: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+def ife_result(
+    heads: Mapping[str, torch.Tensor], calibration: Mapping[str, Any] | None = None, band_pattern: str = ""
+) -> dict[str, Any]:
     """Turn one gel's network heads into the JSON answer of ``/infer/ife_multitask``.
 
     Args:
-        heads: ``forward_heads`` output for ONE image (no batch dimension): ``probabilities`` (9,), and either the
+        heads: ``forward_heads`` output for ONE image (no batch dimension), through
+            :class:`~custom_components.networks.ife_resnet.ForwardHeads` with the calibration's temperatures when
+            there is one (then ``probabilities`` are calibrated): ``probabilities`` (9,), and either the
             multi-task heads ``severe_logits`` (4,), ``mild_logits`` (3,), ``attention_severe`` (R,),
             ``attention_mild`` (R,), or the 9-class baseline's ``logits`` (9,) and ``attention`` (R,). R = rows of
             the last stage (input height / 16, or / 32 for a network trained with ``stage4_row_stride`` 2).
@@ -43,7 +55,12 @@ def ife_result(heads: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         ``probabilities``; for the baseline, the calls implied by the class and no per-head probabilities);
         ``attention``: ``severe`` and ``mild`` profiles (baseline: ``class``), R weights in [0, 1], top to bottom;
         weight ``j`` is centred on network-input row ``j * stride`` (``network.attention_strides()``; see
-        :mod:`custom_components.metrics.attention`).
+        :mod:`custom_components.metrics.attention`); ``calibrated`` (whether the probabilities are temperature-scaled),
+        ``refer`` and ``refer_reason`` (:func:`~custom_components.ife_referral.refer_decisions` at the calibration's
+        operating point, with the band pattern; without a calibration only a band pattern refers, and the reason
+        says "not calibrated"), ``operating_point`` (or None).
+    calibration: the checkpoint's calibration record, or None.
+    band_pattern: the band-pattern detector's finding (``""``: nothing outside the nine classes).
 
     Raises:
         ValueError: when the heads have unexpected shapes or keys.
@@ -61,8 +78,10 @@ def ife_result(heads: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         ],
     }
     if "severe_logits" in heads and "mild_logits" in heads:
-        severe = torch.softmax(heads["severe_logits"].detach().float().cpu(), dim=0)
-        mild = torch.softmax(heads["mild_logits"].detach().float().cpu(), dim=0)
+        # the heads' probabilities at the same temperatures as the fused ones (ForwardHeads leaves the logits raw)
+        temperatures = (calibration or {}).get("temperatures") or {}
+        severe = torch.softmax(heads["severe_logits"].detach().float().cpu() / temperatures.get("severe", 1.0), dim=0)
+        mild = torch.softmax(heads["mild_logits"].detach().float().cpu() / temperatures.get("mild", 1.0), dim=0)
         result["severe"] = {"call": SEVERE_CLASSES[int(severe.argmax())], "probabilities": _named(severe, SEVERE_CLASSES)}
         result["mild"] = {"call": MILD_CLASSES[int(mild.argmax())], "probabilities": _named(mild, MILD_CLASSES)}
         profiles = {"severe": heads["attention_severe"], "mild": heads["attention_mild"]}
@@ -73,6 +92,14 @@ def ife_result(heads: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         profiles = {"class": heads["attention"]}
     else:
         raise ValueError(f"heads need severe/mild logits (multi-task) or an attention map (baseline), got {sorted(heads)}.")
+    operating_point = (calibration or {}).get("operating_point")
+    ((refer, reason),) = refer_decisions(probs[None], operating_point, [band_pattern or ""], calls=torch.tensor([index]))
+    result.update(
+        calibrated=bool((calibration or {}).get("temperatures")),
+        refer=refer,
+        refer_reason=reason,
+        operating_point=dict(operating_point) if operating_point else None,
+    )
     result["attention"] = {}
     for name, profile in profiles.items():
         if profile.ndim != 1:
@@ -104,7 +131,10 @@ class IFEMultiTaskInfer(LocalBundleInferTask):
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict[str, Any]:
         inferer = self.inferer(data)
-        network = ForwardHeads(self._get_network(device, data))
+        # read per request: training replaces the checkpoint and its calibration while the app serves
+        calibration = read_calibration(self.checkpoint) if os.path.isfile(self.checkpoint) else None
+        temperatures = (calibration or {}).get("temperatures")
+        network = ForwardHeads(self._get_network(device, data), temperatures=temperatures).to(torch.device(device))
         inputs = data[self.input_key]
         inputs = inputs if torch.is_tensor(inputs) else torch.as_tensor(inputs)
         inputs = (inputs[None] if convert_to_batch else inputs).to(torch.device(device))
@@ -113,10 +143,12 @@ class IFEMultiTaskInfer(LocalBundleInferTask):
         heads = {k: v[0].detach().cpu() for k, v in heads.items()}
         data[self.output_label_key] = heads["probabilities"]
         data[HEADS_KEY] = heads
+        data[CALIBRATION_KEY] = calibration
         return data
 
     def post_transforms(self, data=None) -> list:
         return []
 
     def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[None, dict[str, Any]]:
-        return None, ife_result(data[HEADS_KEY])
+        pattern = data.get(BAND_PATTERN_KEY, "")
+        return None, ife_result(data[HEADS_KEY], data.get(CALIBRATION_KEY), pattern if isinstance(pattern, str) else "")
