@@ -74,7 +74,6 @@ HEADLINE = {
     "oct_fluid_seg": {"dice": "Dice", "jaccard": "Jaccard", "noisy_dice": "noisy Dice"},
     "ife_multitask": {"accuracy": "accuracy", "macro_f1": "macro F1", "fnr": "FNR"},
 }
-ENSEMBLE_RECORD = "ensemble.json"  # as custom_components.networks.ensemble.ENSEMBLE_RECORD
 
 
 def _run(cmd: list[str], log: Path) -> None:
@@ -249,30 +248,49 @@ def _out_of_fold_predictions(
 
 
 def _read_out_of_fold(path: Path, fold: int) -> list[dict]:
+    """The rows of a fold's ``predictions.csv``: image, label, the class call (``prediction``, the call inference
+    makes, per head for the multi-task network), the nine probabilities and whether they were ``calibrated`` (empty
+    when the file has no such column)."""
     from custom_components.ife_classes import IFE_CLASSES
 
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     columns = [f"p_{name}" for name in IFE_CLASSES]
     for row in rows:
-        missing = [c for c in ("image", "label", *columns) if c not in row]
+        missing = [c for c in ("image", "label", "prediction", *columns) if c not in row]
         if missing:
             raise SystemExit(f"{path} lacks the column(s) {', '.join(missing)}: not an IFE predictions.csv.")
         if row["label"] not in IFE_CLASSES:
             raise SystemExit(f"{path}: {row['image']} has no class label ({row['label']!r}) for the operating point.")
-    return [{"fold": fold, "image": r["image"], "label": r["label"], **{c: r[c] for c in columns}} for r in rows]
+        if row["prediction"] not in IFE_CLASSES:
+            raise SystemExit(f"{path}: {row['image']} has no class call ({row['prediction']!r}).")
+    return [
+        {"fold": fold, "image": r["image"], "label": r["label"], "prediction": r["prediction"],
+         **{c: r[c] for c in columns}, "calibrated": r.get("calibrated") or ""}
+        for r in rows
+    ]  # fmt: skip
 
 
 def _fit_operating_point(rows: list[dict], args: argparse.Namespace) -> dict:
     """The referral operating point on the pooled out-of-fold predictions (each gel predicted by the one fold model
-    that never saw it: the usual stand-in for the ensemble's own, unavailable, unseen-data probabilities)."""
+    that never saw it: the usual stand-in for the ensemble's own, unavailable, unseen-data probabilities).
+
+    The confidence is that of each gel's class call as inference made it (the ``prediction`` column: the per-head
+    call of the multi-task network, ``IFECalld(multitask=True)``), not the argmax of the nine probabilities, so the
+    point is fitted on the call it is applied to (as ``IFECalibrator`` fits a single model's).
+    """
     from custom_components.ife_classes import IFE_CLASSES
     from custom_components.ife_referral import choose_operating_point
 
     probabilities = np.array([[float(r[f"p_{name}"]) for name in IFE_CLASSES] for r in rows], dtype=np.float64)
     labels = np.array([IFE_CLASSES.index(r["label"]) for r in rows], dtype=np.int64)
+    calls = np.array([IFE_CLASSES.index(r["prediction"]) for r in rows], dtype=np.int64)
     point = choose_operating_point(
-        probabilities, labels, target_sensitivity=args.target_sensitivity, target_coverage=args.target_coverage
+        probabilities,
+        labels,
+        target_sensitivity=args.target_sensitivity,
+        target_coverage=args.target_coverage,
+        calls=calls,
     )
     # plain JSON (numpy scalars and arrays become numbers and lists)
     return json.loads(json.dumps(point, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
@@ -280,6 +298,7 @@ def _fit_operating_point(rows: list[dict], args: argparse.Namespace) -> dict:
 
 def _copy_ensemble(out: Path, record: dict, ensemble_dir: Path) -> None:
     """Copy each fold checkpoint with its recipe and calibration (``model.*`` beside it) and the record."""
+    from custom_components.networks.ensemble import ENSEMBLE_RECORD
     from custom_components.utils.atomic import write_json_atomic
 
     ensemble_dir.mkdir(parents=True, exist_ok=True)
@@ -299,11 +318,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     from custom_components.bundle.commands import bundle_run_command
     from custom_components.data import stratified_group_split
+    from custom_components.data.splits import _groups_of
     from custom_components.utils.atomic import write_csv_atomic, write_json_atomic, write_text_atomic
 
     ife = args.bundle == "ife_multitask"
     if ife:  # fail now rather than after k trainings
         from custom_components.ife_referral import choose_operating_point  # noqa: F401
+        from custom_components.networks.ensemble import ENSEMBLE_RECORD
 
     overrides = {key: value for key, value in args.override}
     if args.image_size:
@@ -311,7 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_epochs:
         overrides["max_epochs"] = str(args.max_epochs)
     datalist, pool, folds, key = _pool_and_folds(args, overrides)
-    grouped = any(e.get("group") is not None for e in pool)
+    # as custom_components.data.datalist.training_and_validation: grouped when some group holds several entries
+    # (singleton groups, e.g. one per synthetic B-scan, split like no groups: the bundle's own split does)
+    groups = [str(e["group"]) for e in pool if e.get("group") is not None]
+    grouped = len(set(groups)) < len(groups)
     val_fraction = args.val_fraction or float(
         overrides.get("val_fraction", _literal(args.bundle_root / "configs" / "train.json", "val_fraction", 0.2))
     )
@@ -320,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = ["train.json", *args.config]
     inference_configs = ["inference.json", *args.config]
     unit = "gels" if ife else "B-scans"
-    n_groups = len({("entry", i) if e.get("group") is None else str(e["group"]) for i, e in enumerate(pool)})
+    n_groups = len(_groups_of(pool, "group"))  # an entry without a group is a group of its own
     print(
         f"{args.folds}-fold cross-validation of {args.bundle_root.name} ({' + '.join(configs)}) on {len(pool)} "
         f"{unit} in {n_groups} groups of {datalist} (its testing list left out); outputs in {out}",
@@ -406,6 +430,16 @@ def main(argv: list[str] | None = None) -> int:
     if ife:
         columns = list(out_of_fold[0]) if out_of_fold else ["fold", "image", "label"]
         write_csv_atomic(out / "out_of_fold_predictions.csv", columns, out_of_fold)
+        # a fold without a calibration record predicts uncalibrated probabilities: the point is then fitted on a mix
+        uncalibrated = sorted({r["fold"] for r in out_of_fold if r["calibrated"] == "false"})
+        if uncalibrated:
+            print(
+                f"WARNING: the out-of-fold predictions of fold(s) {', '.join(map(str, uncalibrated))} are uncalibrated "
+                "(no calibration record beside the fold's model): the operating point is fitted on a mix of "
+                "calibrated and uncalibrated probabilities (recalibrate with configs/calibrate.json and rerun).",
+                file=sys.stderr,
+                flush=True,
+            )
         operating_point = _fit_operating_point(out_of_fold, args)
         record = {
             "bundle": args.bundle,
@@ -420,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
                 "predictions": "out_of_fold_predictions.csv",
                 "target_sensitivity": args.target_sensitivity,
                 "target_coverage": args.target_coverage,
+                "uncalibrated_folds": uncalibrated,
+                "note": "fitted on single-model out-of-fold probabilities, applied to the mean of the fold models' "
+                "probabilities: the ensemble's sensitivity and coverage may differ from the targets",
             },
             "cross_validation": "cross_validation.json",
         }

@@ -4,7 +4,8 @@
 The record holds what :class:`custom_components.handlers.ife_calibration.IFECalibrator` fitted on the validation
 gels after training: the head temperatures, the refer-to-expert operating point, and the ECE/NLL before and after.
 It names the SHA-256 of the weights it was fitted for, so a checkpoint overwritten by a later training run, with
-the old record left beside it, is detected (warned, the record still returned: the caller decides).
+the old record left beside it, is detected: :func:`read_calibration` warns and ignores such a stale record (returns
+None, as without one), since temperatures and thresholds fitted for other weights mean nothing for these.
 
 Record::
 

@@ -56,18 +56,21 @@ class ProbabilityEnsemble(nn.Module):
 
     Args:
         members: the networks, at least one; all in eval mode for inference (the ensemble's ``eval()`` sets them).
+        calibrated: whether every member returns temperature-scaled probabilities (kept as ``self.calibrated``, for
+            the ``calibrated`` column of ``predictions.csv``; :func:`load_fold_ensemble` sets it).
 
     Raises:
         ValueError: when ``members`` is empty, or (in ``forward``) when a member returns neither a tensor nor a dict
             with ``probabilities``, or members disagree in the shape of their probabilities (e.g. in K).
     """
 
-    def __init__(self, members: Sequence[nn.Module]) -> None:
+    def __init__(self, members: Sequence[nn.Module], calibrated: bool = False) -> None:
         super().__init__()
         members = list(members)
         if not members:
             raise ValueError("ProbabilityEnsemble needs at least one member network, got none.")
         self.members = nn.ModuleList(members)
+        self.calibrated = bool(calibrated)
 
     @staticmethod
     def _outputs(index: int, output: Any) -> dict[str, torch.Tensor]:
@@ -119,8 +122,9 @@ def load_fold_ensemble(
     Each member is a deep copy of ``network`` with one checkpoint's state dict loaded, wrapped in
     ``ForwardHeads(member, temperatures=...)`` with the temperatures of the checkpoint's calibration record
     (``models/model.calibration.json``, :func:`custom_components.bundle.calibration.read_calibration`), so every
-    member contributes its own calibrated probabilities. A member without a calibration record is used
-    uncalibrated, with one warning naming all such checkpoints.
+    member contributes its own calibrated probabilities. A member without a (current) calibration record is used
+    uncalibrated, with one warning naming all such checkpoints; the ensemble's ``calibrated`` is true only when
+    every member was calibrated.
 
     Args:
         checkpoints: the fold weights files (bare state dicts, or dicts holding one under ``"model"``).
@@ -166,10 +170,11 @@ def load_fold_ensemble(
             members.append(ForwardHeads(member))
     if uncalibrated:
         logger.warning(
-            "%d of %d ensemble members have no calibration record, their probabilities are averaged uncalibrated: %s",
+            "%d of %d ensemble members have no (current) calibration record, their probabilities are averaged "
+            "uncalibrated: %s",
             len(uncalibrated), len(paths), ", ".join(uncalibrated),
         )  # fmt: skip
-    return ProbabilityEnsemble(members).to(device).eval()
+    return ProbabilityEnsemble(members, calibrated=not uncalibrated).to(device).eval()
 
 
 def read_ensemble_record(ensemble_dir: str | os.PathLike) -> dict[str, Any] | None:
@@ -233,11 +238,21 @@ def ensemble_operating_point(ensemble_dir: str | os.PathLike) -> dict[str, Any] 
 
 
 def check_fold_recipes(
-    checkpoints: Sequence[str | os.PathLike], settings: Mapping[str, Any], network: nn.Module | None = None
+    checkpoints: Sequence[str | os.PathLike],
+    settings: Mapping[str, Any],
+    network: nn.Module | None = None,
+    geometry_keys: Sequence[str] = ("image_size", "geometry"),
 ) -> None:
     """:func:`custom_components.bundle.recipe.check_recipe` for every member: the ensemble's config takes its geometry
-    from the first member's recipe, so a member trained at another image size or as another network is refused,
-    naming it (one network runs every member's weights, at one input size).
+    from the first member's recipe, so a member trained at another image size or geometry, or as another network, is
+    refused, naming it (one network and one preprocessing run every member's weights, at one input size).
+
+    Args:
+        checkpoints: the member weights files.
+        settings: config id -> value the ensemble's run uses (as for ``check_recipe``).
+        network: the network the config builds, to compare its class with each recipe's.
+        geometry_keys: ids whose mismatch is an error; the IFE configs pass ``("image_size", "lane_layout")``, as
+            single-model IFE inference does (a member trained on lane-normalised gels sees other pixels).
 
     Raises:
         RecipeMismatchError: naming the first member whose recipe disagrees.
@@ -245,4 +260,4 @@ def check_fold_recipes(
     from custom_components.bundle.recipe import check_recipe
 
     for checkpoint in checkpoints:
-        check_recipe(checkpoint, settings, network)
+        check_recipe(checkpoint, settings, network, geometry_keys=geometry_keys)

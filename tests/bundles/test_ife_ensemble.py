@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import csv
 import json
-import os
+import shutil
 import subprocess
 import sys
-import textwrap
-import types
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +21,11 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
+from custom_components.bundle.calibration import write_calibration
 from custom_components.bundle.recipe import write_recipe
 from custom_components.data.synthetic.ife import synthesize_ife_dataset
 from custom_components.ife_classes import IFE_CLASSES
+from custom_components.ife_referral import LOW_CONFIDENCE, refer_decisions
 from custom_components.networks.ife_resnet import MultiTaskIFEResNet
 
 pytestmark = pytest.mark.slow
@@ -35,39 +35,6 @@ CONFIGS = BUNDLE / "configs"
 META = str(CONFIGS / "metadata.json")
 LOGGING = str(CONFIGS / "logging.conf")
 SETTINGS = {"image_size": 64, "channels": [8, 16, 32, 64], "stage4_row_stride": 1}
-
-#: until ``custom_components.bundle.calibration`` lands (being written beside this work), a stand-in with its agreed
-#: interface, loaded into the command's interpreter by a ``sitecustomize`` module on its PYTHONPATH
-_CALIBRATION_STAND_IN = textwrap.dedent(
-    """
-    import json, os, sys, types
-    module = types.ModuleType("custom_components.bundle.calibration")
-    def calibration_path(checkpoint):
-        return os.path.splitext(os.fspath(checkpoint))[0] + ".calibration.json"
-    def read_calibration(checkpoint):
-        path = calibration_path(checkpoint)
-        return json.load(open(path)) if os.path.isfile(path) else None
-    module.calibration_path, module.read_calibration = calibration_path, read_calibration
-    sys.modules[module.__name__] = module
-    """
-)
-
-
-def _calibration_stand_in() -> types.ModuleType:
-    """The stand-in of ``_CALIBRATION_STAND_IN``, for this process."""
-    module = types.ModuleType("custom_components.bundle.calibration")
-    module.calibration_path = lambda checkpoint: os.path.splitext(os.fspath(checkpoint))[0] + ".calibration.json"
-    module.read_calibration = lambda checkpoint: None  # the fixture's folds have no calibration records
-    return module
-
-
-def _has_calibration_module() -> bool:
-    try:
-        import custom_components.bundle.calibration  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
 
 def _read_predictions(path: Path) -> dict[str, np.ndarray]:
     with open(path, newline="") as f:
@@ -96,13 +63,19 @@ def folds(tmp_path_factory):
     return {"root": root, "data": data, "bundle_root": root / "bundle", "ensemble": ensemble, "point": point}
 
 
+def _infer(config_file, bundle_root: Path, data: Path, out: Path) -> None:
+    """Inference in this process, as ``monai.bundle run`` would run it, on the dataset's training gels."""
+    workflow = ConfigWorkflow(
+        config_file=config_file, meta_file=META, logging_file=LOGGING, workflow_type="infer",
+        bundle_root=str(bundle_root), dataset_dir=str(data), output_dir=str(out), num_workers=0, save_figures=False,
+        datalist_section="training",
+    )  # fmt: skip
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+
+
 def test_ensemble_inference_writes_the_mean_of_the_folds_predictions(folds, tmp_path):
-    env = dict(os.environ)
-    if not _has_calibration_module():
-        stand_in = tmp_path / "stand_in"
-        stand_in.mkdir()
-        (stand_in / "sitecustomize.py").write_text(_CALIBRATION_STAND_IN)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(stand_in), env.get("PYTHONPATH")]))
     out = tmp_path / "ensemble_out"
     config = f"['{CONFIGS / 'inference.json'}','{CONFIGS / 'ensemble_inference.json'}']"
     cmd = [
@@ -110,7 +83,7 @@ def test_ensemble_inference_writes_the_mean_of_the_folds_predictions(folds, tmp_
         "--logging_file", LOGGING, "--bundle_root", str(folds["bundle_root"]), "--dataset_dir", str(folds["data"]),
         "--output_dir", str(out), "--num_workers", "0", "--save_figures", "False", "--datalist_section", "training",
     ]  # fmt: skip
-    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     # the ensemble's members, found through ensemble.json in the default ensemble_dir (bundle_root/models/ensemble)
     assert "with the mean of 2 fold models" in result.stdout + result.stderr
@@ -122,27 +95,50 @@ def test_ensemble_inference_writes_the_mean_of_the_folds_predictions(folds, tmp_
     singles = []
     for k in range(2):
         fold_out = tmp_path / f"fold_{k}"
-        workflow = ConfigWorkflow(
-            config_file=str(CONFIGS / "inference.json"), meta_file=META, logging_file=LOGGING, workflow_type="infer",
-            bundle_root=str(folds["ensemble"] / f"fold_{k}"), dataset_dir=str(folds["data"]),
-            output_dir=str(fold_out), num_workers=0, save_figures=False, datalist_section="training",
-        )  # fmt: skip
-        workflow.initialize()
-        workflow.run()
-        workflow.finalize()
+        _infer(str(CONFIGS / "inference.json"), folds["ensemble"] / f"fold_{k}", folds["data"], fold_out)
         singles.append(_read_predictions(fold_out / "predictions.csv"))
     for image, probabilities in ensemble.items():
         assert probabilities.sum() == pytest.approx(1.0, abs=1e-4)
         # the mean of the members' probabilities (to the CSV's 6 decimals); the members differ, so it is neither
         assert probabilities == pytest.approx((singles[0][image] + singles[1][image]) / 2, abs=2e-6)
     assert any(np.abs(singles[0][i] - singles[1][i]).max() > 1e-3 for i in ensemble)
+    with open(out / "predictions.csv", newline="") as f:  # the members have no calibration records
+        assert {row["calibrated"] for row in csv.DictReader(f)} == {"false"}
 
 
-def test_ensemble_config_ids(folds, monkeypatch):
+def test_calibrated_ensemble_refers_at_the_operating_point_of_ensemble_json(folds, tmp_path):
+    """Members with calibration records and an operating point in ensemble.json: ``calibrated`` is true and the
+    refer decisions follow the point (a confidence threshold of 1.0 refers every gel for low confidence)."""
+    bundle_root = tmp_path / "bundle"
+    shutil.copytree(folds["bundle_root"], bundle_root)
+    ensemble = bundle_root / "models" / "ensemble"
+    for k, t in enumerate(({"severe": 2.0, "mild": 0.5}, {"severe": 1.5, "mild": 3.0})):
+        write_calibration(ensemble / f"fold_{k}" / "models" / "model.pt", {"temperatures": t, "operating_point": None})
+    point = {"positive_threshold": 0.5, "confidence_threshold": 1.0}
+    record = json.loads((ensemble / "ensemble.json").read_text())
+    (ensemble / "ensemble.json").write_text(json.dumps({**record, "operating_point": point}))
+    out = tmp_path / "out"
+    _infer([str(CONFIGS / "inference.json"), str(CONFIGS / "ensemble_inference.json")], bundle_root, folds["data"], out)
+    with open(out / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 and {row["calibrated"] for row in rows} == {"true"}
+    probabilities = torch.tensor([[float(row[f"p_{c}"]) for c in IFE_CLASSES] for row in rows], dtype=torch.float64)
+    calls = [IFE_CLASSES.index(row["prediction"]) for row in rows]
+    expected = refer_decisions(probabilities, point, calls=calls)  # without the band-pattern detector's reasons
+    for row, (refer, reason) in zip(rows, expected):
+        assert row["refer"] == "true" and refer
+        assert row["refer_reason"].startswith(reason) and reason.startswith(LOW_CONFIDENCE)
+    # the calibrated mean differs from the uncalibrated one of the fixture's folds
+    _infer([str(CONFIGS / "inference.json"), str(CONFIGS / "ensemble_inference.json")], folds["bundle_root"],
+           folds["data"], tmp_path / "uncalibrated")  # fmt: skip
+    uncalibrated = _read_predictions(tmp_path / "uncalibrated" / "predictions.csv")
+    calibrated = _read_predictions(out / "predictions.csv")
+    assert any(np.abs(calibrated[i] - uncalibrated[i]).max() > 1e-3 for i in calibrated)
+
+
+def test_ensemble_config_ids(folds):
     """What the merged config resolves to, in this process: the members, the operating point of ensemble.json, and
     the evaluator's network (the single checkpoint loader is not part of initialize)."""
-    if not _has_calibration_module():
-        monkeypatch.setitem(sys.modules, "custom_components.bundle.calibration", _calibration_stand_in())
     workflow = ConfigWorkflow(
         config_file=[str(CONFIGS / "inference.json"), str(CONFIGS / "ensemble_inference.json")], meta_file=META,
         logging_file=LOGGING, workflow_type="infer", bundle_root=str(folds["bundle_root"]),
@@ -158,3 +154,26 @@ def test_ensemble_config_ids(folds, monkeypatch):
     network = parser.get_parsed_content("evaluator").network
     assert type(network).__name__ == "ProbabilityEnsemble" and len(network.members) == 2
     assert not any("checkpointloader" in str(step) for step in parser.get("initialize"))
+    # the calibrated column is the ensemble's (every member calibrated), not the first member's record; members here
+    # have none
+    writer = parser.get_parsed_content("handlers")[1]
+    assert type(writer).__name__ == "IFEPredictionWriter" and writer.calibrated is False
+    assert parser.get_parsed_content("calibrated") is False
+
+
+def test_calibrated_column_needs_every_member_calibrated(folds, tmp_path):
+    """Only the first member calibrated: its record gives ``temperatures`` (what ``inference.json``'s ``calibrated``
+    column would follow), but the ensemble, with an uncalibrated member, is not calibrated."""
+    bundle_root = tmp_path / "bundle"
+    shutil.copytree(folds["bundle_root"], bundle_root)
+    write_calibration(bundle_root / "models" / "ensemble" / "fold_0" / "models" / "model.pt",
+                      {"temperatures": {"severe": 2.0, "mild": 0.5}})  # fmt: skip
+    workflow = ConfigWorkflow(
+        config_file=[str(CONFIGS / "inference.json"), str(CONFIGS / "ensemble_inference.json")], meta_file=META,
+        logging_file=LOGGING, workflow_type="infer", bundle_root=str(bundle_root), dataset_dir=str(folds["data"]),
+        num_workers=0, datalist_section="training",
+    )  # fmt: skip
+    workflow.initialize()
+    parser = workflow.parser
+    assert parser.get_parsed_content("temperatures") == {"severe": 2.0, "mild": 0.5}
+    assert parser.get_parsed_content("handlers")[1].calibrated is False

@@ -17,7 +17,6 @@ import json
 import logging
 import shlex
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -227,12 +226,12 @@ def test_markdown_table_has_a_row_per_score_and_mean_and_std_columns(cv):
     assert lines[4] == "| train / held-out entries | 8 / 2 | 8 / 2 | | |"
 
 
-def _ife_datalist(root: Path) -> Path:
+def _ife_datalist(root: Path, gels_per_patient: int = 3) -> Path:
     """A datalist of 36 gels of three classes (no image files: the bundle commands are stood in for), 12 patients
-    with three gels each, and a testing list that cross-validation must leave alone."""
+    with three gels each (by default), and a testing list that cross-validation must leave alone."""
     entries = [
         {"image": f"images/gel_{i:03d}.png", "label": ["Negative", "IgG-kappa", "IgA-lambda"][i % 3],
-         "group": f"patient_{i // 3}"}
+         "group": f"patient_{i // gels_per_patient}"}
         for i in range(36)
     ]  # fmt: skip
     testing = [{"image": "images/test_000.png", "label": "Negative"}]
@@ -242,9 +241,18 @@ def _ife_datalist(root: Path) -> Path:
     return path
 
 
-def _fake_bundle_commands(calls: list):
+def _disagreeing_call(image: str, label: str) -> str:
+    """The class call of the stand-in inference: the label, except for every sixth gel, where the call (as the
+    multi-task network's per-head call can) differs from the argmax of the probabilities."""
+    if int(Path(image).stem.split("_")[1]) % 6:
+        return label
+    return "IgG-kappa" if label == "Negative" else "Negative"
+
+
+def _fake_bundle_commands(calls: list, uncalibrated_folds: tuple[int, ...] = ()):
     """A ``_run`` that writes what each IFE command would: train a checkpoint (+ recipe, calibration), evaluate a
-    metrics.json, inference a predictions.csv of the fold's held-out gels."""
+    metrics.json, inference a predictions.csv of the fold's held-out gels (``calibrated`` false for the folds in
+    ``uncalibrated_folds``)."""
     from custom_components.ife_classes import IFE_CLASSES
 
     def run(cmd: list[str], log: Path) -> None:
@@ -265,14 +273,16 @@ def _fake_bundle_commands(calls: list):
             out = Path(cmd[cmd.index("--output_dir") + 1])
             out.mkdir(parents=True)
             held_out = json.loads((root / "datalist.json").read_text())["testing"]
-            columns = ["image", "label", "prediction", *(f"p_{c}" for c in IFE_CLASSES)]
+            columns = ["image", "label", "prediction", *(f"p_{c}" for c in IFE_CLASSES), "calibrated"]
+            calibrated = "false" if fold in uncalibrated_folds else "true"
             with open(out / "predictions.csv", "w", newline="") as f:
                 writer = csv.writer(f)
                 writer.writerow(columns)
                 for e in held_out:
                     probs = np.full(9, 0.1 / 8)
                     probs[IFE_CLASSES.index(e["label"])] = 0.9
-                    writer.writerow([e["image"], e["label"], e["label"], *probs])
+                    call = _disagreeing_call(e["image"], e["label"])
+                    writer.writerow([e["image"], e["label"], call, *probs, calibrated])
         else:
             models = root / "models"
             models.mkdir(parents=True)
@@ -282,27 +292,40 @@ def _fake_bundle_commands(calls: list):
     return run
 
 
+def _spy_on_choose_operating_point(monkeypatch) -> list:
+    """Record what the real ``choose_operating_point`` is given (and what it returns); it must be given the class
+    calls inference made, not left to take the argmax."""
+    from custom_components import ife_referral
+
+    fitted: list = []
+    real = ife_referral.choose_operating_point
+
+    def spy(probabilities, labels, target_sensitivity=0.98, target_coverage=0.75, calls=None):
+        assert calls is not None, "the operating point must be fitted on inference's class calls"
+        point = real(probabilities, labels, target_sensitivity, target_coverage, calls=calls)
+        fitted.append((probabilities, labels, target_sensitivity, target_coverage, calls, point))
+        return point
+
+    monkeypatch.setattr(ife_referral, "choose_operating_point", spy)
+    return fitted
+
+
 def test_ife_cross_validation_folds_table_and_ensemble_record(cv, tmp_path, monkeypatch, capsys):
     from custom_components.ife_classes import IFE_CLASSES
 
     datalist = _ife_datalist(tmp_path / "data")
     calls: list = []
-    fitted: list = []
-
-    def choose_operating_point(probabilities, labels, target_sensitivity=0.98, target_coverage=0.75):
-        fitted.append((probabilities, labels, target_sensitivity, target_coverage))
-        return {"positive_threshold": np.float64(0.25), "confidence_threshold": 0.9}
-
     # the operating point's own fit is tested with custom_components.ife_referral; here: what it is given
-    referral = types.SimpleNamespace(choose_operating_point=choose_operating_point)
-    monkeypatch.setitem(sys.modules, "custom_components.ife_referral", referral)
-    monkeypatch.setattr(cv, "_run", _fake_bundle_commands(calls))
+    fitted = _spy_on_choose_operating_point(monkeypatch)
+    monkeypatch.setattr(cv, "_run", _fake_bundle_commands(calls, uncalibrated_folds=(2,)))
     out, ensemble_dir = tmp_path / "cv", tmp_path / "bundle" / "models" / "ensemble"
     argv = ["--bundle", "ife_multitask", "--dataset-dir", str(tmp_path / "data"), "--folds", "3", "--output-dir",
             str(out), "--max-epochs", "1", "--override", "train#dataset#cache_rate", "0", "--override", "num_workers",
             "0", "--target-sensitivity", "0.9", "--ensemble-dir", str(ensemble_dir)]  # fmt: skip
     assert cv.main(argv) == 0
-    stdout = capsys.readouterr().out
+    captured = capsys.readouterr()
+    stdout = captured.out
+    assert "WARNING: the out-of-fold predictions of fold(s) 2 are uncalibrated" in captured.err
 
     written = json.loads(datalist.read_text())
     pooled = [e["image"] for e in written["training"] + written["validation"]]
@@ -338,17 +361,25 @@ def test_ife_cross_validation_folds_table_and_ensemble_record(cv, tmp_path, monk
     assert "| accuracy | 0.5000 | 0.7500 | 1.0000 | 0.7500 | 0.2041 |" in table
     assert "fold 3/3" in stdout and "macro F1 0.4000" in stdout
 
-    # the operating point is fitted on the pooled out-of-fold probabilities of all 36 gels
-    probabilities, labels, sensitivity, coverage = fitted[0]
+    # the operating point is fitted on the pooled out-of-fold probabilities of all 36 gels, with inference's calls
+    [(probabilities, labels, sensitivity, coverage, fit_calls, point)] = fitted
     assert probabilities.shape == (36, 9) and labels.shape == (36,) and (sensitivity, coverage) == (0.9, 0.75)
     assert np.array_equal(probabilities.argmax(axis=1), labels)
     oof = list(csv.DictReader(open(out / "out_of_fold_predictions.csv")))
     assert len(oof) == 36 and {r["fold"] for r in oof} == {"0", "1", "2"}
     assert [IFE_CLASSES.index(r["label"]) for r in oof] == labels.tolist()
+    assert [IFE_CLASSES.index(r["prediction"]) for r in oof] == list(fit_calls)  # the prediction column ...
+    assert not np.array_equal(fit_calls, probabilities.argmax(axis=1))  # ... not the argmax
+    assert [r["calibrated"] for r in oof] == ["false" if r["fold"] == "2" else "true" for r in oof]
     record = json.loads((out / "ensemble.json").read_text())
     assert record["checkpoints"] == [f"fold_{k}/models/model.pt" for k in range(3)]
-    assert record["operating_point"] == {"positive_threshold": 0.25, "confidence_threshold": 0.9}
-    assert record["operating_point_fitted_on"]["out_of_fold_gels"] == 36
+    assert record["operating_point"] == pytest.approx(json.loads(json.dumps(point)))
+    # the calls decide the confidences: 6 of the 36 calls (every sixth gel) have confidence 0.1 / 8, not 0.9
+    assert record["operating_point"]["confidence_threshold"] == pytest.approx(0.9)
+    assert record["operating_point"]["coverage"] == pytest.approx(30 / 36)
+    fitted_on = record["operating_point_fitted_on"]
+    assert fitted_on["out_of_fold_gels"] == 36 and fitted_on["uncalibrated_folds"] == [2]
+    assert "single-model out-of-fold probabilities" in fitted_on["note"] and "mean" in fitted_on["note"]
     # --ensemble-dir: the weights with their recipe and calibration, not the training state, and the record
     from custom_components.networks.ensemble import ensemble_operating_point, fold_checkpoints
 
@@ -357,6 +388,24 @@ def test_ife_cross_validation_folds_table_and_ensemble_record(cv, tmp_path, monk
     ]  # fmt: skip
     assert fold_checkpoints(ensemble_dir) == [str(ensemble_dir / f"fold_{k}" / "models" / "model.pt") for k in range(3)]
     assert ensemble_operating_point(ensemble_dir) == record["operating_point"]
+
+
+def test_singleton_groups_split_like_no_groups(cv, tmp_path, monkeypatch, capsys):
+    """One group per gel (as the synthetic OCT data has one per B-scan) is not "grouped": the bundle takes the
+    validation split itself, as ``custom_components.data.datalist.training_and_validation`` treats such data."""
+    _ife_datalist(tmp_path / "data", gels_per_patient=1)
+    _spy_on_choose_operating_point(monkeypatch)
+    monkeypatch.setattr(cv, "_run", _fake_bundle_commands([]))
+    out = tmp_path / "cv"
+    argv = ["--bundle", "ife_multitask", "--dataset-dir", str(tmp_path / "data"), "--folds", "2", "--output-dir",
+            str(out), "--override", "num_workers", "0"]  # fmt: skip
+    assert cv.main(argv) == 0
+    capsys.readouterr()
+    summary = json.loads((out / "cross_validation.json").read_text())
+    assert summary["groups"] == 36 and summary["validation_split"] == "by the bundle (its val_fraction)"
+    for k in range(2):
+        assert "validation" not in json.loads((out / f"fold_{k}" / "datalist.json").read_text())
+    assert json.loads((out / "ensemble.json").read_text())["operating_point_fitted_on"]["uncalibrated_folds"] == []
 
 
 def test_ensemble_dir_is_for_the_ife_bundle_only(cv, tmp_path, capsys):
@@ -370,15 +419,6 @@ def test_two_fold_ife_cross_validation_runs_the_bundle_commands(cv, tmp_path, mo
     """The real train, evaluate and inference commands of the IFE bundle on 30 tiny gels, 2 folds x 1 epoch."""
     from custom_components.data.synthetic.ife import synthesize_ife_dataset
 
-    try:
-        import custom_components.ife_referral  # noqa: F401
-    except ImportError:  # until it lands (written beside this work): a stand-in with the agreed signature
-        stand_in = types.SimpleNamespace(
-            choose_operating_point=lambda probabilities, labels, target_sensitivity, target_coverage: {
-                "positive_threshold": float(np.quantile(1 - probabilities[labels > 0, 0], 1 - target_sensitivity))
-            }
-        )
-        monkeypatch.setitem(sys.modules, "custom_components.ife_referral", stand_in)
     synthesize_ife_dataset(tmp_path / "data", count=30, seed=0, image_size=(64, 96))
     out = tmp_path / "cv"
     monkeypatch.setattr(cv, "_run", _run_in_this_process)

@@ -4,22 +4,20 @@ calibration temperatures), and finding them in an ensemble folder."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
-import sys
-import types
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 
-from custom_components.bundle.recipe import CheckpointMismatchError
+from custom_components.bundle.calibration import write_calibration
+from custom_components.bundle.recipe import CheckpointMismatchError, RecipeMismatchError, write_recipe
 from custom_components.ife_classes import fuse_subtask_probabilities
-from custom_components.networks import ife_resnet
 from custom_components.networks.ensemble import (
     ProbabilityEnsemble,
+    check_fold_recipes,
     ensemble_operating_point,
     fold_checkpoints,
     load_fold_ensemble,
@@ -38,45 +36,6 @@ class _Constant(nn.Module):
 
     def forward(self, x):
         return self.output
-
-
-def _calibration_path(checkpoint) -> str:
-    return str(Path(checkpoint).with_suffix("")) + ".calibration.json"
-
-
-@pytest.fixture
-def calibration(monkeypatch):
-    """``custom_components.bundle.calibration``, or, until it lands, a stand-in with the agreed interface
-    (``calibration_path``, ``read_calibration``); and ``ForwardHeads(network, temperatures=...)``, or a stand-in that
-    divides each head's logits by its temperature before the fusion."""
-    try:
-        from custom_components.bundle import calibration as module
-    except ImportError:
-        module = types.ModuleType("custom_components.bundle.calibration")
-
-        def read_calibration(checkpoint):
-            path = Path(_calibration_path(checkpoint))
-            return json.loads(path.read_text()) if path.is_file() else None
-
-        module.calibration_path, module.read_calibration = _calibration_path, read_calibration
-        monkeypatch.setitem(sys.modules, module.__name__, module)
-    if "temperatures" not in inspect.signature(ife_resnet.ForwardHeads).parameters:
-
-        class TemperedHeads(ife_resnet.ForwardHeads):
-            def __init__(self, network, temperatures=None):
-                super().__init__(network)
-                self.temperatures = temperatures
-
-            def forward(self, x):
-                heads = self.network.forward_heads(x)
-                if self.temperatures:
-                    severe = torch.softmax(heads["severe_logits"] / self.temperatures["severe"], dim=1)
-                    mild = torch.softmax(heads["mild_logits"] / self.temperatures["mild"], dim=1)
-                    heads["probabilities"] = fuse_subtask_probabilities(severe, mild)
-                return heads
-
-        monkeypatch.setattr(ife_resnet, "ForwardHeads", TemperedHeads)
-    return module
 
 
 def _fold_models(root: Path, seeds=(0, 1), channels=TINY) -> tuple[list[MultiTaskIFEResNet], list[str]]:
@@ -123,14 +82,14 @@ def test_bad_members_raise():
         ProbabilityEnsemble([_Constant(torch.ones(2) / 2)])(torch.zeros(1, 1))
 
 
-def test_fold_ensemble_averages_two_checkpoints(tmp_path, calibration, caplog):
+def test_fold_ensemble_averages_two_checkpoints(tmp_path, caplog):
     networks, paths = _fold_models(tmp_path)
     with caplog.at_level(logging.WARNING, logger="custom_components.networks.ensemble"):
         ensemble = load_fold_ensemble(paths, MultiTaskIFEResNet(channels=TINY), "cpu")
     # one warning names both uncalibrated members
     warnings = [r.getMessage() for r in caplog.records if "calibration" in r.getMessage()]
     assert len(warnings) == 1 and all(p in warnings[0] for p in paths)
-    assert not ensemble.training
+    assert not ensemble.training and not ensemble.calibrated
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         out = ensemble(x)
@@ -145,12 +104,13 @@ def test_fold_ensemble_averages_two_checkpoints(tmp_path, calibration, caplog):
         assert torch.allclose(out[key], (heads[0][key] + heads[1][key]) / 2, atol=1e-6)
 
 
-def test_fold_ensemble_applies_each_members_temperatures(tmp_path, calibration):
+def test_fold_ensemble_applies_each_members_temperatures(tmp_path):
     networks, paths = _fold_models(tmp_path)
     temperatures = [{"severe": 2.0, "mild": 0.5}, {"severe": 1.5, "mild": 3.0}]
     for path, t in zip(paths, temperatures):
-        Path(calibration.calibration_path(path)).write_text(json.dumps({"temperatures": t, "operating_point": {}}))
+        write_calibration(path, {"temperatures": t, "operating_point": None})
     ensemble = load_fold_ensemble(paths, MultiTaskIFEResNet(channels=TINY), "cpu")
+    assert ensemble.calibrated  # every member has a current record
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         out = ensemble(x)["probabilities"]
@@ -165,7 +125,37 @@ def test_fold_ensemble_applies_each_members_temperatures(tmp_path, calibration):
     assert not torch.allclose(out, untempered, atol=1e-4)
 
 
-def test_a_checkpoint_that_does_not_fit_is_named(tmp_path, calibration):
+def test_fold_ensemble_is_calibrated_only_when_every_member_is(tmp_path, caplog):
+    _, paths = _fold_models(tmp_path)
+    write_calibration(paths[0], {"temperatures": {"severe": 2.0, "mild": 0.5}})
+    with caplog.at_level(logging.WARNING, logger="custom_components.networks.ensemble"):
+        ensemble = load_fold_ensemble(paths, MultiTaskIFEResNet(channels=TINY), "cpu")
+    assert not ensemble.calibrated
+    assert any(paths[1] in r.getMessage() and paths[0] not in r.getMessage() for r in caplog.records)
+    # a stale record (the weights replaced since) counts as none
+    write_calibration(paths[1], {"temperatures": {"severe": 1.5, "mild": 3.0}})
+    torch.save(MultiTaskIFEResNet(channels=TINY).state_dict(), paths[1])
+    assert not load_fold_ensemble(paths, MultiTaskIFEResNet(channels=TINY), "cpu").calibrated
+    write_calibration(paths[1], {"temperatures": {"severe": 1.5, "mild": 3.0}})
+    assert load_fold_ensemble(paths, MultiTaskIFEResNet(channels=TINY), "cpu").calibrated
+    assert not ProbabilityEnsemble([_Constant(torch.ones(1, 2) / 2)]).calibrated
+
+
+def test_fold_recipes_refuse_a_member_of_another_lane_layout(tmp_path, caplog):
+    networks, paths = _fold_models(tmp_path)
+    for network, path, lane_layout in zip(networks, paths, (False, True)):
+        write_recipe(path, {"image_size": 64, "lane_layout": lane_layout}, network)
+    settings = {"image_size": 64, "lane_layout": False}  # the first member's recipe, as the ensemble's config reads it
+    with pytest.raises(RecipeMismatchError, match=f"{paths[1]} was trained with lane_layout=True"):
+        check_fold_recipes(paths, settings, networks[0], geometry_keys=("image_size", "lane_layout"))
+    with caplog.at_level(logging.WARNING):  # check_recipe's default geometry keys: only a warning
+        check_fold_recipes(paths, settings, networks[0])
+    assert any("lane_layout" in r.getMessage() for r in caplog.records)
+    with pytest.raises(RecipeMismatchError, match=f"{paths[0]} was trained with image_size=64"):
+        check_fold_recipes(paths, {"image_size": 32}, networks[0], geometry_keys=("image_size", "lane_layout"))
+
+
+def test_a_checkpoint_that_does_not_fit_is_named(tmp_path):
     _, good = _fold_models(tmp_path / "good", seeds=(0,))
     _, wide = _fold_models(tmp_path / "wide", seeds=(1,), channels=(4, 8, 16, 64))
     with pytest.raises(CheckpointMismatchError) as err:
