@@ -22,6 +22,9 @@ order when several apply:
 - ``"pattern outside the nine: <detail>"``: the gel's band-pattern detector reported something none of the nine
   classes describes (e.g. two heavy-chain bands at different heights), ``<detail>`` being its text (any ``;`` in
   it becomes ``,``);
+- ``"band pattern not read: <why>"``: the detector could not find the lanes (its text starts with
+  :data:`~custom_components.transforms.ife_lanes.LANES_NOT_FOUND`), so the pattern check did not run; the gel is
+  referred, since a pattern outside the nine cannot be ruled out (``<why>`` is the detector's reason);
 - ``"not calibrated"``: no operating point exists (no calibration record); such a gel is *not* referred unless a
   band pattern says so, and the reason marks that no threshold was applied.
 
@@ -38,12 +41,14 @@ from typing import Any
 import torch
 
 from custom_components.ife_classes import IFE_CLASSES, NEGATIVE_INDEX
+from custom_components.transforms.ife_lanes import LANES_NOT_FOUND
 
 __all__ = [
     "REFER_REASONS",
     "LOW_CONFIDENCE",
     "POSITIVE_UNCERTAIN",
     "OUTSIDE_THE_NINE",
+    "PATTERN_NOT_READ",
     "NOT_CALIBRATED",
     "choose_operating_point",
     "refer_decisions",
@@ -54,9 +59,14 @@ __all__ = [
 LOW_CONFIDENCE = "low confidence"
 POSITIVE_UNCERTAIN = "positive call uncertain"
 OUTSIDE_THE_NINE = "pattern outside the nine"
+PATTERN_NOT_READ = "band pattern not read"
 NOT_CALIBRATED = "not calibrated"
 #: the reasons, in the order they are joined
-REFER_REASONS: tuple[str, ...] = (LOW_CONFIDENCE, POSITIVE_UNCERTAIN, OUTSIDE_THE_NINE, NOT_CALIBRATED)
+REFER_REASONS: tuple[str, ...] = (
+    LOW_CONFIDENCE, POSITIVE_UNCERTAIN, OUTSIDE_THE_NINE, PATTERN_NOT_READ, NOT_CALIBRATED
+)  # fmt: skip
+#: the reasons that carry a detail after ``": "``
+_DETAILED = (OUTSIDE_THE_NINE, PATTERN_NOT_READ)
 
 
 def _probabilities(probabilities: Any) -> torch.Tensor:
@@ -180,7 +190,9 @@ def refer_decisions(
         operating_point: a dict with ``positive_threshold`` and ``confidence_threshold``
             (:func:`choose_operating_point`); None when there is none (every reason then includes
             ``"not calibrated"`` and only a band pattern refers).
-        band_patterns: N strings of the band-pattern detector (``""`` or None: nothing unusual); None: no detector.
+        band_patterns: N strings of the band-pattern detector (``""`` or None: nothing unusual; starting with
+            :data:`~custom_components.transforms.ife_lanes.LANES_NOT_FOUND`: the detector failed); None: no
+            detector.
         calls: (N,) class calls (default: argmax).
 
     Returns:
@@ -209,7 +221,11 @@ def refer_decisions(
             refer = bool(reasons)
         pattern = "" if band_patterns is None or band_patterns[i] is None else str(band_patterns[i]).strip()
         pattern = pattern.replace(";", ",")  # "; " separates the reasons
-        if pattern:
+        if pattern.startswith(LANES_NOT_FOUND):
+            why = pattern[len(LANES_NOT_FOUND) :].lstrip(" :") or LANES_NOT_FOUND
+            reasons.append(f"{PATTERN_NOT_READ}: {why}")
+            refer = True
+        elif pattern:
             reasons.append(f"{OUTSIDE_THE_NINE}: {pattern}")
             refer = True
         if thresholds is None:
@@ -290,7 +306,7 @@ def referral_metrics(
     counts = dict.fromkeys(REFER_REASONS, 0)
     for _, reason in decisions:
         for part in filter(None, reason.split("; ")):
-            key = OUTSIDE_THE_NINE if part.startswith(OUTSIDE_THE_NINE) else part
+            key = next((r for r in _DETAILED if part.startswith(r)), part)
             counts[key] += 1
     fnr = int(missed.sum()) / n_positive if n_positive else None
     return {

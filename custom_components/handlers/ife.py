@@ -36,7 +36,7 @@ from monai.utils import (
 from custom_components.data.image_files import printable_path
 from custom_components.handlers.prediction_writer import PredictionWriter
 from custom_components.ife_classes import IFE_CLASSES, MILD_CLASSES, SEVERE_CLASSES, class_to_subtasks
-from custom_components.metrics.attention import peak_row
+from custom_components.metrics.attention import map_row_centres, peak_row
 from custom_components.ife_referral import coverage_accuracy_curve, refer_decisions, referral_metrics
 from custom_components.metrics.calibration import (
     expected_calibration_error,
@@ -81,6 +81,39 @@ its fixed vocabulary; empty for a gel decided automatically)."""
 _PEAK_COLUMN_MAPS = ("attention_severe", "attention_mild")
 
 
+def _lane_layout(image: Any) -> dict[str, Any] | None:
+    """``meta["lane_layout"]`` of a :class:`~custom_components.transforms.ife_lanes.NormaliseLaneLayoutd` output
+    (plain ints, also after collation turned them into tensors), or None when the gel was not normalised."""
+    meta = getattr(image, "meta", None)
+    layout = meta.get("lane_layout") if isinstance(meta, Mapping) else None
+    if not isinstance(layout, Mapping) or "image_shape" not in layout:
+        return None
+    return {"rows": [int(r) for r in layout["rows"]], "image_shape": [int(s) for s in layout["image_shape"]],
+            "orientation": str(layout.get("orientation", "albumin_bottom"))}  # fmt: skip
+
+
+def _network_to_file_rows(rows: Any, network_rows: int, layout: Mapping[str, Any]) -> np.ndarray:
+    """File rows (pixel-index coordinates) of network-input rows of a lane-normalised gel.
+
+    The gel rows ``top..bottom`` of the file were resampled to the network's ``network_rows`` (the normalisation's
+    and the following ``Resized``'s pixel-centre mappings compose to one): network row ``r`` is offset
+    ``(r + 0.5) * (bottom - top + 1) / network_rows - 0.5`` into the gel, counted from the top, or from the bottom
+    when the input had albumin at the top (the normalisation flipped it).
+    """
+    top, bottom = layout["rows"]
+    offset = (np.asarray(rows, dtype=np.float64) + 0.5) * (bottom - top + 1) / network_rows - 0.5
+    return bottom - offset if layout["orientation"] == "albumin_top" else top + offset
+
+
+def _file_to_network_rows(rows: Any, network_rows: int, layout: Mapping[str, Any]) -> np.ndarray:
+    """The inverse of :func:`_network_to_file_rows` (rows outside the gel land outside
+    ``[-0.5, network_rows - 0.5]``)."""
+    top, bottom = layout["rows"]
+    rows = np.asarray(rows, dtype=np.float64)
+    offset = bottom - rows if layout["orientation"] == "albumin_top" else rows - top
+    return (offset + 0.5) * network_rows / (bottom - top + 1) - 0.5
+
+
 def _values(value: Any) -> torch.Tensor:
     """A tensor, array, number or list as a flat float64 CPU tensor."""
     return torch.as_tensor(value).detach().to(device="cpu", dtype=torch.float64).reshape(-1)
@@ -111,7 +144,12 @@ class IFEPredictionWriter(PredictionWriter):
     - the attention maps named in ``attention_keys`` (those present are drawn);
     - the image under ``image_key``: its ``meta["filename_or_obj"]`` names the row and the figure, its
       traced ``Resize`` gives the file's rows for the peak rows, and the figure shows the original file when
-      it can be read (the network input otherwise);
+      it can be read (the network input otherwise). A lane-normalised gel
+      (:class:`~custom_components.transforms.ife_lanes.NormaliseLaneLayoutd`) carries ``meta["lane_layout"]``
+      instead: the network saw only the gel rows ``top..bottom`` of the file, flipped when the file has albumin at
+      the top, so network row ``r`` is file row ``top + (r + 0.5) * (bottom - top + 1) / H - 0.5`` (``bottom - ...``
+      when flipped); the peak rows and the figure's profiles (drawn on the file, zero outside the gel rows) use
+      that;
     - the label under ``label_key`` if any (unlabelled images are fine: the column is left empty);
     - the band-pattern detector's text under ``band_pattern_key`` if any (``""``: nothing unusual), for the refer
       rule: ``refer`` and ``refer_reason`` follow :func:`~custom_components.ife_referral.refer_decisions` at
@@ -123,7 +161,8 @@ class IFEPredictionWriter(PredictionWriter):
     :class:`~custom_components.handlers.prediction_writer.PredictionWriter`: run inference as a single process.
     Figures go to ``output_dir/figure_dir/<image stem>.png`` (a numeric suffix is added when two images share a
     stem). ``profiles_filename`` gets one JSON object per line and image: ``image``, ``image_rows`` (of the file),
-    ``network_rows`` (of the network input) and ``maps``, ``{key: {"stride": s, "values": [...]}}`` for every map
+    ``network_rows`` (of the network input), ``lane_layout`` (``rows``, ``image_shape``, ``orientation``; only for
+    a lane-normalised gel, whose map rows then follow the mapping above, not a plain resize) and ``maps``, ``{key: {"stride": s, "values": [...]}}`` for every map
     named in ``attention_strides`` (map row ``j`` is centred on network-input row ``j * s``; see
     :mod:`custom_components.metrics.attention`). It has the CSV's life cycle (``.partial`` until the run completes).
 
@@ -292,32 +331,62 @@ class IFEPredictionWriter(PredictionWriter):
     def _rows(self, item: Mapping) -> tuple[int, int]:
         """(rows of the image file, rows of the network input) of an item.
 
-        The file's rows are the ``orig_size`` that the preprocessing's ``Resize`` traced (MONAI's ``spatial_shape``
-        from ``PILReader`` is (W, H) whatever ``reverse_indexing`` says, so it cannot be used); without a traced
-        resize the input's own rows.
+        The file's rows are the ``image_shape`` of a lane-normalised gel's ``meta["lane_layout"]``, else the
+        ``orig_size`` that the preprocessing's ``Resize`` traced (MONAI's ``spatial_shape`` from ``PILReader`` is
+        (W, H) whatever ``reverse_indexing`` says, so it cannot be used); without either, the input's own rows.
         """
         image = item[self.image_key]
         network_rows = int(np.shape(image)[-2])
+        layout = _lane_layout(image)
+        if layout is not None:
+            # NormaliseLaneLayoutd rebuilt the tensor, so the Resize traced after it saw the normalised size
+            return layout["image_shape"][0], network_rows
         for operation in reversed(getattr(image, "applied_operations", None) or []):
             if operation.get(TraceKeys.CLASS_NAME) == "Resize" and operation.get(TraceKeys.ORIG_SIZE) is not None:
                 return int(operation[TraceKeys.ORIG_SIZE][0]), network_rows
         return network_rows, network_rows
 
     def _maps(self, item: Mapping) -> dict[str, dict[str, Any]]:
-        """The recorded attention maps of an item: ``{key: {"stride", "values", "image_rows", "network_rows"}}``."""
+        """The recorded attention maps of an item: ``{key: {"stride", "values", "image_rows", "network_rows",
+        "lane_layout"}}`` (``lane_layout`` None for a gel that was only resized)."""
         present = [key for key in self.attention_strides if item.get(key) is not None]
         if not present:
             return {}
         image_rows, network_rows = self._rows(item)
+        layout = _lane_layout(item[self.image_key])
         return {
             key: {"stride": int(self.attention_strides[key]), "values": _values(item[key]).tolist(),
-                  "image_rows": image_rows, "network_rows": network_rows}
+                  "image_rows": image_rows, "network_rows": network_rows, "lane_layout": layout}
             for key in present
         }  # fmt: skip
 
     @staticmethod
     def _peak(record: Mapping[str, Any]) -> int:
-        return peak_row(record["values"], record["stride"], record["network_rows"], record["image_rows"])
+        layout = record.get("lane_layout")
+        if layout is None:
+            return peak_row(record["values"], record["stride"], record["network_rows"], record["image_rows"])
+        # the peak's network row (map row j is centred on network row j * stride), then into the file's gel rows
+        rows = record["network_rows"]
+        network = map_row_centres(len(record["values"]), record["stride"], rows, rows)
+        row = _network_to_file_rows(network[int(np.argmax(record["values"]))], record["network_rows"], layout)
+        return int(np.clip(np.round(row), *layout["rows"]))
+
+    @staticmethod
+    def _file_profile(record: Mapping[str, Any] | Any, network_rows: int, layout: Mapping[str, Any]) -> np.ndarray:
+        """An attention map as one value per row of the lane-normalised gel's file (0 outside its gel rows).
+
+        ``record`` is a map record of :meth:`_maps` or a bare (h,) map (read as spread evenly over the network rows).
+        """
+        if isinstance(record, Mapping):
+            values = np.asarray(record["values"], dtype=np.float64)
+            centres = map_row_centres(values.size, record["stride"], network_rows, network_rows)
+        else:
+            values = _values(record).numpy()
+            centres = (np.arange(values.size) + 0.5) * network_rows / values.size - 0.5
+        file_rows = np.arange(layout["image_shape"][0], dtype=np.float64)
+        profile = np.interp(_file_to_network_rows(file_rows, network_rows, layout), centres, values)
+        top, bottom = layout["rows"]
+        return np.where((file_rows >= top) & (file_rows <= bottom), profile, 0.0)  # the network saw the gel only
 
     def _write_profiles(self, source: str, maps: Mapping[str, Any]) -> None:
         if self._profiles is None or not maps:
@@ -327,6 +396,7 @@ class IFEPredictionWriter(PredictionWriter):
             "image": source,
             "image_rows": first["image_rows"],
             "network_rows": first["network_rows"],
+            **({} if first["lane_layout"] is None else {"lane_layout": first["lane_layout"]}),
             "maps": {key: {"stride": m["stride"], "values": [round(v, 6) for v in m["values"]]} for key, m in maps.items()},
         }
         self._profiles.write(json.dumps(line) + "\n")
@@ -345,7 +415,17 @@ class IFEPredictionWriter(PredictionWriter):
             if profiles:
                 os.makedirs(os.path.join(self.output_dir, self.figure_dir), exist_ok=True)
                 title = f"{os.path.basename(name)}: {call} (p={prob:.2f})" + (f", truth {row[1]}" if row[1] else "")
-                plot_attention_figure(self._gel(item, source), profiles, self._figure_path(source), title, self.dpi)
+                gel = self._gel(item, source)
+                layout = _lane_layout(item[self.image_key])
+                if layout is not None and gel is not item[self.image_key]:
+                    # the original file: each profile placed on its rows (plot_attention_figure would stretch it
+                    # over the whole height, header and margins included, and unflipped)
+                    network_rows = int(np.shape(item[self.image_key])[-2])
+                    if int(np.shape(gel)[0]) != layout["image_shape"][0]:
+                        gel = item[self.image_key]  # not the file the layout was found on: show the network input
+                    else:
+                        profiles = {k: self._file_profile(v, network_rows, layout) for k, v in profiles.items()}
+                plot_attention_figure(gel, profiles, self._figure_path(source), title, self.dpi)
                 self._figures += 1
         self._count += 1
 

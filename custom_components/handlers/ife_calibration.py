@@ -6,6 +6,10 @@ gels, fits one temperature per head (:func:`custom_components.metrics.calibratio
 operating point on the tempered probabilities (:func:`custom_components.ife_referral.choose_operating_point`) and
 writes ``models/model.calibration.json`` (:func:`custom_components.bundle.calibration.write_calibration`).
 :class:`IFECalibrator` runs it when training completes (``train.json``) or on demand (``calibrate.json``).
+
+The record's ``fitted_on`` also keeps how training chose its validation gels (:func:`split_settings`: the seed and
+``val_fraction`` of a computed split, or the datalist's own ``validation`` list). A computed split depends on both,
+so recalibrating with other values would fit on gels the model was trained on; :func:`checked_split` refuses that.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 from torch.utils.data import DataLoader, Dataset
 
-from custom_components.bundle.calibration import write_calibration
+from custom_components.bundle.calibration import calibration_path, read_calibration, write_calibration
 from custom_components.bundle.recipe import CheckpointMismatchError, describe_mismatch, mismatch_error
+from custom_components.data.datalist import load_datalist
 from custom_components.ife_classes import (
     call_from_probabilities,
     fuse_subtask_probabilities,
@@ -39,9 +44,60 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["collect_heads", "calibrate_checkpoint", "IFECalibrator"]
+__all__ = ["collect_heads", "calibrate_checkpoint", "split_settings", "checked_split", "IFECalibrator"]
 
 logger = logging.getLogger(__name__)
+
+
+def split_settings(datalist_file: str | os.PathLike, seed: int, val_fraction: float) -> dict[str, Any]:
+    """How ``training_and_validation(datalist_file, val_fraction, seed)`` chooses the validation gels.
+
+    Returns:
+        ``{"validation": "datalist", ...}`` when the datalist has its own ``validation`` list (then ``seed`` and
+        ``val_fraction`` do not matter), else ``{"validation": "split", ...}``; both with ``seed`` and
+        ``val_fraction``.
+    """
+    source = "datalist" if load_datalist(datalist_file, "validation") else "split"
+    return {"validation": source, "seed": int(seed), "val_fraction": float(val_fraction)}
+
+
+def checked_split(
+    checkpoint: str | os.PathLike, split: Mapping[str, Any], section: str = "validation"
+) -> dict[str, Any]:
+    """The split settings to record when recalibrating ``checkpoint``; refuse a validation split that is not training's.
+
+    When ``section`` is ``"validation"`` and ``split`` is a computed split, the checkpoint's calibration record (if
+    any, and if it recorded its split) must name a computed split of the same ``seed`` and ``val_fraction``:
+    another split shares gels with the model's training data, so its temperatures and operating point would be
+    fitted on gels the model has seen.
+
+    Args:
+        checkpoint: the weights file whose record is read.
+        split: :func:`split_settings` of this run.
+        section: the section to calibrate on.
+
+    Returns:
+        the record's split (the training's) when there is one, else ``split``: what the new record keeps.
+
+    Raises:
+        ValueError: naming both settings and the overrides to use, when the split differs from training's.
+    """
+    record = read_calibration(checkpoint) if os.path.isfile(os.fspath(checkpoint)) else None
+    trained = (record or {}).get("fitted_on", {}).get("split")
+    if not isinstance(trained, Mapping):
+        return dict(split)  # no record, or one written before splits were recorded: nothing to compare
+    if section == "validation" and split.get("validation") == "split" and trained.get("validation") == "split":
+        ours = (int(split["seed"]), float(split["val_fraction"]))
+        theirs = (int(trained["seed"]), float(trained["val_fraction"]))
+        if ours != theirs:
+            raise ValueError(
+                f"cannot calibrate {os.fspath(checkpoint)} on the validation split of seed={ours[0]}, "
+                f"val_fraction={ours[1]}: it was trained with the split of seed={theirs[0]}, val_fraction={theirs[1]} "
+                f"(recorded in {calibration_path(checkpoint)}), and another split overlaps its training gels. Run "
+                f"with --seed {theirs[0]} --val_fraction {theirs[1]}, or calibrate on a held-out section "
+                f"(--calibrate_section <name>)."
+            )
+    return dict(trained)
 
 
 def _state_dict(checkpoint: str) -> Mapping[str, torch.Tensor]:
@@ -108,6 +164,7 @@ def calibrate_checkpoint(
     target_coverage: float = 0.75,
     section: str = "validation",
     n_bins: int = 15,
+    split: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fit and write the calibration record of ``checkpoint`` (see the module docstring).
 
@@ -126,6 +183,8 @@ def calibrate_checkpoint(
         target_coverage: for :func:`~custom_components.ife_referral.choose_operating_point`.
         section: the fitting split's name, recorded.
         n_bins: ECE bins.
+        split: how training chose its validation gels (:func:`split_settings`), recorded as ``fitted_on["split"]``
+            when given.
 
     Returns:
         the record written (also in ``models/model.calibration.json``).
@@ -180,6 +239,8 @@ def calibrate_checkpoint(
         "ece_bins": n_bins,
         "operating_point": operating_point,
     }
+    if split is not None:
+        record["fitted_on"]["split"] = dict(split)
     path = write_calibration(checkpoint, record)
     where = (
         f"coverage {operating_point['coverage']:.3f} at screening sensitivity "
@@ -215,6 +276,8 @@ class IFECalibrator:
         num_workers: data loader workers.
         device: where to run (default: where ``network`` is).
         section: the fitting split's name, recorded.
+        split: how training chose its validation gels (:func:`split_settings`; ``calibrate.json``: the
+            :func:`checked_split`), recorded in the record's ``fitted_on``; None records none.
         enabled: False attaches nothing (``train.json``'s ``calibrate``).
         save_rank: the rank that calibrates and writes.
 
@@ -235,6 +298,7 @@ class IFECalibrator:
         section: str = "validation",
         enabled: bool = True,
         save_rank: int = 0,
+        split: Mapping[str, Any] | None = None,
     ) -> None:
         for name, value in (("target_sensitivity", target_sensitivity), ("target_coverage", target_coverage)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
@@ -250,6 +314,7 @@ class IFECalibrator:
         self.num_workers = num_workers
         self.device = device
         self.section = section
+        self.split = None if split is None else dict(split)
         self.enabled = bool(enabled)
         self.save_rank = save_rank
         self.record: dict[str, Any] | None = None
@@ -264,7 +329,7 @@ class IFECalibrator:
         loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
         self.record = calibrate_checkpoint(
             self.network, self.checkpoint, loader, self.device, self.target_sensitivity, self.target_coverage,
-            self.section,
+            self.section, split=self.split,
         )
         return self.record
 

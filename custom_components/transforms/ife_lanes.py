@@ -33,6 +33,7 @@ from scipy import ndimage, signal
 
 __all__ = [
     "LANE_NAMES",
+    "LANES_NOT_FOUND",
     "LAYOUT_ORIENTATIONS",
     "BandPattern",
     "LaneLayout",
@@ -48,6 +49,11 @@ __all__ = [
 LANE_NAMES = ("ELP", "G", "A", "M", "K", "L")
 #: orientation of an input gel: albumin (ELP's strongest band) near the bottom or near the top
 LAYOUT_ORIENTATIONS = ("albumin_bottom", "albumin_top")
+#: how :class:`IFEBandPatternd` (``on_failure="report"``) starts its text when the lanes cannot be found, so that the
+#: refer rule (:func:`custom_components.ife_referral.refer_decisions`) tells a failed detector from a pattern
+LANES_NOT_FOUND = "lanes not found"
+#: meta key under which :class:`IFEBandPatternd` leaves the layout it found for :class:`NormaliseLaneLayoutd`
+_FOUND_LAYOUT_KEY = "found_lane_layout"
 _HEAVY = ("G", "A", "M")
 _LIGHT = ("K", "L")
 
@@ -380,6 +386,25 @@ def _outside_nine(bands: Mapping[str, list[int]], tolerance: float) -> str | Non
     return "; ".join(reasons) if reasons else None
 
 
+def _layout_record(layout: LaneLayout, image_shape: Sequence[int]) -> dict[str, Any]:
+    """A :class:`LaneLayout` as plain lists (collatable metadata), with the (H, W) of the image it was found on."""
+    return {"columns": [list(c) for c in layout.columns], "rows": list(layout.rows),
+            "confidence": float(layout.confidence), "image_shape": [int(s) for s in image_shape]}  # fmt: skip
+
+
+def _reusable_layout(image: Any, num_lanes: int) -> LaneLayout | None:
+    """The layout :class:`IFEBandPatternd` found on this image (same (H, W) and lane count), else None."""
+    meta = getattr(image, "meta", None)
+    record = meta.get(_FOUND_LAYOUT_KEY) if isinstance(meta, Mapping) else None
+    if not isinstance(record, Mapping) or len(record.get("columns", ())) != num_lanes:
+        return None
+    if [int(s) for s in record.get("image_shape", ())] != [int(s) for s in np.shape(image)[-2:]]:
+        return None  # found on another image (the key survived a resize, a crop ...): find the lanes afresh
+    columns = tuple((int(a), int(b)) for a, b in record["columns"])
+    return LaneLayout(columns=columns, rows=(int(record["rows"][0]), int(record["rows"][1])),
+                      confidence=float(record["confidence"]))  # fmt: skip
+
+
 def _source(image: Any) -> str:
     meta = getattr(image, "meta", None)
     name = meta.get("filename_or_obj") if isinstance(meta, Mapping) else None
@@ -398,8 +423,13 @@ class NormaliseLaneLayoutd(MapTransform):
     Runs on the raw channel-first image (after ``LoadImaged``/``EnsureChannelFirstd``, before ``Resized`` and
     intensity scaling). The metadata of a :class:`~monai.data.MetaTensor` input is kept (``filename_or_obj``,
     ``spatial_shape`` of the file ...) and the found layout added as ``meta["lane_layout"]`` (``columns``,
-    ``rows``, ``confidence`` and the input's ``orientation``, as given or detected). The layout is not an affine
-    map, so the affine is left as it was and the transform is not invertible.
+    ``rows``, ``confidence``, the input's ``image_shape`` (H_in, W_in) and ``orientation``, the one actually
+    used: as given, or as detected for ``"auto"``). Output row ``r`` of a height-``H`` resampling (this one, or a
+    later ``Resized`` of it) is input row ``top + (r + 0.5) * (bottom - top + 1) / H - 0.5`` (``bottom - ...`` for
+    ``albumin_top``), which :class:`~custom_components.handlers.ife.IFEPredictionWriter` uses to place attention
+    peaks on the file. The layout is not an affine map, so the affine is left as it was and the transform is not
+    invertible. The lanes are found once per gel: a layout that :class:`IFEBandPatternd` found on the same image
+    (left in its metadata) is reused.
 
     Args:
         keys: keys of (C, H_in, W_in) images.
@@ -458,6 +488,8 @@ class NormaliseLaneLayoutd(MapTransform):
         if img.ndim != 3:
             raise ValueError(f"{source}: expected a channel-first (C, H, W) image, got shape {tuple(img.shape)}.")
         if layout is None:
+            layout = _reusable_layout(image, self.num_lanes)
+        if layout is None:
             try:
                 layout = find_lanes(img, num_lanes=self.num_lanes)
             except LaneLayoutError as err:
@@ -486,8 +518,8 @@ class NormaliseLaneLayoutd(MapTransform):
             out = torch.flip(out, dims=(1,))  # canonical: albumin at the bottom
         if isinstance(image, MetaTensor):
             meta = dict(image.meta)
-            meta["lane_layout"] = {"columns": [list(c) for c in layout.columns], "rows": list(layout.rows),
-                                   "confidence": layout.confidence, "orientation": orientation}  # fmt: skip
+            meta.pop(_FOUND_LAYOUT_KEY, None)  # consumed: it describes the input, not the output
+            meta["lane_layout"] = dict(_layout_record(layout, img.shape[-2:]), orientation=orientation)
             return MetaTensor(out, meta=meta)  # meta holds the input's affine
         return out
 
@@ -502,14 +534,17 @@ class IFEBandPatternd(MapTransform):
     """Add the band-pattern reason of :func:`detect_band_pattern` to the data as a string.
 
     Put it on the raw image (after ``LoadImaged``/``EnsureChannelFirstd``, before resizing): bands are a few
-    percent of the gel height, fine detail that resizing blurs.
+    percent of the gel height, fine detail that resizing blurs. On a :class:`~monai.data.MetaTensor` the lanes
+    found are left in its metadata (``meta["found_lane_layout"]``), so that a following
+    :class:`NormaliseLaneLayoutd` does not find them again.
 
     Args:
         keys: key of the (C, H, W) image (one key).
         output_key: where the reason goes: ``""`` when the pattern is one of the nine classes or no band is
             found, else e.g. ``"kappa and lambda bands at different heights"``.
         on_failure: ``"raise"`` (a :class:`LaneLayoutError` naming the file) or ``"report"`` (the reason
-            ``"lanes not found: ..."`` in ``output_key``) when the lanes cannot be found.
+            ``"lanes not found: <why>"`` in ``output_key``, :data:`LANES_NOT_FOUND` first) when the lanes cannot
+            be found.
         allow_missing_keys: do not raise if the key is absent.
         kwargs: passed to :func:`detect_band_pattern` (``min_contrast``, ``band_width``, ``same_height``).
 
@@ -543,11 +578,18 @@ class IFEBandPatternd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             try:
-                pattern = detect_band_pattern(d[key], **self.kwargs)
+                layout = find_lanes(d[key], num_lanes=len(LANE_NAMES))
+                pattern = detect_band_pattern(d[key], layout, **self.kwargs)
             except LaneLayoutError as err:
                 if self.on_failure == "raise":
                     raise LaneLayoutError(f"{_source(d[key])}: cannot read the band pattern: {err}") from err
-                d[self.output_key] = f"lanes not found: {err}"
+                d[self.output_key] = f"{LANES_NOT_FOUND}: {err}"
                 continue
+            if isinstance(d[key], MetaTensor):
+                # same pixels (shared storage), own meta dict: the caller's image keeps its metadata unchanged
+                image = MetaTensor(d[key].as_tensor(), meta=dict(d[key].meta),
+                                   applied_operations=list(d[key].applied_operations))
+                image.meta[_FOUND_LAYOUT_KEY] = _layout_record(layout, np.shape(d[key])[-2:])
+                d[key] = image
             d[self.output_key] = pattern.outside_nine or ""
         return d

@@ -120,7 +120,9 @@ def test_training_calibrates_the_best_checkpoint(trained):
     assert record["weights_sha256"] == weights_sha256(root / "models" / "model.pt")  # not stale
     assert set(record["temperatures"]) == {"severe", "mild"} and all(t > 0 for t in record["temperatures"].values())
     validation = _datalist(trained["dataset_dir"])["validation"]
-    assert record["fitted_on"] == {"section": "validation", "count": len(validation)}
+    # the datalist has its own validation list: seed and val_fraction did not choose the gels (recorded all the same)
+    split = {"validation": "datalist", "seed": 0, "val_fraction": 0.2}
+    assert record["fitted_on"] == {"section": "validation", "count": len(validation), "split": split}
     assert all(np.isfinite(record[k]) for k in ("ece_before", "ece_after", "nll_before", "nll_after"))
     assert [e["label"] for e in validation] == ["Negative"] and record["operating_point"] is None
 
@@ -131,7 +133,9 @@ def test_calibrate_config_refits_an_existing_checkpoint(trained, tmp_path):
     root = trained["root"]
     record = read_calibration(root / "models" / "model.pt")
     testing = _datalist(trained["dataset_dir"])["testing"]
-    assert record["fitted_on"] == {"section": "testing", "count": len(testing)}
+    # the record keeps how training chose its validation gels, for a later recalibration on them
+    split = trained["train_record"]["fitted_on"]["split"]
+    assert record["fitted_on"] == {"section": "testing", "count": len(testing), "split": split}
     assert record["weights_sha256"] == trained["train_record"]["weights_sha256"]
     # temperature scaling minimises each head's NLL on these gels: the fused NLL does not rise much (T = 1 is allowed)
     assert record["nll_after"] <= record["nll_before"] * 1.05 + 1e-6
@@ -320,7 +324,16 @@ def test_lane_layout_normalisation_trains_evaluates_and_infers_and_travels_with_
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert report["num_samples"] == len(_datalist(data)["testing"]) and "calibration" in report
     _workflow(["inference.json"], "infer", **paths, output_dir=str(tmp_path / "infer"))
-    assert len(_read_predictions(tmp_path / "infer" / "predictions.csv")) == len(_datalist(data)["testing"])
+    predictions = _read_predictions(tmp_path / "infer" / "predictions.csv")
+    assert len(predictions) == len(_datalist(data)["testing"])
+    # peak rows in the files' 120 rows (not the normalised 64 that Resized traced), inside each gel's rows
+    profiles = [json.loads(line) for line in open(tmp_path / "infer" / "attention_profiles.jsonl")]
+    assert all(p["image_rows"] == 120 and p["lane_layout"]["image_shape"] == [120, 180] for p in profiles)
+    gel_rows = {p["image"]: p["lane_layout"]["rows"] for p in profiles}
+    for row in predictions:
+        top, bottom = gel_rows[row["image"]]
+        for column in ("severe_attention_peak_row", "mild_attention_peak_row"):
+            assert top <= int(row[column]) <= bottom, (row["image"], column)
     with pytest.raises(Exception) as raised:
         _workflow(["inference.json"], "infer", **paths, output_dir=str(tmp_path / "raw"), lane_layout=False)
     assert any("trained with lane_layout=True" in m for m in _error_messages(raised.value))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -11,7 +12,12 @@ from ignite.engine import Engine
 
 from custom_components.bundle.calibration import read_calibration
 from custom_components.bundle.recipe import CheckpointMismatchError
-from custom_components.handlers.ife_calibration import IFECalibrator, calibrate_checkpoint
+from custom_components.handlers.ife_calibration import (
+    IFECalibrator,
+    calibrate_checkpoint,
+    checked_split,
+    split_settings,
+)
 from custom_components.networks.ife_resnet import IFEResNet, MultiTaskIFEResNet
 
 NARROW = (8, 16, 32, 64)
@@ -67,3 +73,32 @@ def test_calibrator_raises_after_the_barrier_when_calibration_fails(tmp_path):
     with pytest.raises(CheckpointMismatchError, match=r"model\.pt does not fit the network"):
         IFECalibrator(net, checkpoint, _data(3))()
     assert read_calibration(checkpoint) is None
+
+
+def test_recalibration_refuses_a_validation_split_other_than_trainings(tmp_path):
+    net = MultiTaskIFEResNet(channels=NARROW)
+    checkpoint = tmp_path / "models" / "model.pt"
+    checkpoint.parent.mkdir()
+    torch.save(net.state_dict(), checkpoint)
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"training": [{"image": "a.png", "label": 0}]}))
+    trained = split_settings(datalist, seed=0, val_fraction=0.2)
+    assert trained == {"validation": "split", "seed": 0, "val_fraction": 0.2}
+    current = split_settings(datalist, 42, 0.2)
+    assert checked_split(checkpoint, current) == current  # no record yet: nothing to compare
+    loader = torch.utils.data.DataLoader(_data(), batch_size=6)
+    IFECalibrator(net, checkpoint, _data(), split=trained, device="cpu").calibrate()  # as training does
+    assert read_calibration(checkpoint)["fitted_on"]["split"] == trained
+    assert checked_split(checkpoint, split_settings(datalist, 0, 0.2)) == trained  # the same split: proceed
+    message = (r"seed=42, val_fraction=0.3: it was trained with the split of seed=0, val_fraction=0.2 .*"
+               r"Run with --seed 0 --val_fraction 0.2")  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        checked_split(checkpoint, split_settings(datalist, 42, 0.3))
+    # another section is held out whatever the seed: allowed, and the record keeps training's split
+    assert checked_split(checkpoint, split_settings(datalist, 42, 0.3), section="testing") == trained
+    record = calibrate_checkpoint(net, checkpoint, loader, "cpu", section="testing", split=trained)
+    assert record["fitted_on"] == {"section": "testing", "count": 12, "split": trained}
+    # a datalist with its own validation list: seed and val_fraction do not choose the gels
+    datalist.write_text(json.dumps({"training": [{"image": "a.png", "label": 0}], "validation": [{"image": "b.png"}]}))
+    assert split_settings(datalist, 42, 0.3)["validation"] == "datalist"
+    assert checked_split(checkpoint, split_settings(datalist, 42, 0.3)) == trained  # no refusal

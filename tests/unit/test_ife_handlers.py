@@ -301,7 +301,7 @@ def test_evaluation_report_calibration_and_referral(tmp_path):
     assert ref["coverage"] == 0.0 and ref["accuracy"] is None and ref["referred"] == 4
     assert ref["fnr"] == 0.0 and ref["sensitivity"] == 1.0 and ref["positives"] == 2
     assert ref["refer_counts"] == {"low confidence": 4, "positive call uncertain": 3, "pattern outside the nine": 0,
-                                   "not calibrated": 0}  # fmt: skip
+                                   "band pattern not read": 0, "not calibrated": 0}  # fmt: skip
     assert ref["operating_point"] == point and ref["probabilities"] == "calibrated"
     expected = coverage_accuracy_curve(tempered, [0, 0, 1, 1], [0, 0, 1, 0])
     assert {k: pytest.approx(v, abs=1e-6) for k, v in expected.items()} == ref["coverage_accuracy_curve"]
@@ -325,3 +325,49 @@ def test_evaluation_report_without_calibration_record(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["confusion_matrix.png", "metrics.json", "reliability_diagram.png"]
     with pytest.raises(ValueError, match="calibration"):
         IFEEvaluationReport(tmp_path, calibration=[1.0])
+
+
+@pytest.mark.parametrize("orientation", ["albumin_bottom", "albumin_top"])
+def test_prediction_writer_peak_rows_of_a_lane_normalised_gel(tmp_path, orientation):
+    """With lane_layout, a peak at the band's network row is reported (and drawn) at the band's row of the file."""
+    from monai.transforms import Compose, Resized
+
+    from custom_components.data.synthetic.ife import render_gel
+    from custom_components.transforms.ife_lanes import IFEBandPatternd, NormaliseLaneLayoutd
+
+    rgb, info = render_gel(np.random.default_rng(3), "IgG-kappa", (200, 300), return_info=True, orientation=orientation,
+                           style="real")  # fmt: skip
+    path = str(tmp_path / "gel.png")
+    Image.fromarray(rgb.astype(np.uint8)).save(path)
+    preprocessing = Compose([
+        IFEBandPatternd("image", on_failure="report"),
+        NormaliseLaneLayoutd("image", spatial_size=(96, 96), orientation="auto"),
+        Resized("image", spatial_size=(64, 64), mode="bilinear", anti_aliasing=True),
+    ])  # fmt: skip
+    gel = MetaTensor(torch.as_tensor(rgb.transpose(2, 0, 1).astype(np.float32)), meta={"filename_or_obj": path})
+    image = preprocessing({"image": gel})["image"]
+    layout = image.meta["lane_layout"]
+    assert layout["image_shape"] == [200, 300] and layout["orientation"] == orientation
+    band = int(torch.argmin(image.mean(dim=0)[:, 12:20].mean(dim=1)))  # the band's network row, in the G lane
+    top, bottom = layout["rows"]
+    offset = (band + 0.5) * (bottom - top + 1) / 64 - 0.5
+    expected = round(bottom - offset if orientation == "albumin_top" else top + offset)  # by hand
+    assert abs(expected - info["band_row"]) <= 0.03 * 200 + 2  # the mapping lands on the band of the file
+    item = _item(path, [0.05, 0.9] + [0.05 / 7] * 7, 1)
+    peaked = torch.full((64,), 0.1)
+    peaked[band] = 0.9  # stride 1: map row j is network row j
+    item.update(image=image, attention_severe=peaked, attention_mild=peaked)
+    out = tmp_path / "out"
+    writer = IFEPredictionWriter(out, attention_strides={"attention_severe": 1, "attention_mild": 1})
+    _run_writer(writer, [[item]])
+    row = next(csv.DictReader(open(out / "predictions.csv", newline="")))
+    assert row["severe_attention_peak_row"] == row["mild_attention_peak_row"] == str(expected)
+    line = json.loads(open(out / "attention_profiles.jsonl").readline())
+    assert line["image_rows"] == 200 and line["network_rows"] == 64  # not the normalised 96 that Resized traced
+    assert line["lane_layout"] == {"rows": [top, bottom], "image_shape": [200, 300], "orientation": orientation}
+    assert _is_png(out / "attention" / "gel.png")
+    # the figure's profile: one value per file row, peaking at the CSV's row, nothing outside the gel rows
+    record = {"values": peaked.tolist(), "stride": 1}
+    profile = IFEPredictionWriter._file_profile(record, 64, line["lane_layout"])
+    assert profile.shape == (200,) and abs(int(np.argmax(profile)) - expected) <= 1
+    assert not profile[:top].any() and not profile[bottom + 1 :].any()

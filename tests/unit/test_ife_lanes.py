@@ -216,3 +216,27 @@ def test_band_pattern_transform_adds_a_string_and_reports_or_raises_on_failure()
         transform({"image": blank})
     reported = IFEBandPatternd("image", output_key="refer", on_failure="report")({"image": blank})
     assert reported["refer"].startswith("lanes not found: no lanes")
+
+
+def test_lanes_are_found_once_when_band_pattern_and_normalisation_both_run(monkeypatch):
+    import custom_components.transforms.ife_lanes as ife_lanes
+
+    calls = []
+    real_find_lanes = ife_lanes.find_lanes
+    monkeypatch.setattr(ife_lanes, "find_lanes", lambda *a, **k: calls.append(1) or real_find_lanes(*a, **k))
+    image, _ = _gel(0, "IgG-kappa", "albumin_top", "real")
+    gel = MetaTensor(torch.as_tensor(image), meta={"filename_or_obj": "gel.png"})
+    data = IFEBandPatternd("image")({"image": gel})
+    assert len(calls) == 1 and "found_lane_layout" not in gel.meta  # the input's meta is left alone
+    out = NormaliseLaneLayoutd("image", (64, 96), orientation="auto")(data)["image"]
+    assert len(calls) == 1  # reused, not found again
+    layout = real_find_lanes(image)
+    assert out.meta["lane_layout"]["rows"] == list(layout.rows) and "found_lane_layout" not in out.meta
+    assert out.meta["lane_layout"]["image_shape"] == list(SIZE)
+    assert out.meta["lane_layout"]["orientation"] == "albumin_top"  # the one "auto" detected, not "auto"
+    # a layout left by the detector on an image of another size is not reused
+    stale = MetaTensor(torch.as_tensor(image[:, :, :40]), meta=dict(data["image"].meta))  # two lanes left
+    calls.clear()
+    with pytest.raises(LaneLayoutError, match="^gel.png: cannot normalise"):  # searched afresh, and not six lanes
+        NormaliseLaneLayoutd("image", (64, 96))({"image": stale})
+    assert len(calls) == 1

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from custom_components.transforms.ife_lanes import LANES_NOT_FOUND
 from custom_components.ife_referral import (
     LOW_CONFIDENCE,
     NOT_CALIBRATED,
+    PATTERN_NOT_READ,
     POSITIVE_UNCERTAIN,
     choose_operating_point,
     coverage_accuracy_curve,
@@ -44,6 +46,11 @@ DECISION_CASES = [
      (True, "pattern outside the nine: two heavy-chain bands at different heights (G, A)")),
     (_probs(0.05, call=3, confidence=0.5), "two light-chain bands",
      (True, f"{LOW_CONFIDENCE}; pattern outside the nine: two light-chain bands")),
+    # the detector failed: not a pattern, but the check did not run, so the gel is referred for that
+    (_probs(0.9), f"{LANES_NOT_FOUND}: no lanes; the image is blank",
+     (True, "band pattern not read: no lanes, the image is blank")),
+    (_probs(0.05, call=3, confidence=0.5), LANES_NOT_FOUND,
+     (True, f"{LOW_CONFIDENCE}; band pattern not read: lanes not found")),
 ]  # fmt: skip
 
 
@@ -115,11 +122,12 @@ def test_referral_metrics_count_false_negatives_and_reasons():
         _probs(0.9),  # truth 0, right, decided
     ])  # fmt: skip
     labels = torch.tensor([2, 3, 3, 4, 0])
-    m = referral_metrics(probs, labels, POINT, ["", "", "", "", "two light-chain bands"])
+    m = referral_metrics(probs, labels, POINT, ["", f"{LANES_NOT_FOUND}: no lanes", "", "", "two light-chain bands"])
     assert m["count"] == 5 and m["referred"] == 3 and m["coverage"] == pytest.approx(0.4)
     assert m["accuracy"] == pytest.approx(0.5)  # decided: gel 0 (wrong) and gel 2 (right); gel 4 has a pattern
     assert m["positives"] == 4 and m["fnr"] == pytest.approx(0.25) and m["sensitivity"] == pytest.approx(0.75)
-    expected_counts = {LOW_CONFIDENCE: 2, POSITIVE_UNCERTAIN: 1, "pattern outside the nine": 1, NOT_CALIBRATED: 0}
+    expected_counts = {LOW_CONFIDENCE: 2, POSITIVE_UNCERTAIN: 1, "pattern outside the nine": 1,
+                       PATTERN_NOT_READ: 1, NOT_CALIBRATED: 0}  # fmt: skip
     assert m["refer_counts"] == expected_counts
 
 

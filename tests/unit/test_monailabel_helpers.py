@@ -17,7 +17,7 @@ from PIL import Image
 APP_DIR = Path(__file__).resolve().parents[2] / "apps" / "monailabel"
 sys.path.insert(0, str(APP_DIR))  # the app's own imports are "lib.*", as when MONAI Label loads it
 
-from lib.infers.ife_multitask import ife_result  # noqa: E402
+from lib.infers.ife_multitask import ife_result, requested_weights  # noqa: E402
 from lib.infers.oct_fluid_seg import fluid_mask, fluid_result  # noqa: E402
 from lib.trainers.bundle_task import fraction, non_negative_int, positive_int  # noqa: E402
 from lib.validation import check_binary_mask, check_identifier, parse_class_label, read_image_size  # noqa: E402
@@ -225,3 +225,21 @@ def test_fine_tuning_keeps_the_checkpoint_recipe_unless_the_request_sets_it(tmp_
     task._request = {"image_size": "64"}
     overrides = task._update_overrides({"train#dataset#data": [{"image": "a.png", "label": "a_mask.png"}]})
     assert overrides["image_size"] == 64 and overrides["filters"] == settings["filters"]  # the request wins
+
+
+def test_the_calibration_is_read_for_the_weights_the_request_runs(tmp_path):
+    """requested_weights picks the file MONAI Label's _get_network loads, so its own calibration record is read."""
+    models = tmp_path / "models"
+    models.mkdir()
+    default = str(models / "model.pt")
+    for name in ("model.pt", "model_fold1.pt"):
+        (models / name).write_bytes(b"weights")
+    fold = str(models / "model_fold1.pt")
+    assert requested_weights(default, str(models), {"model_filename": "model_fold1.pt"}, True) == fold
+    # MONAI Label fills the request with the task's config: the option list, whose first entry is taken
+    assert requested_weights(default, str(models), {"model_filename": ["model_fold1.pt", "model.pt"]}, True) == fold
+    assert requested_weights(default, str(models), {"model_filename": "missing.pt"}, True) == default  # ignored
+    not_offered = requested_weights(default, str(models), {"model_filename": "model_fold1.pt"}, False)
+    assert not_offered == default
+    assert requested_weights(default, str(models), {}, True) == default
+    assert requested_weights(None, str(models), None, True) is None

@@ -22,7 +22,7 @@ from custom_components.ife_classes import (
 )
 from lib.infers.bundle_task import LocalBundleInferTask
 
-__all__ = ["IFEMultiTaskInfer", "ife_result"]
+__all__ = ["IFEMultiTaskInfer", "ife_result", "requested_weights"]
 
 HEADS_KEY = "ife_heads"
 #: the checkpoint's calibration record (``models/model.calibration.json``) read for this request, or None
@@ -33,6 +33,33 @@ BAND_PATTERN_KEY = "band_pattern"
 
 def _named(probabilities: torch.Tensor, names: tuple[str, ...]) -> dict[str, float]:
     return {name: round(float(p), 6) for name, p in zip(names, probabilities.tolist())}
+
+
+def requested_weights(
+    default: str | None, models_dir: str, data: Mapping[str, Any] | None, choosable: bool
+) -> str | None:
+    """The weights file a request runs, chosen as MONAI Label's ``BasicInferTask._get_network`` (0.8.5) chooses it.
+
+    Read the calibration record next to THIS file: another ``models/*.pt`` (a fold, an earlier model) has its own
+    temperatures and operating point, or none, and ``model.pt``'s would be wrong for it.
+
+    Args:
+        default: the task's own weights (``get_path()``), or None.
+        models_dir: folder of the task's weights; the request's ``model_filename`` is a name in it.
+        data: the request (MONAI Label puts the task's config under it, so ``model_filename`` is the list of
+            options unless the request names one; the first is taken, as MONAI Label does).
+        choosable: whether the task offers the ``model_filename`` option.
+
+    Returns:
+        the requested file when the option is offered and that file exists, else ``default``.
+    """
+    name = (data or {}).get("model_filename") if choosable else None
+    if isinstance(name, (list, tuple)):
+        name = name[0] if name else None
+    if not isinstance(name, str) or not name:
+        return default
+    path = os.path.join(models_dir, name)
+    return path if os.path.exists(path) else default  # MONAI Label ignores a name that is not a file
 
 
 def ife_result(
@@ -131,8 +158,12 @@ class IFEMultiTaskInfer(LocalBundleInferTask):
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict[str, Any]:
         inferer = self.inferer(data)
-        # read per request: training replaces the checkpoint and its calibration while the app serves
-        calibration = read_calibration(self.checkpoint) if os.path.isfile(self.checkpoint) else None
+        # read per request: training replaces the checkpoint and its calibration while the app serves; and the record
+        # of the weights _get_network loads (the request may name another models/*.pt), not model.pt's
+        weights = requested_weights(
+            self.get_path(), os.path.dirname(self.path[0]), data, bool(self._config.get("model_filename"))
+        )
+        calibration = read_calibration(weights) if weights and os.path.isfile(weights) else None
         temperatures = (calibration or {}).get("temperatures")
         network = ForwardHeads(self._get_network(device, data), temperatures=temperatures).to(torch.device(device))
         inputs = data[self.input_key]
