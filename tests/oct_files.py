@@ -36,8 +36,13 @@ from custom_components.data.oct_volumes import DICOM_OCT_SOP_CLASS
 __all__ = ["write_dicom_oct", "write_heidelberg_vol", "write_heidelberg_xml", "write_topcon"]
 
 
-def write_dicom_oct(path, frames: np.ndarray, spacing=(0.0039, 0.0117, 0.12), laterality="L", date="20220315"):
-    """A DICOM Ophthalmic Tomography Image (multi-frame, uint8 or uint16) with shared pixel measures."""
+def write_dicom_oct(
+    path, frames: np.ndarray, spacing=(0.0039, 0.0117, 0.12), laterality="L", date="20220315", between=True,
+    slice_thickness=None,
+):  # fmt: skip
+    """A DICOM Ophthalmic Tomography Image (multi-frame, uint8 or uint16) with shared pixel measures; frame ``k``
+    positioned at ``k * spacing[2]`` mm. ``between=False`` leaves out SpacingBetweenSlices; ``slice_thickness``
+    (default ``spacing[2]``) is the nominal B-scan thickness written."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -64,8 +69,9 @@ def write_dicom_oct(path, frames: np.ndarray, spacing=(0.0039, 0.0117, 0.12), la
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
     measures = Dataset()
     measures.PixelSpacing = [spacing[0], spacing[1]]  # (between rows = axial, between columns = lateral)
-    measures.SliceThickness = spacing[2]
-    measures.SpacingBetweenSlices = spacing[2]
+    measures.SliceThickness = spacing[2] if slice_thickness is None else slice_thickness
+    if between:
+        measures.SpacingBetweenSlices = spacing[2]
     shared = Dataset()
     shared.PixelMeasuresSequence = Sequence([measures])
     orientation = Dataset()
@@ -87,20 +93,26 @@ def write_dicom_oct(path, frames: np.ndarray, spacing=(0.0039, 0.0117, 0.12), la
     return path
 
 
-def write_heidelberg_vol(path, bscans: np.ndarray, ys=(3.0, 2.0, 1.0), laterality="OS", version="HSF-OCT-103"):
+def write_heidelberg_vol(
+    path, bscans: np.ndarray, ys=(3.0, 2.0, 1.0), laterality="OS", version="HSF-OCT-103", positions=None
+):
     """A Heyex VOL file (eyepy's ``vol_format``) of uint8 B-scans stored as Heyex float reflectivity; ``ys`` are the
-    B-scans' vertical positions on the localizer in mm (larger = lower on the fundus = inferior)."""
+    B-scans' vertical positions on the localizer in mm (larger = lower on the fundus = inferior), each B-scan
+    horizontal from x = 0.5 to 5.5 mm; ``positions``, when given, replaces them with each B-scan's
+    ``(start_x, start_y, end_x, end_y)`` (a vertical or radial scan)."""
     import construct as cs
     from eyepy.core.utils import to_vol_intensity
     from eyepy.io.he.vol_reader import vol_format
 
     n, rows, columns = bscans.shape
     header_size = 256 + 17 * 4 * columns  # 256 bytes, then 17 layer vectors, as Heyex and eyepy's writer do
+    if positions is None:
+        positions = [(0.5, y, 5.5, y) for y in ys]
     records = [
-        dict(bscan_hdr_size=header_size, start_x=0.5, start_y=y, end_x=5.5, end_y=y, num_seg=17, quality=30.0,
+        dict(bscan_hdr_size=header_size, start_x=x0, start_y=y0, end_x=x1, end_y=y1, num_seg=17, quality=30.0,
              shift=0, iv_transformation=[0] * 6, layer_segmentations=np.zeros((17, columns), np.float32),
              data=to_vol_intensity(bscans[i]))
-        for i, y in enumerate(ys)
+        for i, (x0, y0, x1, y1) in enumerate(positions)
     ]  # fmt: skip
     exam = "exam_time" / cs.Int64ul  # 100 ns ticks since 1601-01-01 (eyepy's adapter cannot encode it)
     layout = cs.Struct(*[exam if sc.name == "exam_time" else sc for sc in vol_format.subcons])

@@ -28,8 +28,11 @@ __all__ = [
     "MAX_IMAGE_PIXELS",
     "MAX_VOLUME_VOXELS",
     "PIL_MODES",
+    "ZEISS_CUBES",
+    "ZEISS_DEPTH",
     "is_nifti",
     "is_dicom_file",
+    "nifti_spacing_mm",
     "image_shape",
     "read_array",
     "printable_path",
@@ -44,6 +47,10 @@ NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 #: OCT vendor files (:mod:`custom_components.data.oct_volumes`): Heidelberg VOL, E2E and XML export, Topcon FDA and
 #: FDS, Zeiss Cirrus IMG
 OCT_VENDOR_EXTENSIONS = (".vol", ".e2e", ".xml", ".fda", ".fds", ".img")
+#: Zeiss Cirrus IMG cubes: (A-scans per B-scan, B-scans) of the scan patterns whose raw cube oct-converter reads,
+#: every A-scan :data:`ZEISS_DEPTH` samples deep. The file has no header: the pattern is known from its size only.
+ZEISS_CUBES = ((512, 128), (200, 200))
+ZEISS_DEPTH = 1024
 #: DICOM files by name; a file without an extension is DICOM when its content says so (:func:`is_dicom_file`)
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 #: everything the OCT fluid bundle reads through ``LoadOCTVolumed`` (the IFE bundle passes ``IMAGE_EXTENSIONS``)
@@ -52,8 +59,8 @@ OCT_EXTENSIONS = IMAGE_EXTENSIONS + NIFTI_EXTENSIONS + OCT_VENDOR_EXTENSIONS + D
 #: time, and its errors go through the skip-and-report path). Heidelberg VOL files begin with their version text,
 #: "HSF-OCT-1xx" from Heyex, "ep-v" when eyepy's ``HeVolWriter`` wrote them; E2E with the "CMDb" magic of its
 #: version header; Topcon FDA/FDS with "FOCT" (then the file type, "FDA" or "FAA", which FDS files share). XML is
-#: checked for an XML start; a Zeiss IMG cube has no header, so only its size is checked (whole 1024-deep B-scans
-#: of 512 or 200 A-scans).
+#: checked for an XML start; a Zeiss IMG cube has no header, so only its size is checked (whole
+#: :data:`ZEISS_DEPTH`-deep B-scans of a :data:`ZEISS_CUBES` width).
 _VENDOR_MAGIC = {
     ".vol": (b"HSF-OCT-", b"ep-v"),
     ".e2e": (b"CMDb",),
@@ -94,6 +101,30 @@ def is_dicom_file(path: str | Path) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
+#: a NIfTI header's spatial unit (as nibabel names it) in mm; "unknown" is read as mm, NIfTI's usual unit
+_NIFTI_UNIT_MM = {"mm": 1.0, "meter": 1000.0, "micron": 0.001, "unknown": 1.0}
+
+
+def nifti_spacing_mm(path: str | os.PathLike) -> tuple[float, ...] | None:
+    """Voxel sizes in mm of a NIfTI file along its stored axes (2 or 3 of them), or None when the header gives none.
+
+    A header whose qform and sform codes are both 0 has no spatial information: its ``pixdim`` is a placeholder
+    (nibabel writes 1 for an image saved without an affine), so the spacing is unknown rather than 1 mm. Units are
+    converted from the header's ``xyzt_units`` (metres and microns too). Only the header is read. The one reading
+    of a NIfTI spacing in the project (the OCT reader's and the fluid writer's).
+    """
+    import nibabel as nib
+
+    header = nib.load(os.fspath(path)).header
+    if int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0:
+        return None
+    scale = _NIFTI_UNIT_MM.get(header.get_xyzt_units()[0], 1.0)
+    affine = header.get_best_affine()
+    sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0)) * scale
+    spatial = min(3, len(header.get_data_shape()[:3]))
+    return tuple(float(s) for s in sizes[:spatial])
+
+
 def _screen_oct_file(path: Path, suffix: str) -> str | None:
     """Cheap screening of a vendor or DICOM file: size and magic bytes only (see :data:`_VENDOR_MAGIC`)."""
     with open(path, "rb") as f:
@@ -111,8 +142,12 @@ def _screen_oct_file(path: Path, suffix: str) -> str | None:
         return None if text.startswith(b"<") else "not an XML file (no '<' at its start)"
     if suffix == ".img":
         size = path.stat().st_size
-        if not any(size % (1024 * columns) == 0 for columns in (512, 200)):
-            return f"not a Zeiss Cirrus raw cube: {size:,} bytes is not whole 1024-deep B-scans of 512 or 200 A-scans"
+        widths = [columns for columns, _ in ZEISS_CUBES]
+        if not any(size % (ZEISS_DEPTH * columns) == 0 for columns in widths):
+            return (
+                f"not a Zeiss Cirrus raw cube: {size:,} bytes is not whole {ZEISS_DEPTH}-deep B-scans of "
+                f"{' or '.join(str(w) for w in widths)} A-scans"
+            )
     return None
 
 

@@ -13,7 +13,7 @@ format              file                    read by; tested in ``tests/unit/test
 ``heidelberg_vol``  ``.vol``                eyepy ``HeVolReader`` (behind ``eyepy.import_heyex_vol``); a
                                             3-B-scan file built with eyepy's own ``vol_format`` definition
                                             (eyepy 0.21's ``HeVolWriter`` cannot write dates): pixels, spacing,
-                                            laterality, date, B-scan order, identifiers
+                                            laterality, date, B-scan direction and raster
 ``heidelberg_e2e``  ``.e2e``                ``eyepy.import_heyex_e2e`` (the first OCT volume of the file); not
                                             tested here: neither library writes E2E
 ``heidelberg_xml``  ``.xml``                ``eyepy.import_heyex_xml`` (the B-scan images beside the XML); an
@@ -40,11 +40,14 @@ Conventions of :attr:`OCTVolume.data` (all formats):
   the Heidelberg, Topcon, DICOM and image formats; a Zeiss IMG cube is given as stored, which was not checked here
   against a real Cirrus export (check an overlay of the first result);
 - axis 1: columns, the A-scans of one B-scan (lateral), in the order the file stores them;
-- axis 2: the B-scans. Where the file gives every B-scan's position on the localizer (Heidelberg VOL, E2E and
-  XML), the volume is reordered so that **B-scan 0 is the most inferior** one (the fluid report's default
-  ``first_bscan="inferior"``) and :attr:`OCTVolume.first_bscan` says ``"inferior"``. The other formats give no
-  position (Topcon FDA/FDS, Zeiss IMG, DICOM without a localizer reference, NIfTI, images): their B-scans stay in
-  the stored order and ``first_bscan`` is None (unknown); set the report's ``first_bscan`` for them.
+- axis 2: the B-scans, always **in the file's order** (B-scan ``k`` is the vendor viewer's B-scan ``k``, so a
+  ``fovea`` given in its numbering and the NIfTI mask's B-scans match it). Where the file gives every B-scan's
+  position on the localizer (Heidelberg VOL, E2E and XML), :attr:`OCTVolume.first_bscan` says which end is down:
+  ``"inferior"`` when B-scan 0 is the lowest, ``"superior"`` when it is the top one; when those positions show
+  B-scans that are not a horizontal parallel raster (vertical raster, radial or tilted B-scans) ``first_bscan`` is
+  None and :attr:`OCTVolume.raster` is ``"not horizontal"``, and the fluid report refuses the ETDRS grid. The other
+  formats give no position (Topcon FDA/FDS, Zeiss IMG, DICOM, NIfTI, images): ``first_bscan`` is None (unknown) and
+  the report names the vertical quadrants by B-scan end; set the report's ``first_bscan`` for S/I names.
 
 Intensities are those a vendor viewer shows: Heidelberg VOL stores linear reflectivity as float32 and eyepy maps it
 to 8 bits with its ``vol`` intensity transform (logarithmic, the look of Heyex exports); every other format is taken
@@ -60,15 +63,21 @@ Spacing (:attr:`OCTVolume.spacing_mm`, axial, lateral, inter-B-scan in mm):
   give ``spacing_mm`` yourself). oct-converter takes laterality and date from the file name as Cirrus exports name
   it (``..._OD_...``, ``MM-DD-YYYY_HH-MM-SS``). The ``.img`` ending is also Analyze's: such files are refused by
   their size or fail to read, and are skipped and reported;
-- DICOM: ``PixelSpacing`` (rows = axial, columns = lateral) and ``SpacingBetweenSlices`` (else
-  ``SliceThickness``) of the shared, else the first per-frame, functional groups' ``PixelMeasuresSequence``, else
-  the top-level attributes. Zeiss Cirrus DICOM exports whose pixel data Zeiss scrambles are not readable: the
-  reader for them is not in oct-converter 0.6.1 (the last release that accepts pydicom 2);
+- DICOM: ``PixelSpacing`` (rows = axial, columns = lateral) of the shared, else the first per-frame, functional
+  groups' ``PixelMeasuresSequence``, else the top-level attribute; between B-scans ``SpacingBetweenSlices`` (same
+  places), else the median distance between consecutive frames' ``ImagePositionPatient``
+  (``PlanePositionSequence`` per frame), else unknown. ``SliceThickness`` is not used: in an Ophthalmic
+  Tomography object it is the nominal thickness of a B-scan, not the distance between B-scans. Zeiss Cirrus
+  DICOM exports whose pixel data Zeiss scrambles are not readable: the reader for them is not in oct-converter
+  0.6.1 (the last release that accepts pydicom 2);
 - NIfTI: the header (qform/sform and ``xyzt_units``; see
-  :func:`custom_components.handlers.oct.nifti_spacing_mm`), permuted by ``bscan_axes``;
+  :func:`custom_components.data.image_files.nifti_spacing_mm`), permuted by ``bscan_axes``;
 - PNG, TIFF, JPEG, BMP: unknown.
 
-A user ``spacing_mm`` replaces the file's values (``spacing_source="user override"``).
+The reader gives the file's values only (``spacing_source`` ``"file header"`` or ``"unknown"``); a user spacing is
+set on the fluid writer (``FluidPredictionWriter(spacing_mm=...)``, provenance ``"user override"``).
+
+Patient and study identifiers are not read into memory: the DICOM SEG writer reads its source file again.
 """
 
 from __future__ import annotations
@@ -95,17 +104,20 @@ from custom_components.data.image_files import (
     IMAGE_EXTENSIONS,
     NIFTI_EXTENSIONS,
     OCT_VENDOR_EXTENSIONS,
+    ZEISS_CUBES,
+    ZEISS_DEPTH,
     is_dicom_file,
     is_nifti,
+    nifti_spacing_mm,
     printable_path,
 )
+from custom_components.metrics.etdrs import ProvenanceSource
 from custom_components.transforms.oct import BScanLayoutd, BScanToGrayscale
 
 __all__ = [
     "OCTMetadata",
     "read_oct_metadata",
     "OCT_FORMATS",
-    "SPACING_SOURCES",
     "DICOM_OCT_SOP_CLASS",
     "OCTVolume",
     "read_oct_volume",
@@ -130,17 +142,12 @@ OCT_FORMATS = (
     "jpeg",
     "bmp",
 )
-#: where :attr:`OCTVolume.spacing_mm` came from (the values of ``ProvenanceSource`` in the fluid report)
-SPACING_SOURCES = ("file header", "user override", "unknown")
 #: SOP Class UID of DICOM Ophthalmic Tomography Image Storage
 DICOM_OCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.5.4"
 #: 2D image formats: one B-scan per page, loaded as ``(1, H, W)`` like the bundle's PNG path
 _PLANAR_FORMATS = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".jpg": "jpeg", ".jpeg": "jpeg", ".bmp": "bmp"}
-#: Zeiss Cirrus IMG cubes: (A-scans per B-scan, B-scans) of the scan patterns whose raw cube oct-converter reads,
-#: every A-scan 1024 samples deep. The file has no header: the pattern is known from its size only.
-_ZEISS_CUBES = ((512, 128), (200, 200))
-_ZEISS_DEPTH = 1024
-_AXES = ("axial", "lateral", "inter_bscan")
+#: a B-scan whose ends differ vertically by more than this fraction of its length is not horizontal
+_TILT_TOLERANCE = 0.02
 
 
 class OCTMetadata(dict):
@@ -179,24 +186,23 @@ class OCTVolume:
 
     Attributes:
         data: ``(rows, columns, B-scans)``: rows are the axial direction (depth), columns the A-scans, the last axis
-            the B-scans (B-scan 0 the most inferior where ``first_bscan`` says so). A 2D image is ``(H, W, 1)``.
+            the B-scans in the file's order. A 2D image is ``(H, W, 1)``.
         spacing_mm: (axial, lateral, inter_bscan) in mm, each a float or None when unknown.
-        spacing_source: ``"file header"``, ``"user override"`` (any axis given by the user) or ``"unknown"``.
+        spacing_source: ``"file header"`` or ``"unknown"`` (a ``ProvenanceSource`` value).
         laterality: ``"OD"`` (right eye), ``"OS"`` (left eye) or None.
         scan_date: ISO date (``YYYY-MM-DD``) of the acquisition, or None.
         vendor: who made the device or wrote the file (``"Heidelberg Engineering"``, ``"Topcon"``, ``"Carl Zeiss
             Meditec"``, a DICOM ``Manufacturer``, or ``""`` for plain images).
         format: one of :data:`OCT_FORMATS`.
-        fovea: (B-scan index, column) of the fovea where the file stores it (in the volume's order), else None.
-            None for every format today: neither eyepy 0.21 nor oct-converter 0.6.1 exposes a foveal position from
-            these files, and the fluid report then falls back to the user's fovea or the volume centre.
-        fovea_source: ``"file"`` when ``fovea`` is set, else None.
-        first_bscan: ``"inferior"`` when the file's B-scan positions showed the order (B-scan 0 is then the most
-            inferior), None when the B-scans are in stored order of unknown direction.
-        identifiers: patient and study identifiers found in the file (patient ID, study/series/SOP instance UIDs,
-            ...); kept for writers that must reference the source (a DICOM SEG), never logged, not in ``repr`` nor
-            in :meth:`public_metadata`.
+        first_bscan: ``"inferior"`` (B-scan 0 is the lowest) or ``"superior"`` (B-scan 0 is the top one) when the
+            file's B-scan positions show it, None when the direction is unknown (or the scan is not a horizontal
+            raster).
+        raster: ``"not horizontal"`` when the file's B-scan positions show a raster that is not horizontal and
+            parallel (vertical, radial or tilted B-scans: no ETDRS grid), else None (horizontal, or unknown).
         source_path: the file read.
+
+    No foveal position is read: neither eyepy 0.21 nor oct-converter 0.6.1 exposes one from these files, and the
+    fluid report takes the user's fovea or the volume centre. No patient or study identifier is kept.
     """
 
     data: np.ndarray
@@ -207,16 +213,14 @@ class OCTVolume:
     vendor: str
     format: str
     source_path: str
-    fovea: tuple[int, int] | None = None
-    fovea_source: str | None = None
     first_bscan: str | None = None
-    identifiers: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    raster: str | None = None
 
     def __post_init__(self) -> None:
         if self.data.ndim != 3:
             raise ValueError(f"{self.source_path}: data must be (rows, columns, B-scans), got shape {self.data.shape}.")
-        if self.spacing_source not in SPACING_SOURCES:
-            raise ValueError(f"spacing_source must be one of {SPACING_SOURCES}, got {self.spacing_source!r}.")
+        if self.spacing_source not in ProvenanceSource.ALL:
+            raise ValueError(f"spacing_source must be one of {ProvenanceSource.ALL}, got {self.spacing_source!r}.")
         if self.format not in OCT_FORMATS:
             raise ValueError(f"format must be one of {OCT_FORMATS}, got {self.format!r}.")
 
@@ -224,14 +228,14 @@ class OCTVolume:
         return (
             f"{type(self).__name__}(shape={tuple(self.data.shape)}, dtype={self.data.dtype}, "
             f"spacing_mm={self.spacing_mm}, spacing_source={self.spacing_source!r}, laterality={self.laterality!r}, "
-            f"scan_date={self.scan_date!r}, vendor={self.vendor!r}, format={self.format!r}, fovea={self.fovea!r}, "
-            f"first_bscan={self.first_bscan!r}, source_path={self.source_path!r})"
+            f"scan_date={self.scan_date!r}, vendor={self.vendor!r}, format={self.format!r}, "
+            f"first_bscan={self.first_bscan!r}, raster={self.raster!r}, source_path={self.source_path!r})"
         )
 
     def public_metadata(self) -> OCTMetadata:
-        """Everything but the pixels and the identifiers, as JSON-serialisable values (lists, strings, numbers,
-        None): ``spacing_mm``, ``spacing_source``, ``laterality``, ``scan_date``, ``vendor``, ``format``,
-        ``fovea``, ``fovea_source``, ``first_bscan``, ``shape`` (rows, columns, B-scans) and ``source_path``."""
+        """Everything but the pixels, as JSON-serialisable values (lists, strings, numbers, None): ``spacing_mm``,
+        ``spacing_source``, ``laterality``, ``scan_date``, ``vendor``, ``format``, ``first_bscan``, ``raster``,
+        ``shape`` (rows, columns, B-scans) and ``source_path``."""
         return OCTMetadata({
             "spacing_mm": [None if s is None else float(s) for s in self.spacing_mm],
             "spacing_source": self.spacing_source,
@@ -239,9 +243,8 @@ class OCTVolume:
             "scan_date": self.scan_date,
             "vendor": self.vendor,
             "format": self.format,
-            "fovea": None if self.fovea is None else [int(self.fovea[0]), int(self.fovea[1])],
-            "fovea_source": self.fovea_source,
             "first_bscan": self.first_bscan,
+            "raster": self.raster,
             "shape": [int(s) for s in self.data.shape],
             "source_path": printable_path(self.source_path),
         })
@@ -294,56 +297,49 @@ def _iso_date(value: Any) -> str | None:
     return day.isoformat() if day is not None and day.year >= 1900 else None
 
 
-def _check_spacing_override(spacing_mm: Any) -> dict[str, float] | None:
-    """The user's spacing as ``{axis: mm}`` (axes of :data:`_AXES`), from three values or a dict of some axes."""
-    if spacing_mm is None:
-        return None
-    if isinstance(spacing_mm, Mapping):
-        unknown = sorted(str(k) for k in spacing_mm if k not in _AXES)
-        if unknown or not spacing_mm:
-            raise ValueError(f"spacing_mm as a dict takes the keys {_AXES} (one or more), got {dict(spacing_mm)!r}.")
-        values = dict(spacing_mm)
-    else:
-        if np.ndim(spacing_mm) != 1 or len(spacing_mm) != 3:
-            raise ValueError(
-                f"spacing_mm must be three values (axial, lateral, inter_bscan) in mm or a dict per axis, "
-                f"got {spacing_mm!r}."
-            )
-        values = dict(zip(_AXES, spacing_mm))
-    checked = {axis: _positive_or_none(v) for axis, v in values.items()}
-    bad = {axis: values[axis] for axis, v in checked.items() if v is None}
-    if bad:
-        raise ValueError(f"spacing_mm values must be positive numbers of mm, got {bad!r}.")
-    return checked  # type: ignore[return-value]
-
-
-def _apply_spacing(volume: OCTVolume, override: dict[str, float] | None) -> OCTVolume:
-    """The volume with the user's spacing in place of the file's, and the provenance to match."""
+def _checked_spacing(volume: OCTVolume) -> OCTVolume:
+    """The volume with its spacing as positive floats or None, and the provenance to match."""
     header = tuple(_positive_or_none(s) for s in volume.spacing_mm)
-    if override:
-        spacing = tuple(override.get(axis, header[i]) for i, axis in enumerate(_AXES))
-        return dataclasses.replace(volume, spacing_mm=spacing, spacing_source="user override")
-    source = "file header" if any(s is not None for s in header) else "unknown"
+    known = any(s is not None for s in header)
+    source = ProvenanceSource.FILE_HEADER if known else ProvenanceSource.UNKNOWN
     return dataclasses.replace(volume, spacing_mm=header, spacing_source=source)
 
 
-def _inferior_first(positions_y: Sequence[float] | None) -> bool | None:
-    """Whether B-scan 0 is the most inferior one, from the B-scans' vertical positions on the localizer (mm, growing
-    downwards as image rows do, so inferior = larger). None when there are fewer than two or they do not differ."""
-    if positions_y is None or len(positions_y) < 2:
-        return None
-    first, last = float(positions_y[0]), float(positions_y[-1])
-    if not (math.isfinite(first) and math.isfinite(last)) or first == last:
-        return None
-    return first > last
+def _bscan_direction(
+    starts: Sequence[Sequence[float]], ends: Sequence[Sequence[float]]
+) -> tuple[str | None, str | None]:
+    """``(first_bscan, raster)`` from every B-scan's start and end ``(x, y)`` on the localizer (mm, y growing
+    downwards as image rows do, so inferior = larger y).
+
+    A horizontal parallel raster (every B-scan's ends at one height, within :data:`_TILT_TOLERANCE` of its length,
+    and the B-scans at different heights) gives ``("inferior", None)`` when B-scan 0 is the lowest, ``("superior",
+    None)`` when it is the top one. B-scans that are vertical, radial or tilted give ``(None, "not horizontal")``;
+    fewer than two B-scans, unusable positions or a first and last B-scan at one height give ``(None, None)``.
+    """
+    if len(starts) < 2 or len(starts) != len(ends):
+        return None, None
+    try:
+        start, end = np.asarray(starts, dtype=np.float64)[:, :2], np.asarray(ends, dtype=np.float64)[:, :2]
+    except (TypeError, ValueError, IndexError):
+        return None, None
+    if not (np.all(np.isfinite(start)) and np.all(np.isfinite(end))):
+        return None, None
+    length = np.hypot(end[:, 0] - start[:, 0], end[:, 1] - start[:, 1])
+    tilted = np.abs(end[:, 1] - start[:, 1]) > _TILT_TOLERANCE * np.maximum(length, 1e-12)
+    first, last = float(start[0, 1]), float(start[-1, 1])
+    if np.any(tilted) or np.any(length <= 0):  # vertical, radial or tilted B-scans
+        return None, "not horizontal"
+    if first == last:  # repeated B-scans at one place: no direction
+        return None, None
+    return ("inferior" if first > last else "superior"), None
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # the readers: each returns an OCTVolume with the file's own spacing (the override is applied afterwards)
 
 
-def _from_eyepy(path: str, fmt: str, volume: Any, identifiers: dict[str, str]) -> OCTVolume:
-    """An eyepy ``EyeVolume`` (data ``(B-scans, rows, columns)``) as an :class:`OCTVolume`, inferior B-scan first."""
+def _from_eyepy(path: str, fmt: str, volume: Any) -> OCTVolume:
+    """An eyepy ``EyeVolume`` (data ``(B-scans, rows, columns)``) as an :class:`OCTVolume`, B-scans in file order."""
     data = np.moveaxis(np.asarray(volume.data), 0, -1)  # (B-scans, rows, columns) -> (rows, columns, B-scans)
     meta = volume.meta
     unit = str(meta["scale_unit"] if "scale_unit" in meta else "mm")
@@ -351,12 +347,11 @@ def _from_eyepy(path: str, fmt: str, volume: Any, identifiers: dict[str, str]) -
     spacing = tuple(_positive_or_none(s) if unit == "mm" else None for s in scales) or (None, None, None)
     bscan_meta = meta["bscan_meta"] if "bscan_meta" in meta else []
     try:
-        ys = [float(b["start_pos"][1]) for b in bscan_meta]
+        first_bscan, raster = _bscan_direction(
+            [b["start_pos"] for b in bscan_meta], [b["end_pos"] for b in bscan_meta]
+        )
     except (KeyError, TypeError, IndexError):
-        ys = None
-    inferior_first = _inferior_first(ys)
-    if inferior_first is False:  # the file starts at the top: reverse so that B-scan 0 is the most inferior
-        data = data[:, :, ::-1]
+        first_bscan, raster = None, None
     when = None
     for key in ("exam_time", "visit_date"):
         when = when or (_iso_date(meta[key]) if key in meta else None)
@@ -369,36 +364,21 @@ def _from_eyepy(path: str, fmt: str, volume: Any, identifiers: dict[str, str]) -
         vendor="Heidelberg Engineering",
         format=fmt,
         source_path=path,
-        first_bscan=None if inferior_first is None else "inferior",
-        identifiers=identifiers,
+        first_bscan=first_bscan,
+        raster=raster,
     )
 
 
 def _read_heidelberg(path: str, fmt: str) -> OCTVolume:
     import eyepy
-    from eyepy.io.he import HeVolReader
 
-    identifiers: dict[str, str] = {}
     if fmt == "heidelberg_vol":
-        reader = HeVolReader(path)
-        header = reader.parsed_file
-        for key in ("patient_id", "pid", "id", "visit_id", "reference_id"):
-            value = str(header.get(key, "")).replace("\x00", "").strip()
-            if value:
-                identifiers[key] = value
-        volume = reader.volume
+        volume = eyepy.import_heyex_vol(path)
     elif fmt == "heidelberg_e2e":
         volume = eyepy.import_heyex_e2e(path)
     else:
         volume = eyepy.import_heyex_xml(path)
-    if fmt != "heidelberg_vol":  # eyepy keeps the XML's (and some E2E) patient ids in meta["patient"]
-        meta = volume.meta
-        patient = meta["patient"] if "patient" in meta and isinstance(meta["patient"], Mapping) else {}
-        for key in ("patient_id", "pid"):
-            value = patient.get(key, meta[key] if key in meta else None)
-            if value not in (None, ""):
-                identifiers[key] = str(value)
-    return _from_eyepy(path, fmt, volume, identifiers)
+    return _from_eyepy(path, fmt, volume)
 
 
 def _from_oct_converter(path: str, fmt: str, oct_volume: Any, spacing: Sequence[Any] | None, vendor: str) -> OCTVolume:
@@ -409,11 +389,6 @@ def _from_oct_converter(path: str, fmt: str, oct_volume: Any, spacing: Sequence[
     axial = lateral = between = None
     if spacing is not None and len(spacing) == 3:
         lateral, between, axial = (_positive_or_none(s) for s in spacing)
-    identifiers = {}
-    for key in ("patient_id", "volume_id"):
-        value = getattr(oct_volume, key, None)
-        if value not in (None, ""):
-            identifiers[key] = str(value)
     return OCTVolume(
         data=data,
         spacing_mm=(axial, lateral, between),
@@ -423,7 +398,6 @@ def _from_oct_converter(path: str, fmt: str, oct_volume: Any, spacing: Sequence[
         vendor=vendor,
         format=fmt,
         source_path=path,
-        identifiers=identifiers,
     )
 
 
@@ -440,15 +414,15 @@ def _read_topcon(path: str, fmt: str) -> OCTVolume:
 def _zeiss_columns(path: str) -> int:
     """A-scans per B-scan of a Zeiss Cirrus raw cube, from its size (the file has no header)."""
     size = os.path.getsize(path)
-    for columns, bscans in _ZEISS_CUBES:  # the exact size of a known cube first
-        if size == _ZEISS_DEPTH * columns * bscans:
+    for columns, bscans in ZEISS_CUBES:  # the exact size of a known cube first
+        if size == ZEISS_DEPTH * columns * bscans:
             return columns
-    for columns, _ in _ZEISS_CUBES:
-        if size % (_ZEISS_DEPTH * columns) == 0:
+    for columns, _ in ZEISS_CUBES:
+        if size % (ZEISS_DEPTH * columns) == 0:
             return columns
-    cubes = ", ".join(f"{c} x {b}" for c, b in _ZEISS_CUBES)
+    cubes = ", ".join(f"{c} x {b}" for c, b in ZEISS_CUBES)
     raise ValueError(
-        f"{size:,} bytes is not a whole number of {_ZEISS_DEPTH}-deep B-scans of any Cirrus cube pattern ({cubes}); "
+        f"{size:,} bytes is not a whole number of {ZEISS_DEPTH}-deep B-scans of any Cirrus cube pattern ({cubes}); "
         "not a Zeiss Cirrus raw cube"
     )
 
@@ -456,7 +430,7 @@ def _zeiss_columns(path: str) -> int:
 def _read_zeiss(path: str) -> OCTVolume:
     from oct_converter.readers import IMG
 
-    oct_volume = IMG(path).read_oct_volume(rows=_ZEISS_DEPTH, cols=_zeiss_columns(path))
+    oct_volume = IMG(path).read_oct_volume(rows=ZEISS_DEPTH, cols=_zeiss_columns(path))
     # no spacing: the raw cube has no header and oct-converter does not derive one from the pattern
     return _from_oct_converter(path, "zeiss_img", oct_volume, None, "Carl Zeiss Meditec")
 
@@ -470,6 +444,22 @@ def _dicom_pixel_measures(ds: Any) -> tuple[Any, Any]:
             if measures:
                 return measures[0], ds
     return None, ds
+
+
+def _dicom_frame_step(ds: Any) -> float | None:
+    """Median distance in mm between consecutive frames' ``ImagePositionPatient`` (per-frame
+    ``PlanePositionSequence``), or None with fewer than two frames or any position missing."""
+    positions = []
+    for frame in getattr(ds, "PerFrameFunctionalGroupsSequence", None) or []:
+        plane = getattr(frame, "PlanePositionSequence", None)
+        position = getattr(plane[0], "ImagePositionPatient", None) if plane else None
+        if position is None or len(position) != 3:
+            return None
+        positions.append([float(v) for v in position])
+    if len(positions) < 2:
+        return None
+    steps = np.linalg.norm(np.diff(np.asarray(positions, dtype=np.float64), axis=0), axis=1)
+    return _positive_or_none(float(np.median(steps)))
 
 
 def _read_dicom(path: str) -> OCTVolume:
@@ -492,17 +482,12 @@ def _read_dicom(path: str) -> OCTVolume:
     if pixel_spacing is not None and len(pixel_spacing) == 2:  # (between rows, between columns)
         axial, lateral = _positive_or_none(pixel_spacing[0]), _positive_or_none(pixel_spacing[1])
     between = _positive_or_none(holder.get("SpacingBetweenSlices") or ds.get("SpacingBetweenSlices"))
-    if between is None:
-        between = _positive_or_none(holder.get("SliceThickness") or ds.get("SliceThickness"))
+    if between is None:  # not SliceThickness: in an OPT object that is a B-scan's thickness, not the step between
+        between = _dicom_frame_step(ds)
     laterality = _laterality(ds.get("ImageLaterality")) or _laterality(ds.get("Laterality"))
     when = None
     for tag in ("AcquisitionDateTime", "AcquisitionDate", "ContentDate", "SeriesDate", "StudyDate"):
         when = when or _iso_date(ds.get(tag))
-    identifiers = {}
-    for tag in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "AccessionNumber"):
-        value = ds.get(tag)
-        if value not in (None, ""):
-            identifiers[tag] = str(value)
     is_oct = str(ds.get("SOPClassUID", "")) == DICOM_OCT_SOP_CLASS
     return OCTVolume(
         data=data,
@@ -513,14 +498,11 @@ def _read_dicom(path: str) -> OCTVolume:
         vendor=str(ds.get("Manufacturer", "") or ""),
         format="dicom_oct" if is_oct else "dicom",
         source_path=path,
-        identifiers=identifiers,
     )
 
 
 def _read_nifti(path: str, bscan_axes: Sequence[int]) -> OCTVolume:
     import nibabel as nib
-
-    from custom_components.handlers.oct import nifti_spacing_mm  # the writer's reading of the same header
 
     image = nib.load(path)
     data = np.asarray(image.dataobj)
@@ -568,18 +550,11 @@ def _format_of(path: Path) -> str:
                      f"{', '.join(known)}, or a DICOM file).")  # fmt: skip
 
 
-def read_oct_volume(
-    path: str | os.PathLike,
-    spacing_mm: Sequence[float] | Mapping[str, float] | None = None,
-    bscan_axes: Sequence[int] = (0, 1, 2),
-) -> OCTVolume:
+def read_oct_volume(path: str | os.PathLike, bscan_axes: Sequence[int] = (0, 1, 2)) -> OCTVolume:
     """Read any supported OCT file (see the module docstring) into an :class:`OCTVolume`.
 
     Args:
         path: the file (for a Heidelberg XML export, its ``.xml`` file, with the B-scan images beside it).
-        spacing_mm: user spacing replacing the file's: three values (axial, lateral, inter_bscan) in mm, or a dict
-            with some of the keys ``axial``, ``lateral``, ``inter_bscan`` (the other axes keep the file's values);
-            ``spacing_source`` is then ``"user override"``.
         bscan_axes: for NIfTI only, the stored axes holding (rows, columns, B-scans), a permutation of (0, 1, 2)
             (the bundle's ``bscan_axes``; :class:`custom_components.transforms.oct.BScanLayoutd`).
 
@@ -587,11 +562,10 @@ def read_oct_volume(
         the volume, ``data`` of shape (rows, columns, B-scans) in the file's dtype (uint8, uint16, float32, ...).
 
     Raises:
-        ValueError: on a bad ``spacing_mm`` or ``bscan_axes``; on an unknown file type, a missing file or one the
+        ValueError: on a bad ``bscan_axes``; on an unknown file type, a missing file or one the
             library cannot read, naming the file and the problem (the library's message included), so that
             :class:`~custom_components.data.SkippingDataset` skips and reports it.
     """
-    override = _check_spacing_override(spacing_mm)
     axes = [int(a) for a in bscan_axes]
     if sorted(axes) != [0, 1, 2]:
         raise ValueError(f"bscan_axes must be a permutation of (0, 1, 2), got {bscan_axes!r}.")
@@ -620,7 +594,7 @@ def read_oct_volume(
         raise ValueError(f"{name}: the {fmt} file holds no B-scan (shape {volume.data.shape}).")
     if volume.data.dtype.kind not in "biuf":
         raise ValueError(f"{name}: voxel type {volume.data.dtype} is not a grayscale intensity.")
-    volume = _apply_spacing(volume, override)
+    volume = _checked_spacing(volume)
     logger.debug("read %s: %s", name, volume)  # the repr carries no identifier
     return volume
 
@@ -631,8 +605,9 @@ class LoadOCTVolumed(MapTransform):
     Replaces ``LoadImaged`` + ``EnsureChannelFirstd`` + ``BScanLayoutd`` in the OCT bundle's preprocessing:
 
     - a volume (vendor file, DICOM, 3D NIfTI, multi-page TIFF) gives ``(1, rows, columns, B-scans)``;
-    - a 2D file (PNG, JPEG, BMP, one-page TIFF, 2D NIfTI) gives ``(1, H, W)``, exactly what the bundle's
-      ``LoadImaged`` path gives, so it keeps its 2D outputs (a PNG mask for a PNG B-scan).
+    - a single B-scan, whatever the format (PNG, JPEG, BMP, one-page TIFF, 2D NIfTI, single-frame DICOM, a vendor
+      file of one B-scan), gives ``(1, H, W)``, exactly what the bundle's ``LoadImaged`` path gives, so it keeps its
+      2D outputs (a PNG mask, a one-row fluid report without ETDRS grid).
 
     The MetaTensor's affine is ``diag(axial, lateral, inter_bscan, 1)`` in mm (``diag(axial, lateral, 1)`` for 2D),
     with 1 standing in for an unknown spacing; its meta holds ``filename_or_obj`` (the file) and ``bscan_axes``: the
@@ -644,7 +619,6 @@ class LoadOCTVolumed(MapTransform):
 
     Args:
         keys: keys of the file paths; each is replaced by its image.
-        spacing_mm: user spacing for every file (see :func:`read_oct_volume`), or None for the files' own.
         bscan_axes: NIfTI axes holding (rows, columns, B-scans), a permutation of (0, 1, 2).
         expected_aspect: rows / columns of the training B-scans: a NIfTI volume whose B-scans fit it clearly better
             transposed gets :class:`~custom_components.transforms.oct.BScanLayoutd`'s warning (``bscan_axes`` is
@@ -654,45 +628,39 @@ class LoadOCTVolumed(MapTransform):
         allow_missing_keys: do not raise for absent keys.
 
     Raises:
-        ValueError: on a bad ``spacing_mm``, ``bscan_axes`` or ``expected_aspect``, an empty ``meta_key``; (when
+        ValueError: on a bad ``bscan_axes`` or ``expected_aspect``, an empty ``meta_key``; (when
             called) on any file :func:`read_oct_volume` cannot read, naming it.
     """
 
     def __init__(
         self,
         keys: KeysCollection,
-        spacing_mm: Sequence[float] | Mapping[str, float] | None = None,
         bscan_axes: Sequence[int] = (0, 1, 2),
         expected_aspect: float | None = None,
         meta_key: str = "oct_meta",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        _check_spacing_override(spacing_mm)
         # BScanLayoutd validates bscan_axes and expected_aspect, and holds the aspect check NIfTI volumes get
         self._layout = BScanLayoutd(keys, bscan_axes=bscan_axes, expected_aspect=expected_aspect)
         if not isinstance(meta_key, str) or not meta_key:
             raise ValueError(f"meta_key must be a non-empty string, got {meta_key!r}.")
-        if spacing_mm is not None:
-            spacing_mm = dict(spacing_mm) if isinstance(spacing_mm, Mapping) else [float(s) for s in spacing_mm]
-        self.spacing_mm = spacing_mm
         self.bscan_axes = list(self._layout.bscan_axes)
         self.expected_aspect = expected_aspect
         self.meta_key = meta_key
 
     def __repr__(self) -> str:  # MONAI names the transform in its errors: say which one, not an address
         return (
-            f"{type(self).__name__}(keys={list(self.keys)}, spacing_mm={self.spacing_mm}, "
-            f"bscan_axes={self.bscan_axes}, meta_key={self.meta_key!r})"
+            f"{type(self).__name__}(keys={list(self.keys)}, bscan_axes={self.bscan_axes}, meta_key={self.meta_key!r})"
         )
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for index, key in enumerate(self.key_iterator(d)):
-            volume = read_oct_volume(d[key], spacing_mm=self.spacing_mm, bscan_axes=self.bscan_axes)
-            # a 2D file stays 2D, as the bundle's PNG path gives it (one-page image, 2D NIfTI)
-            planar = volume.format in _PLANAR_FORMATS.values() or volume.format == "nifti"
-            planar = planar and volume.data.shape[2] == 1
+            volume = read_oct_volume(d[key], bscan_axes=self.bscan_axes)
+            # one B-scan is a 2D image whatever the format (one-page image, 2D NIfTI, single-frame DICOM, a
+            # one-B-scan vendor file), as the bundle's PNG path gives it: no volume, no ETDRS grid
+            planar = volume.data.shape[2] == 1
             array = volume.data[..., 0] if planar else volume.data
             spacing = [1.0 if s is None else float(s) for s in volume.spacing_mm][: array.ndim]
             affine = torch.diag(torch.tensor(spacing + [1.0], dtype=torch.float64))

@@ -37,12 +37,20 @@ from monai.data import MetaTensor
 from monai.utils import IgniteInfo, convert_to_numpy, min_version, optional_import, string_list_all_gather
 from PIL import Image
 
-from custom_components.data.image_files import IMAGE_EXTENSIONS, NIFTI_EXTENSIONS, is_nifti, printable_path
+from custom_components.data.image_files import (
+    IMAGE_EXTENSIONS,
+    NIFTI_EXTENSIONS,
+    is_nifti,
+    nifti_spacing_mm,
+    printable_path,
+)
 from custom_components.data.oct_volumes import read_oct_metadata
 from custom_components.handlers.prediction_writer import PredictionWriter
 from custom_components.metrics.etdrs import (
     REPORT_COLUMNS,
+    SECTOR_DESCRIPTIONS,
     ProvenanceSource,
+    check_spacing_mm,
     en_face_thickness,
     fluid_volumes,
     volume_centre_fovea,
@@ -65,7 +73,6 @@ __all__ = [
     "FluidPredictionWriter",
     "SegmentationReport",
     "VolumeGeometry",
-    "nifti_spacing_mm",
     "fluid_dicom_seg",
 ]
 
@@ -91,9 +98,6 @@ def _bscan_axes(image: Any) -> list[int]:
     return [int(a) for a in axes] if axes is not None else [0, 1, 2]
 
 
-#: a NIfTI header's spatial unit (as nibabel names it) in mm; "unknown" is read as mm, NIfTI's usual unit
-_NIFTI_UNIT_MM = {"mm": 1.0, "meter": 1000.0, "micron": 0.001, "unknown": 1.0}
-
 #: the report's provenance (:class:`~custom_components.metrics.etdrs.ProvenanceSource`) as written in the
 #: ``spacing_source`` column of ``fluid_measurements.csv`` (whose NIfTI and PNG labels predate the report)
 _MEASUREMENT_SOURCE = {
@@ -104,58 +108,40 @@ _MEASUREMENT_SOURCE = {
 }
 
 
-def nifti_spacing_mm(path: str) -> tuple[float, ...] | None:
-    """Voxel sizes in mm of a NIfTI file along its stored axes (2 or 3 of them), or None when the header gives none.
-
-    A header whose qform and sform codes are both 0 has no spatial information: its ``pixdim`` is a placeholder
-    (nibabel writes 1 for an image saved without an affine), so the spacing is unknown rather than 1 mm. Units are
-    converted from the header's ``xyzt_units`` (metres and microns too). Only the header is read.
-    """
-    import nibabel as nib
-
-    header = nib.load(path).header
-    if int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0:
-        return None
-    scale = _NIFTI_UNIT_MM.get(header.get_xyzt_units()[0], 1.0)
-    affine = header.get_best_affine()
-    sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0)) * scale
-    spatial = min(3, len([s for s in header.get_data_shape()[:3]]))
-    return tuple(float(s) for s in sizes[:spatial])
+def _nifti_sizes(image: Any, source: str) -> tuple[float, ...] | None:
+    """Voxel sizes in mm along the stored axes of a NIfTI input: its header
+    (:func:`~custom_components.data.image_files.nifti_spacing_mm`), or for an in-memory item named after a file
+    that is not there, its affine; None when neither gives them."""
+    if os.path.isfile(source):
+        return nifti_spacing_mm(source)
+    if isinstance(image, MetaTensor):  # an in-memory item: its affine is all there is
+        affine = convert_to_numpy(image.affine)
+        return tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+    return None
 
 
 def _spacing(
-    item_image: Any, source: str, pixel_spacing_mm: Sequence[float] | None
+    item_image: Any, source: str, pixel_spacing_mm: Sequence[float] | None, metadata: Mapping[str, Any] | None = None
 ) -> tuple[tuple[float, ...] | None, str]:
-    """Pixel spacing in mm (rows, columns) of a 2D input and where it came from (``fluid_measurements.csv``)."""
+    """Pixel spacing in mm (rows, columns) of a 2D input and where it came from (``fluid_measurements.csv``): a
+    NIfTI header, the reader's file header (a single-frame DICOM's ``PixelSpacing``), else ``pixel_spacing_mm``."""
     if is_nifti(source) and isinstance(item_image, MetaTensor):
-        if os.path.isfile(source):
-            sizes = nifti_spacing_mm(source)
-        else:  # an in-memory item named after a file: its affine is all there is
-            affine = convert_to_numpy(item_image.affine)
-            sizes = tuple(np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+        sizes = _nifti_sizes(item_image, source)
         if sizes is not None:
             return (float(sizes[0]), float(sizes[1])), "nifti_header"
+    read = (metadata or {}).get("spacing_mm") or [None, None]
+    if not is_nifti(source) and read[0] is not None and read[1] is not None:
+        return (float(read[0]), float(read[1])), "file_header"
     if pixel_spacing_mm is not None:
         return tuple(float(s) for s in pixel_spacing_mm), "pixel_spacing_mm"
     return None, "unknown"
 
 
-def _plain(value: Any) -> Any:
-    """A collated-and-decollated metadata value back to plain Python (tensors and arrays to numbers and lists)."""
-    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
-        return np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value).tolist()
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _volume_metadata(value: Any) -> dict[str, Any]:
-    """The reader's public metadata of an item (``OCTVolume.public_metadata()``) as plain Python: the dict, or the
-    JSON text it travels as through a DataLoader (:func:`~custom_components.data.oct_volumes.read_oct_metadata`);
-    {} when absent."""
-    return _plain(read_oct_metadata(value))
+    """The reader's public metadata of an item (``OCTVolume.public_metadata()``): the dict, or the JSON text it
+    travels as through a DataLoader (:func:`~custom_components.data.oct_volumes.read_oct_metadata`); {} when
+    absent."""
+    return read_oct_metadata(value)
 
 
 class VolumeGeometry:
@@ -165,10 +151,13 @@ class VolumeGeometry:
         spacing_mm: (axial, lateral, inter-B-scan) in mm, each a float or None.
         spacing_source: ``"file header"``, ``"user override"`` or ``"unknown"``.
         laterality: ``"OD"``, ``"OS"`` or None.
-        fovea: (bscan, column) or None; fovea_source: ``"user"``, ``"file"``, ``"volume centre"`` or None.
+        fovea: (bscan, column) or None; fovea_source: ``"user"``, ``"volume centre"`` or None.
         scan_date: ISO date text or None.
         first_bscan: ``"inferior"`` or ``"superior"``: which end of the B-scan axis is down; None when nobody
-            said, which is taken as ``"inferior"`` with ``first_bscan_assumed`` set (the report notes it).
+            said: nothing is assumed, the report names the vertical quadrants by B-scan end (``F``/``E``, see
+            :func:`~custom_components.metrics.etdrs.sector_names`).
+        raster: ``"not horizontal"`` when the reader found the B-scans are not a horizontal parallel raster
+            (vertical, radial or tilted B-scans): the ETDRS grid is then refused; None otherwise.
     """
 
     def __init__(
@@ -180,9 +169,10 @@ class VolumeGeometry:
         fovea_source: str | None = None,
         scan_date: str | None = None,
         first_bscan: str | None = None,
+        raster: str | None = None,
     ) -> None:
-        self.first_bscan = first_bscan or "inferior"
-        self.first_bscan_assumed = first_bscan is None
+        self.first_bscan = first_bscan
+        self.raster = raster
         self.spacing_mm = tuple(None if s is None else float(s) for s in spacing_mm)
         known = any(s is not None for s in self.spacing_mm)
         self.spacing_source = spacing_source if known else ProvenanceSource.UNKNOWN
@@ -199,23 +189,8 @@ class VolumeGeometry:
         return (
             f"{type(self).__name__}(spacing_mm={self.spacing_mm}, spacing_source={self.spacing_source!r}, "
             f"laterality={self.laterality!r}, fovea={self.fovea}, fovea_source={self.fovea_source!r}, "
-            f"first_bscan={self.first_bscan!r})"
+            f"first_bscan={self.first_bscan!r}, raster={self.raster!r})"
         )
-
-
-def _check_spacing3(spacing_mm: Any) -> tuple[float, float, float] | None:
-    if spacing_mm is None:
-        return None
-    values = [spacing_mm] * 3 if np.isscalar(spacing_mm) else list(spacing_mm)
-    try:
-        values = [float(v) for v in values]
-    except (TypeError, ValueError):
-        values = []
-    if len(values) != 3 or not all(v > 0 and np.isfinite(v) for v in values):
-        raise ValueError(
-            f"spacing_mm must be three positive numbers (axial, lateral, inter_bscan) in mm, got {spacing_mm!r}."
-        )
-    return tuple(values)  # type: ignore[return-value]
 
 
 def fluid_dicom_seg(mask: np.ndarray, source: str, software_version: str = "1") -> Any:
@@ -365,18 +340,24 @@ class FluidPredictionWriter(PredictionWriter):
       :func:`custom_components.metrics.etdrs.fluid_volumes`: whole scan and nine ETDRS sectors, nL when every
       spacing is known, voxel counts and ``provenance=unknown`` otherwise) and ``reports/<name>_fluid_report.png``
       (:func:`custom_components.visualize.oct_report.plot_fluid_report`) for a volume, one ``total`` row (pixels,
-      cross-sectional mm^2 when the pixel spacing is known, no grid) for a single B-scan; every row also goes to
-      ``fluid_report.csv`` for the run;
+      cross-sectional mm^2 when the pixel spacing is known, no grid) for a single B-scan (a 2D file, a
+      single-frame DICOM); every row also goes to ``fluid_report.csv`` for the run. A volume whose report fails
+      (any error) is logged with its file name and gets one ``total`` row whose ``note`` says why; its mask,
+      overlays and measurements are written, and the run goes on;
     - a DICOM input (``format`` ``dicom`` in its metadata, or a ``.dcm`` file): ``dicom_seg/<name>_fluid_seg.dcm``
-      referencing it (:func:`fluid_dicom_seg`; skipped with a warning when highdicom is not installed).
+      referencing it (:func:`fluid_dicom_seg`); any error (highdicom not installed, a source it cannot carry) is
+      logged with the file name and error type, and skips only the SEG.
 
     Where the report's numbers come from, per volume (``VolumeGeometry``):
 
     - spacing: ``spacing_mm`` (``user override``), else the reader's metadata (``meta_key``: ``spacing_mm`` and
       ``spacing_source``), else a NIfTI header with spatial information (``file header``), else ``unknown``;
-    - laterality: ``laterality``, else the metadata's; fovea: ``fovea`` (``user``), else the metadata's
-      (``fovea_source``, e.g. ``file``), else the centre of the scan (``volume centre``, see
-      :func:`custom_components.metrics.etdrs.volume_centre_fovea`); scan date: the metadata's.
+    - laterality: ``laterality``, else the metadata's; fovea: ``fovea`` (``user``), else the centre of the scan
+      (``volume centre``, see :func:`custom_components.metrics.etdrs.volume_centre_fovea`; no reader gives a
+      foveal position); scan date: the metadata's;
+    - B-scan direction: ``first_bscan``, else the metadata's; unknown otherwise (the report then names the
+      vertical quadrants ``F``/``E`` by B-scan end); a scan the reader found not to be a horizontal raster
+      (metadata ``raster``) gets no ETDRS grid.
 
     Args:
         output_dir: destination folder.
@@ -395,7 +376,7 @@ class FluidPredictionWriter(PredictionWriter):
         laterality: user override ``"OD"`` / ``"OS"`` for every volume of the run, or None.
         first_bscan: ``"inferior"`` (B-scan 0 is the lowest) or ``"superior"`` for every volume of the run; None
             (default): what the reader's metadata says (``first_bscan``, set where the file gives the B-scans'
-            positions), else ``"inferior"``.
+            positions), else unknown (quadrants ``F``/``E`` instead of ``S``/``I``).
         overlay_bscans: how many B-scans with the most fluid get an overlay per volume, >= 0.
         save_dicom_seg: write a DICOM SEG for DICOM inputs.
         meta_key: key of the reader's metadata dict (or its JSON text) in the input items
@@ -461,7 +442,7 @@ class FluidPredictionWriter(PredictionWriter):
         self.save_masks, self.save_overlays, self.save_measurements = save_masks, save_overlays, save_measurements
         self.image_key, self.pred_key, self.label_key = image_key, pred_key, label_key
         self.fluid_report = fluid_report
-        self.spacing_mm = _check_spacing3(spacing_mm)
+        self.spacing_mm = None if spacing_mm is None else check_spacing_mm(spacing_mm, allow_unknown=False)
         self.fovea = None if fovea is None else (float(fovea[0]), float(fovea[1]))
         self.laterality = None if laterality is None else str(laterality).upper()
         self.first_bscan = first_bscan
@@ -508,25 +489,20 @@ class FluidPredictionWriter(PredictionWriter):
             spacing = list(metadata["spacing_mm"])
             source_of_spacing = metadata.get("spacing_source") or ProvenanceSource.FILE_HEADER
         elif is_nifti(source):
-            sizes = None
-            if os.path.isfile(source):
-                sizes = nifti_spacing_mm(source)
-            elif isinstance(image, MetaTensor):  # an in-memory item: its affine is all there is
-                affine = convert_to_numpy(image.affine)
-                sizes = tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+            sizes = _nifti_sizes(image, source)
             if sizes is not None and len(sizes) >= 3:
                 spacing, source_of_spacing = [sizes[a] for a in _bscan_axes(image)], ProvenanceSource.FILE_HEADER
         laterality = self.laterality or metadata.get("laterality")
         shape = tuple(int(s) for s in image.shape[-3:])  # rows, columns, B-scans
         if self.fovea is not None:
             fovea, fovea_source = self.fovea, "user"
-        elif metadata.get("fovea") is not None:
-            fovea, fovea_source = metadata["fovea"], metadata.get("fovea_source") or "file"
         else:
             fovea, fovea_source = volume_centre_fovea((shape[2], shape[1])), "volume centre"
-        first_bscan = self.first_bscan or metadata.get("first_bscan")
+        raster = metadata.get("raster")
+        # a user first_bscan cannot make a vertical or radial scan a horizontal raster: it stays unknown there
+        first_bscan = None if raster == "not horizontal" else self.first_bscan or metadata.get("first_bscan")
         return VolumeGeometry(
-            spacing, source_of_spacing, laterality, fovea, fovea_source, metadata.get("scan_date"), first_bscan
+            spacing, source_of_spacing, laterality, fovea, fovea_source, metadata.get("scan_date"), first_bscan, raster
         )
 
     def write_item(self, item: Mapping) -> None:
@@ -550,7 +526,7 @@ class FluidPredictionWriter(PredictionWriter):
             spacing_source = _MEASUREMENT_SOURCE.get((kind, geometry.spacing_source), "unknown")
         else:
             geometry = None
-            spacing, spacing_source = _spacing(image, source, self.pixel_spacing_mm)
+            spacing, spacing_source = _spacing(image, source, self.pixel_spacing_mm, metadata)
 
         if self.save_masks:
             if volume or is_nifti(source):  # a volume or a NIfTI input gets a NIfTI mask
@@ -578,13 +554,16 @@ class FluidPredictionWriter(PredictionWriter):
                 self.write_row([source, "all", voxels, "", mm3, spacing_text, spacing_source])
 
         if self.fluid_report:
-            if volume:
-                self._write_volume_report(stem, source, bscans, mask, geometry, metadata)
-            else:
-                self._write_bscan_report(source, mask, spacing, spacing_source, metadata)
+            try:
+                if volume:
+                    self._write_volume_report(stem, source, bscans, mask, geometry, metadata)
+                else:
+                    self._write_bscan_report(source, mask, spacing, spacing_source, metadata)
+            except Exception as error:  # one volume's report (grid, CSV, figure) must not end the run
+                self._report_failed(source, metadata, error)
 
-        if self.save_dicom_seg and volume and _is_dicom(source, metadata) and os.path.isfile(source):
-            self._write_dicom_seg(stem, source, mask)
+        if self.save_dicom_seg and _is_dicom(source, metadata) and os.path.isfile(source):
+            self._write_dicom_seg(stem, source, mask if volume else mask[..., None])  # a single frame: one B-scan
 
     def _overlay_indices(self, mask: np.ndarray, geometry: VolumeGeometry | None) -> list[int]:
         """The B-scans of a volume to overlay: the fovea's (with the report on) and the most fluid ones."""
@@ -629,11 +608,8 @@ class FluidPredictionWriter(PredictionWriter):
             fovea_source=geometry.fovea_source,
             first_bscan=geometry.first_bscan,
             extra=extra,
+            no_grid="the B-scans are not a horizontal parallel raster" if geometry.raster == "not horizontal" else None,
         )
-        if geometry.first_bscan_assumed:  # S and I rest on an assumption: say so where the numbers are
-            assumed = "B-scan 0 taken as the most inferior (the file does not say; set first_bscan)"
-            for row in rows:
-                row["note"] = "; ".join(n for n in (row["note"], assumed) if n)
         folder = os.path.join(self.output_dir, "reports")
         write_report_csv(os.path.join(folder, f"{stem}_fluid_report.csv"), rows)
         k = None
@@ -655,7 +631,11 @@ class FluidPredictionWriter(PredictionWriter):
     def _write_bscan_report(self, source, mask, spacing, spacing_source, metadata) -> None:
         pixels = int(mask.sum())
         known = spacing is not None and None not in spacing[:2]
-        provenance = {"nifti_header": ProvenanceSource.FILE_HEADER, "pixel_spacing_mm": ProvenanceSource.USER_OVERRIDE}
+        provenance = {
+            "nifti_header": ProvenanceSource.FILE_HEADER,
+            "file_header": ProvenanceSource.FILE_HEADER,
+            "pixel_spacing_mm": ProvenanceSource.USER_OVERRIDE,
+        }
         row = {column: None for column in REPORT_COLUMNS}
         row.update(
             image=printable_path(source),
@@ -672,21 +652,38 @@ class FluidPredictionWriter(PredictionWriter):
         )
         self._report_rows([row])
 
+    def _report_failed(self, source: str, metadata: Mapping[str, Any], error: Exception) -> None:
+        """Log a volume's failed fluid report and record it as a ``total`` row of ``fluid_report.csv``."""
+        why = f"{type(error).__name__}: {error}"
+        self.logger.warning("%s: no fluid report: %s", printable_path(source), why)
+        row = {column: None for column in REPORT_COLUMNS}
+        row.update(
+            image=printable_path(source),
+            scan_date=metadata.get("scan_date"),
+            sector="total",
+            region=SECTOR_DESCRIPTIONS["total"],
+            note=f"fluid report failed ({why}); the mask and measurements are written",
+        )
+        self._report_rows([row])
+
     def _write_dicom_seg(self, stem: str, source: str, mask: np.ndarray) -> None:
         try:
             segmentation = fluid_dicom_seg(mask, source)
-        except (ValueError, AttributeError, KeyError, TypeError) as error:
-            # the mask and the NIfTI are written; a SEG the source cannot carry (highdicom raises AttributeError for a
-            # missing type-2 attribute such as PatientBirthDate) is reported, and costs no other output
-            self.logger.warning("%s: no DICOM SEG: %s: %s", source, type(error).__name__, error)
-            return
-        path = os.path.join(self.output_dir, "dicom_seg", f"{stem}_fluid_seg.dcm")
-        save_atomic(path, lambda tmp: segmentation.save_as(tmp, write_like_original=False))
+            path = os.path.join(self.output_dir, "dicom_seg", f"{stem}_fluid_seg.dcm")
+            save_atomic(path, lambda tmp: segmentation.save_as(tmp, write_like_original=False))
+        except Exception as error:
+            # the mask and the NIfTI are written; a SEG the source cannot carry (highdicom and pydicom raise
+            # AttributeError for a missing type-2 attribute, NotImplementedError or RuntimeError for compressed
+            # pixel data, InvalidDicomError, ...) is reported, and costs no other output
+            self.logger.warning("%s: no DICOM SEG: %s: %s", printable_path(source), type(error).__name__, error)
 
 
 class _MetadataOfBatch:
-    """``batch_transform`` of :class:`FluidPredictionWriter`: the per-item reader metadata of a collated batch
-    (``[{meta_key: ...}, ...]``), or ``[]`` when the batch has none (then the outputs are used alone)."""
+    """``batch_transform`` of :class:`FluidPredictionWriter`: the per-item reader metadata of a batch
+    (``[{meta_key: ...}, ...]``), or ``[]`` when the batch has none (then the outputs are used alone).
+
+    :func:`~custom_components.data.collate_skipping_failures` batches the metadata as a list of JSON texts (one
+    text for a batch of one): each item's text is passed on as is, for :func:`_volume_metadata` to read."""
 
     def __init__(self, meta_key: str) -> None:
         self.meta_key = meta_key
@@ -696,13 +693,7 @@ class _MetadataOfBatch:
             values = batch.get(self.meta_key)
             if values is None:
                 return []
-            if isinstance(values, str):
-                return [{self.meta_key: values}]
-            if isinstance(values, Mapping):  # a collated dict of lists
-                from monai.data import decollate_batch
-
-                return [{self.meta_key: v} for v in decollate_batch(values, detach=True)]
-            return [{self.meta_key: v} for v in values]
+            return [{self.meta_key: v} for v in ([values] if isinstance(values, (str, Mapping)) else values)]
         if isinstance(batch, (list, tuple)):
             return [{self.meta_key: b.get(self.meta_key)} for b in batch if isinstance(b, Mapping)]
         return []

@@ -16,9 +16,11 @@ Conventions (stated once, used everywhere in the bundle):
   in this orientation (a Spectralis horizontal raster shows the fundus this way on its SLO image).
 - **Nasal** is toward the optic disc: for a right eye (``OD``) it is the examiner's right of the fovea (increasing
   column), for a left eye (``OS``) the examiner's left (decreasing column). Temporal is the other side.
-- **Superior**: by default B-scan 0 is the most *inferior* B-scan and the index grows upwards, as in Heidelberg
-  Spectralis exports (and ``eyepy``, which flips the B-scan axis to show superior up). Devices that scan from the
-  top set ``first_bscan="superior"``. Figures draw superior up either way.
+- **Superior**: ``first_bscan="inferior"`` when B-scan 0 is the most *inferior* B-scan (the index grows upwards),
+  ``"superior"`` when it is the top one. With ``first_bscan=None`` (the file does not say which) the vertical
+  quadrants are not named S/I but by the end of the B-scan axis they lie toward: ``F1``/``F2`` on the side of the
+  *first* B-scan (index 0), ``E1``/``E2`` on the side of the *end* (last) B-scan; figures then draw B-scan 0 at
+  the bottom. Figures draw superior up whenever it is known.
 - The fovea is given as ``(bscan, column)`` in (possibly fractional) voxel indices.
 
 Sub-voxel accuracy: an en-face pixel (``spacing_bscan_mm`` by ``spacing_lateral_mm`` of retina) cut by a sector
@@ -49,6 +51,7 @@ __all__ = [
     "SECTOR_DESCRIPTIONS",
     "REPORT_COLUMNS",
     "ProvenanceSource",
+    "check_spacing_mm",
     "sector_masks",
     "sector_names",
     "en_face_thickness",
@@ -77,6 +80,11 @@ SECTOR_DESCRIPTIONS = {
     "L1": "inner, examiner's left of the fovea (1-3 mm); temporal for OD, nasal for OS",
     "R2": "outer, examiner's right of the fovea (3-6 mm); nasal for OD, temporal for OS",
     "L2": "outer, examiner's left of the fovea (3-6 mm); temporal for OD, nasal for OS",
+    # B-scan direction unknown: the vertical quadrants named by the end of the B-scan axis they lie toward
+    "F1": "inner, toward the first B-scan (1-3 mm); inferior or superior: B-scan direction unknown",
+    "E1": "inner, toward the last B-scan (1-3 mm); superior or inferior: B-scan direction unknown",
+    "F2": "outer, toward the first B-scan (3-6 mm); inferior or superior: B-scan direction unknown",
+    "E2": "outer, toward the last B-scan (3-6 mm); superior or inferior: B-scan direction unknown",
 }
 
 #: columns of a fluid report (one row per region), as :func:`fluid_volumes` returns them.
@@ -121,9 +129,9 @@ def _check_laterality(laterality: str | None) -> str | None:
     return value
 
 
-def _check_first_bscan(first_bscan: str) -> str:
-    if first_bscan not in _FIRST_BSCAN:
-        raise ValueError(f"first_bscan must be 'inferior' or 'superior', got {first_bscan!r}.")
+def _check_first_bscan(first_bscan: str | None) -> str | None:
+    if first_bscan is not None and first_bscan not in _FIRST_BSCAN:
+        raise ValueError(f"first_bscan must be 'inferior', 'superior' or None (unknown), got {first_bscan!r}.")
     return first_bscan
 
 
@@ -137,13 +145,18 @@ def _positive(value: Any, name: str) -> float:
     return number
 
 
-def sector_names(laterality: str | None) -> tuple[str, ...]:
-    """The nine sector names for ``laterality``: :data:`ETDRS_SECTORS`, or with an unknown laterality the horizontal
-    quadrants named by image side (``R1 L1 R2 L2``: right/left of the fovea on the en-face image), since nasal and
-    temporal cannot be told apart without it."""
-    if _check_laterality(laterality) is not None:
-        return ETDRS_SECTORS
-    return ("C0", "S1", "R1", "I1", "L1", "S2", "R2", "I2", "L2")
+def sector_names(laterality: str | None, first_bscan: str | None = "inferior") -> tuple[str, ...]:
+    """The nine sector names: :data:`ETDRS_SECTORS` when ``laterality`` and ``first_bscan`` are known.
+
+    With an unknown laterality the horizontal quadrants are named by image side (``R1 L1 R2 L2``: right/left of the
+    fovea on the en-face image), since nasal and temporal cannot be told apart without it; with an unknown
+    ``first_bscan`` the vertical ones by B-scan end (``E1 F1 E2 F2``: toward the last / the first B-scan), since
+    superior and inferior cannot. The order is always centre, then per ring the quadrants in S N I T positions.
+    """
+    known_side = _check_laterality(laterality) is not None
+    right, left = ("N", "T") if known_side else ("R", "L")
+    up, down = ("S", "I") if _check_first_bscan(first_bscan) is not None else ("E", "F")
+    return ("C0",) + tuple(f"{q}{ring}" for ring in "12" for q in (up, right, down, left))
 
 
 def _labels(nasal_mm: np.ndarray, superior_mm: np.ndarray, radii: Sequence[float]) -> np.ndarray:
@@ -179,7 +192,8 @@ def sector_masks(
             the scan, the grid is then clipped to the scanned area).
         laterality: ``"OD"``, ``"OS"`` or None (the horizontal quadrants are then named ``R``/``L`` by image side,
             see :func:`sector_names`).
-        first_bscan: ``"inferior"`` (default: B-scan 0 is the lowest, the index grows upwards) or ``"superior"``.
+        first_bscan: ``"inferior"`` (default: B-scan 0 is the lowest, the index grows upwards), ``"superior"``, or
+            None when unknown (the vertical quadrants are then named ``F``/``E`` by B-scan end).
         supersample: sub-samples per pixel side for pixels cut by a sector border, >= 1 (1: each pixel goes wholly
             to the sector of its centre).
 
@@ -204,9 +218,9 @@ def sector_masks(
     if int(supersample) < 1:
         raise ValueError(f"supersample must be >= 1, got {supersample!r}.")
     k = int(supersample)
-    names = sector_names(laterality)
+    names = sector_names(laterality, first_bscan)
     nasal_sign = -1.0 if laterality == "OS" else 1.0  # OD (and unknown: "R" = right) grows with the column
-    superior_sign = 1.0 if first_bscan == "inferior" else -1.0
+    superior_sign = -1.0 if first_bscan == "superior" else 1.0  # unknown: "E" (last B-scan) in the S position
     radii = [d / 2.0 for d in ETDRS_DIAMETERS_MM]
 
     b = (np.arange(shape[0], dtype=np.float64) - fovea[0]) * sy * superior_sign
@@ -263,13 +277,29 @@ def volume_centre_fovea(en_face_shape: Sequence[int]) -> tuple[float, float]:
     return ((shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0)
 
 
-def _spacing3(spacing_mm: Sequence[float | None] | None) -> tuple[float | None, float | None, float | None]:
+def check_spacing_mm(
+    spacing_mm: float | Sequence[float | None] | None, allow_unknown: bool = True
+) -> tuple[float | None, float | None, float | None]:
+    """The (axial, lateral, inter_bscan) spacing in mm as three positive floats (None for an unknown one).
+
+    The one check of a volume spacing in the bundle (the report's, the writer's override). None gives three
+    unknowns; a single number means the same spacing along every axis.
+
+    Raises:
+        ValueError: on other than three entries, an entry that is not a positive finite number (or None when
+            ``allow_unknown``), naming the value.
+    """
     if spacing_mm is None:
         return (None, None, None)
-    values = list(spacing_mm)
-    if len(values) != 3:
+    values = [spacing_mm] * 3 if np.isscalar(spacing_mm) else list(spacing_mm)  # type: ignore[arg-type]
+    if len(values) != 3 or (not allow_unknown and None in values):
+        if allow_unknown:
+            raise ValueError(
+                f"spacing_mm must be (axial, lateral, inter_bscan) in mm, each a positive number or None; got "
+                f"{spacing_mm!r}."
+            )
         raise ValueError(
-            f"spacing_mm must be (axial, lateral, inter_bscan) in mm, each a number or None; got {spacing_mm!r}."
+            f"spacing_mm must be three positive numbers (axial, lateral, inter_bscan) in mm, got {spacing_mm!r}."
         )
     names = ("axial", "lateral", "inter_bscan")
     return tuple(None if v is None else _positive(v, f"spacing_mm {n}") for v, n in zip(values, names))  # type: ignore
@@ -286,9 +316,10 @@ def fluid_volumes(
     laterality: str | None,
     spacing_source: str,
     fovea_source: str | None = None,
-    first_bscan: str = "inferior",
+    first_bscan: str | None = "inferior",
     supersample: int = 8,
     extra: Mapping[str, Any] | None = None,
+    no_grid: str | None = None,
 ) -> list[dict[str, Any]]:
     """Fluid per ETDRS sector and in the whole scan, with where every number's scale came from.
 
@@ -302,10 +333,12 @@ def fluid_volumes(
       it needs is unknown: no area or volume is ever computed from a guessed scale.
     - ``provenance``: ``spacing_source``; ``unknown`` whenever one of the three spacings is unknown.
     - ``fovea_bscan``, ``fovea_column``, ``fovea_source``; ``first_bscan`` (which end of the B-scan axis is
-      inferior, deciding S from I); ``note`` says why a value is missing.
+      inferior, deciding S from I; empty when unknown, the quadrants are then ``F``/``E``); ``note`` says why a
+      value is missing.
 
-    Sector rows need the lateral and inter-B-scan spacings (the grid is defined in mm) and a fovea; without them the
-    sector rows have empty values and a note, and only the total is counted.
+    Sector rows need the lateral and inter-B-scan spacings (the grid is defined in mm), a fovea and a horizontal
+    parallel raster (``no_grid`` says when the scan is not one); without them the sector rows have empty values and
+    a note, and only the total is counted.
 
     Args:
         mask: ``(rows, columns, B-scans)`` fluid mask (non-zero = fluid).
@@ -314,9 +347,11 @@ def fluid_volumes(
         laterality: ``"OD"``, ``"OS"`` or None.
         spacing_source: one of :class:`ProvenanceSource` (``"file header"``, ``"user override"``, ``"unknown"``).
         fovea_source: where the fovea came from (``"user"``, ``"file"``, ``"volume centre"``).
-        first_bscan: ``"inferior"`` or ``"superior"`` (:func:`sector_masks`).
+        first_bscan: ``"inferior"``, ``"superior"`` or None (unknown) (:func:`sector_masks`).
         supersample: sub-samples per pixel side at sector borders (:func:`sector_masks`).
         extra: constant columns to put in every row (``image``, ``scan_date``).
+        no_grid: why the ETDRS grid does not apply to this scan (e.g. ``"the B-scans are not a horizontal parallel
+            raster"``), or None; the sector rows are then left empty with that note.
 
     Returns:
         one dict per region with the keys of :data:`REPORT_COLUMNS` (``extra`` filled in, the rest None).
@@ -330,7 +365,7 @@ def fluid_volumes(
         raise ValueError(f"mask must be a (rows, columns, B-scans) volume, got shape {array.shape}.")
     if spacing_source not in ProvenanceSource.ALL:
         raise ValueError(f"spacing_source must be one of {ProvenanceSource.ALL}, got {spacing_source!r}.")
-    axial, lateral, between = _spacing3(spacing_mm)
+    axial, lateral, between = check_spacing_mm(spacing_mm)
     laterality = _check_laterality(laterality)
     complete = None not in (axial, lateral, between)
     provenance = spacing_source if complete else ProvenanceSource.UNKNOWN
@@ -367,14 +402,17 @@ def fluid_volumes(
             "note": volume_note,
         }
     ]
-    names = sector_names(laterality)
-    if pixel_mm2 is None or fovea is None:
-        why = "lateral or inter-B-scan spacing unknown" if pixel_mm2 is None else "no fovea"
+    names = sector_names(laterality, first_bscan)
+    if pixel_mm2 is None or fovea is None or no_grid:
+        why = no_grid or ("lateral or inter-B-scan spacing unknown" if pixel_mm2 is None else "no fovea")
         for name in names:
             rows.append({**base, "sector": name, "region": SECTOR_DESCRIPTIONS[name], "note": f"no ETDRS grid: {why}"})
         return rows
     masks = sector_masks(thickness.shape, lateral, between, fovea, laterality, first_bscan, supersample)
-    grid_note = "laterality unknown: R/L = right/left of the fovea on the en-face image" if laterality is None else ""
+    grid_notes = (
+        "laterality unknown: R/L = right/left of the fovea on the en-face image" if laterality is None else "",
+        "B-scan direction unknown: F/E = toward the first/last B-scan (set first_bscan)" if first_bscan is None else "",
+    )
     for name in names:
         weight = masks[name].astype(np.float64)
         counted = float((thickness * weight).sum())
@@ -386,7 +424,7 @@ def fluid_volumes(
                 "voxels": _round(counted, 3),
                 "area_mm2": _round(float((footprint * weight).sum()) * pixel_mm2),
                 "volume_nl": _round(counted * voxel_nl) if voxel_nl is not None else None,
-                "note": "; ".join(n for n in (volume_note, grid_note) if n),
+                "note": "; ".join(n for n in (volume_note,) + grid_notes if n),
             }
         )
     return rows

@@ -129,7 +129,9 @@ def change_table(
 
     Raises:
         ChangeTableError: when a report holds other than one volume, when a laterality is unknown (sectors of
-            unknown eyes cannot be paired: give ``laterality``), or when the lateralities differ.
+            unknown eyes cannot be paired: give ``laterality``), when the lateralities differ, or when the reports
+            name their sectors differently (``S``/``I`` in one, ``F``/``E`` of an unknown B-scan direction in the
+            other).
     """
     image_a, by_a = _single_volume(report_a, "A")
     image_b, by_b = _single_volume(report_b, "B")
@@ -144,6 +146,14 @@ def change_table(
     if side_a != side_b:
         raise ChangeTableError(
             f"{image_a} is {side_a} but {image_b} is {side_b}: a change table compares scans of one eye."
+        )
+    # the quadrant letters (S N I T; F E of an unknown B-scan direction): S against F is not the same region
+    naming_a, naming_b = ({s[0] for s in by if s not in ("total", "C0")} & set("SIFE") for by in (by_a, by_b))
+    if naming_a and naming_b and (naming_a <= set("SI")) != (naming_b <= set("SI")):
+        raise ChangeTableError(
+            f"{image_a} names its sectors {'/'.join(sorted(naming_a))} but {image_b} "
+            f"{'/'.join(sorted(naming_b))}: regions named differently are not the same regions (F/E: the B-scan "
+            "direction is unknown; set first_bscan for both scans, so that both name S and I)."
         )
     date_a = next(iter(by_a.values())).get("scan_date")
     date_b = next(iter(by_b.values())).get("scan_date")
@@ -190,15 +200,19 @@ def change_table(
     return rows
 
 
-def _sector_label_positions(laterality: str | None) -> dict[str, tuple[float, float]]:
-    """Where each sector's value is written, in mm (examiner's right, superior) from the fovea."""
+def _sector_label_positions(
+    laterality: str | None, first_bscan: str | None = "inferior"
+) -> dict[str, tuple[float, float]]:
+    """Where each sector's value is written, in mm (examiner's right, up) from the fovea; up is superior, or the
+    last B-scan's side (``E``) when the B-scan direction is unknown."""
     d0, d1, d2 = ETDRS_DIAMETERS_MM
     inner, outer = (d0 + d1) / 4, (d1 + d2) / 4  # mid-radius of each ring
     right = {"OD": "N", "OS": "T", None: "R"}[laterality]
     left = {"OD": "T", "OS": "N", None: "L"}[laterality]
+    up, down = ("S", "I") if first_bscan is not None else ("E", "F")
     positions = {"C0": (0.0, 0.0)}
     for ring, radius in (("1", inner), ("2", outer)):
-        positions.update({f"S{ring}": (0.0, radius), f"I{ring}": (0.0, -radius)})
+        positions.update({f"{up}{ring}": (0.0, radius), f"{down}{ring}": (0.0, -radius)})
         positions.update({f"{right}{ring}": (radius, 0.0), f"{left}{ring}": (-radius, 0.0)})
     return positions
 
@@ -219,7 +233,7 @@ def plot_fluid_report(
     spacing_mm: Sequence[float | None] | None,
     fovea: Sequence[float] | None,
     bscan_index: int | None = None,
-    first_bscan: str = "inferior",
+    first_bscan: str | None = "inferior",
     title: str | None = None,
     dpi: int = 110,
 ) -> None:
@@ -238,7 +252,8 @@ def plot_fluid_report(
             around the fovea, with the grid, only when lateral and inter-B-scan spacings are known.
         fovea: ``(bscan, column)`` or None (no grid).
         bscan_index: index of the B-scan shown, for its title.
-        first_bscan: ``"inferior"`` or ``"superior"``: which end of the B-scan axis is drawn at the bottom.
+        first_bscan: ``"inferior"`` or ``"superior"``: which end of the B-scan axis is drawn at the bottom; None
+            (unknown): B-scan 0 at the bottom, the vertical sectors labelled ``F``/``E`` as in the rows.
         title: first header line (default: the ``image`` of the rows).
         dpi: resolution of the PNG.
 
@@ -281,12 +296,13 @@ def plot_fluid_report(
     um = axial is not None
     values = thickness * (axial * 1000.0 if um else 1.0)
     grid = lateral is not None and between is not None and fovea is not None
+    grid = grid and any(r.get("sector") != "total" and r.get("voxels") is not None for r in rows)  # grid refused
     # rows of the drawn map run inferior -> superior, so origin="lower" puts superior up
-    view = values if first_bscan == "inferior" else values[::-1]
+    view = values[::-1] if first_bscan == "superior" else values
     shown = np.ma.masked_less_equal(view, 0.0)
     ax.set_facecolor("0.92")
     if grid:
-        fb = fovea[0] if first_bscan == "inferior" else nb - 1 - fovea[0]
+        fb = nb - 1 - fovea[0] if first_bscan == "superior" else fovea[0]
         # pixel edges in mm from the fovea: (left, right, bottom, top)
         x0, x1 = (-0.5 - fovea[1]) * lateral, (nc - 0.5 - fovea[1]) * lateral
         extent = (x0, x1, (-0.5 - fb) * between, (nb - 0.5 - fb) * between)
@@ -299,7 +315,7 @@ def plot_fluid_report(
         for angle in (45, 135, 225, 315):
             c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
             ax.plot([r0 * c, r1 * c], [r0 * s, r1 * s], color="tab:cyan", lw=1.0)
-        for sector, (x, y) in _sector_label_positions(laterality).items():
+        for sector, (x, y) in _sector_label_positions(laterality, first_bscan).items():
             row = by_sector.get(sector)
             if row is None:
                 continue
@@ -313,14 +329,21 @@ def plot_fluid_report(
         ax.set_ylim(-reach, reach)
         ax.text(reach * 0.97, 0, right, rotation=90, ha="right", va="center", fontsize=8)
         ax.text(-reach * 0.97, 0, left, rotation=90, ha="left", va="center", fontsize=8)
-        ax.text(0, reach * 0.97, "superior", ha="center", va="top", fontsize=8)
-        ax.text(0, -reach * 0.97, "inferior", ha="center", va="bottom", fontsize=8)
+        up, down = ("superior", "inferior") if first_bscan is not None else ("last B-scan", "first B-scan")
+        ax.text(0, reach * 0.97, up, ha="center", va="top", fontsize=8)
+        ax.text(0, -reach * 0.97, down, ha="center", va="bottom", fontsize=8)
         ax.set_xlabel("mm from the fovea (examiner's view)")
     else:
         image = ax.imshow(shown, cmap="inferno_r", origin="lower", aspect="auto", interpolation="nearest", vmin=0.0)
         ax.set_xlabel("column (A-scan)")
         ax.set_ylabel("B-scan")
-        reason = "spacing unknown" if fovea is not None else "no fovea"
+        refused = [str(r.get("note")) for r in rows if r.get("sector") != "total" and r.get("note")]
+        if lateral is None or between is None:
+            reason = "spacing unknown"
+        elif fovea is None:
+            reason = "no fovea"
+        else:  # the rows say why (e.g. not a horizontal raster)
+            reason = refused[0].removeprefix("no ETDRS grid: ") if refused else "not computed"
         ax.text(0.5, 1.01, f"no ETDRS grid: {reason}", transform=ax.transAxes, ha="center", va="bottom", fontsize=8,
                 color="tab:red")  # fmt: skip
     colourbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)

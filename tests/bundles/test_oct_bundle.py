@@ -334,9 +334,10 @@ def test_inference_on_pngs_of_any_size_a_nifti_volume_and_a_corrupt_file(trained
 def test_fluid_report_from_the_command_line_for_nifti_with_and_without_spacing_and_dicom(trained, tmp_path):
     """``python -m monai.bundle run`` on one set of B-scans stored three ways: a NIfTI volume with its spacing in
     the header, the same without (no qform/sform: nibabel's way of saving no spatial information) and a DICOM OCT,
-    with the fovea given on the command line. nL per ETDRS sector for the NIfTI with spacing and the DICOM (which
-    also gives laterality and scan date, and gets a DICOM SEG), voxel counts and ``provenance=unknown`` for the bare
-    NIfTI, never nL."""
+    with the fovea and ``first_bscan`` given on the command line (none of these files says which B-scan end is
+    inferior: without it the vertical quadrants would be ``F``/``E``). nL per ETDRS sector for the NIfTI with spacing
+    and the DICOM (which also gives laterality and scan date, and gets a DICOM SEG), voxel counts and
+    ``provenance=unknown`` for the bare NIfTI, never nL."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     bscans = [render_bscan(np.random.default_rng(20 + i), (40, 48))[0] for i in range(5)]
@@ -349,7 +350,7 @@ def test_fluid_report_from_the_command_line_for_nifti_with_and_without_spacing_a
     _cli(
         "run", "--config_file", str(CONFIGS / "inference.json"), "--meta_file", META, "--logging_file", LOGGING,
         "--bundle_root", trained["paths"]["bundle_root"], "--input_dir", str(inputs), "--output_dir", str(out),
-        "--num_workers", "0", "--fovea", "[2, 20.5]", cwd=tmp_path,
+        "--num_workers", "0", "--fovea", "[2, 20.5]", "--first_bscan", "inferior", cwd=tmp_path,
     )  # fmt: skip
     rows = list(csv.DictReader(open(out / "fluid_report.csv")))
     report = {name: {r["sector"]: r for r in rows if Path(r["image"]).name == name} for name in ("spaced.nii.gz", "bare.nii.gz", "eye.dcm")}
@@ -368,6 +369,7 @@ def test_fluid_report_from_the_command_line_for_nifti_with_and_without_spacing_a
         assert sum(float(r["volume_nl"]) for k, r in scan.items() if k != "total") == pytest.approx(float(scan["total"]["volume_nl"]), rel=1e-4)
         assert {r["provenance"] for r in scan.values()} == {"file header"}
         assert {(r["fovea_bscan"], r["fovea_column"], r["fovea_source"]) for r in scan.values()} == {("2.0", "20.5", "user")}
+        assert {r["first_bscan"] for r in scan.values()} == {"inferior"}
         assert scan["total"]["spacing_mm"] == "0.0039x0.012x0.06"
     assert {(r["laterality"], r["scan_date"]) for r in dicom.values()} == {("OD", "2024-05-10")}
     assert spaced["R1"]["volume_nl"] == dicom["N1"]["volume_nl"]  # OD: the examiner's right is nasal
@@ -400,7 +402,8 @@ def test_every_vendor_format_written_here_runs_through_inference_to_a_fluid_repo
     """One folder holding the same three B-scans as a Heidelberg VOL, a Heidelberg XML export, a Topcon FDA and FDS,
     a DICOM OCT, and a Zeiss Cirrus IMG cube (``tests/oct_files.py``): one ``inference.json`` run gives each its
     report with the spacing its file holds (nL, ``file header``); the Zeiss cube, which holds none, gets voxel counts
-    and ``provenance=unknown``; a truncated VOL is skipped and reported, costing only itself."""
+    and ``provenance=unknown``; a truncated VOL is skipped and reported, costing only itself. The Heidelberg files
+    give the B-scans' positions, so their sectors are S/I; the others say nothing of it: F/E (B-scan end)."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     bscans = np.stack([render_bscan(np.random.default_rng(30 + i), (40, 48))[0] for i in range(3)])  # (B, rows, cols)
@@ -422,6 +425,11 @@ def test_every_vendor_format_written_here_runs_through_inference_to_a_fluid_repo
     for name in named:
         assert totals[name]["provenance"] == "file header" and totals[name]["volume_nl"] != "", name
         assert len([r for r in rows if Path(r["image"]).name == name]) == 10  # total and the nine ETDRS sectors
+        vertical = {r["sector"] for r in rows if Path(r["image"]).name == name} & {"S1", "I1", "F1", "E1"}
+        # the VOL is written inferior B-scan first, the XML superior first: both known, in file order
+        assert vertical == ({"S1", "I1"} if name in ("heidelberg.vol", "scan.xml") else {"F1", "E1"}), name
+    assert {r["first_bscan"] for r in rows if Path(r["image"]).name == "heidelberg.vol"} == {"inferior"}
+    assert {r["first_bscan"] for r in rows if Path(r["image"]).name == "scan.xml"} == {"superior"}
     zeiss = next(r for n, r in totals.items() if n.endswith(".img"))
     assert zeiss["provenance"] == "unknown" and zeiss["volume_nl"] == "" and zeiss["laterality"] == "OD"
     (skipped,) = list(csv.DictReader(open(out / "skipped_inputs.csv")))

@@ -181,7 +181,7 @@ def test_volume_centre_and_en_face_thickness():
         ({"spacing_mm": (0.1, 0.2)}, r"spacing_mm must be \(axial, lateral, inter_bscan\)"),
         ({"spacing_source": "guess"}, "spacing_source must be one of"),
         ({"spacing_source": "unknown"}, "spacing_source is 'unknown' but a spacing is given"),
-        ({"first_bscan": "top"}, "first_bscan must be 'inferior' or 'superior'"),
+        ({"first_bscan": "top"}, "first_bscan must be 'inferior', 'superior' or None"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, message):
@@ -287,3 +287,41 @@ def test_fractional_coverage_keeps_sector_volumes_exact_at_spectralis_spacing(fo
     assert rows["C0"]["volume_nl"] == pytest.approx(math.pi * 0.25 * depth_nl, rel=0.002)
     for name in ("S1", "N1", "I1", "T1"):
         assert rows[name]["volume_nl"] == pytest.approx(math.pi * (1.5**2 - 0.25) / 4 * depth_nl, rel=0.002)
+
+
+def test_unknown_bscan_direction_names_the_vertical_quadrants_by_bscan_end():
+    assert sector_names("OD", None) == ("C0", "E1", "N1", "F1", "T1", "E2", "N2", "F2", "T2")
+    assert sector_names(None, None) == ("C0", "E1", "R1", "F1", "L1", "E2", "R2", "F2", "L2")
+    mask = _cylinder((0.0, 1.0), 0.25)  # 1 mm towards higher B-scan indices: the last B-scan's side
+    rows = _by_sector(fluid_volumes(mask, SPACING, FOVEA, "OD", "file header", first_bscan=None))
+    known = _by_sector(fluid_volumes(mask, SPACING, FOVEA, "OD", "file header", first_bscan="inferior"))
+    assert rows["E1"]["volume_nl"] == known["S1"]["volume_nl"] and rows["F1"]["volume_nl"] == 0.0
+    assert "S1" not in rows and rows["total"]["first_bscan"] is None
+    assert "B-scan direction unknown" in rows["E1"]["note"]
+
+
+def test_grid_refused_with_a_reason_leaves_the_sectors_empty():
+    rows = fluid_volumes(_cylinder((0.0, 0.0), 0.4), SPACING, FOVEA, "OD", "file header", no_grid="not a raster")
+    assert rows[0]["volume_nl"] == pytest.approx(_nl(math.pi * 0.16), rel=0.02)
+    assert all(r["voxels"] is None and r["note"] == "no ETDRS grid: not a raster" for r in rows[1:])
+
+
+def test_check_spacing_mm_is_the_one_spacing_check():
+    from custom_components.metrics.etdrs import check_spacing_mm
+
+    assert check_spacing_mm(None) == (None, None, None)
+    assert check_spacing_mm(0.5) == (0.5, 0.5, 0.5)
+    assert check_spacing_mm([0.1, None, 0.2]) == (0.1, None, 0.2)
+    with pytest.raises(ValueError, match="three positive numbers"):
+        check_spacing_mm([0.1, None, 0.2], allow_unknown=False)
+    with pytest.raises(ValueError, match="spacing_mm inter_bscan must be a positive number"):
+        check_spacing_mm([0.1, 0.1, -1.0], allow_unknown=False)
+
+
+def test_change_table_refuses_sectors_named_differently():
+    known = _report({"total": 1.0, "C0": 1.0, "S1": 1.0, "N1": 1.0})
+    unknown = _report({"total": 1.0, "C0": 1.0, "E1": 1.0, "N1": 1.0}, image="/d/b.nii.gz")
+    with pytest.raises(ChangeTableError, match="named differently"):
+        change_table(known, unknown)
+    both = _report({"total": 1.0, "E1": 2.0}, date="2024-03-01", image="/d/c.nii.gz")
+    assert {r["sector"] for r in change_table(unknown, both)} == {"total", "E1"}

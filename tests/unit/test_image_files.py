@@ -186,3 +186,27 @@ def test_a_16_bit_gel_loads_as_its_8_bit_original(tmp_path):
     eight, sixteen = (load({"image": str(tmp_path / n)})["image"] for n in ("gel8.png", "gel16.png"))
     assert eight.shape == (3, *bad_inputs.SHAPE)
     assert np.array_equal(sixteen.numpy(), eight.numpy())
+
+
+def test_nifti_spacing_mm_reads_units_and_refuses_a_header_without_space(tmp_path):
+    from custom_components.data.image_files import nifti_spacing_mm
+
+    micron = nib.Nifti1Image(np.zeros((4, 5, 3), np.float32), np.diag([3.9, 11.7, 120.0, 1.0]))
+    micron.header.set_xyzt_units("micron")
+    nib.save(micron, tmp_path / "um.nii.gz")
+    assert nifti_spacing_mm(tmp_path / "um.nii.gz") == pytest.approx((0.0039, 0.0117, 0.12))
+    nib.save(nib.Nifti1Image(np.zeros((4, 5), np.float32), np.diag([0.5, 0.25, 1.0, 1.0])), tmp_path / "b.nii")
+    assert nifti_spacing_mm(tmp_path / "b.nii") == pytest.approx((0.5, 0.25))  # a 2D file: two sizes
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 3), np.float32), None), tmp_path / "bare.nii")
+    assert nifti_spacing_mm(tmp_path / "bare.nii") is None  # qform and sform codes 0: pixdim is a placeholder
+
+
+def test_zeiss_cube_screening_uses_the_one_table_of_cube_sizes(tmp_path):
+    from custom_components.data.image_files import OCT_EXTENSIONS, ZEISS_CUBES, ZEISS_DEPTH, screen_image_file
+
+    for columns, _ in ZEISS_CUBES:
+        (tmp_path / f"c{columns}.img").write_bytes(b"\x00" * (ZEISS_DEPTH * columns * 2))
+        assert screen_image_file(tmp_path / f"c{columns}.img", extensions=OCT_EXTENSIONS) is None
+    (tmp_path / "odd.img").write_bytes(b"\x00" * 1000)
+    why = screen_image_file(tmp_path / "odd.img", extensions=OCT_EXTENSIONS)
+    assert f"{ZEISS_DEPTH}-deep B-scans of 512 or 200 A-scans" in why

@@ -257,8 +257,7 @@ def _volume_item(name="/v/oct.e2e", meta=None, shape=(6, 40, 10)):
 #: what the OCT reader's ``public_metadata()`` gives for a scan with everything known
 READER_META = {
     "spacing_mm": [0.004, 0.01, 0.05], "spacing_source": "file header", "laterality": "OS", "scan_date": "2024-05-02",
-    "vendor": "test", "format": "heidelberg_e2e", "fovea": [4.5, 20.0], "fovea_source": "file", "first_bscan": None,
-    "source_path": "/v/oct.e2e",
+    "vendor": "test", "format": "heidelberg_e2e", "first_bscan": None, "raster": None, "source_path": "/v/oct.e2e",
 }  # fmt: skip
 
 
@@ -273,13 +272,13 @@ def test_report_uses_the_readers_metadata_and_writes_csv_png_and_overlays(tmp_pa
     writer.write_item(_volume_item(meta=json.dumps(READER_META)))  # JSON text, as it survives a DataLoader
     writer.completed()
     rows = _report_rows(writer)
-    assert [r["sector"] for r in rows] == ["total", "C0", "S1", "N1", "I1", "T1", "S2", "N2", "I2", "T2"]
+    # the file did not say which B-scan is inferior: nothing assumed, the vertical quadrants named by B-scan end
+    assert [r["sector"] for r in rows] == ["total", "C0", "E1", "N1", "F1", "T1", "E2", "N2", "F2", "T2"]
     total = rows[0]
     assert total["image"] == "/v/oct.e2e" and total["laterality"] == "OS" and total["scan_date"] == "2024-05-02"
     assert total["voxels"] == "16" and float(total["volume_nl"]) == pytest.approx(16 * 0.004 * 0.01 * 0.05 * 1000)
-    assert (total["provenance"], total["fovea_source"], total["fovea_bscan"]) == ("file header", "file", "4.5")
-    # the file did not say which B-scan is inferior: the report says what it assumed
-    assert total["first_bscan"] == "inferior" and "B-scan 0 taken as the most inferior" in total["note"]
+    assert (total["provenance"], total["fovea_source"], total["fovea_bscan"]) == ("file header", "volume centre", "4.5")
+    assert total["first_bscan"] == "" and "B-scan direction unknown" in rows[2]["note"]
     # all the fluid lies within 0.05 mm of the fovea (columns 18-21 at 0.01 mm, B-scans 4-5 at 0.05 mm): C0
     assert float(rows[1]["volume_nl"]) == pytest.approx(float(total["volume_nl"]))
     assert (tmp_path / "reports" / "oct_fluid_report.png").is_file()
@@ -304,7 +303,7 @@ def test_report_user_overrides_win_and_no_spacing_means_voxels_only(tmp_path):
     rows = _report_rows(writer)
     first = [r for r in rows if r["image"] == "/v/oct.e2e"]
     assert {(r["provenance"], r["laterality"], r["fovea_source"]) for r in first} == {("user override", "OD", "user")}
-    assert first[0]["note"] == ""  # nothing assumed: the reader's metadata below says where B-scan 0 is
+    assert first[0]["note"] == "" and first[2]["sector"] == "S1"  # the reader's metadata says where B-scan 0 is
     assert float(first[0]["volume_nl"]) == pytest.approx(16 * 0.005 * 0.02 * 0.1 * 1000)
 
     plain = FluidPredictionWriter(str(tmp_path / "plain"), fluid_report=True)
@@ -420,6 +419,64 @@ def test_a_dicom_seg_the_source_cannot_carry_is_reported_and_costs_nothing_else(
         writer._write_dicom_seg("eye", str(path), np.ones((8, 6, 3), bool))
     assert "eye.dcm: no DICOM SEG: AttributeError" in caplog.text
     assert not (tmp_path / "out" / "dicom_seg").exists()
+
+
+@pytest.mark.parametrize("error", [NotImplementedError("JPEG 2000 pixel data"), RuntimeError("no decoder")])
+def test_any_dicom_seg_failure_is_logged_and_the_run_goes_on(tmp_path, caplog, monkeypatch, error):
+    """pydicom and highdicom raise NotImplementedError, RuntimeError, InvalidDicomError ... on sources they cannot
+    handle (compressed pixel data): the SEG is skipped with the file name and the error type, nothing else."""
+    from oct_files import write_dicom_oct
+
+    import custom_components.handlers.oct as oct_handlers
+
+    def failing(mask, source, software_version="1"):
+        raise error
+
+    monkeypatch.setattr(oct_handlers, "fluid_dicom_seg", failing)
+    path = write_dicom_oct(tmp_path / "eye.dcm", np.zeros((3, 6, 40), np.uint8))
+    writer = FluidPredictionWriter(str(tmp_path / "out"), fluid_report=True)
+    writer.started()
+    with caplog.at_level(logging.WARNING):
+        writer.write_item(_volume_item(name=str(path), meta={**READER_META, "format": "dicom_oct"}))
+        writer.write_item(_volume_item(name="/v/next.e2e"))  # the next input is still written
+    writer.completed()
+    assert f"eye.dcm: no DICOM SEG: {type(error).__name__}" in caplog.text
+    assert (tmp_path / "out" / "masks" / "eye_fluid.nii.gz").is_file()
+    assert (tmp_path / "out" / "masks" / "next_fluid.nii.gz").is_file()
+    assert {r["image"] for r in _report_rows(writer)} == {str(path), "/v/next.e2e"}
+
+
+def test_a_failed_volume_report_is_logged_recorded_and_costs_nothing_else(tmp_path, caplog, monkeypatch):
+    import custom_components.handlers.oct as oct_handlers
+
+    def failing(path, *args, **kwargs):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(oct_handlers, "plot_fluid_report", failing)
+    writer = FluidPredictionWriter(str(tmp_path), fluid_report=True)
+    writer.started()
+    with caplog.at_level(logging.WARNING):
+        writer.write_item(_volume_item(meta=READER_META))
+        writer.write_item(_volume_item(name="/v/next.e2e"))
+    writer.completed()
+    assert "/v/oct.e2e: no fluid report: RuntimeError: no display" in caplog.text
+    rows = _report_rows(writer)
+    assert [(r["image"], r["sector"]) for r in rows] == [("/v/oct.e2e", "total"), ("/v/next.e2e", "total")]
+    assert all("fluid report failed (RuntimeError: no display)" in r["note"] for r in rows)
+    assert (tmp_path / "masks" / "oct_fluid.nii.gz").is_file() and (tmp_path / "masks" / "next_fluid.nii.gz").is_file()
+    assert [r[1] for r in _read_csv(writer.csv_path)[1:]].count("all") == 2  # the measurements too
+
+
+def test_a_scan_that_is_not_a_horizontal_raster_gets_no_etdrs_grid(tmp_path):
+    writer = FluidPredictionWriter(str(tmp_path), fluid_report=True, first_bscan="inferior")
+    writer.started()
+    writer.write_item(_volume_item(meta={**READER_META, "raster": "not horizontal"}))
+    writer.completed()
+    rows = _report_rows(writer)
+    assert rows[0]["voxels"] == "16" and rows[0]["volume_nl"] != ""
+    assert [r["sector"] for r in rows[1:3]] == ["C0", "E1"]  # the user's first_bscan cannot name a vertical scan
+    assert all(r["voxels"] == "" and "not a horizontal parallel raster" in r["note"] for r in rows[1:])
+    assert (tmp_path / "reports" / "oct_fluid_report.png").is_file()
 
 
 # ---------------------------------------------------------------- SegmentationReport
@@ -555,3 +612,24 @@ def test_report_log_shows_zero_dice_not_nan(tmp_path, caplog):
         _evaluate(SegmentationReport(path), [_scans()[3]])
     assert json.loads(open(path).read())["dice"] == 0.0
     assert "dice 0.0000" in caplog.text
+
+
+def test_a_single_frame_dicom_is_one_bscan_with_its_pixel_spacing_and_no_grid(tmp_path):
+    from oct_files import write_dicom_oct
+
+    from custom_components.data.oct_volumes import LoadOCTVolumed
+
+    path = write_dicom_oct(tmp_path / "one.dcm", np.zeros((1, 6, 8), np.uint8), spacing=(0.01, 0.02, 0.1))
+    item = LoadOCTVolumed("image")({"image": str(path)})
+    assert tuple(item["image"].shape) == (1, 6, 8)  # one B-scan, not a volume of one
+    pred = torch.zeros(1, 6, 8)
+    pred[0, 2:4, 1:4] = 1
+    writer = FluidPredictionWriter(str(tmp_path / "out"), fluid_report=True)
+    writer.started()
+    writer.write_item({**item, "pred": pred})
+    writer.completed()
+    (row,) = _report_rows(writer)
+    assert (row["sector"], row["voxels"], row["provenance"]) == ("total", "6", "file header")
+    assert float(row["area_mm2"]) == pytest.approx(6 * 0.01 * 0.02) and "no ETDRS grid" in row["note"]
+    assert (tmp_path / "out" / "masks" / "one_fluid.png").is_file()
+    assert _read_csv(writer.csv_path)[1][-1] == "file_header"

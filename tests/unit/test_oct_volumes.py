@@ -37,7 +37,7 @@ def _volume(dtype=np.uint8, bscans: int = BSCANS, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, info.max, (bscans, ROWS, COLUMNS), endpoint=True).astype(dtype)
 
 
-def test_dicom_oct_round_trip_with_spacing_laterality_date_and_identifiers_kept_private(tmp_path):
+def test_dicom_oct_round_trip_with_spacing_laterality_date_and_no_identifiers(tmp_path):
     frames = _volume(np.uint16)
     path = write_dicom_oct(tmp_path / "scan.dcm", frames, spacing=(0.0039, 0.0117, 0.12), laterality="L")
     volume = read_oct_volume(path)
@@ -46,7 +46,7 @@ def test_dicom_oct_round_trip_with_spacing_laterality_date_and_identifiers_kept_
     np.testing.assert_array_equal(volume.data, np.moveaxis(frames, 0, -1))  # frame k is B-scan k
     assert volume.spacing_mm == pytest.approx((0.0039, 0.0117, 0.12)) and volume.spacing_source == "file header"
     assert (volume.laterality, volume.scan_date, volume.first_bscan) == ("OS", "2022-03-15", None)
-    assert volume.identifiers["PatientID"] == "PAT-DICOM-1" and "StudyInstanceUID" in volume.identifiers
+    assert not hasattr(volume, "identifiers")  # the SEG writer reads its source again: nothing kept in memory
     public = volume.public_metadata()
     assert "PAT-DICOM-1" not in repr(volume) and "PAT-DICOM-1" not in str(public)
     assert public["source_path"] == str(path) and public["shape"] == [ROWS, COLUMNS, BSCANS]
@@ -66,20 +66,34 @@ def test_dicom_without_extension_is_found_by_its_content(tmp_path):
     assert screen_image_file(folder / "IM000001", extensions=IMAGE_EXTENSIONS).startswith("unsupported file type")
 
 
-def test_heidelberg_vol_round_trip_puts_the_inferior_bscan_first(tmp_path):
+def test_heidelberg_vol_round_trip_keeps_the_file_order_and_says_which_end_is_down(tmp_path):
     bscans = _volume()
     path = write_heidelberg_vol(tmp_path / "scan.vol", bscans, ys=(1.0, 2.0, 3.0))  # stored superior first
     volume = read_oct_volume(path)
     assert volume.format == "heidelberg_vol" and volume.vendor == "Heidelberg Engineering"
     assert volume.spacing_mm == pytest.approx((0.0039, 0.0113, 0.12)) and volume.spacing_source == "file header"
-    assert (volume.laterality, volume.scan_date, volume.first_bscan) == ("OS", "2021-03-04", "inferior")
-    # eyepy's 8-bit display mapping inverts the float reflectivity written: the values come back exactly, the
-    # B-scan order reversed (the last stored one, at y = 3 mm, is the most inferior)
-    np.testing.assert_array_equal(volume.data, np.moveaxis(bscans[::-1], 0, -1))
-    assert volume.identifiers["patient_id"] == "PAT-123" and "PAT-123" not in repr(volume)
+    assert (volume.laterality, volume.scan_date, volume.first_bscan) == ("OS", "2021-03-04", "superior")
+    # eyepy's 8-bit display mapping inverts the float reflectivity written: the values come back exactly, in the
+    # file's B-scan order (B-scan k is Heyex's B-scan k, so a fovea in its numbering stays right)
+    np.testing.assert_array_equal(volume.data, np.moveaxis(bscans, 0, -1))
+    assert volume.raster is None and "PAT-123" not in repr(volume) and "PAT-123" not in str(volume.public_metadata())
 
     kept = read_oct_volume(write_heidelberg_vol(tmp_path / "kept.vol", bscans, ys=(3.0, 2.0, 1.0)))
-    np.testing.assert_array_equal(kept.data, np.moveaxis(bscans, 0, -1))  # already inferior first: order kept
+    np.testing.assert_array_equal(kept.data, np.moveaxis(bscans, 0, -1))
+    assert kept.first_bscan == "inferior"
+
+
+@pytest.mark.parametrize(
+    "positions",
+    [
+        [(3.0, 0.5, 3.0, 5.5), (2.0, 0.5, 2.0, 5.5), (1.0, 0.5, 1.0, 5.5)],  # a vertical raster
+        [(0.5, 3.0, 5.5, 3.0), (1.2, 1.2, 4.8, 4.8), (3.0, 0.5, 3.0, 5.5)],  # radial B-scans through one centre
+    ],
+)
+def test_heidelberg_vol_that_is_not_a_horizontal_raster_is_flagged(tmp_path, positions):
+    volume = read_oct_volume(write_heidelberg_vol(tmp_path / "scan.vol", _volume(), positions=positions))
+    assert volume.first_bscan is None and volume.raster == "not horizontal"
+    assert volume.public_metadata()["raster"] == "not horizontal"
 
 
 def test_heidelberg_xml_export_round_trip(tmp_path):
@@ -91,7 +105,6 @@ def test_heidelberg_xml_export_round_trip(tmp_path):
     # the XML has no B-scan distance: eyepy takes it from the B-scan positions (0.5 mm apart)
     assert volume.spacing_mm == pytest.approx((0.0039, 0.0113, 0.5))
     assert (volume.laterality, volume.scan_date, volume.first_bscan) == ("OD", "2019-07-08", "inferior")
-    assert volume.identifiers["patient_id"] == "PAT-XML"
     # listing the export folder gives one input, the XML: its B-scan and localizer images belong to it
     Image.fromarray(bscans[0]).save(tmp_path / "export" / "other.png")  # an image the XML does not name
     listed = [e["image"] for e in scan_inputs(tmp_path / "export", extensions=OCT_EXTENSIONS)]
@@ -108,10 +121,10 @@ def test_topcon_round_trip_with_spacing_from_param_scan(tmp_path, kind):
     # oct-converter: lateral = 6 mm / 48 A-scans, between B-scans = 6 mm / 3 B-scans, axial = 2.6 um
     assert volume.spacing_mm == pytest.approx((0.0026, 6.0 / COLUMNS, 2.0))
     assert (volume.laterality, volume.scan_date, volume.first_bscan) == ("OS", "2020-05-06", None)
-    assert volume.identifiers["patient_id"] == "PAT-TOPCON"
+    assert "PAT-TOPCON" not in str(volume.public_metadata())
 
 
-def test_zeiss_img_has_no_spacing_unless_given(tmp_path):
+def test_zeiss_img_has_no_spacing(tmp_path):
     cube = np.random.default_rng(1).integers(0, 255, (1024, 512, 2), endpoint=True).astype(np.uint8)
     path = tmp_path / "P123_Macular Cube 512x128_01-02-2018_10-11-12_OD_sn1_cube_raw.img"
     path.write_bytes(cube.tobytes(order="F"))  # oct-converter reads the bare cube in Fortran order
@@ -120,8 +133,6 @@ def test_zeiss_img_has_no_spacing_unless_given(tmp_path):
     np.testing.assert_array_equal(volume.data, cube)
     assert volume.spacing_mm == (None, None, None) and volume.spacing_source == "unknown"
     assert (volume.laterality, volume.scan_date) == ("OD", "2018-01-02")  # oct-converter reads them from the name
-    given = read_oct_volume(path, spacing_mm=(0.00196, 0.0117, 0.047))
-    assert given.spacing_mm == (0.00196, 0.0117, 0.047) and given.spacing_source == "user override"
 
 
 def test_png_keeps_16_bits_and_has_no_spacing(tmp_path):
@@ -160,15 +171,19 @@ def test_nifti_spacing_from_the_header_follows_bscan_axes(tmp_path):
     assert read_oct_volume(tmp_path / "plain.nii").spacing_source == "unknown"
 
 
-def test_user_override_replaces_the_header_whole_or_per_axis(tmp_path):
-    path = write_dicom_oct(tmp_path / "scan.dcm", _volume(), spacing=(0.0039, 0.0117, 0.12))
-    whole = read_oct_volume(path, spacing_mm=[0.004, 0.01, 0.2])
-    assert whole.spacing_mm == (0.004, 0.01, 0.2) and whole.spacing_source == "user override"
-    one = read_oct_volume(path, spacing_mm={"inter_bscan": 0.25})
-    assert one.spacing_mm == pytest.approx((0.0039, 0.0117, 0.25)) and one.spacing_source == "user override"
-    for bad in ([0.1, 0.2], {"depth": 0.1}, [0.1, -1.0, 0.2]):
-        with pytest.raises(ValueError, match="spacing_mm"):
-            read_oct_volume(path, spacing_mm=bad)
+def test_dicom_inter_bscan_spacing_is_never_the_slice_thickness(tmp_path):
+    # without SpacingBetweenSlices: the median step between the frames' positions, not the nominal thickness
+    path = write_dicom_oct(tmp_path / "a.dcm", _volume(), spacing=(0.0039, 0.0117, 0.12), between=False,
+                           slice_thickness=0.5)  # fmt: skip
+    assert read_oct_volume(path).spacing_mm == pytest.approx((0.0039, 0.0117, 0.12))
+    given = write_dicom_oct(tmp_path / "b.dcm", _volume(), spacing=(0.0039, 0.0117, 0.12), slice_thickness=0.5)
+    assert read_oct_volume(given).spacing_mm == pytest.approx((0.0039, 0.0117, 0.12))  # SpacingBetweenSlices
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    del ds.PerFrameFunctionalGroupsSequence
+    ds.save_as(tmp_path / "c.dcm")
+    assert read_oct_volume(tmp_path / "c.dcm").spacing_mm[2] is None  # no positions either: unknown
 
 
 def test_unknown_missing_and_truncated_files_raise_naming_the_file(tmp_path):
@@ -223,10 +238,14 @@ def test_load_oct_volumed_shapes_affine_and_metadata(tmp_path):
     assert image.meta["filename_or_obj"] == str(path) and image.meta["bscan_axes"] == [0, 1, 2]
     assert isinstance(out["oct_meta"], OCTMetadata) and out["oct_meta"]["laterality"] == "OS"
     assert "PAT-DICOM-1" not in str(out["oct_meta"])
-    planar = LoadOCTVolumed("image", spacing_mm=(0.004, 0.011, 0.1))({"image": str(tmp_path / "b.png")})
-    # a 2D file stays (1, H, W), as the bundle's LoadImaged path gives it; the override sets its affine
+    planar = LoadOCTVolumed("image")({"image": str(tmp_path / "b.png")})
+    # a 2D file stays (1, H, W), as the bundle's LoadImaged path gives it (no spacing: unit affine)
     assert tuple(planar["image"].shape) == (1, ROWS, COLUMNS)
-    np.testing.assert_allclose(planar["image"].affine.numpy(), np.diag([0.004, 0.011, 1.0]))
+    np.testing.assert_allclose(planar["image"].affine.numpy(), np.eye(3))
+    # so does a single-frame DICOM: one B-scan, not a volume of one
+    single = LoadOCTVolumed("image")({"image": str(write_dicom_oct(tmp_path / "one.dcm", _volume(bscans=1)))})
+    assert tuple(single["image"].shape) == (1, ROWS, COLUMNS)
+    np.testing.assert_allclose(single["image"].affine.numpy(), np.diag([0.0039, 0.0117, 1.0]))
     with pytest.raises(ValueError, match="bscan_axes"):
         LoadOCTVolumed("image", bscan_axes=(0, 1, 1))
 
@@ -244,7 +263,7 @@ def test_load_oct_volumed_records_nifti_axes_and_warns_on_a_transposed_volume(tm
     with caplog.at_level("WARNING"):
         swapped({"image": str(tmp_path / "v.nii.gz")})
     assert "v.nii.gz" in caplog.text and "looks transposed" in caplog.text
-    assert repr(load) == "LoadOCTVolumed(keys=['image'], spacing_mm=None, bscan_axes=[1, 2, 0], meta_key='oct_meta')"
+    assert repr(load) == "LoadOCTVolumed(keys=['image'], bscan_axes=[1, 2, 0], meta_key='oct_meta')"
 
 
 def test_metadata_survives_collate_and_decollate_and_broken_files_are_skipped(tmp_path):
@@ -262,7 +281,7 @@ def test_metadata_survives_collate_and_decollate_and_broken_files_are_skipped(tm
     assert "LoadOCTVolumed(keys=['image']" in failed[0]["error"]  # the transform named, not an address
     item = decollate_batch(batches[0], detach=True)[0]
     metadata = read_oct_metadata(item["oct_meta"])
-    assert metadata["spacing_mm"] == pytest.approx([0.0039, 0.0113, 0.12]) and metadata["fovea"] is None
+    assert metadata["spacing_mm"] == pytest.approx([0.0039, 0.0113, 0.12]) and metadata["first_bscan"] == "inferior"
     assert metadata["format"] == "heidelberg_vol" and metadata["source_path"] == str(good)
     assert tuple(item["image"].shape) == (1, ROWS, COLUMNS, BSCANS)
     plain = decollate_batch(batches[2], detach=True)[0]
