@@ -6,8 +6,6 @@ The files are written by ``tests/oct_files.py`` (how each is made: its docstring
 
 from __future__ import annotations
 
-import datetime
-import struct
 
 import nibabel as nib
 import numpy as np
@@ -21,7 +19,6 @@ from oct_files import write_dicom_oct, write_heidelberg_vol, write_heidelberg_xm
 from custom_components.data import DatalistError, SkippingDataset, collate_skipping_failures, scan_inputs
 from custom_components.data.image_files import OCT_EXTENSIONS, IMAGE_EXTENSIONS, screen_image_file
 from custom_components.data.oct_volumes import (
-    DICOM_OCT_SOP_CLASS,
     LoadOCTVolumed,
     OCTMetadata,
     read_oct_metadata,
