@@ -31,6 +31,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.utils.others.generic import strtobool
 
 from custom_components.bundle.recipe import CheckpointMismatchError, RecipeError
+from custom_components.transforms.ife_lanes import LaneLayoutError
 from lib.configs.ife_multitask import IFEMultiTaskConfig
 from lib.configs.oct_fluid_seg import OCTFluidSegConfig
 from lib.datastore import CheckedLocalDatastore
@@ -164,6 +165,15 @@ class BundlesApp(MONAILabelApp):
         except (CheckpointMismatchError, RecipeError) as err:
             logger.error(f"{model}: {err}")
             raise HTTPException(status_code=500, detail=f"model {model!r} cannot serve: {err}") from err
+        except Exception as err:
+            # a gel whose six lanes cannot be found (a model trained with lane_layout): the image, not the server,
+            # is the problem; MONAI's Compose wraps the transform's error, so look along the causes
+            cause: BaseException | None = err
+            while cause is not None and not isinstance(cause, LaneLayoutError):
+                cause = cause.__cause__
+            if cause is None:
+                raise
+            raise HTTPException(status_code=422, detail=f"{model}: {cause}") from err
 
     def bundle_path(self, model: Any) -> str | None:
         """Bundle folder of ``model``'s train task; unknown models are refused here.

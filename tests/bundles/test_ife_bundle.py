@@ -101,7 +101,7 @@ def test_train_outputs(trained):
     recipe = json.loads((root / "models" / "model.recipe.json").read_text())
     # the call rule follows from the network class
     assert recipe["settings"] == {
-        "image_size": 64, "channels": NARROW, "stage4_row_stride": 1, "lane_layout": False, "lane_orientation": "albumin_bottom"
+        "image_size": 64, "channels": NARROW, "stage4_row_stride": 1, "lane_layout": True, "lane_orientation": "albumin_bottom"
     }
     assert recipe["network"] == "custom_components.networks.ife_resnet.MultiTaskIFEResNet"
     state = torch.load(root / "models" / "checkpoint.pt", weights_only=True)
