@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Mapping
 from typing import Any
 
-from custom_components.utils.atomic import write_json_atomic
+from custom_components.utils.atomic import read_json_file, write_json_atomic
 
 __all__ = [
     "CALIBRATION_SUFFIX",
@@ -112,13 +111,9 @@ def read_calibration(checkpoint: str | os.PathLike, check_weights: bool = True) 
         CalibrationError: when the file exists but is not a JSON object with valid ``temperatures``.
     """
     path = calibration_path(checkpoint)
-    if not os.path.isfile(path):
+    record = read_json_file(path, "calibration record", CalibrationError)
+    if record is None:
         return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
-        raise CalibrationError(f"{path}: unreadable calibration record ({err}).") from err
     if not isinstance(record, dict):
         raise CalibrationError(f"{path}: a calibration record must be a JSON object.")
     _check_temperatures(record.get("temperatures"), path)

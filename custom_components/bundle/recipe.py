@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -34,7 +33,7 @@ import torch
 from monai.handlers import CheckpointLoader
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from custom_components.utils.atomic import write_json_atomic
+from custom_components.utils.atomic import read_json_file, write_json_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -148,15 +147,11 @@ def read_recipe(checkpoint: str | os.PathLike, warn: bool = True) -> dict[str, A
         RecipeError: when the recipe file exists but is not valid JSON with a ``settings`` object.
     """
     path = recipe_path(checkpoint)
-    if not os.path.isfile(path):
+    recipe = read_json_file(path, "checkpoint recipe", RecipeError)
+    if recipe is None:
         if warn and os.path.isfile(os.fspath(checkpoint)):
             logger.warning("%s has no recipe (%s): the config's network and geometry settings are used.", checkpoint, path)
         return {"settings": {}}
-    try:
-        with open(path, encoding="utf-8") as f:
-            recipe = json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
-        raise RecipeError(f"{path}: unreadable checkpoint recipe ({err}).") from err
     if not isinstance(recipe, dict) or not isinstance(recipe.get("settings"), dict):
         raise RecipeError(f"{path}: a checkpoint recipe must be an object with a 'settings' object.")
     return recipe

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import glob
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,8 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+
+from custom_components.utils.atomic import read_json_file
 
 __all__ = [
     "ENSEMBLE_RECORD",
@@ -184,13 +185,9 @@ def read_ensemble_record(ensemble_dir: str | os.PathLike) -> dict[str, Any] | No
         ValueError: naming the file, when it is not a JSON object with a ``checkpoints`` list.
     """
     path = os.path.join(os.fspath(ensemble_dir), ENSEMBLE_RECORD)
-    if not os.path.isfile(path):
+    record = read_json_file(path, "ensemble record")
+    if record is None:
         return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: unreadable ensemble record ({err}).") from err
     if not isinstance(record, dict) or not isinstance(record.get("checkpoints"), list):
         raise ValueError(f"{path}: an ensemble record must be an object with a 'checkpoints' list.")
     return record

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["save_atomic", "write_text_atomic", "write_json_atomic", "write_csv_atomic"]
+__all__ = ["save_atomic", "write_text_atomic", "write_json_atomic", "write_csv_atomic", "read_json_file"]
 
 
 def _ending(name: str) -> str:
@@ -104,3 +104,24 @@ def write_csv_atomic(path: str | os.PathLike, columns: Sequence[str], rows: Iter
             writer.writerows(rows)
 
     save_atomic(path, save)
+
+
+def read_json_file(path: str | os.PathLike, what: str, error: type[Exception] = ValueError) -> Any | None:
+    """The JSON value in ``path`` (a record written with :func:`write_json_atomic`), or ``None`` when there is no
+    such file; the caller checks its shape.
+
+    Args:
+        path: the file.
+        what: what the file holds, for the error message ("checkpoint recipe", "calibration record", ...).
+        error: the exception type to raise (the caller's ``ValueError`` subclass).
+
+    Raises:
+        ``error``: naming the file, when it cannot be read or is not JSON.
+    """
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise error(f"{os.fspath(path)}: unreadable {what} ({err}).") from err

@@ -8,7 +8,13 @@ import os
 
 import pytest
 
-from custom_components.utils.atomic import save_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
+from custom_components.utils.atomic import (
+    read_json_file,
+    save_atomic,
+    write_csv_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 
 def test_save_atomic_temporary_file_beside_the_target_with_its_ending(tmp_path):
@@ -68,3 +74,16 @@ def test_write_text_atomic_and_json_indentation(tmp_path):
     assert (tmp_path / "flat.json").read_text() == '{"a": [1]}\n'
     assert sorted(os.listdir(tmp_path)) == ["flat.json", "one.json", "report"]
     assert os.listdir(tmp_path / "report") == ["table.md"]
+
+
+def test_read_json_file_round_trip_absent_and_broken(tmp_path):
+    class RecordError(ValueError):
+        pass
+
+    path = tmp_path / "record.json"
+    assert read_json_file(path, "test record") is None  # no file: nothing recorded
+    write_json_atomic({"a": [1, 2]}, path)
+    assert read_json_file(path, "test record") == {"a": [1, 2]}
+    path.write_text("{broken")
+    with pytest.raises(RecordError, match=r"record.json: unreadable test record \(Expecting"):
+        read_json_file(path, "test record", RecordError)
