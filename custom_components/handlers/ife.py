@@ -36,7 +36,7 @@ from monai.utils import (
 from custom_components.data.image_files import printable_path
 from custom_components.handlers.prediction_writer import PredictionWriter
 from custom_components.ife_classes import IFE_CLASSES, MILD_CLASSES, SEVERE_CLASSES, class_to_subtasks
-from custom_components.metrics.attention import map_row_centres, peak_row
+from custom_components.metrics.attention import image_to_network_rows, map_row_centres, peak_row
 from custom_components.ife_referral import coverage_accuracy_curve, refer_decisions, referral_metrics
 from custom_components.metrics.calibration import (
     expected_calibration_error,
@@ -90,28 +90,6 @@ def _lane_layout(image: Any) -> dict[str, Any] | None:
         return None
     return {"rows": [int(r) for r in layout["rows"]], "image_shape": [int(s) for s in layout["image_shape"]],
             "orientation": str(layout.get("orientation", "albumin_bottom"))}  # fmt: skip
-
-
-def _network_to_file_rows(rows: Any, network_rows: int, layout: Mapping[str, Any]) -> np.ndarray:
-    """File rows (pixel-index coordinates) of network-input rows of a lane-normalised gel.
-
-    The gel rows ``top..bottom`` of the file were resampled to the network's ``network_rows`` (the normalisation's
-    and the following ``Resized``'s pixel-centre mappings compose to one): network row ``r`` is offset
-    ``(r + 0.5) * (bottom - top + 1) / network_rows - 0.5`` into the gel, counted from the top, or from the bottom
-    when the input had albumin at the top (the normalisation flipped it).
-    """
-    top, bottom = layout["rows"]
-    offset = (np.asarray(rows, dtype=np.float64) + 0.5) * (bottom - top + 1) / network_rows - 0.5
-    return bottom - offset if layout["orientation"] == "albumin_top" else top + offset
-
-
-def _file_to_network_rows(rows: Any, network_rows: int, layout: Mapping[str, Any]) -> np.ndarray:
-    """The inverse of :func:`_network_to_file_rows` (rows outside the gel land outside
-    ``[-0.5, network_rows - 0.5]``)."""
-    top, bottom = layout["rows"]
-    rows = np.asarray(rows, dtype=np.float64)
-    offset = bottom - rows if layout["orientation"] == "albumin_top" else rows - top
-    return (offset + 0.5) * network_rows / (bottom - top + 1) - 0.5
 
 
 def _values(value: Any) -> torch.Tensor:
@@ -362,14 +340,8 @@ class IFEPredictionWriter(PredictionWriter):
 
     @staticmethod
     def _peak(record: Mapping[str, Any]) -> int:
-        layout = record.get("lane_layout")
-        if layout is None:
-            return peak_row(record["values"], record["stride"], record["network_rows"], record["image_rows"])
-        # the peak's network row (map row j is centred on network row j * stride), then into the file's gel rows
-        rows = record["network_rows"]
-        network = map_row_centres(len(record["values"]), record["stride"], rows, rows)
-        row = _network_to_file_rows(network[int(np.argmax(record["values"]))], record["network_rows"], layout)
-        return int(np.clip(np.round(row), *layout["rows"]))
+        return peak_row(record["values"], record["stride"], record["network_rows"], record["image_rows"],
+                        record.get("lane_layout"))  # fmt: skip
 
     @staticmethod
     def _file_profile(record: Mapping[str, Any] | Any, network_rows: int, layout: Mapping[str, Any]) -> np.ndarray:
@@ -384,7 +356,7 @@ class IFEPredictionWriter(PredictionWriter):
             values = _values(record).numpy()
             centres = (np.arange(values.size) + 0.5) * network_rows / values.size - 0.5
         file_rows = np.arange(layout["image_shape"][0], dtype=np.float64)
-        profile = np.interp(_file_to_network_rows(file_rows, network_rows, layout), centres, values)
+        profile = np.interp(image_to_network_rows(file_rows, network_rows, file_rows.size, layout), centres, values)
         top, bottom = layout["rows"]
         return np.where((file_rows >= top) & (file_rows <= bottom), profile, 0.0)  # the network saw the gel only
 

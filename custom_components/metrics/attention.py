@@ -34,6 +34,8 @@ import numpy as np
 
 __all__ = [
     "SATURATION_MARGIN",
+    "network_to_image_rows",
+    "image_to_network_rows",
     "map_row_centres",
     "peak_row",
     "profile_contrast",
@@ -64,7 +66,54 @@ def _profile(values: Any) -> np.ndarray:
     return array
 
 
-def map_row_centres(map_rows: int, stride: int, network_rows: int, image_rows: int) -> np.ndarray:
+def network_to_image_rows(
+    rows: Any, network_rows: int, image_rows: int, lane_layout: Mapping[str, Any] | None = None
+) -> np.ndarray:
+    """Image rows (pixel-index coordinates) of network-input rows.
+
+    Without ``lane_layout`` the network input is the image resized along the height: row ``y`` is image row
+    ``(y + 0.5) * image_rows / network_rows - 0.5``. With the ``lane_layout`` record of a lane-normalised gel
+    (``rows``: the gel's first and last image row; ``orientation``: where albumin was in the file), only the gel rows
+    were resampled, and flipped when albumin was at the top: row ``y`` is ``(y + 0.5) * (bottom - top + 1) /
+    network_rows - 0.5`` into the gel, from its top, or from its bottom for ``albumin_top``.
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    if lane_layout is None:
+        return (rows + 0.5) * image_rows / network_rows - 0.5
+    top, bottom = lane_layout["rows"]
+    offset = (rows + 0.5) * (bottom - top + 1) / network_rows - 0.5
+    return bottom - offset if lane_layout["orientation"] == "albumin_top" else top + offset
+
+
+def image_to_network_rows(
+    rows: Any, network_rows: int, image_rows: int, lane_layout: Mapping[str, Any] | None = None
+) -> np.ndarray:
+    """The inverse of :func:`network_to_image_rows` (image rows outside a normalised gel land outside
+    ``[-0.5, network_rows - 0.5]``)."""
+    rows = np.asarray(rows, dtype=np.float64)
+    if lane_layout is None:
+        return (rows + 0.5) * network_rows / image_rows - 0.5
+    top, bottom = lane_layout["rows"]
+    offset = bottom - rows if lane_layout["orientation"] == "albumin_top" else rows - top
+    return (offset + 0.5) * network_rows / (bottom - top + 1) - 0.5
+
+
+def _image_rows_per_network_row(network_rows: int, image_rows: int, lane_layout: Mapping[str, Any] | None) -> float:
+    if lane_layout is None:
+        return image_rows / network_rows
+    top, bottom = lane_layout["rows"]
+    return (bottom - top + 1) / network_rows
+
+
+def _interp(at: np.ndarray, centres: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Linear interpolation between map row centres, in either order (a flipped gel's run upwards); NaN outside."""
+    order = np.argsort(centres)
+    return np.interp(at, centres[order], values[order], left=np.nan, right=np.nan)
+
+
+def map_row_centres(
+    map_rows: int, stride: int, network_rows: int, image_rows: int, lane_layout: Mapping[str, Any] | None = None
+) -> np.ndarray:
     """Image-row coordinate of the centre of every map row.
 
     Args:
@@ -72,6 +121,7 @@ def map_row_centres(map_rows: int, stride: int, network_rows: int, image_rows: i
         stride: total stride of the map's stage along the height (4, 8, 16 or 32 for stages 1-4).
         network_rows: rows of the network input (the resized image).
         image_rows: rows of the image as read from its file.
+        lane_layout: the ``lane_layout`` record of a lane-normalised gel (:func:`network_to_image_rows`), or None.
 
     Returns:
         (map_rows,) float64, in image pixel-index coordinates (row ``r`` spans ``[r - 0.5, r + 0.5]``).
@@ -89,21 +139,23 @@ def map_row_centres(map_rows: int, stride: int, network_rows: int, image_rows: i
             f"got network_rows={network_rows}."
         )
     network_centres = np.arange(map_rows, dtype=np.float64) * stride  # input row of each map row's centre
-    return (network_centres + 0.5) * image_rows / network_rows - 0.5
+    return network_to_image_rows(network_centres, network_rows, image_rows, lane_layout)
 
 
-def peak_row(profile: Any, stride: int, network_rows: int, image_rows: int) -> int:
+def peak_row(
+    profile: Any, stride: int, network_rows: int, image_rows: int, lane_layout: Mapping[str, Any] | None = None
+) -> int:
     """The image row at the centre of the map row with the highest attention (the first one on ties).
 
     Args:
         profile: (h,) attention values.
-        stride, network_rows, image_rows: as in :func:`map_row_centres`.
+        stride, network_rows, image_rows, lane_layout: as in :func:`map_row_centres`.
 
     Returns:
         an image row in ``[0, image_rows - 1]``.
     """
     values = _profile(profile)
-    centres = map_row_centres(values.size, stride, network_rows, image_rows)
+    centres = map_row_centres(values.size, stride, network_rows, image_rows, lane_layout)
     return int(np.clip(np.round(centres[int(np.argmax(values))]), 0, image_rows - 1))
 
 
@@ -120,14 +172,21 @@ def is_saturated(profile: Any, margin: float = SATURATION_MARGIN) -> bool:
     return bool(values.max() <= margin or values.min() >= 1 - margin)
 
 
-def tolerance_rows(stride: int, network_rows: int, image_rows: int, band_half_width: float | None) -> float:
+def tolerance_rows(
+    stride: int,
+    network_rows: int,
+    image_rows: int,
+    band_half_width: float | None,
+    lane_layout: Mapping[str, Any] | None = None,
+) -> float:
     """How far (image rows) a peak may sit from the band's centre and still count as in the band.
 
     Half the spacing of the map rows (``stride`` input rows, in image rows), or the band's half-width when that is
     larger.
     """
-    spacing = _positive_int(stride, "stride") * _positive_int(image_rows, "image_rows") / _positive_int(
-        network_rows, "network_rows"
+    _positive_int(image_rows, "image_rows")
+    spacing = _positive_int(stride, "stride") * _image_rows_per_network_row(
+        _positive_int(network_rows, "network_rows"), image_rows, lane_layout
     )
     return max(spacing / 2, float(band_half_width or 0.0))
 
@@ -137,7 +196,8 @@ def localisation_report(records: Sequence[Mapping[str, Any]], name: str) -> dict
 
     Args:
         records: one mapping per gel with ``values`` (the map, (h,)), ``stride``, ``network_rows``,
-            ``image_rows`` and ``band_row`` / ``band_half_width`` (None for a gel without a band).
+            ``image_rows``, ``band_row`` / ``band_half_width`` (None for a gel without a band) and, for a
+            lane-normalised gel, ``lane_layout`` (:func:`network_to_image_rows`).
         name: the map's name, for messages.
 
     Returns:
@@ -165,13 +225,15 @@ def localisation_report(records: Sequence[Mapping[str, Any]], name: str) -> dict
             continue
         contrast_pos.append(contrast)
         stride, network_rows, image_rows = record["stride"], record["network_rows"], record["image_rows"]
+        layout = record.get("lane_layout")
         band = float(record["band_row"])
-        tolerance = tolerance_rows(stride, network_rows, image_rows, record.get("band_half_width"))
-        peak = peak_row(values, stride, network_rows, image_rows)
+        tolerance = tolerance_rows(stride, network_rows, image_rows, record.get("band_half_width"), layout)
+        peak = peak_row(values, stride, network_rows, image_rows, layout)
         hits.append(abs(peak - band) <= tolerance)
         offsets.append(peak - band)
         tolerances.append(tolerance)
-        positives.append((band, tolerance, np.round(map_row_centres(values.size, stride, network_rows, image_rows))))
+        centres = map_row_centres(values.size, stride, network_rows, image_rows, layout)
+        positives.append((band, tolerance, np.round(centres)))
     fixed_share = None
     if positives and len(map_rows) == 1:
         # the best constant answer: every gel's peak at map row j, for the j that is in the band most often
@@ -209,8 +271,9 @@ def aligned_profiles(records: Sequence[Mapping[str, Any]], offsets: Sequence[flo
         if record.get("band_row") is None:
             continue
         values = _profile(record["values"])
-        centres = map_row_centres(values.size, record["stride"], record["network_rows"], record["image_rows"])
-        rows.append(np.interp(float(record["band_row"]) + offsets, centres, values, left=np.nan, right=np.nan))
+        centres = map_row_centres(values.size, record["stride"], record["network_rows"], record["image_rows"],
+                                  record.get("lane_layout"))  # fmt: skip
+        rows.append(_interp(float(record["band_row"]) + offsets, centres, values))
     return np.array(rows).reshape(len(rows), offsets.size)
 
 
@@ -226,9 +289,10 @@ def profiles_by_height(records: Sequence[Mapping[str, Any]], fractions: Sequence
         if (record.get("band_row") is not None) != band:
             continue
         values = _profile(record["values"])
-        centres = map_row_centres(values.size, record["stride"], record["network_rows"], record["image_rows"])
+        centres = map_row_centres(values.size, record["stride"], record["network_rows"], record["image_rows"],
+                                  record.get("lane_layout"))  # fmt: skip
         at = fractions * record["image_rows"] - 0.5
-        rows.append(np.interp(at, centres, values, left=np.nan, right=np.nan))
+        rows.append(_interp(at, centres, values))
     return np.array(rows).reshape(len(rows), fractions.size)
 
 
@@ -307,6 +371,7 @@ def report_from_files(
                     "stride": entry["stride"],
                     "network_rows": line["network_rows"],
                     "image_rows": line["image_rows"],
+                    "lane_layout": line.get("lane_layout"),
                     **gel,
                 }
             )

@@ -165,3 +165,27 @@ def test_report_from_files_joins_profiles_and_band_rows(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"images": [{"image": "x.png"}]}))
     with pytest.raises(ValueError, match="lists no IFE gels with band rows"):
         report_from_files(profiles, tmp_path / "other.json")
+
+
+def test_rows_of_a_lane_normalised_gel_map_through_its_layout():
+    from custom_components.metrics.attention import image_to_network_rows, network_to_image_rows
+
+    # gel rows 20..119 of a 150-row file resampled to 50 network rows: 2 file rows per network row
+    down = {"rows": [20, 119], "orientation": "albumin_bottom"}
+    up = {"rows": [20, 119], "orientation": "albumin_top"}
+    assert network_to_image_rows([0, 49], 50, 150, down).tolist() == [20.5, 118.5]
+    assert network_to_image_rows([0, 49], 50, 150, up).tolist() == [118.5, 20.5]  # flipped: network top = file bottom
+    assert network_to_image_rows([0], 50, 150).tolist() == [1.0]  # plain resize: 3 file rows per network row
+    for layout in (down, up, None):
+        rows = np.array([0.0, 7.0, 31.5, 49.0])
+        back = image_to_network_rows(network_to_image_rows(rows, 50, 150, layout), 50, 150, layout)
+        np.testing.assert_allclose(back, rows)
+    # a stride-2 map peaking at map row 10 (network row 20): file row 60.5 down, 78.5 flipped (rounded to even)
+    profile = np.zeros(25)
+    profile[10] = 1.0
+    assert peak_row(profile, 2, 50, 150, down) == 60 and peak_row(profile, 2, 50, 150, up) == 78
+    record = {"values": profile.tolist(), "stride": 2, "network_rows": 50, "image_rows": 150, "lane_layout": up,
+              "band_row": 78, "band_half_width": 1.0}  # fmt: skip
+    report = localisation_report([record], "severe")
+    assert report["peak_in_band"] == 1 and report["tolerance_rows"] == 2.0  # half of 2 map rows x 2 file rows
+    assert np.isfinite(aligned_profiles([record], [0.0])).all()  # flipped centres still interpolate
