@@ -626,6 +626,22 @@ def test_table1_networks_are_one_override_file_away(network, tmp_path):
     assert net(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)
 
 
+def test_table1_unet_is_the_two_convolution_unet_of_the_transunets_size(tmp_path):
+    """At the paper's filters the U-Net of Table 1 is MONAI's BasicUNet (two convolutions per level, a
+    full-resolution level) with about the TransUNet's parameter count, as the paper compares them."""
+    from monai.bundle import ConfigParser
+
+    counts = {}
+    for name, files in (("transunet", ["train.json"]), ("unet", ["train.json", "networks/unet.json"])):
+        parser = ConfigParser()
+        parser.read_config([str(CONFIGS / f) for f in files])
+        parser.update({"bundle_root": str(tmp_path), "device": "$torch.device('cpu')"})
+        net = parser.get_parsed_content("network_def")
+        counts[name] = (type(net).__name__, sum(p.numel() for p in net.parameters()))
+    assert counts["unet"][0] == "BasicUNet" and counts["transunet"][0] == "TransUNet"
+    assert counts["unet"][1] == pytest.approx(counts["transunet"][1], rel=0.03)  # 31.1 M against 31.6 M
+
+
 def test_verify_net_in_out_and_torchscript_export_rebuild_the_trained_network(trained, tmp_path):
     """The README's ``python -m monai.bundle verify_net_in_out`` / ``ckpt_export`` commands, as the functions they
     call, with the inference config and nothing about the network (the checkpoint's recipe has it)."""
