@@ -170,16 +170,22 @@ def _lane_columns(
         # edges defined alike, and the generator's nominal edge (a quarter of the plateau) is within a pixel
         # (on the unsmoothed contrast, so the edges stay where they are)
         level = 0.3 * float(np.percentile(contrast[left : right + 1], 90))
-        while left > 0 and contrast[left - 1] > level:
-            left -= 1
-        while left < right and contrast[left] <= level:
-            left += 1
-        while right < width - 1 and contrast[right + 1] > level:
-            right += 1
-        while right > left and contrast[right] <= level:
-            right -= 1
-        columns.append((int(left), int(right)))
+        columns.append(_edges_at(contrast, left, right, level))
     return columns, float(good.sum() / good.size), lines
+
+
+def _edges_at(profile: np.ndarray, first: int, last: int, level: float) -> tuple[int, int]:
+    """Move the ends of the run ``first..last`` of ``profile`` to where it crosses ``level``: outwards while the
+    neighbour is above it, inwards while the end is not (the run keeps at least one sample)."""
+    while first > 0 and profile[first - 1] > level:
+        first -= 1
+    while first < last and profile[first] <= level:
+        first += 1
+    while last < profile.size - 1 and profile[last + 1] > level:
+        last += 1
+    while last > first and profile[last] <= level:
+        last -= 1
+    return int(first), int(last)
 
 
 def _lane_centre_columns(left: int, right: int) -> slice:
@@ -217,14 +223,7 @@ def _gel_rows(dark: np.ndarray, columns: Sequence[tuple[int, int]], lines: np.nd
     first, last = max(runs, key=lambda run: run[1] - run[0])
     # refine at half the stain of the lane ends (their faint background stain): the rows where the gel begins
     level = max(floor, 0.5 * float(np.percentile(r[first : last + 1], 10)))
-    while first > 0 and r[first - 1] > level:
-        first -= 1
-    while first < last and r[first] <= level:
-        first += 1
-    while last < height - 1 and r[last + 1] > level:
-        last += 1
-    while last > first and r[last] <= level:
-        last -= 1
+    first, last = _edges_at(r, first, last, level)
     if last - first + 1 < 0.2 * height:
         raise LaneLayoutError(
             f"the gel rows found ({first}-{last}) cover less than a fifth of the {height} rows: no gel lanes."
