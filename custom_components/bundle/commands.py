@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CPU_DEMO_SETTINGS", "FULL_DEMO_SETTINGS", "bundle_run_command", "run_logged"]
+__all__ = ["CPU_DEMO_SETTINGS", "FULL_DEMO_SETTINGS", "bundle_run_command", "run_logged", "train_and_evaluate"]
 
 #: bundle settings that finish in minutes on a 2-core CPU: the README demo's, shared with the experiments that
 #: compare settings at the demo's size (``scripts/demo.py``, ``scripts/experiments/fast_settings.py``)
@@ -66,3 +66,33 @@ def run_logged(cmd: Sequence[str], log: str | os.PathLike, cwd: str | os.PathLik
     if result.returncode != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
         raise SystemExit(f"command failed (exit {result.returncode}), log {log}:\n{tail}")
+
+
+def train_and_evaluate(
+    bundle_dir: str | os.PathLike, overrides: Mapping[str, Any], root: str | os.PathLike
+) -> tuple[float, dict[str, Any]]:
+    """An experiment's run: the bundle's ``train.json``, then ``evaluate.json`` on its test split into
+    ``root/eval``, each logged in ``root`` (``train.log``, ``evaluate.log``).
+
+    Args:
+        bundle_dir: the bundle folder.
+        overrides: the ``--<id> <value>`` pairs of both commands (``bundle_root`` among them).
+        root: the run's folder (created).
+
+    Returns:
+        ``(training seconds, evaluate's metrics.json)``.
+
+    Raises:
+        SystemExit: as :func:`run_logged`, when either command fails.
+    """
+    import json
+    import time
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    run_logged(bundle_run_command(bundle_dir, ["train.json"], overrides), root / "train.log")
+    train_s = time.time() - started
+    evaluation = {**overrides, "output_dir": str(root / "eval")}
+    run_logged(bundle_run_command(bundle_dir, ["train.json", "evaluate.json"], evaluation), root / "evaluate.log")
+    return train_s, json.loads((root / "eval" / "metrics.json").read_text())

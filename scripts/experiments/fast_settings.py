@@ -25,7 +25,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import statistics
 import sys
@@ -77,7 +76,7 @@ def main() -> None:
 
     import torch
 
-    from custom_components.bundle.commands import CPU_DEMO_SETTINGS, FULL_DEMO_SETTINGS, bundle_run_command, run_logged
+    from custom_components.bundle.commands import CPU_DEMO_SETTINGS, FULL_DEMO_SETTINGS, train_and_evaluate
     from custom_components.utils.atomic import write_json_atomic, write_text_atomic
 
     started = time.time()
@@ -99,16 +98,10 @@ def main() -> None:
     for seed in args.seeds:
         for name in runs:
             root = work / f"{name}_seed{seed}"
-            root.mkdir(exist_ok=True)
             settings = _settings(args.kind, cuda, name == "fast", args.compile)
             overrides = {**common, **settings, "seed": seed, "bundle_root": str(root)}
             print(f"[{name}, seed {seed}] training with {settings} ...", flush=True)
-            t0 = time.time()
-            run_logged(bundle_run_command(bundle, ["train.json"], overrides), root / "train.log")
-            train_s = time.time() - t0
-            evaluation = {**overrides, "output_dir": str(root / "eval")}
-            run_logged(bundle_run_command(bundle, ["train.json", "evaluate.json"], evaluation), root / "evaluate.log")
-            report = json.loads((root / "eval" / "metrics.json").read_text())
+            train_s, report = train_and_evaluate(bundle, overrides, root)
             runs[name][seed] = {"settings": settings, "train_s": round(train_s, 1),
                                 "metrics": {key: _metric(report, key) for key, _ in METRICS[args.kind]}}  # fmt: skip
             print(f"[{name}, seed {seed}] {runs[name][seed]['metrics']} in {train_s:.0f} s", flush=True)

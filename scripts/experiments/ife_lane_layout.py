@@ -131,7 +131,7 @@ def main() -> None:
 
     import torch
 
-    from custom_components.bundle.commands import bundle_run_command, run_logged
+    from custom_components.bundle.commands import train_and_evaluate
     from custom_components.utils.atomic import write_json_atomic, write_text_atomic
 
     started = time.time()
@@ -151,17 +151,11 @@ def main() -> None:
         for layout in LAYOUTS:
             for seed in args.seeds:
                 root = work / f"{data}_{layout}_seed{seed}"
-                root.mkdir(parents=True, exist_ok=True)
                 overrides = {**common, "dataset_dir": str(data_dirs[data]), "seed": seed, "bundle_root": str(root),
                              "lane_layout": layout == "lanes",
                              "lane_orientation": "auto" if data == "real" else "albumin_bottom"}  # fmt: skip
                 print(f"[{data}, {layout}, seed {seed}] training ...", flush=True)
-                t0 = time.time()
-                run_logged(bundle_run_command(BUNDLE, ["train.json"], overrides), root / "train.log")
-                train_s = time.time() - t0
-                evaluation = {**overrides, "output_dir": str(root / "eval")}
-                run_logged(bundle_run_command(BUNDLE, ["train.json", "evaluate.json"], evaluation), root / "evaluate.log")
-                report = json.loads((root / "eval" / "metrics.json").read_text())
+                train_s, report = train_and_evaluate(BUNDLE, overrides, root)
                 metrics = {label: _value(report, path) for label, path in METRICS}
                 result["runs"].setdefault(data, {}).setdefault(layout, {})[seed] = {
                     "train_s": round(train_s, 1), "metrics": metrics}
