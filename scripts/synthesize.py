@@ -3,8 +3,8 @@
 
     python scripts/synthesize.py ife --output-dir DIR --count N --seed S [--size H W] [--orientation O]
         [--style classic|plain|real|mixed] [--headers|--no-headers] [--frame|--no-frame] [--margin|--no-margin]
-        [--uneven-lanes|--no-uneven-lanes] [--biclonal-fraction F]
-    python scripts/synthesize.py oct --output-dir DIR --count N --seed S [--size H W]
+        [--uneven-lanes|--no-uneven-lanes] [--biclonal-fraction F] [--min-per-class K] [--difficulty D]
+    python scripts/synthesize.py oct --output-dir DIR --count N --seed S [--size H W] [--difficulty D]
 
 ``ife``: immunofixation electrophoresis gels of the nine classes (default 400 x 600, the paper's class imbalance;
 every class at least once from 9 gels on), with ``DIR/synthesis.json`` recording the parameters, class counts and
@@ -13,7 +13,11 @@ what each gel shows. Layout: ``--orientation albumin_bottom`` (default, as real 
 uneven lanes; ``plain``: none; ``mixed``: drawn per gel), each option switched on or off by its own flag on top of
 the style. ``--biclonal-fraction F``: that share of the gels are biclonal (two monoclonal components, label
 ``biclonal``), listed in a ``biclonal`` section of the datalist, outside training/validation/testing.
+``--min-per-class K``: every class at least K gels (taken from the commonest class), so that a small data set has
+every class in its validation and test splits.
 ``oct``: retinal OCT B-scans with binary fluid masks (default 512 x 512).
+``--difficulty D`` (both, default 1): above 1 harder to read (IFE: fainter, thinner, more often faint bands, more
+lane shift and sensor noise; OCT: fluid closer to the tissue's brightness, fewer and smaller cysts, stronger speckle).
 The same seed gives the same bytes. The datalist has ``training``, ``validation`` and ``testing`` lists.
 """
 
@@ -51,6 +55,8 @@ def _ife_options(args: argparse.Namespace) -> dict:
         kwargs["orientation"] = args.orientation
     if args.biclonal_fraction is not None:
         kwargs["biclonal_fraction"] = args.biclonal_fraction
+    if args.min_per_class is not None:
+        kwargs["min_per_class"] = args.min_per_class
     overrides = {k: getattr(args, k) for k in _STYLE_OPTIONS if getattr(args, k) is not None}
     if overrides:
         if args.style == "mixed":
@@ -81,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=_positive_int, default=600, help="number of images (default 600)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="image size in pixels, rows first")
+    parser.add_argument("--difficulty", type=float, help="> 0; 1 (default) the generator's look, higher harder")
     gels = parser.add_argument_group("ife only")
     gels.add_argument("--orientation", choices=("albumin_bottom", "albumin_top"), help="default albumin_bottom")
     gels.add_argument("--style", choices=("classic", "plain", "real", "mixed"), help="layout (default classic)")
@@ -88,15 +95,18 @@ def main(argv: list[str] | None = None) -> int:
         gels.add_argument(f"--{option.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=None,
                           help=f"draw {option.replace('_', ' ')} (overrides the style)")  # fmt: skip
     gels.add_argument("--biclonal-fraction", type=_fraction, help="share of biclonal gels, default 0")
+    gels.add_argument("--min-per-class", type=int, help="every class at least this many gels (default min(3, N // 9))")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
-    gel_only = ("orientation", "style", *_STYLE_OPTIONS, "biclonal_fraction")
+    gel_only = ("orientation", "style", *_STYLE_OPTIONS, "biclonal_fraction", "min_per_class")
     ife_flags = [k for k in gel_only if getattr(args, k) is not None]
     if args.kind != "ife" and ife_flags:
         parser.error(f"--{ife_flags[0].replace('_', '-')} is for ife gels only")
     synthesize = _synthesizer(args.kind)
     kwargs = {"image_size": tuple(args.size)} if args.size else {}
+    if args.difficulty is not None:
+        kwargs["difficulty"] = args.difficulty
     if args.kind == "ife":
         try:
             kwargs.update(_ife_options(args))

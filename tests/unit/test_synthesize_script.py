@@ -88,6 +88,8 @@ def test_ife_layout_options_reach_the_generator(script, tmp_path, capsys):
         (["oct", "--orientation", "albumin_top"], "--orientation is for ife gels only"),
         (["ife", "--style", "mixed", "--frame"], "--style mixed draws every layout option per gel"),
         (["ife", "--biclonal-fraction", "1"], "biclonal fraction must be in [0, 1), got 1.0"),
+        (["oct", "--min-per-class", "3"], "--min-per-class is for ife gels only"),
+        (["oct", "--difficulty", "0"], "difficulty must be a finite positive number, got 0.0"),
     ],
 )
 def test_bad_layout_options_are_usage_errors(script, tmp_path, capsys, args, message):
@@ -95,3 +97,15 @@ def test_bad_layout_options_are_usage_errors(script, tmp_path, capsys, args, mes
         script.main([*args, "--output-dir", str(tmp_path / "x")])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_difficulty_and_min_per_class_reach_the_generators(script, tmp_path):
+    gels, scans = tmp_path / "gels", tmp_path / "scans"
+    args = ["ife", "--output-dir", str(gels), "--count", "30", "--size", "60", "90", "--min-per-class", "3",
+            "--difficulty", "1.5"]  # fmt: skip
+    assert script.main(args) == 0
+    summary = json.loads((gels / "synthesis.json").read_text())
+    assert summary["difficulty"] == 1.5 and summary["min_per_class"] == 3
+    assert min(summary["class_counts"].values()) == 3
+    assert script.main(["oct", "--output-dir", str(scans), "--count", "2", "--size", "32", "32", "--difficulty", "2"]) == 0
+    assert json.loads((scans / "synthesis.json").read_text())["difficulty"] == 2.0

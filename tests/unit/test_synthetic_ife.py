@@ -364,3 +364,51 @@ def test_prepare_dataset_passes_generator_options_through(tmp_path):
     assert datalist == str(tmp_path / "gels" / "datalist.json")
     assert summary["orientation"] == "albumin_top" and summary["style"] == "plain"
     assert summary["image_size"] == list(SMALL) and summary["count"] == 4
+
+
+def test_difficulty_makes_the_bands_fainter_and_thinner_and_the_noise_stronger():
+    """The same random stream at difficulty 1 and 2: the band at the same place, weaker and thinner at 2; the
+    default (1) is exactly the gel of the generator without the argument."""
+    fainter = 0
+    for seed in range(6):
+        easy, info = render_gel(np.random.default_rng(seed), "IgG-kappa", return_info=True)
+        assert np.array_equal(easy, render_gel(np.random.default_rng(seed), "IgG-kappa", difficulty=1.0))
+        hard, hard_info = render_gel(np.random.default_rng(seed), "IgG-kappa", return_info=True, difficulty=2.0)
+        assert hard_info["band_half_width"] < info["band_half_width"]
+        row = info["band_row"]
+        assert abs(hard_info["band_row"] - row) <= 1
+        strength = []
+        for image, meta in ((easy, info), (hard, hard_info)):
+            centre = dict(zip(LANES, meta["lane_centres"]))["G"]
+            strength.append(_residual_profile(image, centre, meta["gel_rows"])[row - 1 : row + 2].max())
+        fainter += strength[1] < 0.75 * strength[0]
+    assert fainter == 6
+    # sensor noise: the background above the gel area (no stain, no header in the plain style) is rougher
+    rough = []
+    for difficulty in (1.0, 3.0):
+        image, meta = render_gel(np.random.default_rng(0), "Negative", return_info=True, style="plain",
+                                 difficulty=difficulty)  # fmt: skip
+        strip = image[2 : meta["gel_rows"][0] - 4, 20:-20].astype(float).mean(axis=2)
+        rough.append(np.abs(np.diff(strip, axis=1)).mean())
+    assert rough[1] > 2 * rough[0]
+
+
+@pytest.mark.parametrize("difficulty", [0, -1.0, float("nan"), float("inf")])
+def test_a_difficulty_that_is_not_a_finite_positive_number_is_refused(tmp_path, difficulty):
+    with pytest.raises(ValueError, match="difficulty must be a finite positive number"):
+        render_gel(np.random.default_rng(0), "Negative", SMALL, difficulty=difficulty)
+    with pytest.raises(ValueError, match="difficulty must be a finite positive number"):
+        synthesize_ife_dataset(tmp_path / "x", count=3, image_size=SMALL, difficulty=difficulty)
+    assert not (tmp_path / "x").exists()
+
+
+def test_min_per_class_tops_up_every_class_for_the_validation_and_test_splits(tmp_path):
+    path = synthesize_ife_dataset(tmp_path, count=120, seed=0, image_size=SMALL, min_per_class=10, difficulty=1.5)
+    datalist = json.loads(path.read_text())
+    summary = json.loads((tmp_path / "synthesis.json").read_text())
+    assert summary["min_per_class"] == 10 and summary["difficulty"] == 1.5
+    assert min(summary["class_counts"].values()) == 10
+    for section in ("validation", "testing"):  # 10 % and 20 % of ten gels: at least one, and two
+        counts = Counter(entry["label"] for entry in datalist[section])
+        assert set(counts) == set(IFE_CLASSES), section
+    assert min(Counter(entry["label"] for entry in datalist["testing"]).values()) >= 2

@@ -12,6 +12,7 @@ from PIL import Image
 from scipy.ndimage import binary_dilation
 
 from custom_components.data.synthetic.oct import (
+    _fluid_reflectivity,
     DEFAULT_FLUID_FRACTION,
     FluidType,
     render_bscan,
@@ -381,3 +382,29 @@ def test_prepare_dataset_never_takes_a_failed_generation_for_a_data_set(tmp_path
     entries = [e for section in datalist.values() for e in section]
     assert len(entries) == 4  # the group is a name, not a file
     assert all((tmp_path / "data" / e[key]).is_file() for e in entries for key in ("image", "label"))
+
+
+def test_difficulty_makes_the_fluid_smaller_and_closer_to_the_tissue_around_it():
+    """The same random stream at difficulty 1 and 2.5: fewer fluid pixels over a few scans, and the fluid's
+    reflectivity moved toward the ONL's (0.30) by 1 - 1/difficulty of the way; difficulty 1 is the default scan."""
+    pixels = {1.0: 0, 2.5: 0}
+    for seed in range(6):
+        default = render_bscan(np.random.default_rng(seed), (128, 128), fluid="intraretinal")
+        for difficulty in pixels:
+            image, mask = render_bscan(np.random.default_rng(seed), (128, 128), fluid="intraretinal",
+                                       difficulty=difficulty)  # fmt: skip
+            if difficulty == 1.0:
+                assert np.array_equal(image, default[0]) and np.array_equal(mask, default[1])
+            pixels[difficulty] += int(mask.sum())
+    assert pixels[2.5] < 0.5 * pixels[1.0]
+    assert _fluid_reflectivity(0.05, 1.0) == 0.05
+    assert _fluid_reflectivity(0.05, 2.0) == pytest.approx(0.175)  # half-way to 0.30
+    assert _fluid_reflectivity(0.05, 0.5) == 0.0  # easier: darker, never below 0
+
+
+def test_a_difficulty_that_is_not_positive_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="difficulty must be a finite positive number, got 0"):
+        render_bscan(np.random.default_rng(0), (32, 32), difficulty=0)
+    with pytest.raises(ValueError, match="difficulty must be a finite positive number, got -2"):
+        synthesize_oct_dataset(tmp_path / "x", count=2, image_size=(32, 32), difficulty=-2)
+    assert not (tmp_path / "x").exists()

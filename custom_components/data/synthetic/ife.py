@@ -50,7 +50,7 @@ from scipy import ndimage, special
 
 from custom_components.data.splits import SECTIONS, assign_sections
 from custom_components.ife_classes import IFE_CLASSES, class_to_subtasks
-from custom_components.data.synthetic.prepare import finish_synthesis, start_synthesis
+from custom_components.data.synthetic.prepare import check_difficulty, finish_synthesis, start_synthesis
 from custom_components.utils.atomic import save_atomic
 
 __all__ = [
@@ -264,25 +264,28 @@ def _has_glyphs(font: ImageFont.ImageFont, text: str) -> bool:
     return all(bytes(font.getmask(ch)) != missing for ch in text)
 
 
-def _component(rng: np.random.Generator, class_name: str, drift: float, band_t: float | None = None) -> dict:
-    """One monoclonal component: its lanes, migration position, band shape and strength."""
+def _component(
+    rng: np.random.Generator, class_name: str, drift: float, band_t: float | None = None, difficulty: float = 1.0
+) -> dict:
+    """One monoclonal component: its lanes, migration position, band shape and strength (``difficulty`` times
+    likelier to be faint, and ``difficulty`` times fainter and thinner)."""
     severe, mild = class_to_subtasks(IFE_CLASSES.index(class_name))
     lanes = ["ELP", _LIGHT_LANE[mild]] + ([_HEAVY_LANE[severe]] if severe > 0 else [])
-    faint = bool(rng.random() < (0.30 if severe == 0 else 0.15))  # low concentration: the hard cases
+    faint = bool(rng.random() < (0.30 if severe == 0 else 0.15) * difficulty)  # low concentration: the hard cases
     if band_t is None:
         low, high = _BAND_RANGE[severe]
         band_t = rng.uniform(low, high) + drift
     # full width at half maximum 3-6 % of the lane height, edges blurred over 0.4-0.9 %: the full width down to
     # 14 % of the peak is 4-8 %, as dense bands look on scans
-    fwhm = rng.uniform(0.03, 0.06)
+    fwhm = rng.uniform(0.03, 0.06) / difficulty
     edge = rng.uniform(0.004, 0.009)
-    amp = rng.uniform(0.22, 0.38) if faint else rng.uniform(0.6, 1.05)
+    amp = (rng.uniform(0.22, 0.38) if faint else rng.uniform(0.6, 1.05)) / difficulty
     return {"class": class_name, "lanes": lanes, "faint": faint, "t": float(band_t), "half_plateau": fwhm / 2,
             "edge": edge, "amp": amp}  # fmt: skip
 
 
 def _biclonal_components(
-    rng: np.random.Generator, drift: float, components: Sequence[str] | None
+    rng: np.random.Generator, drift: float, components: Sequence[str] | None, difficulty: float = 1.0
 ) -> list[dict]:
     """Two components of different classes whose bands sit at least :data:`_BICLONAL_MIN_SEPARATION` apart."""
     if components is None:
@@ -291,7 +294,7 @@ def _biclonal_components(
         if len(components) != 2 or any(c not in IFE_CLASSES[1:] for c in components):
             raise ValueError(f"components must be two positive IFE classes, got {components!r}.")
         first, second = components
-    one = _component(rng, first, drift)
+    one = _component(rng, first, drift, difficulty=difficulty)
     low, high = _BAND_RANGE[class_to_subtasks(IFE_CLASSES.index(second))[0]]
     # rejection sampling from the second class's usual range; a pair whose ranges leave no room (rare) gets the
     # minimum separation on the side with more space
@@ -302,7 +305,7 @@ def _biclonal_components(
     else:
         up = one["t"] + _BICLONAL_MIN_SEPARATION
         t2 = up if up <= 0.92 else one["t"] - _BICLONAL_MIN_SEPARATION
-    return [one, _component(rng, second, drift, band_t=t2)]
+    return [one, _component(rng, second, drift, band_t=t2, difficulty=difficulty)]
 
 
 def render_gel(
@@ -313,6 +316,7 @@ def render_gel(
     orientation: str = "albumin_bottom",
     style: str | Mapping[str, bool] | None = None,
     components: Sequence[str] | None = None,
+    difficulty: float = 1.0,
 ) -> np.ndarray | tuple[np.ndarray, dict]:
     """Render one IFE gel.
 
@@ -327,6 +331,10 @@ def render_gel(
             margins, even lanes). ``"mixed"`` draws the options from ``rng``.
         components: for ``class_name="biclonal"`` only: the two component classes (e.g.
             ``("IgG-kappa", "IgG-lambda")``); default drawn from the six heavy-chain classes.
+        difficulty: > 0; 1 (default) draws the gels described above. Above 1 the gels are harder to read: a
+            monoclonal band is ``difficulty`` times likelier to be faint, ``difficulty`` times fainter and thinner,
+            the lanes are shifted ``difficulty`` times further (within their slots) and the sensor noise is
+            ``difficulty`` times stronger. Below 1, the reverse. The random stream is the same at every difficulty.
 
     Returns:
         ``image`` (H, W, 3) uint8 RGB, rows top to bottom as a viewer shows it; with ``return_info`` the pair
@@ -349,7 +357,8 @@ def render_gel(
         - ``orientation``, ``style`` (the options drawn) and ``lane_names`` (the header's text per lane).
 
     Raises:
-        ValueError: on an unknown class name, orientation or style, or an image smaller than 48 x 64.
+        ValueError: on an unknown class name, orientation or style, an image smaller than 48 x 64, or a
+            ``difficulty`` that is not positive.
     """
     if class_name not in IFE_CLASSES and class_name != BICLONAL:
         raise ValueError(f"unknown class {class_name!r}; valid: {[*IFE_CLASSES, BICLONAL]}.")
@@ -362,6 +371,7 @@ def render_gel(
     height, width = (int(s) for s in image_size)
     if height < _MIN_SIZE[0] or width < _MIN_SIZE[1]:
         raise ValueError(f"image_size must be at least {_MIN_SIZE}, got {(height, width)}.")
+    difficulty = check_difficulty(difficulty)
     options = resolve_style(style, rng)
 
     # vertical layout, top to bottom: margin, header strip (about 10 % of the height) if on top, gap, gel area,
@@ -399,7 +409,7 @@ def render_gel(
         widths = slots * rng.uniform(0.6, 0.8, len(LANES))
     else:
         widths = slots * rng.uniform(0.62, 0.78)
-    shift = rng.normal(0, 0.03) * pitch + rng.normal(0, 0.04, len(LANES)) * pitch
+    shift = (rng.normal(0, 0.03) * pitch + rng.normal(0, 0.04, len(LANES)) * pitch) * difficulty
     room = np.maximum(0.0, (slots - 1.15 * widths) / 2 - 0.04 * pitch)  # keep the lane's stain inside its slot
     centres = (edges[:-1] + edges[1:]) / 2 + np.clip(shift, -room, room)
 
@@ -411,9 +421,9 @@ def render_gel(
 
     # the monoclonal protein(s)
     if class_name == BICLONAL:
-        parts = _biclonal_components(rng, drift, components)
+        parts = _biclonal_components(rng, drift, components, difficulty)
     elif class_name != "Negative":
-        parts = [_component(rng, class_name, drift)]
+        parts = [_component(rng, class_name, drift, difficulty=difficulty)]
     else:
         parts = []
     band_lanes = [lane for part in parts for lane in part["lanes"]]
@@ -476,7 +486,7 @@ def render_gel(
     image = np.exp(-density[:, :, None] * stain) * background.astype(np.float32) * light[:, :, None]
     # sensor noise, luminance only: colour noise is barely visible after the scanner's processing and would make
     # the PNGs a fifth slower to write
-    image += rng.uniform(1.0, 3.0) * rng.standard_normal((height, width, 1), dtype=np.float32)
+    image += rng.uniform(1.0, 3.0) * difficulty * rng.standard_normal((height, width, 1), dtype=np.float32)
     for _ in range(int(rng.integers(0, 6))):  # dust specks and impurity pixels
         y, x = int(rng.integers(0, height)), int(rng.integers(0, width))
         r = rng.uniform(0.6, 2.0) * max(height / 400, 0.5)
@@ -563,6 +573,8 @@ def synthesize_ife_dataset(
     orientation: str = "albumin_bottom",
     style: str | Mapping[str, bool] | None = None,
     biclonal_fraction: float = 0.0,
+    difficulty: float = 1.0,
+    min_per_class: int | None = None,
 ) -> Path:
     """Write ``count`` synthetic gels and a decathlon-style datalist.
 
@@ -588,13 +600,17 @@ def synthesize_ife_dataset(
         style: layout of every gel (see :func:`resolve_style`): a name (``"classic"`` default, ``"plain"``,
             ``"real"``, or ``"mixed"`` drawn per image) or a mapping of options.
         biclonal_fraction: share of the ``count`` gels that are biclonal (rounded), in [0, 1).
+        difficulty: how hard the gels are to read, > 0 (default 1); see :func:`render_gel`.
+        min_per_class: every class at least this many gels (see :func:`sample_labels`); default
+            ``min(3, count // 9)``. Small data sets that should report per-class metrics on their validation and
+            test splits need more than the paper's imbalance gives them (its rarest class is 0.43 % of the gels).
 
     Returns:
         the path of ``datalist.json``.
 
     Raises:
-        ValueError: on ``count < 1``, a bad ``image_size``, class fractions, splits, orientation, style or
-            ``biclonal_fraction``.
+        ValueError: on ``count < 1``, a bad ``image_size``, class fractions, splits, orientation, style,
+            ``biclonal_fraction``, ``difficulty`` or ``min_per_class``.
     """
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}.")
@@ -608,13 +624,14 @@ def synthesize_ife_dataset(
         raise ValueError(f"biclonal_fraction must be in [0, 1), got {biclonal_fraction}.")
     if not (isinstance(style, str) and style == "mixed"):
         resolve_style(style)  # validates before anything is written
+    difficulty = check_difficulty(difficulty)
     biclonal_count = int(round(float(biclonal_fraction) * count))
     if biclonal_count >= count:
         raise ValueError(f"biclonal_fraction={biclonal_fraction} leaves no gel of the nine classes of {count}.")
+    nine = sample_labels(np.random.default_rng([seed, 0]), count - biclonal_count, class_fractions, min_per_class)
     out = Path(output_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     start_synthesis(out)
-    nine = sample_labels(np.random.default_rng([seed, 0]), count - biclonal_count, class_fractions)
     assignment = iter(assign_sections(nine, splits, np.random.default_rng([seed, 1]), order=IFE_CLASSES))
     biclonal = set(np.random.default_rng([seed, 3]).choice(count, biclonal_count, replace=False).tolist())
     nine_labels = iter(nine)
@@ -633,7 +650,7 @@ def synthesize_ife_dataset(
             split = BICLONAL_SECTION if label == BICLONAL else next(assignment)
             image, info = render_gel(
                 np.random.default_rng([seed, 2, index]), label, image_size, return_info=True,
-                orientation=orientation, style=style,
+                orientation=orientation, style=style, difficulty=difficulty,
             )  # fmt: skip
             name = f"images/ife_{index:05d}.png"
             # level 1: a fifth of the time of the default level 6, for files 10 % larger (noise barely compresses)
@@ -668,6 +685,8 @@ def synthesize_ife_dataset(
         "orientation": orientation,
         "style": style if style is None or isinstance(style, str) else dict(style),
         "biclonal_fraction": float(biclonal_fraction),
+        "difficulty": difficulty,
+        "min_per_class": min_per_class,
         "class_counts": class_counts,
         "split_counts": {k: len(v) for k, v in datalist.items()},
         "images": details,

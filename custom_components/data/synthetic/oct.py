@@ -47,7 +47,7 @@ from scipy.ndimage import gaussian_filter
 from scipy.special import expit, polygamma
 
 from custom_components.data.splits import SECTIONS, assign_sections
-from custom_components.data.synthetic.prepare import finish_synthesis, start_synthesis
+from custom_components.data.synthetic.prepare import check_difficulty, finish_synthesis, start_synthesis
 from custom_components.utils.atomic import save_atomic
 
 __all__ = [
@@ -95,6 +95,14 @@ _STACK_UM = sum(t for _, t, _ in _LAYERS)
 _INNER = ("nfl", "gcl", "ipl", "inl", "opl")  # thinned by the foveal pit
 _CHOROID_R, _SCLERA_R = 0.62, 0.30
 _DYNAMIC_RANGE = 7.0  # c in exp(c * r): about 30 dB between the vitreous floor and the RPE
+
+
+def _fluid_reflectivity(level: float, difficulty: float) -> float:
+    """Fluid's reflectivity moved toward the ONL's (the layer that holds most cysts) by ``1 - 1 / difficulty`` of the
+    way: unchanged at difficulty 1, half-way at 2. (Scaling it instead would leave it under the noise floor, as
+    dark on screen as before.)"""
+    onl = _LAYERS[_LAYER_INDEX["onl"]][2]
+    return max(0.0, level + (onl - level) * (1.0 - 1.0 / difficulty))
 _MIN_SIDE = 16
 
 
@@ -267,7 +275,9 @@ def _macula(rng: np.random.Generator, grid: _Grid) -> _Macula:
 _Cyst = tuple[float, float, float, str]  # (column, x radius, y radius, host layer) of an intraretinal cyst
 
 
-def _intraretinal_cysts(rng: np.random.Generator, grid: _Grid, macula: _Macula) -> list[_Cyst]:
+def _intraretinal_cysts(
+    rng: np.random.Generator, grid: _Grid, macula: _Macula, difficulty: float = 1.0
+) -> list[_Cyst]:
     """Sample the cysts around the fovea and swell the layer hosting each (``macula.thickness``, in place).
 
     They are sampled before the stack is placed because oedema thickens the retina: the layers above are pushed up.
@@ -281,9 +291,9 @@ def _intraretinal_cysts(rng: np.random.Generator, grid: _Grid, macula: _Macula) 
     swell_cap = 0.16 * height
     swelling = {"inl": np.zeros(width, f32), "onl": np.zeros(width, f32)}
     spread = width * rng.uniform(0.06, 0.16)
-    for _ in range(1 + int(rng.poisson(rng.uniform(0.5, 6.0)))):
+    for _ in range(1 + int(rng.poisson(rng.uniform(0.5, 6.0) / difficulty))):  # fewer and smaller when harder
         cx = float(np.clip(rng.normal(fovea, spread), 0.06 * width, 0.94 * width))
-        rx = max(1.3, width * np.exp(rng.uniform(np.log(0.006), np.log(0.055))))
+        rx = max(1.3, width * np.exp(rng.uniform(np.log(0.006), np.log(0.055))) / difficulty)
         ry = max(1.3, rx * height / width * rng.uniform(0.7, 1.7))
         host = "inl" if rx < 0.02 * width and rng.random() < 0.5 else "onl"
         # oedema spreads beyond the cavity: a broad bump keeps the ILM smooth over the cyst
@@ -356,6 +366,7 @@ def _reflectivity(
     thickness: Mapping[str, np.ndarray],
     srf: np.ndarray,
     has_srf: bool,
+    difficulty: float = 1.0,
 ) -> tuple[np.ndarray, np.float32]:
     """The (H, W) float32 reflectivity map of the tissue: soft steps between the layers (each layer's brightness
     varying along the scan), the subretinal gap, choroid and sclera, and the thin ELM, interdigitation and (at
@@ -370,7 +381,7 @@ def _reflectivity(
     values = [np.zeros(width, f32)]  # vitreous
     for name, _, r in _LAYERS:
         values.append((r * rng.uniform(0.92, 1.08) * (1 + _smooth_profile(rng, xn, 0.05))).astype(f32))
-    srf_value = f32(rng.uniform(0.04, 0.12))
+    srf_value = f32(_fluid_reflectivity(rng.uniform(0.04, 0.12), difficulty))
     r_choroid = (_CHOROID_R * rng.uniform(0.9, 1.1) * np.ones(width)).astype(f32)
     r_sclera = (_SCLERA_R * rng.uniform(0.7, 1.1) * np.ones(width)).astype(f32)
     refl = np.zeros((height, width), f32)
@@ -426,6 +437,7 @@ def _paint_fluid(
     cysts: Sequence[_Cyst],
     has_srf: bool,
     refl: np.ndarray,
+    difficulty: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Paint the fluid into the reflectivity map through anti-aliased coverage maps.
 
@@ -449,7 +461,7 @@ def _paint_fluid(
         cover = np.clip(inside / edge + 0.5, 0, 1) * (srf[None, :] > 0)
         fluid_cover[top:bottom] = np.maximum(fluid_cover[top:bottom], cover)
         fluid_value[top:bottom] = np.where(cover > 0, srf_value, fluid_value[top:bottom])
-    cyst_level = rng.uniform(0.02, 0.09)
+    cyst_level = _fluid_reflectivity(rng.uniform(0.02, 0.09), difficulty)
     wall = rng.uniform(0.0, 0.12)  # septa and walls between cysts are slightly hyperreflective
     for cx, rx, ry, host in cysts:
         column = int(np.clip(round(cx), 0, width - 1))
@@ -526,13 +538,15 @@ def _gain_and_vessels(
     return gain, vessel_cols
 
 
-def _form_image(rng: np.random.Generator, grid: _Grid, refl: np.ndarray, gain: np.ndarray) -> np.ndarray:
+def _form_image(
+    rng: np.random.Generator, grid: _Grid, refl: np.ndarray, gain: np.ndarray, difficulty: float = 1.0
+) -> np.ndarray:
     """SD-OCT image formation: linear intensity ``exp(c * refl)`` times speckle (a log-gamma field correlated over
     about a pixel, with the variance of ``log Gamma(looks)``, i.e. trigamma(looks), weakened at small sizes) and the
     gain, plus an exponential noise floor; then log compression and a random display mapping (brightness,
     contrast, gamma) to (H, W) uint8."""
     f32, size_scale, height, width = np.float32, grid.size_scale, grid.height, grid.width
-    looks = rng.uniform(1.5, 8.0)  # B-scan averaging (ART) reduces speckle
+    looks = rng.uniform(1.5, 8.0) / difficulty  # B-scan averaging (ART) reduces speckle; fewer looks when harder
     grain = (0.4 + 0.6 * size_scale, 0.5 + 1.1 * size_scale)
     gamma = rng.standard_gamma(looks, size=(height, width), dtype=f32) / looks
     log_speckle = gaussian_filter(np.log(gamma + 1e-6), grain)
@@ -559,6 +573,7 @@ def render_bscan(
     fluid_type_weights: Mapping[str, float] | None = None,
     return_info: bool = False,
     with_fluid: bool | None = None,
+    difficulty: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, dict]:
     """Render one synthetic macular SD-OCT B-scan and its fluid mask.
 
@@ -579,6 +594,10 @@ def render_bscan(
         return_info: also return a dict describing the scan.
         with_fluid: keyword form of a boolean ``fluid`` (``True``: some fluid of a random type, ``False``: none);
             give ``fluid`` or ``with_fluid``, not both.
+        difficulty: > 0; 1 (default) draws the scans described above. Above 1 the fluid is harder to see and to
+            outline: its reflectivity is ``1 - 1 / difficulty`` of the way to the ONL's (half-way at 2), there are
+            ``difficulty`` times fewer and smaller cysts on average, and ``difficulty`` times fewer speckle looks
+            (stronger speckle). Below 1, the reverse. The random stream is the same at every difficulty.
 
     Returns:
         ``(image, mask)`` or ``(image, mask, info)``: ``image`` (H, W) uint8 grayscale B-scan; ``mask`` (H, W) uint8
@@ -590,9 +609,10 @@ def render_bscan(
 
     Raises:
         ValueError: on a bad ``image_size``, ``fluid``, ``fluid_fraction`` or ``fluid_type_weights``, or when both
-            ``fluid`` and ``with_fluid`` are given.
+            ``fluid`` and ``with_fluid`` are given, or a ``difficulty`` that is not positive.
     """
     height, width = _check_size(image_size)
+    difficulty = check_difficulty(difficulty)
     if not 0.0 <= float(fluid_fraction) <= 1.0:
         raise ValueError(f"fluid_fraction must be in [0, 1], got {fluid_fraction}.")
     type_weights = _check_type_weights(fluid_type_weights)
@@ -607,17 +627,19 @@ def render_bscan(
     # the stages draw from rng in this order: changing it changes every scan of a seed
     grid = _Grid.of(height, width)
     macula = _macula(rng, grid)
-    cysts = _intraretinal_cysts(rng, grid, macula) if has_cysts else []
+    cysts = _intraretinal_cysts(rng, grid, macula, difficulty) if has_cysts else []
     srf = _subretinal_dome(rng, grid, macula.fovea) if has_srf else np.zeros(width, np.float32)
     layers = _place_layers(rng, grid, macula.thickness, srf)
-    refl, srf_value = _reflectivity(rng, grid, layers, macula.thickness, srf, has_srf)
+    refl, srf_value = _reflectivity(rng, grid, layers, macula.thickness, srf, has_srf, difficulty)
     _choroid_texture(rng, grid, layers, refl)
-    refl, fluid_cover = _paint_fluid(rng, grid, layers, macula.thickness, srf, srf_value, cysts, has_srf, refl)
+    refl, fluid_cover = _paint_fluid(
+        rng, grid, layers, macula.thickness, srf, srf_value, cysts, has_srf, refl, difficulty
+    )
     mask = (fluid_cover >= 0.5).astype(np.uint8)
     if has_cysts:
         _hyperreflective_foci(rng, grid, layers, refl, fluid_cover)
     gain, vessel_cols = _gain_and_vessels(rng, grid, macula, layers, refl)
-    image = _form_image(rng, grid, refl, gain)
+    image = _form_image(rng, grid, refl, gain, difficulty)
 
     if not return_info:
         return image, mask
@@ -644,6 +666,7 @@ def synthesize_oct_dataset(
     fluid_fraction: float = DEFAULT_FLUID_FRACTION,
     splits: Sequence[float] = (0.7, 0.1, 0.2),
     fluid_type_weights: Mapping[str, float] | None = None,
+    difficulty: float = 1.0,
 ) -> Path:
     """Write ``count`` synthetic B-scans with fluid masks and a decathlon-style datalist.
 
@@ -668,13 +691,14 @@ def synthesize_oct_dataset(
             the no-fluid scans separately; a group of fewer than 3 scans goes to training only.
         fluid_type_weights: mix of ``"intraretinal"``, ``"subretinal"`` and ``"both"`` among the fluid scans;
             default :data:`DEFAULT_FLUID_TYPE_WEIGHTS`.
+        difficulty: how hard the fluid is to see, > 0 (default 1); see :func:`render_bscan`.
 
     Returns:
         the path of ``datalist.json``.
 
     Raises:
-        ValueError: on ``count < 1``, bad splits, ``fluid_fraction`` outside [0, 1], bad fluid type weights or a
-            bad ``image_size``.
+        ValueError: on ``count < 1``, bad splits, ``fluid_fraction`` outside [0, 1], bad fluid type weights, a
+            bad ``image_size`` or a ``difficulty`` that is not positive.
     """
     if int(count) != count or count < 1:
         raise ValueError(f"count must be an integer >= 1, got {count}.")
@@ -685,6 +709,7 @@ def synthesize_oct_dataset(
         raise ValueError(f"fluid_fraction must be in [0, 1], got {fluid_fraction}.")
     height, width = _check_size(image_size)
     type_weights = _check_type_weights(fluid_type_weights)
+    difficulty = check_difficulty(difficulty)
 
     # exact number of fluid scans, shuffled; then the type of each from the weights
     plan_rng = np.random.default_rng([seed, 0])
@@ -705,7 +730,8 @@ def synthesize_oct_dataset(
     step = max(1, count // 10)
     for index, (fluid, split) in enumerate(zip(fluid_types, assignment)):
         image, mask, info = render_bscan(
-            np.random.default_rng([seed, 2, index]), (height, width), fluid=fluid, return_info=True
+            np.random.default_rng([seed, 2, index]), (height, width), fluid=fluid, return_info=True,
+            difficulty=difficulty,
         )
         image_name, mask_name = f"images/oct_{index:05d}.png", f"masks/oct_{index:05d}.png"
         save_atomic(out / image_name, partial(Image.fromarray(image, mode="L").save, format="PNG"))
@@ -735,6 +761,7 @@ def synthesize_oct_dataset(
         "image_size": [height, width],
         "fluid_fraction": fluid_fraction,
         "fluid_type_weights": type_weights,
+        "difficulty": difficulty,
         "splits": list(splits),
         "fluid_counts": {t.value: fluid_types.count(t.value) for t in FluidType},
         "split_counts": {k: len(v) for k, v in datalist.items()},

@@ -9,6 +9,7 @@ generation killed half-way never leaves a folder that looks complete.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -19,12 +20,24 @@ from typing import Any
 from custom_components.data.datalist import DATALIST_NAME, DatalistError
 from custom_components.utils.atomic import write_json_atomic
 
-__all__ = ["SYNTHESIS_NAME", "prepare_dataset", "start_synthesis", "finish_synthesis"]
+__all__ = ["SYNTHESIS_NAME", "check_difficulty", "prepare_dataset", "start_synthesis", "finish_synthesis"]
 
 logger = logging.getLogger(__name__)
 
 #: the generation record beside the datalist: parameters, counts and what was drawn in each image
 SYNTHESIS_NAME = "synthesis.json"
+
+
+def check_difficulty(difficulty: float) -> float:
+    """A generator's ``difficulty`` (1 = its default look, higher = harder) as a float.
+
+    Raises:
+        ValueError: when it is not a finite positive number.
+    """
+    value = float(difficulty)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"difficulty must be a finite positive number, got {difficulty!r}.")
+    return value
 
 
 def start_synthesis(folder: str | os.PathLike) -> None:
