@@ -101,11 +101,11 @@ def test_bad_layout_options_are_usage_errors(script, tmp_path, capsys, args, mes
 
 def test_difficulty_and_min_per_class_reach_the_generators(script, tmp_path):
     gels, scans = tmp_path / "gels", tmp_path / "scans"
-    args = ["ife", "--output-dir", str(gels), "--count", "30", "--size", "60", "90", "--min-per-class", "3",
+    args = ["ife", "--output-dir", str(gels), "--count", "60", "--size", "60", "90", "--min-per-class", "5",
             "--difficulty", "1.5"]  # fmt: skip
     assert script.main(args) == 0
     summary = json.loads((gels / "synthesis.json").read_text())
-    assert summary["difficulty"] == 1.5 and summary["min_per_class"] == 3
-    assert min(summary["class_counts"].values()) == 3
+    assert summary["difficulty"] == 1.5 and summary["min_per_class"] == 5
+    assert min(summary["class_counts"].values()) == 5  # the default would be min(3, 60 // 9) = 3
     assert script.main(["oct", "--output-dir", str(scans), "--count", "2", "--size", "32", "32", "--difficulty", "2"]) == 0
     assert json.loads((scans / "synthesis.json").read_text())["difficulty"] == 2.0

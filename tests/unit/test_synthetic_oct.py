@@ -385,7 +385,7 @@ def test_prepare_dataset_never_takes_a_failed_generation_for_a_data_set(tmp_path
 
 
 def test_difficulty_makes_the_fluid_smaller_and_closer_to_the_tissue_around_it():
-    """The same random stream at difficulty 1 and 2.5: fewer fluid pixels over a few scans, and the fluid's
+    """Difficulty 2.5 against 1 over the same seeds: fewer fluid pixels over a few scans, and the fluid's
     reflectivity moved toward the ONL's (0.30) by 1 - 1/difficulty of the way; difficulty 1 is the default scan."""
     pixels = {1.0: 0, 2.5: 0}
     for seed in range(6):

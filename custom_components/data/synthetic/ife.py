@@ -332,9 +332,10 @@ def render_gel(
         components: for ``class_name="biclonal"`` only: the two component classes (e.g.
             ``("IgG-kappa", "IgG-lambda")``); default drawn from the six heavy-chain classes.
         difficulty: > 0; 1 (default) draws the gels described above. Above 1 the gels are harder to read: a
-            monoclonal band is ``difficulty`` times likelier to be faint, ``difficulty`` times fainter and thinner,
-            the lanes are shifted ``difficulty`` times further (within their slots) and the sensor noise is
-            ``difficulty`` times stronger. Below 1, the reverse. The random stream is the same at every difficulty.
+            monoclonal band is ``difficulty`` times likelier to be faint (at most always), ``difficulty`` times
+            fainter and thinner, the lanes are shifted ``difficulty`` times further (within their slots) and the
+            sensor noise is ``difficulty`` times stronger. Below 1, the reverse. The random draws are the same at
+            every difficulty: the same seed gives the same gel, made harder or easier.
 
     Returns:
         ``image`` (H, W, 3) uint8 RGB, rows top to bottom as a viewer shows it; with ``return_info`` the pair

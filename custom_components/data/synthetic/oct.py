@@ -594,10 +594,12 @@ def render_bscan(
         return_info: also return a dict describing the scan.
         with_fluid: keyword form of a boolean ``fluid`` (``True``: some fluid of a random type, ``False``: none);
             give ``fluid`` or ``with_fluid``, not both.
-        difficulty: > 0; 1 (default) draws the scans described above. Above 1 the fluid is harder to see and to
-            outline: its reflectivity is ``1 - 1 / difficulty`` of the way to the ONL's (half-way at 2), there are
-            ``difficulty`` times fewer and smaller cysts on average, and ``difficulty`` times fewer speckle looks
-            (stronger speckle). Below 1, the reverse. The random stream is the same at every difficulty.
+        difficulty: > 0; 1 (default) draws the scans described above, byte for byte. Above 1 the fluid is harder
+            to see and to outline: its reflectivity is ``1 - 1 / difficulty`` of the way to the ONL's (half-way at
+            2); the cysts beyond the first are a Poisson count of mean divided by ``difficulty``, and their radii
+            are divided by it (at least 1.3 px); the speckle has ``difficulty`` times fewer looks (stronger). Below
+            1, the reverse. The number of draws depends on it, so the same seed gives another retina at another
+            difficulty, not the same scan made harder.
 
     Returns:
         ``(image, mask)`` or ``(image, mask, info)``: ``image`` (H, W) uint8 grayscale B-scan; ``mask`` (H, W) uint8
