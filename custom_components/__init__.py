@@ -1,23 +1,12 @@
-"""Shared components of the IFE multi-task and OCT fluid segmentation MONAI bundles.
+"""Shared components of the IFE multi-task and OCT fluid segmentation MONAI bundles, laid out domain first:
 
-One module and sub-packages, each with one job:
+- ``core``: what both methods share and that knows no gel and no B-scan (datalists, splits, checks, image files,
+  inference inputs, the recipe a checkpoint carries, training state, ONNX, the prediction-writer base).
+- ``ife``: the IFE multi-task method, from lanes and labels to calibrated, referable calls.
+- ``oct``: OCT fluid segmentation, from vendor files to the fluid report per ETDRS sector.
 
-- ``ife_classes``: the IFE label algebra (nine classes <-> severe/mild, fusion, the call rule); imports no MONAI.
-- ``networks``: horizontal attention, the multi-task and baseline IFE ResNet18s, the 2D TransUNet.
-- ``losses``: the IFE multi-task objective with its attention regularisers, the OCT fluid segmentation losses.
-- ``metrics``: the IFE classification metrics of the paper (accuracy, macro F1, FNR, M1/M3-Acc), the OCT false
-  fluid rate.
-- ``transforms``: the IFE call, OCT Pillow converters, volume axes, per-B-scan scaling, geometry crops and noise.
-- ``inferers``: B-scans of any size and OCT volumes at the geometry the network was trained at.
-- ``data``: image files, datalist reading, checks before training, splits, inference inputs, the synthetic default.
-- ``handlers``: ignite handlers that write predictions, figures, CSVs and JSON reports, and training helpers.
-- ``visualize``: the figures and overlays the handlers write (IFE attention profiles and confusion matrices, OCT
-  fluid overlays with MONAI's ``blend_images``).
-- ``bundle``: checkpoints that carry the recipe of their network; the ``monai.bundle run`` command lines of scripts.
-- ``utils``: files written atomically.
-
-Networks and losses know nothing of files or handlers; bundles and scripts depend on this package,
-never the other way round.
+``core`` imports neither domain, and the two domains never import each other; bundles and scripts depend on this
+package, never the other way round.
 """
 
 from importlib import metadata as _metadata

@@ -10,7 +10,7 @@ data set it ran on (the generator records every monoclonal band's row and half-w
   the band (tolerance: half a map row or the band's half-width, whichever is larger), the share the best fixed row
   would reach (the chance level of this data set), the median offset of the peak from the band, the contrast
   (max / mean) of the maps of gels with and without a band, and how many maps are saturated
-  (:mod:`custom_components.metrics.attention`);
+  (:mod:`custom_components.ife.attention`);
 - ``attention_report.png``: the paper's Fig. 3 made quantitative: per map, the mean profile of the gels with a band
   aligned on their band, and the profiles of the gels without one.
 
@@ -45,9 +45,9 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, default=None, help="default: the inference folder")
     args = parser.parse_args()
 
-    from custom_components.metrics.attention import report_from_files
-    from custom_components.utils.atomic import write_json_atomic
-    from custom_components.visualize.ife import plot_attention_alignment
+    from custom_components.ife.attention import report_from_files
+    from custom_components.core.atomic import write_json_atomic
+    from custom_components.ife.figures import plot_attention_alignment
 
     output_dir = args.output_dir or args.inference_dir
     output_dir.mkdir(parents=True, exist_ok=True)

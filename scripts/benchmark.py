@@ -60,7 +60,7 @@ def _parse_value(text: str):
 
 
 def _machine(device: torch.device) -> dict:
-    from custom_components.utils.machine import cpu_name
+    from bundle_runs import cpu_name
 
     machine = {"cpu": cpu_name(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                "torch": torch.__version__, "python": platform.python_version(), "device": str(device)}
@@ -197,7 +197,7 @@ def measure_training(kind: str, args: argparse.Namespace, overrides: dict, resul
 
 def measure_inference(kind: str, args: argparse.Namespace, common: dict, train, outputs: Path, result: dict) -> None:
     """The network of ``inference.json`` alone, then its evaluator over the synthetic images."""
-    from custom_components.bundle.recipe import write_recipe
+    from custom_components.core.recipe import write_recipe
 
     device = torch.device(args.device)
     network = train.get_parsed_content("network")
@@ -241,7 +241,7 @@ def measure_inference(kind: str, args: argparse.Namespace, common: dict, train, 
     if args.onnx:  # the export the bundle READMEs give (traced, dynamic batch), then both timed on the CPU
         from monai.networks import convert_to_onnx
 
-        from custom_components.networks.onnx_network import time_onnx_vs_torch
+        from custom_components.core.onnx import time_onnx_vs_torch
 
         network_cpu = eval_network.to("cpu", torch.float32, memory_format=torch.contiguous_format)
         example = inputs.cpu().float()

@@ -5,7 +5,7 @@
 The training and validation entries of the datalist are pooled (its ``testing`` list is never touched) and split
 into k folds, stratified on whether a B-scan has fluid (OCT) or on the class (IFE). Entries that carry a ``group``
 (the B-scans of one eye or volume, the gels of one patient) are kept together: a group is never on both sides of a
-fold, nor of the validation split inside it (``custom_components.data.splits.stratified_group_kfold``). For each
+fold, nor of the validation split inside it (``custom_components.core.splits.stratified_group_kfold``). For each
 fold the bundle's own commands run, as a user would type them, each in its own process (a fold that fails, e.g. out
 of GPU memory, leaves nothing behind in the next):
 
@@ -18,7 +18,7 @@ of GPU memory, leaves nothing behind in the next):
    calibration and referral scores when the report has them);
 3. IFE only: ``inference.json`` (+ the ``--config`` files) on the held-out fold, whose ``predictions.csv`` gives the
    per-gel (calibrated) probabilities. Pooled over the folds, these out-of-fold predictions are what the ensemble's
-   operating point is fitted on (``custom_components.ife_referral.choose_operating_point``).
+   operating point is fitted on (``custom_components.ife.referral.choose_operating_point``).
 
 Writes ``OUTPUT/fold_<k>/`` (datalist, model, logs of each command, evaluation, IFE: ``out_of_fold/predictions.csv``)
 and ``OUTPUT/cross_validation.json`` / ``.csv`` / ``.md`` with per-fold scores and their mean and std; the JSON is
@@ -77,13 +77,13 @@ HEADLINE = {
 
 
 def _run(cmd: list[str], log: Path) -> None:
-    from custom_components.bundle.commands import run_logged
+    from bundle_runs import run_logged
 
     run_logged(cmd, log, cwd=REPO)
 
 
 def _has_fluid(entry: dict) -> bool:
-    from custom_components.data.image_files import read_array
+    from custom_components.core.image_files import read_array
 
     return bool(np.any(read_array(entry["label"])))
 
@@ -204,17 +204,19 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def _pool_and_folds(args: argparse.Namespace, overrides: dict) -> tuple[str, list[dict], list, object]:
     """The datalist, its pooled training + validation entries, the folds, and the stratification key."""
-    from custom_components.data import load_datalist, prepare_dataset, stratified_group_kfold
+    from custom_components.core import load_datalist, prepare_dataset, stratified_group_kfold
+    from custom_components.ife.synthetic import synthesize_ife_dataset
+    from custom_components.oct.synthetic import synthesize_oct_dataset
 
     dataset_dir = args.dataset_dir or args.bundle_root / "data" / "synthetic"
     if args.bundle == "ife_multitask":
         synthetic_count = int(overrides.get("synthetic_count", 600))
-        datalist = prepare_dataset(dataset_dir, "ife", synthetic_count, args.seed)
+        datalist = prepare_dataset(dataset_dir, synthesize_ife_dataset, synthetic_count, args.seed)
         key = "label"
     else:
         size = int(overrides.get("image_size", 512))
         synthetic_count = int(overrides.get("synthetic_count", 120))
-        datalist = prepare_dataset(dataset_dir, "oct", synthetic_count, args.seed, [size, size])
+        datalist = prepare_dataset(dataset_dir, synthesize_oct_dataset, synthetic_count, args.seed, [size, size])
         key = _has_fluid
     pool = load_datalist(datalist, "training") + load_datalist(datalist, "validation")
     # an entry without a group is a group of its own: without any, these are plain stratified folds
@@ -236,7 +238,7 @@ def _out_of_fold_predictions(
 ) -> list[dict]:
     """Run the fold's model over its held-out gels with ``inference.json`` (the per-gel probabilities, calibrated as
     inference calibrates them, which the evaluation report does not hold) and read its ``predictions.csv``."""
-    from custom_components.bundle.commands import bundle_run_command
+    from bundle_runs import bundle_run_command
 
     inference = {
         **_inference_overrides(bundle_root, configs, common),
@@ -251,7 +253,7 @@ def _read_out_of_fold(path: Path, fold: int) -> list[dict]:
     """The rows of a fold's ``predictions.csv``: image, label, the class call (``prediction``, the call inference
     makes, per head for the multi-task network), the nine probabilities and whether they were ``calibrated`` (empty
     when the file has no such column)."""
-    from custom_components.ife_classes import IFE_CLASSES
+    from custom_components.ife.classes import IFE_CLASSES
 
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -279,8 +281,8 @@ def _fit_operating_point(rows: list[dict], args: argparse.Namespace) -> dict:
     call of the multi-task network, ``IFECalld(multitask=True)``), not the argmax of the nine probabilities, so the
     point is fitted on the call it is applied to (as ``IFECalibrator`` fits a single model's).
     """
-    from custom_components.ife_classes import IFE_CLASSES
-    from custom_components.ife_referral import choose_operating_point
+    from custom_components.ife.classes import IFE_CLASSES
+    from custom_components.ife.referral import choose_operating_point
 
     probabilities = np.array([[float(r[f"p_{name}"]) for name in IFE_CLASSES] for r in rows], dtype=np.float64)
     labels = np.array([IFE_CLASSES.index(r["label"]) for r in rows], dtype=np.int64)
@@ -298,8 +300,8 @@ def _fit_operating_point(rows: list[dict], args: argparse.Namespace) -> dict:
 
 def _copy_ensemble(out: Path, record: dict, ensemble_dir: Path) -> None:
     """Copy each fold checkpoint with its recipe and calibration (``model.*`` beside it) and the record."""
-    from custom_components.networks.ensemble import ENSEMBLE_RECORD
-    from custom_components.utils.atomic import write_json_atomic
+    from custom_components.ife.ensemble import ENSEMBLE_RECORD
+    from custom_components.core.atomic import write_json_atomic
 
     ensemble_dir.mkdir(parents=True, exist_ok=True)
     for relative in record["checkpoints"]:
@@ -316,15 +318,15 @@ def _copy_ensemble(out: Path, record: dict, ensemble_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the cross-validation; returns the exit status."""
     args = _parse(argv)
-    from custom_components.bundle.commands import bundle_run_command
-    from custom_components.data import stratified_group_split
-    from custom_components.data.splits import _groups_of
-    from custom_components.utils.atomic import write_csv_atomic, write_json_atomic, write_text_atomic
+    from bundle_runs import bundle_run_command
+    from custom_components.core.splits import stratified_group_split
+    from custom_components.core.splits import _groups_of
+    from custom_components.core.atomic import write_csv_atomic, write_json_atomic, write_text_atomic
 
     ife = args.bundle == "ife_multitask"
     if ife:  # fail now rather than after k trainings
-        from custom_components.ife_referral import choose_operating_point  # noqa: F401
-        from custom_components.networks.ensemble import ENSEMBLE_RECORD
+        from custom_components.ife.referral import choose_operating_point  # noqa: F401
+        from custom_components.ife.ensemble import ENSEMBLE_RECORD
 
     overrides = {key: value for key, value in args.override}
     if args.image_size:
@@ -332,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_epochs:
         overrides["max_epochs"] = str(args.max_epochs)
     datalist, pool, folds, key = _pool_and_folds(args, overrides)
-    # as custom_components.data.datalist.training_and_validation: grouped when some group holds several entries
+    # as custom_components.core.datalist.training_and_validation: grouped when some group holds several entries
     # (singleton groups, e.g. one per synthetic B-scan, split like no groups: the bundle's own split does)
     groups = [str(e["group"]) for e in pool if e.get("group") is not None]
     grouped = len(set(groups)) < len(groups)

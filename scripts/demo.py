@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from custom_components.bundle.commands import CPU_DEMO_SETTINGS, FULL_DEMO_SETTINGS, bundle_run_command
+from bundle_runs import CPU_DEMO_SETTINGS, FULL_DEMO_SETTINGS, bundle_run_command
 
 REPO = Path(__file__).resolve().parents[1]
 

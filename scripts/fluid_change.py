@@ -9,7 +9,7 @@ Each CSV is the per-volume report that ``bundles/oct_fluid_seg`` inference write
 date is missing), must be of the same eye (same laterality, both known), and the change per region is printed:
 volume before and after in nL, the change in nL and in percent of before (empty where there was no fluid before,
 or where a spacing is unknown and so no nL exist). ``--output`` also writes it as a CSV
-(``custom_components.visualize.oct_report.CHANGE_COLUMNS``).
+(``custom_components.oct.fluid_report.CHANGE_COLUMNS``).
 
 Exit status 0 on success, 1 when the reports cannot be compared or read (the message says why), 2 on a usage error.
 """
@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=None, help="also write the change table as this CSV")
     args = parser.parse_args(argv)
 
-    from custom_components.utils.atomic import write_csv_atomic
-    from custom_components.visualize.oct_report import CHANGE_COLUMNS, ChangeTableError, change_table, read_report_csv
+    from custom_components.core.atomic import write_csv_atomic
+    from custom_components.oct.fluid_report import CHANGE_COLUMNS, ChangeTableError, change_table, read_report_csv
 
     try:
         rows = change_table(read_report_csv(args.report_a), read_report_csv(args.report_b))

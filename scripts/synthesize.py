@@ -61,7 +61,7 @@ def _ife_options(args: argparse.Namespace) -> dict:
     if overrides:
         if args.style == "mixed":
             raise ValueError("--style mixed draws every layout option per gel: do not combine it with option flags")
-        from custom_components.data.synthetic.ife import resolve_style
+        from custom_components.ife.synthetic import resolve_style
 
         kwargs["style"] = {**resolve_style(args.style), **overrides}
     elif args.style is not None:
@@ -72,10 +72,10 @@ def _ife_options(args: argparse.Namespace) -> dict:
 def _synthesizer(kind: str):
     # imported on demand: each generator loads only what it needs, and one kind works while the other is absent
     if kind == "ife":
-        from custom_components.data.synthetic.ife import synthesize_ife_dataset
+        from custom_components.ife.synthetic import synthesize_ife_dataset
 
         return synthesize_ife_dataset
-    from custom_components.data.synthetic.oct import synthesize_oct_dataset
+    from custom_components.oct.synthetic import synthesize_oct_dataset
 
     return synthesize_oct_dataset
 

@@ -10,7 +10,7 @@
 the datalist has it, ``testing`` (an empty ``testing`` list is left out: training does not need one), or those
 given with ``--sections`` (``--sections training validation`` for a datalist whose ``testing`` list has no labels,
 as inference needs none). Whatever is checked, ``training``, ``validation`` and ``testing`` are compared for an
-image listed twice (custom_components.data.validation describes every check).
+image listed twice (custom_components.core.validation describes every check).
 
 Without ``--decode`` each file's structure is checked from its header (PNG chunk checksums, which catch a
 truncated file; JPEG, TIFF and BMP files are always decoded, masks too), as training start-up does; ``--decode``
@@ -34,7 +34,7 @@ BUNDLE_TASKS = {"ife_multitask": "classification", "oct_fluid_seg": "segmentatio
 
 
 def _default_sections(datalist: Path) -> list[str]:
-    from custom_components.data.datalist import read_datalist_object
+    from custom_components.core.datalist import read_datalist_object
 
     content = read_datalist_object(datalist)
     return ["training", "validation"] + (["testing"] if content.get("testing", []) != [] else [])
@@ -62,13 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     task = args.task or BUNDLE_TASKS[args.bundle]
 
-    from custom_components.data.datalist import DatalistError
-    from custom_components.data.validation import check_datalist
+    from custom_components.core.datalist import DatalistError
+    from custom_components.core.validation import check_datalist
+    from custom_components.ife.classes import IFE_CLASSES
 
     start = time.perf_counter()
     try:
         sections = args.sections or _default_sections(args.datalist)
-        report = check_datalist(args.datalist, task, sections, args.decode)
+        # the IFE bundle's nine classes: the one classification datalist the project knows
+        class_names = IFE_CLASSES if task == "classification" else None
+        report = check_datalist(args.datalist, task, sections, args.decode, class_names)
     except DatalistError as err:  # the file itself: missing, not UTF-8, not JSON, not an object
         print(f"error: {err}", file=sys.stderr)
         return 1

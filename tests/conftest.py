@@ -24,10 +24,13 @@ import pytest
 import torch
 
 # tests/bad_inputs.py, the corpus of bad and odd input files, is a helper that test modules in every folder import
-# (``import bad_inputs``), whatever pytest's import mode
+# (``import bad_inputs``), whatever pytest's import mode; scripts/bundle_runs.py is what the scripts share, imported
+# as the scripts import it (``import bundle_runs``)
 _TESTS = os.path.dirname(os.path.abspath(__file__))
-if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)
+_SCRIPTS = os.path.join(os.path.dirname(_TESTS), "scripts")
+for _folder in (_TESTS, _SCRIPTS):
+    if _folder not in sys.path:
+        sys.path.insert(0, _folder)
 
 
 def _own(handler: logging.Handler) -> bool:

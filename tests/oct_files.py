@@ -31,7 +31,7 @@ import struct
 import numpy as np
 from PIL import Image
 
-from custom_components.data.oct_volumes import DICOM_OCT_SOP_CLASS
+from custom_components.oct.volumes import DICOM_OCT_SOP_CLASS
 
 __all__ = ["write_dicom_oct", "write_heidelberg_vol", "write_heidelberg_xml", "write_topcon"]
 

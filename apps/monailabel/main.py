@@ -30,8 +30,8 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.utils.others.generic import strtobool
 
-from custom_components.bundle.recipe import CheckpointMismatchError, RecipeError
-from custom_components.transforms.ife_lanes import LaneLayoutError
+from custom_components.core.recipe import CheckpointMismatchError, RecipeError
+from custom_components.ife.lanes import LaneLayoutError
 from lib.configs.ife_multitask import IFEMultiTaskConfig
 from lib.configs.oct_fluid_seg import OCTFluidSegConfig
 from lib.datastore import CheckedLocalDatastore

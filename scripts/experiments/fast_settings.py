@@ -31,6 +31,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: bundle_runs, what the scripts share
+import bundle_runs  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 BUNDLES = {"ife": "ife_multitask", "oct": "oct_fluid_seg"}
 METRICS = {
@@ -44,18 +47,6 @@ def _settings(kind: str, cuda: bool, fast: bool, compile_: bool) -> dict:
     if not fast:
         return {"amp": False, "channels_last": False, ON_DEVICE[kind]: False, "compile": False}
     return {"amp": cuda, "channels_last": True, ON_DEVICE[kind]: cuda, "compile": compile_}
-
-
-def _machine(cuda: bool) -> str:
-    import os
-
-    import torch
-
-    from custom_components.utils.machine import cpu_name
-
-    cpu = cpu_name()
-    device = torch.cuda.get_device_name(0) if cuda else "CPU only"
-    return f"{device}; {cpu}, {os.cpu_count()} cores; torch {torch.__version__}"
 
 
 def _metric(report: dict, key: str) -> float:
@@ -76,8 +67,8 @@ def main() -> None:
 
     import torch
 
-    from custom_components.bundle.commands import CPU_DEMO_SETTINGS, FULL_DEMO_SETTINGS, train_and_evaluate
-    from custom_components.utils.atomic import write_json_atomic, write_text_atomic
+    from bundle_runs import CPU_DEMO_SETTINGS, FULL_DEMO_SETTINGS, train_and_evaluate
+    from custom_components.core.atomic import write_json_atomic, write_text_atomic
 
     started = time.time()
     cuda = torch.cuda.is_available()
@@ -87,10 +78,13 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     size = (FULL_DEMO_SETTINGS if args.paper_size else CPU_DEMO_SETTINGS)[args.kind]  # the README demo's sizes
     data = work / "data"
-    from custom_components.data import prepare_dataset
+    from custom_components.core.synthetic import prepare_dataset
+    from custom_components.ife.synthetic import synthesize_ife_dataset
+    from custom_components.oct.synthetic import synthesize_oct_dataset
 
     image_size = size.get("image_size", 224 if args.kind == "ife" else 512)
-    prepare_dataset(data, args.kind, size["synthetic_count"], args.seeds[0],
+    synthesize = synthesize_ife_dataset if args.kind == "ife" else synthesize_oct_dataset
+    prepare_dataset(data, synthesize, size["synthetic_count"], args.seeds[0],
                     None if args.kind == "ife" else [image_size, image_size])  # as train.json would, before timing
     common = {**size, "dataset_dir": str(data), "num_workers": args.num_workers}
 
@@ -108,7 +102,7 @@ def main() -> None:
 
     device = "gpu" if cuda else "cpu"
     result = {
-        "bundle": BUNDLES[args.kind], "machine": _machine(cuda), "seeds": args.seeds, "sizes": size,
+        "bundle": BUNDLES[args.kind], "machine": bundle_runs.machine(), "seeds": args.seeds, "sizes": size,
         "command": shlex.join([Path(sys.argv[0]).name] + sys.argv[1:]),
         "minutes": round((time.time() - started) / 60, 1),
         "runs": runs,

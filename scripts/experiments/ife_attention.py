@@ -8,7 +8,7 @@ Everything runs through the bundle's own commands (``python -m monai.bundle run`
 1. synthesize the gels once (``synthesis.json`` records every band's row and half-width);
 2. per setting and seed: ``train.json`` with the setting's overrides, then ``inference.json`` on the test split
    (figures off), which writes ``predictions.csv`` and ``attention_profiles.jsonl``;
-3. score each run with :func:`custom_components.metrics.attention.report_from_files` (peak in the band, the share a
+3. score each run with :func:`custom_components.ife.attention.report_from_files` (peak in the band, the share a
    fixed row would reach, contrast, saturated maps) and the test accuracy and macro F1 from ``predictions.csv``.
 
 A run whose ``result.json`` exists in ``--workdir`` is reused (delete its folder to train it again); one that
@@ -35,6 +35,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: bundle_runs, what the scripts share
+import bundle_runs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "ife_multitask"
@@ -64,13 +67,9 @@ DATA_SEED = 42
 MAPS = {"attention_severe": "severe (stage 4)", "attention_mild": "mild (stage 4)", "attention_shared": "shared (stage 3)"}
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
-
-
 def _classification(predictions: Path) -> dict:
-    from custom_components.ife_classes import label_to_index
-    from custom_components.metrics.ife import accuracy, confusion_matrix, macro_f1
+    from custom_components.ife.classes import label_to_index
+    from custom_components.ife.metrics import accuracy, confusion_matrix, macro_f1
 
     with open(predictions, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
@@ -82,11 +81,11 @@ def _classification(predictions: Path) -> dict:
 
 def run_one(setting: str, seed: int, data: Path, workdir: Path, sizes: dict) -> dict:
     """Train and infer one setting with one seed (or reuse the result of an earlier run)."""
-    from custom_components.bundle.commands import bundle_run_command, run_logged
-    from custom_components.metrics.attention import report_from_files
-    from custom_components.utils.atomic import write_json_atomic
+    from bundle_runs import bundle_run_command, run_logged
+    from custom_components.ife.attention import report_from_files
+    from custom_components.core.atomic import write_json_atomic
 
-    root = workdir / _slug(setting) / f"seed{seed}"
+    root = workdir / bundle_runs.slug(setting) / f"seed{seed}"
     result_file = root / "result.json"
     if result_file.is_file():
         return json.loads(result_file.read_text())
@@ -114,20 +113,15 @@ def run_one(setting: str, seed: int, data: Path, workdir: Path, sizes: dict) -> 
     return result
 
 
-def _mean_std(values: list) -> tuple[float, float] | None:
-    values = [v for v in values if v is not None]
-    return (float(np.mean(values)), float(np.std(values))) if values else None
-
-
 def summarise(results: dict[str, list[dict]]) -> dict:
     """Mean and standard deviation over seeds of every number, per setting."""
     summary = {}
     for setting, runs in results.items():
-        entry = {k: _mean_std([r[k] for r in runs]) for k in ("accuracy", "macro_f1", "train_s")}
+        entry = {k: bundle_runs.mean_std([r[k] for r in runs]) for k in ("accuracy", "macro_f1", "train_s")}
         for key in MAPS:
             maps = [r["maps"][key] for r in runs if key in r["maps"]]
             entry[key] = {
-                k: _mean_std([m[k] for m in maps])
+                k: bundle_runs.mean_std([m[k] for m in maps])
                 for k in ("peak_in_band_share", "fixed_row_share", "contrast_positive", "contrast_negative",
                           "saturated", "median_peak_offset")
             }  # fmt: skip
@@ -190,25 +184,13 @@ def markdown(summary: dict, meta: dict) -> str:
 
 
 def figure(setting: str, workdir: Path, data: Path, path: Path) -> None:
-    from custom_components.metrics.attention import report_from_files
-    from custom_components.visualize.ife import plot_attention_alignment
+    from custom_components.ife.attention import report_from_files
+    from custom_components.ife.figures import plot_attention_alignment
 
-    profiles = workdir / _slug(setting) / "seed0" / "inference" / "attention_profiles.jsonl"
+    profiles = workdir / bundle_runs.slug(setting) / "seed0" / "inference" / "attention_profiles.jsonl"
     if profiles.is_file():
         report, records = report_from_files(profiles, data / "synthesis.json")
         plot_attention_alignment({MAPS.get(k, k): v for k, v in records.items() if k in MAPS}, path, title=setting)
-
-
-def _machine() -> str:
-    import torch
-
-    from custom_components.utils.machine import cpu_name
-
-    cpu = cpu_name()
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    import os
-
-    return f"{os.cpu_count()}-core {cpu}, {device}, torch {torch.__version__}"
 
 
 def main() -> None:
@@ -224,18 +206,19 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from custom_components.data.synthetic.prepare import prepare_dataset
-    from custom_components.utils.atomic import write_json_atomic, write_text_atomic
+    from custom_components.core.synthetic import prepare_dataset
+    from custom_components.ife.synthetic import synthesize_ife_dataset
+    from custom_components.core.atomic import write_json_atomic, write_text_atomic
 
     sizes = {**DEMO, "max_epochs": args.epochs, "synthetic_count": args.count}
     start = time.time()
     workdir = args.workdir.resolve()
     data = workdir / "data"
-    prepare_dataset(data, "ife", args.count, DATA_SEED)
+    prepare_dataset(data, synthesize_ife_dataset, args.count, DATA_SEED)
     results: dict[str, list[dict]] = {}
     for setting in args.settings:
         for seed in args.seeds:
-            done = workdir / _slug(setting) / f"seed{seed}" / "result.json"
+            done = workdir / bundle_runs.slug(setting) / f"seed{seed}" / "result.json"
             if args.summary_only and not done.is_file():
                 continue
             result = run_one(setting, seed, data, workdir, sizes)
@@ -252,7 +235,7 @@ def main() -> None:
     summary = summarise(results)
     first = next(iter(results.values()))[0]["maps"]["attention_severe"]
     meta = {
-        "machine": _machine(),
+        "machine": bundle_runs.machine(),
         "command": shlex.join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
         "minutes": (time.time() - start) / 60,
         "summary_only": args.summary_only,
@@ -266,7 +249,7 @@ def main() -> None:
     write_json_atomic(report, args.output_dir / "ife_attention.json", indent=1)
     write_text_atomic(markdown(summary, meta), args.output_dir / "ife_attention.md")
     for setting in results:
-        figure(setting, workdir, data, args.output_dir / f"ife_attention_{_slug(setting)}.png")
+        figure(setting, workdir, data, args.output_dir / f"ife_attention_{bundle_runs.slug(setting)}.png")
     print(f"wrote {args.output_dir / 'ife_attention.md'} in {meta['minutes']:.0f} min")
 
 

@@ -4,7 +4,7 @@ laid out like real scans and on gels of one clean style; with the calibration an
 point that training fits on the validation split.
 
 The paper trains on the raw image end to end and argues that manual preprocessing hurts on noisy real gels. The
-bundle's lane-layout normalisation (``lane_layout``, :class:`~custom_components.transforms.ife_lanes.NormaliseLaneLayoutd`)
+bundle's lane-layout normalisation (``lane_layout``, :class:`~custom_components.ife.lanes.NormaliseLaneLayoutd`)
 finds the six lanes in the image itself and resamples them side by side, albumin at the bottom. Two data sets:
 
 - ``real``: the scanner look of the published gels, all options drawn per image (``style="mixed"``: header strip,
@@ -34,6 +34,9 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: bundle_runs, what the scripts share
+import bundle_runs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "ife_multitask"
@@ -65,9 +68,9 @@ def _value(report: dict, path: tuple[str, ...]) -> float | None:
 
 def _write_dataset(folder: Path, kind: str, count: int, seed: int, image_size: tuple[int, int]) -> Path:
     """One data set; ``real`` is two halves of opposite orientation under one datalist (paths relative to it)."""
-    from custom_components.data.datalist import DATALIST_NAME
-    from custom_components.data.synthetic.ife import synthesize_ife_dataset
-    from custom_components.utils.atomic import write_json_atomic
+    from custom_components.core.datalist import DATALIST_NAME
+    from custom_components.ife.synthetic import synthesize_ife_dataset
+    from custom_components.core.atomic import write_json_atomic
 
     if (folder / DATALIST_NAME).exists():
         return folder / DATALIST_NAME
@@ -84,17 +87,6 @@ def _write_dataset(folder: Path, kind: str, count: int, seed: int, image_size: t
             )
     write_json_atomic(merged, folder / DATALIST_NAME)
     return folder / DATALIST_NAME
-
-
-def _machine() -> str:
-    import os
-
-    import torch
-
-    from custom_components.utils.machine import cpu_name
-
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
-    return f"{device}; {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}"
 
 
 def _table(result: dict) -> list[str]:
@@ -131,8 +123,8 @@ def main() -> None:
 
     import torch
 
-    from custom_components.bundle.commands import train_and_evaluate
-    from custom_components.utils.atomic import write_json_atomic, write_text_atomic
+    from bundle_runs import train_and_evaluate
+    from custom_components.core.atomic import write_json_atomic, write_text_atomic
 
     started = time.time()
     work = args.workdir.resolve()
@@ -143,7 +135,7 @@ def main() -> None:
     common = {"image_size": args.image_size, "max_epochs": args.max_epochs, "warmup_epochs": 1,
               "batch_size": args.batch_size, "num_workers": args.num_workers}  # fmt: skip
     result: dict = {
-        "bundle": BUNDLE.name, "machine": _machine(), "seeds": args.seeds,
+        "bundle": BUNDLE.name, "machine": bundle_runs.machine(), "seeds": args.seeds,
         "sizes": {"gels_per_data_set": args.count, "gel_size": args.gel_size, **common},
         "command": shlex.join([Path(sys.argv[0]).name] + sys.argv[1:]), "runs": {},
     }  # fmt: skip

@@ -11,9 +11,9 @@ Every run is the bundle's own commands (``python -m monai.bundle run``), as a us
 2. per setting and seed: ``train.json`` (+ ``baseline.json`` for the 9-class network), which selects the checkpoint
    on the validation split (the authors selected on their test set: this protocol differs, and is the sound one);
 3. ``inference.json`` on the test split: ``predictions.csv`` gives accuracy, macro F1, FNR, M1-Acc and M3-Acc
-   (:func:`custom_components.metrics.ife.compute_ife_metrics`, the rarest classes counted on the training split, as
+   (:func:`custom_components.ife.metrics.compute_ife_metrics`, the rarest classes counted on the training split, as
    ``evaluate.json`` counts them) and ``attention_profiles.jsonl`` the Fig. 3 analysis
-   (:func:`custom_components.metrics.attention.report_from_files`).
+   (:func:`custom_components.ife.attention.report_from_files`).
 
 The regularised settings use the paper's regularisers at the authors' scale (``configs/paper_attention.json``);
 ``"multi-task, this bundle's default"`` (the class-evidence target, ``configs/train.json``) is available with
@@ -43,8 +43,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ife_attention import EVIDENCE, PAPER, _machine, _mean_std, _slug  # noqa: E402  (the sibling experiment's)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling experiments
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: bundle_runs, what the scripts share
+import bundle_runs  # noqa: E402
+from ife_attention import EVIDENCE, PAPER  # noqa: E402  (the attention settings of the sibling experiment)
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "ife_multitask"
@@ -82,8 +84,8 @@ def minority_classes(data: Path) -> list[str]:
     """The three rarest classes, rarest first: by the generator's class mix when ``synthesis.json`` records it
     (topping every class up to ``min_per_class`` ties the training counts, and a tie-break by class index would pick
     them), else by the training split's counts, as ``evaluate.json`` ranks them."""
-    from custom_components.ife_classes import IFE_CLASSES
-    from custom_components.metrics.ife import minority_classes_from_labels
+    from custom_components.ife.classes import IFE_CLASSES
+    from custom_components.ife.metrics import minority_classes_from_labels
 
     synthesis = data / "synthesis.json"
     fractions = json.loads(synthesis.read_text()).get("class_fractions") if synthesis.is_file() else None
@@ -95,8 +97,8 @@ def minority_classes(data: Path) -> list[str]:
 
 def classification(predictions: Path, minority: list[str]) -> dict:
     """Test-split metrics of one inference run, as ``evaluate.json`` computes them (M1/M3 over ``minority``)."""
-    from custom_components.ife_classes import label_to_index
-    from custom_components.metrics.ife import compute_ife_metrics, confusion_matrix
+    from custom_components.ife.classes import label_to_index
+    from custom_components.ife.metrics import compute_ife_metrics, confusion_matrix
 
     with open(predictions, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
@@ -110,11 +112,11 @@ def classification(predictions: Path, minority: list[str]) -> dict:
 
 def run_one(setting: str, seed: int, data: Path, workdir: Path, sizes: dict) -> dict:
     """Train and infer one setting with one seed (or reuse the result of an earlier run)."""
-    from custom_components.bundle.commands import bundle_run_command, run_logged
-    from custom_components.metrics.attention import report_from_files
-    from custom_components.utils.atomic import write_json_atomic
+    from bundle_runs import bundle_run_command, run_logged
+    from custom_components.ife.attention import report_from_files
+    from custom_components.core.atomic import write_json_atomic
 
-    root = workdir / _slug(setting) / f"seed{seed}"
+    root = workdir / bundle_runs.slug(setting) / f"seed{seed}"
     configs, overrides = SETTINGS[setting]
     common = {"bundle_root": root, "dataset_dir": data, "num_workers": sizes["num_workers"], **overrides}
     train = {**common, **{k: v for k, v in sizes.items() if k != "num_workers"}, "seed": seed}
@@ -145,10 +147,10 @@ def run_one(setting: str, seed: int, data: Path, workdir: Path, sizes: dict) -> 
 def summarise(results: dict[str, list[dict]]) -> dict:
     summary = {}
     for setting, runs in results.items():
-        entry = {key: _mean_std([r[key] for r in runs]) for key in [*METRICS, "train_s"]}
+        entry = {key: bundle_runs.mean_std([r[key] for r in runs]) for key in [*METRICS, "train_s"]}
         entry["attention"] = {
             key: {
-                stat: _mean_std([r["attention"][key][stat] for r in runs if key in r["attention"]])
+                stat: bundle_runs.mean_std([r["attention"][key][stat] for r in runs if key in r["attention"]])
                 for stat in ("peak_in_band_share", "fixed_row_share", "contrast_positive", "contrast_negative")
             }
             for key in MAPS
@@ -234,7 +236,7 @@ def figure(summary: dict, records: dict | None, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from custom_components.visualize.ife import _save_figure
+    from custom_components.ife.figures import _save_figure
 
     fig, ax = plt.subplots(figsize=(12, 4.5))
     width = 0.8 / len(summary)
@@ -251,7 +253,7 @@ def figure(summary: dict, records: dict | None, path: Path) -> None:
     _save_figure(fig, path, bbox_inches="tight")
     plt.close(fig)
     if records:
-        from custom_components.visualize.ife import plot_attention_alignment
+        from custom_components.ife.figures import plot_attention_alignment
 
         alignment = path.with_name(path.stem + "_attention.png")
         plot_attention_alignment(records, alignment, title="multi-task, both regularisers (the paper), first seed")
@@ -283,9 +285,9 @@ def main() -> None:
 
     import torch
 
-    from custom_components.bundle.commands import run_logged
-    from custom_components.metrics.attention import report_from_files
-    from custom_components.utils.atomic import write_json_atomic, write_text_atomic
+    from bundle_runs import run_logged
+    from custom_components.ife.attention import report_from_files
+    from custom_components.core.atomic import write_json_atomic, write_text_atomic
 
     start = time.time()
     device = "gpu" if torch.cuda.is_available() else "cpu"
@@ -313,11 +315,11 @@ def main() -> None:
                                          "lane_layout")}  # fmt: skip
     results: dict[str, list[dict]] = {}
     meta = {
-        "device": device, "machine": _machine(), "data_seed": args.data_seed, "seeds": args.seeds, "sizes": sizes,
+        "device": device, "machine": bundle_runs.machine(), "data_seed": args.data_seed, "seeds": args.seeds, "sizes": sizes,
         "command": shlex.join(["python", "scripts/experiments/ife_paper_tables.py", *sys.argv[1:]]),
         "test_support": {},
     }  # fmt: skip
-    from custom_components.ife_classes import IFE_CLASSES
+    from custom_components.ife.classes import IFE_CLASSES
 
     testing = [entry["label"] for entry in json.loads((data / "datalist.json").read_text())["testing"]]
     meta["test_support"] = {name: testing.count(name) for name in IFE_CLASSES}
@@ -334,7 +336,7 @@ def main() -> None:
             write_json_atomic({"meta": meta, "summary": summary, "runs": results},
                               args.output_dir / f"{stem}.json", indent=1)  # fmt: skip
     write_text_atomic(markdown(summary, meta), args.output_dir / f"{stem}.md")
-    paper_run = workdir / _slug("multi-task, both (the paper)") / f"seed{args.seeds[0]}" / "inference"
+    paper_run = workdir / bundle_runs.slug("multi-task, both (the paper)") / f"seed{args.seeds[0]}" / "inference"
     records = None
     if (paper_run / "attention_profiles.jsonl").is_file():
         _, joined = report_from_files(paper_run / "attention_profiles.jsonl", data / "synthesis.json")

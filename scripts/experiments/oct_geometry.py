@@ -42,6 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: bundle_runs, what the scripts share
+import bundle_runs  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "oct_fluid_seg"
 GEOMETRIES = ("resize", "native")
@@ -49,7 +52,7 @@ MIXED = "resize-trained, native tiling (before 0.3.0)"
 
 
 def _bundle(configs: list[str], overrides: dict, log: Path) -> None:
-    from custom_components.bundle.commands import bundle_run_command, run_logged
+    from bundle_runs import bundle_run_command, run_logged
 
     run_logged(bundle_run_command(BUNDLE, configs, overrides), log)
 
@@ -58,7 +61,7 @@ def _resized_copy(data: Path, testing: list[dict], training: list[dict], folder:
     """The test scans (and masks) resized to ``size`` (rows, columns), with a datalist of their own."""
     from PIL import Image
 
-    from custom_components.utils.atomic import save_atomic, write_json_atomic
+    from custom_components.core.atomic import save_atomic, write_json_atomic
 
     entries = []
     for entry in testing:
@@ -127,15 +130,6 @@ def _time_inference(bundle_root: Path, images: list[str], repeats: int = 2) -> f
     return (time.perf_counter() - start) / (repeats * len(scans))
 
 
-def _machine() -> str:
-    import os
-
-    from custom_components.utils.machine import cpu_name
-
-    model = cpu_name()
-    return f"{model}, {os.cpu_count()} cores, CPU only, torch {__import__('torch').__version__}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=REPO / "outputs" / "experiments" / "oct_geometry")
@@ -154,8 +148,8 @@ def main() -> None:
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
 
-    from custom_components.data.synthetic.oct import synthesize_oct_dataset
-    from custom_components.utils.atomic import save_atomic, write_json_atomic, write_text_atomic
+    from custom_components.oct.synthetic import synthesize_oct_dataset
+    from custom_components.core.atomic import save_atomic, write_json_atomic, write_text_atomic
 
     data = work / "data"
     if not (data / "datalist.json").is_file():
@@ -211,7 +205,7 @@ def main() -> None:
 
     report = {
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-        "machine": _machine(),
+        "machine": bundle_runs.machine(),
         "minutes": round((time.time() - started) / 60, 1),
         "settings": {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "results": results,

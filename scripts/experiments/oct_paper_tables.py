@@ -43,8 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ife_attention import _machine, _slug  # noqa: E402  (the sibling experiment's machine line and folder names)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: bundle_runs, what the scripts share
+import bundle_runs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "oct_fluid_seg"
@@ -90,8 +90,8 @@ def write_noisy_copy(clean: Path, noisy: Path, sigma: float, seed: int) -> None:
     from monai.data import MetaTensor
     from PIL import Image
 
-    from custom_components.transforms.oct import SeededGaussianNoised
-    from custom_components.utils.atomic import write_json_atomic
+    from custom_components.oct.transforms import SeededGaussianNoised
+    from custom_components.core.atomic import write_json_atomic
 
     record = {"sigma": sigma, "seed": seed, "clean": str(clean)}
     if (noisy / "datalist.json").is_file():
@@ -113,9 +113,9 @@ def write_noisy_copy(clean: Path, noisy: Path, sigma: float, seed: int) -> None:
 
 def cross_validate(name: str, spec: dict, data: Path, workdir: Path, args: argparse.Namespace) -> dict:
     """One configuration's cross-validation (or the finished one of an earlier invocation)."""
-    from custom_components.bundle.commands import run_logged
+    from bundle_runs import run_logged
 
-    out = workdir / _slug(name)
+    out = workdir / bundle_runs.slug(name)
     result = out / "cross_validation.json"
     overrides = {"loss_name": spec["loss"], "filters": "[" + ",".join(map(str, args.filters)) + "]",
                  "learning_rate": str(args.learning_rate), "batch_size": str(args.batch_size),
@@ -166,7 +166,7 @@ def plot_curves(groups: dict[str, dict[str, dict[str, np.ndarray]]], path: Path)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from custom_components.visualize.ife import _save_figure
+    from custom_components.ife.figures import _save_figure
 
     fig, axes = plt.subplots(len(groups), 2, figsize=(12, 3.6 * len(groups)), squeeze=False, layout="constrained")
     for row, (title, series) in enumerate(groups.items()):
@@ -284,8 +284,8 @@ def main() -> None:
 
     import torch
 
-    from custom_components.bundle.commands import run_logged
-    from custom_components.utils.atomic import write_json_atomic, write_text_atomic
+    from bundle_runs import run_logged
+    from custom_components.core.atomic import write_json_atomic, write_text_atomic
 
     start = time.time()
     device = "gpu" if torch.cuda.is_available() else "cpu"
@@ -304,7 +304,7 @@ def main() -> None:
     write_noisy_copy(data["clean"], data["noisy"], NOISE_SIGMA, args.noise_seed)
     datalist = json.loads((data["clean"] / "datalist.json").read_text())
     meta = {
-        "device": device, "machine": _machine(), "seed": args.seed,
+        "device": device, "machine": bundle_runs.machine(), "seed": args.seed,
         "command": shlex.join(["python", "scripts/experiments/oct_paper_tables.py", *sys.argv[1:]]),
         "pool": len(datalist["training"]) + len(datalist["validation"]),
         "sizes": {k: getattr(args, k) for k in ("count", "image_size", "filters", "max_epochs", "learning_rate",
@@ -327,7 +327,7 @@ def main() -> None:
         write_json_atomic({"meta": meta, "results": results, "per_fold": {n: s["per_fold"] for n, s in summaries.items()}},
                           args.output_dir / f"oct_paper_tables_{device}.json", indent=1)  # fmt: skip
     write_text_atomic(markdown(results, meta), args.output_dir / f"oct_paper_tables_{device}.md")
-    folder = {name: workdir / _slug(name) for name in results}
+    folder = {name: workdir / bundle_runs.slug(name) for name in results}
     groups = {
         "Table 1 (Dice loss, clean)": {n.split(",")[0]: curves(folder[n]) for n in results if n.endswith("dice, clean")},
         "Table 3 (TransUNet, clean)": {LOSSES[n.split(", ")[1]]: curves(folder[n]) for n in results

@@ -23,10 +23,10 @@ import pytest
 from monai.bundle import ConfigWorkflow
 from PIL import Image
 
-from custom_components.data import inputs
-from custom_components.data.datalist import DatalistError
-from custom_components.data.image_files import printable_path
-from custom_components.ife_classes import IFE_CLASSES
+from custom_components.core import inputs
+from custom_components.core.datalist import DatalistError
+from custom_components.core.image_files import printable_path
+from custom_components.ife.classes import IFE_CLASSES
 
 # screening opens the corpus's 12000 x 12000 header with Pillow, which warns (before screening refuses it)
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")]

@@ -26,11 +26,11 @@ import torch
 from monai.bundle import ConfigWorkflow, ckpt_export, verify_net_in_out
 from PIL import Image
 
-from custom_components.bundle.calibration import read_calibration, weights_sha256
-from custom_components.data.synthetic.ife import render_gel
-from custom_components.ife_classes import IFE_CLASSES
-from custom_components.ife_referral import REFER_REASONS
-from custom_components.metrics.calibration import temper_probabilities
+from custom_components.ife.calibration.record import read_calibration, weights_sha256
+from custom_components.ife.synthetic import render_gel
+from custom_components.ife.classes import IFE_CLASSES
+from custom_components.ife.referral import REFER_REASONS
+from custom_components.ife.calibration.temperature import temper_probabilities
 
 pytestmark = pytest.mark.slow
 
@@ -103,7 +103,7 @@ def test_train_outputs(trained):
     assert recipe["settings"] == {
         "image_size": 64, "channels": NARROW, "stage4_row_stride": 1, "lane_layout": True, "lane_orientation": "albumin_bottom"
     }
-    assert recipe["network"] == "custom_components.networks.ife_resnet.MultiTaskIFEResNet"
+    assert recipe["network"] == "custom_components.ife.networks.MultiTaskIFEResNet"
     state = torch.load(root / "models" / "checkpoint.pt", weights_only=True)
     assert set(state) == {"model", "optimizer", "lr_scheduler", "trainer", "best_model", "random_states", "grad_scaler"}
     iterations_per_epoch = state["trainer"]["epoch_length"]
@@ -181,7 +181,7 @@ def test_evaluate_writes_metrics(trained, tmp_path):
     truth = np.bincount([IFE_CLASSES.index(e["label"]) for e in testing], minlength=9)
     assert cm.sum(axis=1).tolist() == truth.tolist()  # one row per test gel, in its true class
     assert report["support"] == dict(zip(IFE_CLASSES, truth.tolist()))
-    # the summary numbers are those of the matrix (definitions in custom_components/metrics/ife.py)
+    # the summary numbers are those of the matrix (definitions in custom_components/ife/metrics.py)
     tp, predicted = np.diag(cm), cm.sum(axis=0)
     assert report["accuracy"] == pytest.approx(tp.sum() / len(testing))
     seen = (truth + predicted) > 0
@@ -245,7 +245,7 @@ def test_inference_writes_predictions_and_figures(trained, tmp_path):
         "attention_severe": (16, 4), "attention_mild": (16, 4), "attention_shared": (16, 4)
     }  # fmt: skip
     # the report joins them with the generator's band rows
-    from custom_components.metrics.attention import report_from_files
+    from custom_components.ife.attention import report_from_files
 
     report, _ = report_from_files(out / "attention_profiles.jsonl", trained["dataset_dir"] / "synthesis.json")
     assert report["gels"] == len(testing) and report["unmatched"] == 0
@@ -310,7 +310,7 @@ def test_lane_layout_normalisation_trains_evaluates_and_infers_and_travels_with_
     """Gels of the real scanners' look (headers, frames, margins, uneven lanes), albumin at the top: trained,
     evaluated and segmented with ``lane_layout`` on and the orientation found per gel; the recipe records the
     layout, so evaluation and inference normalise too, and a run that turns it off is refused."""
-    from custom_components.data.synthetic.ife import synthesize_ife_dataset
+    from custom_components.ife.synthetic import synthesize_ife_dataset
 
     data = tmp_path / "data"
     synthesize_ife_dataset(data, 40, seed=3, image_size=(120, 180), orientation="albumin_top", style="real")
@@ -419,7 +419,7 @@ def test_baseline_override(trained, tmp_path):
     with pytest.raises(Exception) as info:
         workflow.initialize()
     chain = _error_messages(info.value)
-    assert any("holds a custom_components.networks.ife_resnet.IFEResNet" in m and "baseline.json" in m for m in chain)
+    assert any("holds a custom_components.ife.networks.IFEResNet" in m and "baseline.json" in m for m in chain)
 
 
 @pytest.mark.parametrize(

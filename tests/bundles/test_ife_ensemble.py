@@ -21,12 +21,12 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from custom_components.bundle.calibration import write_calibration
-from custom_components.bundle.recipe import write_recipe
-from custom_components.data.synthetic.ife import synthesize_ife_dataset
-from custom_components.ife_classes import IFE_CLASSES
-from custom_components.ife_referral import LOW_CONFIDENCE, refer_decisions
-from custom_components.networks.ife_resnet import MultiTaskIFEResNet
+from custom_components.ife.calibration.record import write_calibration
+from custom_components.core.recipe import write_recipe
+from custom_components.ife.synthetic import synthesize_ife_dataset
+from custom_components.ife.classes import IFE_CLASSES
+from custom_components.ife.referral import LOW_CONFIDENCE, refer_decisions
+from custom_components.ife.networks import MultiTaskIFEResNet
 
 pytestmark = pytest.mark.slow
 

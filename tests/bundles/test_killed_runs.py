@@ -12,7 +12,7 @@ What may be incomplete, and why that is acceptable:
 - ``<name>.partial``: a stream written as rows come (predictions, measurements, attention profiles) and renamed to
   ``<name>`` only when the run completes; its name tells any reader that it is not a result.
 - ``.<name>.<12 hex digits>.tmp<ending>``: the temporary file of
-  :func:`~custom_components.utils.atomic.save_atomic`, killed before its rename; hidden, and never under a name a
+  :func:`~custom_components.core.atomic.save_atomic`, killed before its rename; hidden, and never under a name a
   reader looks for.
 - TensorBoard event files: logs by nature, read as far as they go.
 
@@ -31,7 +31,7 @@ confusion figure, OCT 2 of 3 on a torn mask or overlay). The draws are seeded (2
 
 The runs are forked from one interpreter that has imported torch, MONAI and ``custom_components`` once (a
 ``forkserver`` with those modules preloaded) and then execute ``monai.bundle``'s ``__main__`` with the command line
-of :func:`~custom_components.bundle.commands.bundle_run_command`, exactly what ``python -m monai.bundle run ...``
+of :func:`~bundle_runs.bundle_run_command`, exactly what ``python -m monai.bundle run ...``
 executes; a fresh interpreter would spend about 20 s per run importing, 10 runs here. About 45 s in all on a 2-core
 CPU (the first run waits for the imports).
 """
@@ -59,8 +59,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from custom_components.bundle.commands import bundle_run_command
-from custom_components.data.synthetic.oct import render_bscan
+from bundle_runs import bundle_run_command
+from custom_components.oct.synthetic import render_bscan
 
 pytestmark = pytest.mark.slow
 
@@ -75,11 +75,11 @@ SETTINGS = {
 PRELOAD = [
     "torch", "monai.bundle.scripts", "monai.handlers", "monai.transforms", "monai.networks.nets", "ignite.engine",
     "fire", "nibabel", "scipy.ndimage", "matplotlib.figure", "matplotlib.backends.backend_agg",
-    "custom_components.data", "custom_components.bundle", "custom_components.handlers.ife", "custom_components.handlers.oct",
-    "custom_components.handlers.training", "custom_components.networks.ife_resnet",
-    "custom_components.networks.transunet", "custom_components.losses.ife_multitask",
-    "custom_components.losses.fluid_seg", "custom_components.metrics.ife", "custom_components.transforms.oct",
-    "custom_components.inferers.bscan",
+    "custom_components.data", "custom_components.bundle", "custom_components.ife.handlers", "custom_components.oct.handlers",
+    "custom_components.core.training", "custom_components.ife.networks",
+    "custom_components.oct.transunet", "custom_components.ife.losses",
+    "custom_components.oct.losses", "custom_components.ife.metrics", "custom_components.oct.transforms",
+    "custom_components.oct.inferer",
 ]  # fmt: skip
 #: the temporary file of save_atomic: hidden, the target's name, 12 hex digits, ".tmp", the target's ending
 ATOMIC_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp(\..+)?$")

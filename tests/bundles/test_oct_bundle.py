@@ -34,9 +34,9 @@ from monai.bundle import ConfigWorkflow, ckpt_export, verify_net_in_out
 from oct_files import write_dicom_oct, write_heidelberg_vol, write_heidelberg_xml, write_topcon
 from PIL import Image
 
-from custom_components.bundle.recipe import CheckpointMismatchError, RecipeMismatchError
-from custom_components.data.datalist import DatalistError
-from custom_components.data.synthetic.oct import render_bscan
+from custom_components.core.recipe import CheckpointMismatchError, RecipeMismatchError
+from custom_components.core.datalist import DatalistError
+from custom_components.oct.synthetic import render_bscan
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +91,7 @@ def test_train_writes_best_model_its_recipe_and_resumable_state(trained):
     model = torch.load(root / "models" / "model.pt", weights_only=True)
     assert "pos_embed" in model  # a bare TransUNet state_dict, the zoo's way
     recipe = json.loads((root / "models" / "model.recipe.json").read_text())
-    assert recipe["network"] == "custom_components.networks.transunet.TransUNet"
+    assert recipe["network"] == "custom_components.oct.transunet.TransUNet"
     assert recipe["settings"] == {
         "image_size": 48, "geometry": "resize", "filters": NARROW, "patch_size": 1, "embed_dim": 96, "training_aspect": 1.0,
     }  # fmt: skip

@@ -25,12 +25,14 @@ import torch
 from monai.bundle import ConfigWorkflow, ckpt_export
 from PIL import Image
 
-from custom_components.bundle.recipe import write_recipe
-from custom_components.data.synthetic.ife import render_gel
-from custom_components.data.synthetic.oct import render_bscan
-from custom_components.handlers.ife import PREDICTION_COLUMNS
-from custom_components.ife_classes import IFE_CLASSES
-from custom_components.networks import MultiTaskIFEResNet, OnnxRuntimeNetwork, TransUNet
+from custom_components.core.recipe import write_recipe
+from custom_components.ife.synthetic import render_gel
+from custom_components.oct.synthetic import render_bscan
+from custom_components.ife.handlers import PREDICTION_COLUMNS
+from custom_components.ife.classes import IFE_CLASSES
+from custom_components.core.onnx import OnnxRuntimeNetwork
+from custom_components.ife.networks import MultiTaskIFEResNet
+from custom_components.oct.transunet import TransUNet
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

@@ -23,8 +23,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from custom_components.bundle.commands import bundle_run_command
-from custom_components.data import prepare_dataset
+from bundle_runs import bundle_run_command
+from custom_components.core.synthetic import prepare_dataset
+from custom_components.ife.synthetic import synthesize_ife_dataset
+from custom_components.oct.synthetic import synthesize_oct_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -83,9 +85,9 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_result(bundle, tmp_
     dataset, settings = tmp_path / "data", SETTINGS[bundle]
     # the synthetic set the bundle would generate, written once here rather than by two runs at the same time
     if bundle == "ife_multitask":
-        prepare_dataset(dataset, "ife", settings["synthetic_count"], settings["seed"])
+        prepare_dataset(dataset, synthesize_ife_dataset, settings["synthetic_count"], settings["seed"])
     else:
-        prepare_dataset(dataset, "oct", settings["synthetic_count"], settings["seed"], [settings["image_size"]] * 2)
+        prepare_dataset(dataset, synthesize_oct_dataset, settings["synthetic_count"], settings["seed"], [settings["image_size"]] * 2)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     with ThreadPoolExecutor(2) as pool:  # two single-threaded processes on two cores
         uninterrupted = pool.submit(_train, bundle, whole, dataset, extra)

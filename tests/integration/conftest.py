@@ -32,9 +32,9 @@ import pytest
 import requests
 from PIL import Image
 
-from custom_components.data.synthetic.ife import render_gel
-from custom_components.data.synthetic.oct import render_bscan
-from custom_components.ife_classes import IFE_CLASSES, MILD_CLASSES, SEVERE_CLASSES
+from custom_components.ife.synthetic import render_gel
+from custom_components.oct.synthetic import render_bscan
+from custom_components.ife.classes import IFE_CLASSES, MILD_CLASSES, SEVERE_CLASSES
 
 REPO = Path(__file__).resolve().parents[2]
 APP_DIR = REPO / "apps" / "monailabel"

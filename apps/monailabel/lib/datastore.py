@@ -10,7 +10,7 @@ from fastapi import HTTPException
 from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 
-from custom_components.data.image_files import printable_path
+from custom_components.core.image_files import printable_path
 from lib.validation import (
     IMAGE_EXTENSIONS,
     LABEL_JSON_EXTENSION,

@@ -20,9 +20,9 @@ import numpy as np
 from fastapi import HTTPException
 from PIL import Image
 
-from custom_components.data.image_files import IMAGE_EXTENSIONS, image_shape, screen_image_file
-from custom_components.data.validation import mask_value_problem
-from custom_components.ife_classes import IFE_CLASSES
+from custom_components.core.image_files import IMAGE_EXTENSIONS, image_shape, screen_image_file
+from custom_components.core.validation import mask_value_problem
+from custom_components.ife.classes import IFE_CLASSES
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -96,7 +96,7 @@ def is_server_upload(path: str) -> bool:
 def read_image_size(path: str, what: str = "image") -> tuple[int, int]:
     """Screen a 2D image file the way the bundles' inputs are screened, decode it completely, and return its size.
 
-    The project's :func:`~custom_components.data.image_files.screen_image_file` refuses, before anything reaches
+    The project's :func:`~custom_components.core.image_files.screen_image_file` refuses, before anything reaches
     a model: a type other than :data:`IMAGE_EXTENSIONS` (by name; the content picks the decoder), an empty,
     truncated or undecodable file, a side under 8 pixels (a 1 x 1 placeholder) and, from the header alone, more
     than 50 megapixels. Pillow itself only refuses over twice its own limit (179 megapixels): a PNG of a few

@@ -12,7 +12,7 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 from monailabel.tasks.infer.bundle import BundleInferTask
 from monailabel.utils.others.generic import strtobool
 
-from custom_components.bundle.recipe import mismatch_error, read_recipe
+from custom_components.core.recipe import mismatch_error, read_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class LocalBundleInferTask(BundleInferTask):
     whatever overrides training used; when training replaces the checkpoint with one of another recipe, the bundle
     config and the network are built again before the next request (and once more when the weights arrive before
     their recipe). A checkpoint that still does not fit gets
-    :class:`~custom_components.bundle.recipe.CheckpointMismatchError` naming the first mismatched layer (answered
+    :class:`~custom_components.core.recipe.CheckpointMismatchError` naming the first mismatched layer (answered
     with its message, see ``main.py``).
 
     Args:

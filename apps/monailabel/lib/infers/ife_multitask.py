@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from monailabel.interfaces.tasks.infer_v2 import InferType
 
-from custom_components.bundle.calibration import read_calibration
-from custom_components.ife_referral import refer_decisions
-from custom_components.networks.ife_resnet import ForwardHeads
-from custom_components.ife_classes import (
+from custom_components.ife.calibration.record import read_calibration
+from custom_components.ife.referral import refer_decisions
+from custom_components.ife.networks import ForwardHeads
+from custom_components.ife.classes import (
     IFE_CLASSES,
     MILD_CLASSES,
     SEVERE_CLASSES,
@@ -69,7 +69,7 @@ def ife_result(
 
     Args:
         heads: ``forward_heads`` output for ONE image (no batch dimension), through
-            :class:`~custom_components.networks.ife_resnet.ForwardHeads` with the calibration's temperatures when
+            :class:`~custom_components.ife.networks.ForwardHeads` with the calibration's temperatures when
             there is one (then ``probabilities`` are calibrated): ``probabilities`` (9,), and either the
             multi-task heads ``severe_logits`` (4,), ``mild_logits`` (3,), ``attention_severe`` (R,),
             ``attention_mild`` (R,), or the 9-class baseline's ``logits`` (9,) and ``attention`` (R,). R = rows of
@@ -82,8 +82,8 @@ def ife_result(
         ``probabilities``; for the baseline, the calls implied by the class and no per-head probabilities);
         ``attention``: ``severe`` and ``mild`` profiles (baseline: ``class``), R weights in [0, 1], top to bottom;
         weight ``j`` is centred on network-input row ``j * stride`` (``network.attention_strides()``; see
-        :mod:`custom_components.metrics.attention`); ``calibrated`` (whether the probabilities are temperature-scaled),
-        ``refer`` and ``refer_reason`` (:func:`~custom_components.ife_referral.refer_decisions` at the calibration's
+        :mod:`custom_components.ife.attention`); ``calibrated`` (whether the probabilities are temperature-scaled),
+        ``refer`` and ``refer_reason`` (:func:`~custom_components.ife.referral.refer_decisions` at the calibration's
         operating point, with the band pattern; without a calibration only a band pattern refers, and the reason
         says "not calibrated"), ``operating_point`` (or None).
     calibration: the checkpoint's calibration record, or None.

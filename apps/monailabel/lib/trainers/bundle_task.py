@@ -11,8 +11,8 @@ from typing import Any
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.bundle import BundleConstants, BundleTrainTask
 
-from custom_components.bundle.recipe import read_recipe
-from custom_components.utils.atomic import write_json_atomic
+from custom_components.core.recipe import read_recipe
+from custom_components.core.atomic import write_json_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,363 @@
+# Copyright (c) the project authors. Licensed under the Apache License, Version 2.0.
+"""The OCT fluid report: per-volume CSV and one-page PNG, and the change table of two scans of one eye.
+
+- :func:`write_report_csv` / :func:`read_report_csv`: the rows of
+  :func:`custom_components.oct.etdrs.fluid_volumes` (columns
+  :data:`~custom_components.oct.etdrs.REPORT_COLUMNS`) as a CSV, written atomically, and back.
+- :func:`plot_fluid_report`: one page per volume: a header (file, laterality, scan date, spacing and where it came
+  from, fovea and where it came from, total fluid), the en-face fluid thickness map with the ETDRS grid drawn and each
+  sector's volume written in it (superior up, nasal/temporal labelled by laterality), and the B-scan through the fovea
+  with its fluid overlay (:func:`custom_components.oct.overlay.overlay_image`).
+- :func:`change_table`: two reports of the same eye, ordered by scan date, the change per region in nL and percent.
+
+Figures use matplotlib's Agg canvas (no pyplot state) and are written atomically, as the IFE figures are.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from custom_components.oct.etdrs import ETDRS_DIAMETERS_MM, REPORT_COLUMNS, SECTOR_DESCRIPTIONS
+from custom_components.core.atomic import save_atomic, write_csv_atomic
+from custom_components.oct.overlay import overlay_image
+
+__all__ = [
+    "CHANGE_COLUMNS",
+    "write_report_csv",
+    "read_report_csv",
+    "plot_fluid_report",
+    "change_table",
+    "ChangeTableError",
+]
+
+#: columns of :func:`change_table`'s rows.
+CHANGE_COLUMNS = (
+    "sector",
+    "region",
+    "image_before",
+    "image_after",
+    "scan_date_before",
+    "scan_date_after",
+    "volume_nl_before",
+    "volume_nl_after",
+    "change_nl",
+    "change_percent",
+    "voxels_before",
+    "voxels_after",
+    "provenance_before",
+    "provenance_after",
+    "note",
+)
+
+
+class ChangeTableError(ValueError):
+    """Two reports that cannot be compared (different eyes, unknown laterality, not one volume each)."""
+
+
+def write_report_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write report rows (:data:`~custom_components.oct.etdrs.REPORT_COLUMNS`) to ``path`` atomically; None is an
+    empty cell."""
+    clean = [{k: ("" if v is None else v) for k, v in row.items() if k in REPORT_COLUMNS} for row in rows]
+    write_csv_atomic(path, REPORT_COLUMNS, clean)
+
+
+def _number(text: Any) -> float | None:
+    if text is None or (isinstance(text, str) and text.strip() == ""):
+        return None
+    return float(text)
+
+
+def read_report_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a report CSV, numbers as floats and empty cells as None.
+
+    Raises:
+        ValueError: when the file lacks a report column, naming the file and the missing columns.
+    """
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in ("image", "sector", "voxels", "volume_nl", "laterality") if c not in header]
+        if missing:
+            raise ValueError(f"{os.fspath(path)}: not a fluid report CSV, missing column(s) {', '.join(missing)}.")
+        rows = []
+        for row in reader:
+            out: dict[str, Any] = {k: (None if v == "" else v) for k, v in row.items()}
+            for key in ("voxels", "area_mm2", "volume_nl", "fovea_bscan", "fovea_column"):
+                if key in out:
+                    out[key] = _number(out[key])
+            rows.append(out)
+    return rows
+
+
+def _single_volume(report: Sequence[Mapping[str, Any]], name: str) -> tuple[str, dict[str, Mapping[str, Any]]]:
+    images = sorted({str(r.get("image")) for r in report})
+    if len(images) != 1:
+        raise ChangeTableError(
+            f"report {name} must describe one volume, it holds {len(images)} ({', '.join(images[:4])}"
+            f"{', ...' if len(images) > 4 else ''}); use the per-volume CSVs (reports/<name>_fluid_report.csv)."
+        )
+    return images[0], {str(r["sector"]): r for r in report}
+
+
+def _fmt_date(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def change_table(
+    report_a: Sequence[Mapping[str, Any]], report_b: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The change of fluid per region between two scans of one eye.
+
+    The two reports (rows of :func:`~custom_components.oct.etdrs.fluid_volumes` or :func:`read_report_csv`, one
+    volume each) are put in time order by their ``scan_date`` (ISO dates compare as text; when either lacks a date
+    they stay in the order given and every row says so). Per region present in both: the volumes before and after,
+    ``change_nl`` (after - before) and ``change_percent`` (relative to before; None when there was no fluid
+    before). A change in nL needs both volumes; voxel counts are compared only when both scans have the same
+    spacing, since a voxel is not a unit otherwise.
+
+    Args:
+        report_a, report_b: the two reports, in either order.
+
+    Returns:
+        one dict per region (:data:`CHANGE_COLUMNS`), ``total`` first, in the first report's order.
+
+    Raises:
+        ChangeTableError: when a report holds other than one volume, when a laterality is unknown (sectors of
+            unknown eyes cannot be paired: give ``laterality``), when the lateralities differ, or when the reports
+            name their sectors differently (``S``/``I`` in one, ``F``/``E`` of an unknown B-scan direction in the
+            other).
+    """
+    image_a, by_a = _single_volume(report_a, "A")
+    image_b, by_b = _single_volume(report_b, "B")
+    side_a = next(iter(by_a.values())).get("laterality")
+    side_b = next(iter(by_b.values())).get("laterality")
+    for image, side in ((image_a, side_a), (image_b, side_b)):
+        if side not in ("OD", "OS"):
+            raise ChangeTableError(
+                f"{image}: laterality unknown; a change table pairs the sectors of one eye, so both scans need it "
+                "(read from the file, or the bundle's 'laterality' override)."
+            )
+    if side_a != side_b:
+        raise ChangeTableError(
+            f"{image_a} is {side_a} but {image_b} is {side_b}: a change table compares scans of one eye."
+        )
+    # the quadrant letters (S N I T; F E of an unknown B-scan direction): S against F is not the same region
+    naming_a, naming_b = ({s[0] for s in by if s not in ("total", "C0")} & set("SIFE") for by in (by_a, by_b))
+    if naming_a and naming_b and (naming_a <= set("SI")) != (naming_b <= set("SI")):
+        raise ChangeTableError(
+            f"{image_a} names its sectors {'/'.join(sorted(naming_a))} but {image_b} "
+            f"{'/'.join(sorted(naming_b))}: regions named differently are not the same regions (F/E: the B-scan "
+            "direction is unknown; set first_bscan for both scans, so that both name S and I)."
+        )
+    date_a = next(iter(by_a.values())).get("scan_date")
+    date_b = next(iter(by_b.values())).get("scan_date")
+    dated = date_a is not None and date_b is not None
+    if dated and str(date_b) < str(date_a):
+        (image_a, by_a, date_a), (image_b, by_b, date_b) = (image_b, by_b, date_b), (image_a, by_a, date_a)
+    order_note = "" if dated else "scan date unknown: taken in the order given"
+    rows = []
+    for sector, before in by_a.items():
+        after = by_b.get(sector)
+        if after is None:
+            continue
+        v0, v1 = _number(before.get("volume_nl")), _number(after.get("volume_nl"))
+        n0, n1 = _number(before.get("voxels")), _number(after.get("voxels"))
+        notes = [order_note] if order_note else []
+        change = percent = None
+        if v0 is not None and v1 is not None:
+            change = round(v1 - v0, 6)
+            percent = round(100.0 * change / v0, 3) if v0 > 0 else None
+        else:
+            notes.append("no change in nL: a spacing is unknown")
+        same_grid = before.get("spacing_mm") == after.get("spacing_mm")
+        if not same_grid:
+            notes.append("different spacings: voxel counts not comparable")
+        rows.append(
+            {
+                "sector": sector,
+                "region": before.get("region") or SECTOR_DESCRIPTIONS.get(sector, ""),
+                "image_before": image_a,
+                "image_after": image_b,
+                "scan_date_before": _fmt_date(date_a),
+                "scan_date_after": _fmt_date(date_b),
+                "volume_nl_before": v0,
+                "volume_nl_after": v1,
+                "change_nl": change,
+                "change_percent": percent,
+                "voxels_before": n0 if same_grid else None,
+                "voxels_after": n1 if same_grid else None,
+                "provenance_before": before.get("provenance"),
+                "provenance_after": after.get("provenance"),
+                "note": "; ".join(notes),
+            }
+        )
+    return rows
+
+
+def _sector_label_positions(
+    laterality: str | None, first_bscan: str | None = "inferior"
+) -> dict[str, tuple[float, float]]:
+    """Where each sector's value is written, in mm (examiner's right, up) from the fovea; up is superior, or the
+    last B-scan's side (``E``) when the B-scan direction is unknown."""
+    d0, d1, d2 = ETDRS_DIAMETERS_MM
+    inner, outer = (d0 + d1) / 4, (d1 + d2) / 4  # mid-radius of each ring
+    right = {"OD": "N", "OS": "T", None: "R"}[laterality]
+    left = {"OD": "T", "OS": "N", None: "L"}[laterality]
+    up, down = ("S", "I") if first_bscan is not None else ("E", "F")
+    positions = {"C0": (0.0, 0.0)}
+    for ring, radius in (("1", inner), ("2", outer)):
+        positions.update({f"{up}{ring}": (0.0, radius), f"{down}{ring}": (0.0, -radius)})
+        positions.update({f"{right}{ring}": (radius, 0.0), f"{left}{ring}": (-radius, 0.0)})
+    return positions
+
+
+def _value_text(row: Mapping[str, Any]) -> str:
+    volume, voxels = _number(row.get("volume_nl")), _number(row.get("voxels"))
+    if volume is not None:
+        return f"{volume:.1f} nL" if volume < 100 else f"{volume:.0f} nL"
+    return "" if voxels is None else f"{voxels:.0f} vox"
+
+
+def plot_fluid_report(
+    path: str | os.PathLike,
+    rows: Sequence[Mapping[str, Any]],
+    thickness: np.ndarray,
+    bscan: np.ndarray | None,
+    bscan_mask: np.ndarray | None,
+    spacing_mm: Sequence[float | None] | None,
+    fovea: Sequence[float] | None,
+    bscan_index: int | None = None,
+    first_bscan: str | None = "inferior",
+    title: str | None = None,
+    dpi: int = 110,
+) -> None:
+    """Draw the one-page fluid report of one volume and write it to ``path`` (PNG) atomically.
+
+    Args:
+        path: the PNG file.
+        rows: the volume's report rows (:func:`~custom_components.oct.etdrs.fluid_volumes`): header values and
+            the sector volumes written on the grid come from them.
+        thickness: ``(B-scans, columns)`` fluid voxels per A-scan
+            (:func:`~custom_components.oct.etdrs.en_face_thickness`); shown in um when the axial spacing is
+            known, in voxels otherwise.
+        bscan: ``(rows, columns)`` intensities of the B-scan shown (through the fovea), or None for no B-scan panel.
+        bscan_mask: its ``(rows, columns)`` fluid mask.
+        spacing_mm: ``(axial, lateral, inter_bscan)`` in mm, entries None when unknown; the map is drawn in mm
+            around the fovea, with the grid, only when lateral and inter-B-scan spacings are known.
+        fovea: ``(bscan, column)`` or None (no grid).
+        bscan_index: index of the B-scan shown, for its title.
+        first_bscan: ``"inferior"`` or ``"superior"``: which end of the B-scan axis is drawn at the bottom; None
+            (unknown): B-scan 0 at the bottom, the vertical sectors labelled ``F``/``E`` as in the rows.
+        title: first header line (default: the ``image`` of the rows).
+        dpi: resolution of the PNG.
+
+    Raises:
+        ValueError: on a ``thickness`` that is not 2D, or a B-scan and mask of different shapes.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Circle
+
+    thickness = np.asarray(thickness, dtype=np.float64)
+    if thickness.ndim != 2:
+        raise ValueError(f"thickness must be a (B-scans, columns) en-face map, got shape {thickness.shape}.")
+    if bscan is not None and (bscan_mask is None or np.shape(bscan) != np.shape(bscan_mask)):
+        raise ValueError(f"bscan and bscan_mask must have one shape, got {np.shape(bscan)} and {np.shape(bscan_mask)}.")
+    axial, lateral, between = (list(spacing_mm) if spacing_mm is not None else [None] * 3)
+    by_sector = {str(r["sector"]): r for r in rows}
+    first = rows[0] if rows else {}
+    laterality = first.get("laterality")
+
+    fig = Figure(figsize=(11.0, 6.2), dpi=dpi)
+    FigureCanvasAgg(fig)
+    total = by_sector.get("total", {})
+    header = [
+        title or f"{os.path.basename(str(first.get('image', '')))}  -  fluid report",
+        f"eye {laterality or 'unknown'}   scan date {first.get('scan_date') or 'unknown'}   "
+        f"spacing (axial x lateral x B-scan) {first.get('spacing_mm', '?')} mm  [{first.get('provenance', 'unknown')}]",
+        f"fovea {'not set' if fovea is None else f'B-scan {fovea[0]:g}, column {fovea[1]:g}'}"
+        f"  [{first.get('fovea_source') or 'none'}]   total fluid {_value_text(total) or '-'}"
+        + (f" ({total.get('area_mm2'):.3f} mm2 en face)" if _number(total.get("area_mm2")) is not None else ""),
+    ]
+    fig.text(0.02, 0.975, header[0], fontsize=12, weight="bold", va="top")
+    fig.text(0.02, 0.93, header[1] + "\n" + header[2], fontsize=8.5, va="top")
+    if first.get("provenance") == "unknown":
+        warning = "spacing unknown: voxel counts only, no nL or mm"
+        fig.text(0.02, 0.855, warning, fontsize=8.5, color="tab:red", va="top")
+
+    ax = fig.add_axes((0.04, 0.08, 0.42, 0.72))
+    nb, nc = thickness.shape
+    um = axial is not None
+    values = thickness * (axial * 1000.0 if um else 1.0)
+    grid = lateral is not None and between is not None and fovea is not None
+    grid = grid and any(r.get("sector") != "total" and r.get("voxels") is not None for r in rows)  # grid refused
+    # rows of the drawn map run inferior -> superior, so origin="lower" puts superior up
+    view = values[::-1] if first_bscan == "superior" else values
+    shown = np.ma.masked_less_equal(view, 0.0)
+    ax.set_facecolor("0.92")
+    if grid:
+        fb = nb - 1 - fovea[0] if first_bscan == "superior" else fovea[0]
+        # pixel edges in mm from the fovea: (left, right, bottom, top)
+        x0, x1 = (-0.5 - fovea[1]) * lateral, (nc - 0.5 - fovea[1]) * lateral
+        extent = (x0, x1, (-0.5 - fb) * between, (nb - 0.5 - fb) * between)
+        image = ax.imshow(
+            shown, cmap="inferno_r", origin="lower", extent=extent, aspect="equal", interpolation="nearest", vmin=0.0
+        )
+        for diameter in ETDRS_DIAMETERS_MM:
+            ax.add_patch(Circle((0.0, 0.0), diameter / 2, fill=False, color="tab:cyan", lw=1.0))
+        r0, r1 = ETDRS_DIAMETERS_MM[0] / 2, ETDRS_DIAMETERS_MM[2] / 2
+        for angle in (45, 135, 225, 315):
+            c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+            ax.plot([r0 * c, r1 * c], [r0 * s, r1 * s], color="tab:cyan", lw=1.0)
+        for sector, (x, y) in _sector_label_positions(laterality, first_bscan).items():
+            row = by_sector.get(sector)
+            if row is None:
+                continue
+            ax.text(x, y, f"{sector}\n{_value_text(row)}", ha="center", va="center", fontsize=7.5, color="navy",
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.7, "lw": 0})  # fmt: skip
+        right = {"OD": "nasal", "OS": "temporal"}.get(laterality, "right (laterality unknown)")
+        left = {"OD": "temporal", "OS": "nasal"}.get(laterality, "left (laterality unknown)")
+        reach = max(r1 * 1.08, abs(extent[0]), abs(extent[1]), abs(extent[2]), abs(extent[3]))
+        reach = min(reach, r1 * 1.25)
+        ax.set_xlim(-reach, reach)
+        ax.set_ylim(-reach, reach)
+        ax.text(reach * 0.97, 0, right, rotation=90, ha="right", va="center", fontsize=8)
+        ax.text(-reach * 0.97, 0, left, rotation=90, ha="left", va="center", fontsize=8)
+        up, down = ("superior", "inferior") if first_bscan is not None else ("last B-scan", "first B-scan")
+        ax.text(0, reach * 0.97, up, ha="center", va="top", fontsize=8)
+        ax.text(0, -reach * 0.97, down, ha="center", va="bottom", fontsize=8)
+        ax.set_xlabel("mm from the fovea (examiner's view)")
+    else:
+        image = ax.imshow(shown, cmap="inferno_r", origin="lower", aspect="auto", interpolation="nearest", vmin=0.0)
+        ax.set_xlabel("column (A-scan)")
+        ax.set_ylabel("B-scan")
+        refused = [str(r.get("note")) for r in rows if r.get("sector") != "total" and r.get("note")]
+        if lateral is None or between is None:
+            reason = "spacing unknown"
+        elif fovea is None:
+            reason = "no fovea"
+        else:  # the rows say why (e.g. not a horizontal raster)
+            reason = refused[0].removeprefix("no ETDRS grid: ") if refused else "not computed"
+        ax.text(0.5, 1.01, f"no ETDRS grid: {reason}", transform=ax.transAxes, ha="center", va="bottom", fontsize=8,
+                color="tab:red")  # fmt: skip
+    colourbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+    colourbar.set_label("fluid thickness (um)" if um else "fluid thickness (voxels)")
+    ax.set_title("en-face fluid thickness, ETDRS sectors", fontsize=9.5, pad=14)
+
+    if bscan is not None:
+        bx = fig.add_axes((0.61, 0.12, 0.37, 0.62))
+        bx.imshow(overlay_image(bscan, bscan_mask), aspect="auto", interpolation="nearest")
+        if fovea is not None:
+            bx.axvline(fovea[1], color="tab:cyan", lw=0.8, ls="--")
+        which = "" if bscan_index is None else f" {bscan_index}"
+        bx.set_title(f"B-scan{which} through the fovea, fluid in orange", fontsize=9.5)
+        bx.set_xlabel("column (A-scan)")
+        bx.set_ylabel("row (depth)")
+    extension = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
+    save_atomic(path, lambda tmp: fig.savefig(tmp, format=extension))

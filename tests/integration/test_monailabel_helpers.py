@@ -1,0 +1,245 @@
+"""Unit tests of the MONAI Label app's pure helpers (apps/monailabel/lib): request checks, label parsing, answers.
+
+The server itself is exercised over HTTP in tests/integration/test_monailabel_app.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+APP_DIR = Path(__file__).resolve().parents[2] / "apps" / "monailabel"
+sys.path.insert(0, str(APP_DIR))  # the app's own imports are "lib.*", as when MONAI Label loads it
+
+from lib.infers.ife_multitask import ife_result, requested_weights  # noqa: E402
+from lib.infers.oct_fluid_seg import fluid_mask, fluid_result  # noqa: E402
+from lib.trainers.bundle_task import fraction, non_negative_int, positive_int  # noqa: E402
+from lib.validation import check_binary_mask, check_identifier, parse_class_label, read_image_size  # noqa: E402
+
+from custom_components.ife.classes import IFE_CLASSES  # noqa: E402
+
+
+@pytest.mark.parametrize("value", ["scan_01", "gel 7", "a.b"])
+def test_plain_ids_pass(value):
+    assert check_identifier(value) == value
+
+
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        ("../oct_000", "not a datastore id"),
+        ("a/b", "not a datastore id"),
+        ("a\\b", "not a datastore id"),
+        ("..", "not a datastore id"),
+        ("/etc/hostname", "absolute path"),
+        ("C:secret", "absolute path"),
+        ("", "non-empty string"),
+        (None, "non-empty string"),
+    ],
+)
+def test_path_like_ids_are_refused(value, words):
+    with pytest.raises(ValueError, match=words):
+        check_identifier(value)
+
+
+def test_read_image_size_is_rows_first_and_names_bad_files(tmp_path):
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(tmp_path / "x.png")
+    assert read_image_size(str(tmp_path / "x.png")) == (20, 30)
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="upload is not a readable 2D image"):
+        read_image_size(str(tmp_path / "bad.png"), "upload")
+
+
+def test_binary_mask_checks(tmp_path):
+    path = tmp_path / "m.png"
+    block = np.ones((4, 4), np.uint8)  # masks of 8 x 8 pixels, the smallest image the screening accepts
+    Image.fromarray(np.kron(np.array([[0, 255], [255, 0]], np.uint8), block)).save(path)
+    assert check_binary_mask(str(path), (8, 8)).tolist() == np.kron([[0, 1], [1, 0]], block).tolist()
+    with pytest.raises(ValueError, match="size"):
+        check_binary_mask(str(path), (8, 12))
+    Image.fromarray(np.kron(np.array([[0, 7], [1, 0]], np.uint8), block)).save(path)
+    with pytest.raises(ValueError, match=r"found 0, 1, 7"):
+        check_binary_mask(str(path), (8, 8))
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
+    with pytest.raises(ValueError, match="single-channel"):
+        check_binary_mask(str(path), (8, 8))
+
+
+def test_class_label_file(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"label": "IgA-lambda"}))
+    assert parse_class_label(str(path)) == "IgA-lambda"
+    path.write_text(json.dumps({"label": "IgZ-kappa"}))
+    with pytest.raises(ValueError, match="IgZ-kappa"):
+        parse_class_label(str(path))
+    path.write_text('["IgG-kappa"]')
+    with pytest.raises(ValueError, match="JSON object"):
+        parse_class_label(str(path))
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not a JSON file"):
+        parse_class_label(str(path))
+
+
+def test_fluid_mask_thresholds_and_restores_the_input_size():
+    pred = torch.zeros(1, 4, 6)
+    pred[0, 1:3, 2:4] = 1.0
+    mask = fluid_mask(pred, (8, 12))  # the prediction was made at half size
+    assert mask.shape == (8, 12) and set(np.unique(mask).tolist()) == {0, 255}
+    assert np.count_nonzero(mask) == 4 * 4  # 2 x 2 fluid pixels, each now 2 x 2
+    result = fluid_result(mask)
+    assert result["fluid_area_px"] == 16 and result["fluid_fraction"] == pytest.approx(16 / 96, abs=1e-6)  # rounded to 6 places
+    assert result["image_size"] == [8, 12]
+    with pytest.raises(ValueError, match="one 2D fluid map"):
+        fluid_mask(torch.zeros(2, 4, 4), None)
+
+
+def test_ife_result_follows_the_negative_rule_and_sums_to_one():
+    severe_logits = torch.tensor([0.0, 5.0, 0.0, 0.0])  # G
+    mild_logits = torch.tensor([5.0, 0.0, 0.0])  # None -> Negative whatever the severe call
+    severe, mild = torch.softmax(severe_logits, 0), torch.softmax(mild_logits, 0)
+    # the fused probabilities as the network builds them: P(Negative) = P(mild None), the rest severe x mild
+    probs = torch.cat([mild[:1], (severe[:, None] * mild[None, 1:]).flatten()])
+    heads = {
+        "probabilities": probs,
+        "severe_logits": severe_logits,
+        "mild_logits": mild_logits,
+        "attention_severe": torch.tensor([0.1, 0.9, 0.2]),
+        "attention_mild": torch.tensor([0.3, 0.4, 0.5]),
+    }
+    answer = ife_result(heads)
+    assert answer["label"] == "Negative" and answer["label_index"] == IFE_CLASSES.index("Negative")
+    assert answer["severe"]["call"] == "G" and answer["mild"]["call"] == "None"
+    assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert answer["attention"] == {"severe": [0.1, 0.9, 0.2], "mild": [0.3, 0.4, 0.5]}
+    with pytest.raises(ValueError, match="probabilities must have shape"):
+        ife_result({**heads, "probabilities": probs[:8]})
+
+
+def test_ife_result_carries_the_calibrated_heads_and_the_refer_decision():
+    severe_logits, mild_logits = torch.tensor([0.0, 2.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0])  # IgG-kappa
+    heads = {
+        "severe_logits": severe_logits, "mild_logits": mild_logits,
+        "attention_severe": torch.tensor([0.5]), "attention_mild": torch.tensor([0.5]),
+    }  # fmt: skip
+    temperatures = {"severe": 2.0, "mild": 0.5}
+    severe, mild = torch.softmax(severe_logits / 2.0, 0), torch.softmax(mild_logits / 0.5, 0)
+    heads["probabilities"] = torch.cat([mild[:1], (severe[:, None] * mild[None, 1:]).flatten()])  # as ForwardHeads
+    confidence = float(heads["probabilities"][IFE_CLASSES.index("IgG-kappa")])
+    record = {"temperatures": temperatures,
+              "operating_point": {"positive_threshold": 0.5, "confidence_threshold": confidence + 0.01}}  # fmt: skip
+    answer = ife_result(heads, record)
+    assert answer["label"] == "IgG-kappa" and answer["calibrated"] is True
+    assert answer["severe"]["probabilities"]["G"] == pytest.approx(float(severe[1]), abs=1e-6)  # tempered as well
+    assert answer["mild"]["probabilities"]["kappa"] == pytest.approx(float(mild[1]), abs=1e-6)
+    assert (answer["refer"], answer["refer_reason"]) == (True, "low confidence")
+    assert answer["operating_point"] == record["operating_point"]
+    # confident enough, but two bands at different heights: referred for the pattern
+    record["operating_point"]["confidence_threshold"] = confidence - 0.01
+    answer = ife_result(heads, record, band_pattern="two heavy-chain bands at different heights (G, A)")
+    assert answer["refer"] and answer["refer_reason"] == "pattern outside the nine: two heavy-chain bands at different heights (G, A)"
+    # no calibration record: uncalibrated, nothing referred on the probabilities
+    answer = ife_result(heads)
+    assert (answer["calibrated"], answer["refer"], answer["refer_reason"], answer["operating_point"]) == (False, False, "not calibrated", None)
+
+
+@pytest.mark.parametrize(
+    "parse, value, expected", [(positive_int, "3", 3), (non_negative_int, 0, 0), (fraction, "0.25", 0.25)]
+)
+def test_train_parameters(parse, value, expected):
+    assert parse(value, "x") == expected
+
+
+@pytest.mark.parametrize("value", [0, -1, "two", True, 1.5])
+def test_bad_positive_int_names_the_parameter(value):
+    with pytest.raises(ValueError, match="'batch_size'"):
+        positive_int(value, "batch_size")
+
+
+@pytest.mark.parametrize("value", [0, 1, -1, "a fifth", True, None])
+def test_bad_fraction_names_the_parameter(value):
+    with pytest.raises(ValueError, match=r"'val_split' must be in \(0, 1\)"):
+        fraction(value, "val_split")
+
+
+def test_training_leaves_the_validation_split_to_the_bundle(tmp_path):
+    import shutil
+
+    from lib.trainers.ife_multitask import IFEMultiTaskTrain
+    from monai.bundle import ConfigParser
+
+    bundle = tmp_path / "ife_multitask"
+    shutil.copytree(APP_DIR.parents[1] / "bundles" / "ife_multitask" / "configs", bundle / "configs")
+    task = IFEMultiTaskTrain(str(bundle), {})
+    defaults = ConfigParser.load_config_file(str(bundle / "configs" / "train.json"))
+    assert task.config()["val_split"] == defaults["val_fraction"]  # shown with the bundle's own default
+    # a rare class first: a split that takes the last images for validation would never validate on it
+    entries = [{"image": f"/gels/rare_{i}.png", "label": "IgA-lambda"} for i in range(2)]
+    entries += [{"image": f"/gels/neg_{i}.png", "label": "Negative"} for i in range(6)]
+    train, val = task._partition_datalist(entries, {"val_split": 0.25})
+    assert train == entries and val is None  # MONAI Label then leaves validate#dataset#data alone
+    task._request = {"val_split": "0.25"}
+    overrides = task._update_overrides({"train#dataset#data": train})
+    written = json.loads((Path(overrides["dataset_dir"]) / "datalist.json").read_text())
+    assert written == {"training": entries} and overrides["val_fraction"] == 0.25
+
+    # the bundle's own stratified split of that datalist: every class on both sides
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "train.json"))
+    parser.update({"bundle_root": str(bundle), **overrides})
+    train = parser.get_parsed_content("train#dataset#data")
+    val = parser.get_parsed_content("validate#dataset#data")
+    assert sorted(e["image"] for e in train + val) == sorted(e["image"] for e in entries)
+    assert {e["label"] for e in val} == {e["label"] for e in train} == {"IgA-lambda", "Negative"}
+
+    # one labelled image cannot be split, and validating on it would inflate the score that picks the checkpoint
+    with pytest.raises(ValueError, match="only one labelled image .* label at least two"):
+        task._partition_datalist(entries[:1], {"model": "ife_multitask"})
+
+
+def test_fine_tuning_keeps_the_checkpoint_recipe_unless_the_request_sets_it(tmp_path):
+    import shutil
+
+    from lib.trainers.oct_fluid_seg import OCTFluidSegTrain
+
+    from custom_components.core.recipe import write_recipe
+
+    bundle = tmp_path / "oct_fluid_seg"
+    shutil.copytree(APP_DIR.parents[1] / "bundles" / "oct_fluid_seg" / "configs", bundle / "configs")
+    task = OCTFluidSegTrain(str(bundle), {})
+    task._request = {}
+    assert task.fine_tuning_settings() == {}  # nothing trained yet: the bundle's defaults
+    (bundle / "models").mkdir()
+    torch.save({}, bundle / "models" / "model.pt")
+    settings = {"image_size": 96, "geometry": "resize", "filters": [16, 32, 64, 128, 256], "training_aspect": 0.5}
+    write_recipe(bundle / "models" / "model.pt", settings)
+    # the network the weights need, not the aspect of the old training scans (train.json computes it from the data)
+    assert task.fine_tuning_settings() == {k: v for k, v in settings.items() if k != "training_aspect"}
+    task._request = {"pretrained": False}
+    assert task.fine_tuning_settings() == {}  # training from scratch starts from the bundle's own settings
+    task._request = {"image_size": "64"}
+    overrides = task._update_overrides({"train#dataset#data": [{"image": "a.png", "label": "a_mask.png"}]})
+    assert overrides["image_size"] == 64 and overrides["filters"] == settings["filters"]  # the request wins
+
+
+def test_the_calibration_is_read_for_the_weights_the_request_runs(tmp_path):
+    """requested_weights picks the file MONAI Label's _get_network loads, so its own calibration record is read."""
+    models = tmp_path / "models"
+    models.mkdir()
+    default = str(models / "model.pt")
+    for name in ("model.pt", "model_fold1.pt"):
+        (models / name).write_bytes(b"weights")
+    fold = str(models / "model_fold1.pt")
+    assert requested_weights(default, str(models), {"model_filename": "model_fold1.pt"}, True) == fold
+    # MONAI Label fills the request with the task's config: the option list, whose first entry is taken
+    assert requested_weights(default, str(models), {"model_filename": ["model_fold1.pt", "model.pt"]}, True) == fold
+    assert requested_weights(default, str(models), {"model_filename": "missing.pt"}, True) == default  # ignored
+    not_offered = requested_weights(default, str(models), {"model_filename": "model_fold1.pt"}, False)
+    assert not_offered == default
+    assert requested_weights(default, str(models), {}, True) == default
+    assert requested_weights(None, str(models), None, True) is None
