@@ -38,8 +38,9 @@ __all__ = [
     "PILConvert",
 ]
 
-#: 2D formats read through Pillow
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+#: 2D formats read through Pillow; a GIF (the format some public gel sets ship in) is read as its first frame, which
+#: is what Pillow opens
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 #: volumes read through nibabel
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 #: DICOM files by name; a file without an extension is DICOM when its content says so (:func:`is_dicom_file`)

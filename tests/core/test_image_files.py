@@ -211,3 +211,22 @@ def test_zeiss_cube_screening_uses_the_one_table_of_cube_sizes(tmp_path):
     (tmp_path / "odd.img").write_bytes(b"\x00" * 1000)
     why = screen_image_file(tmp_path / "odd.img", extensions=OCT_EXTENSIONS)
     assert f"{ZEISS_DEPTH}-deep B-scans of 512 or 200 A-scans" in why
+
+
+def test_a_gif_is_screened_and_loaded_as_its_first_frame(tmp_path):
+    """Public gel sets ship as GIFs (palette images, sometimes animated): screening accepts them and the bundles'
+    loading gives the first frame's colours, not palette indices."""
+    first = np.zeros((24, 36, 3), np.uint8)
+    first[:, :12] = (200, 40, 90)  # a stained lane on white
+    first[:, 12:] = 255
+    second = np.full_like(first, 30)
+    path = tmp_path / "gel.gif"
+    frames = [Image.fromarray(a).convert("P", palette=Image.Palette.ADAPTIVE) for a in (first, second)]
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    assert screen_image_file(path, decode=True, extensions=IMAGE_EXTENSIONS) is None
+    load = LoadImaged("image", reader=PILReader(converter=PILConvert("RGB"), reverse_indexing=False), image_only=True)
+    image = np.asarray(load({"image": str(path)})["image"])
+    assert image.shape == (24, 36, 3)
+    np.testing.assert_allclose(image[0, 0], (200, 40, 90), atol=8)  # palette quantisation, not an index
+    np.testing.assert_array_equal(image[0, -1], (255, 255, 255))
+    assert scan_inputs(tmp_path, extensions=IMAGE_EXTENSIONS) == [{"image": str(path)}]
