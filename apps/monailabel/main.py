@@ -166,8 +166,9 @@ class BundlesApp(MONAILabelApp):
             logger.error(f"{model}: {err}")
             raise HTTPException(status_code=500, detail=f"model {model!r} cannot serve: {err}") from err
         except Exception as err:
-            # a gel whose six lanes cannot be found (a model trained with lane_layout): the image, not the server,
-            # is the problem; MONAI's Compose wraps the transform's error, so look along the causes
+            # a gel whose six lanes cannot be found by a bundle configured to refuse it (NormaliseLaneLayoutd's
+            # on_failure="raise"; the default answers from the whole image): the image, not the server, is the
+            # problem; MONAI's Compose wraps the transform's error, so look along the causes
             cause: BaseException | None = err
             while cause is not None and not isinstance(cause, LaneLayoutError):
                 cause = cause.__cause__

@@ -68,14 +68,16 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     ("image", "label", "prediction", "probability")
     + tuple(f"p_{name}" for name in IFE_CLASSES)
     + ("severe_prediction", "mild_prediction", "severe_attention_peak_row", "mild_attention_peak_row")
-    + ("calibrated", "refer", "refer_reason")
+    + ("calibrated", "refer", "refer_reason", "lane_layout_used")
 )
 """Columns of ``predictions.csv``: ``label`` is empty for unlabelled images, ``probability`` is the fused probability
 of the predicted class, ``p_<class>`` the nine fused probabilities (they sum to 1; temperature-scaled when
 ``calibrated`` is ``true``), ``*_attention_peak_row`` the row of the image file (0 = top) at the centre of the
 branch's last-stage attention peak (empty for the 9-class baseline, which has no branches), ``refer`` (``true`` /
 ``false``) and ``refer_reason`` the refer-to-expert decision (:func:`custom_components.ife.referral.refer_decisions`,
-its fixed vocabulary; empty for a gel decided automatically)."""
+its fixed vocabulary; empty for a gel decided automatically), ``lane_layout_used`` whether the network saw the gel's
+six lanes side by side (``true``) or, its lanes not found, the whole image (``false``, and the gel is referred;
+empty when the config does not normalise the lane layout)."""
 
 #: the branch maps behind the ``*_attention_peak_row`` columns
 _PEAK_COLUMN_MAPS = ("attention_severe", "attention_mild")
@@ -89,7 +91,8 @@ def _lane_layout(image: Any) -> dict[str, Any] | None:
     if not isinstance(layout, Mapping) or "image_shape" not in layout:
         return None
     return {"rows": [int(r) for r in layout["rows"]], "image_shape": [int(s) for s in layout["image_shape"]],
-            "orientation": str(layout.get("orientation", "albumin_bottom"))}  # fmt: skip
+            "orientation": str(layout.get("orientation", "albumin_bottom")),
+            "lanes_found": bool(_values(layout.get("lanes_found", True))[0])}  # fmt: skip
 
 
 def _values(value: Any) -> torch.Tensor:
@@ -302,8 +305,13 @@ class IFEPredictionWriter(PredictionWriter):
         row += ["" if key not in maps else self._peak(maps[key]) for key in _PEAK_COLUMN_MAPS]
         pattern = item.get(self.band_pattern_key)
         pattern = "" if pattern is None else str(pattern)
-        [(refer, reason)] = refer_decisions(torch.tensor([probs]), self.operating_point, [pattern], [call_index])
+        layout = _lane_layout(item[self.image_key]) if self.image_key in item else None
+        lanes_read = None if layout is None else layout["lanes_found"]
+        [(refer, reason)] = refer_decisions(
+            torch.tensor([probs]), self.operating_point, [pattern], [call_index], lanes_read=[lanes_read]
+        )
         row += ["true" if self.calibrated else "false", "true" if refer else "false", reason]
+        row += ["" if lanes_read is None else "true" if lanes_read else "false"]
         return row, call, probs[call_index]
 
     def _rows(self, item: Mapping) -> tuple[int, int]:

@@ -18,6 +18,8 @@ column profile and a row profile), which numpy/scipy's filters and ``scipy.signa
 
 from __future__ import annotations
 
+import logging
+
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +58,8 @@ LANES_NOT_FOUND = "lanes not found"
 _FOUND_LAYOUT_KEY = "found_lane_layout"
 _HEAVY = ("G", "A", "M")
 _LIGHT = ("K", "L")
+
+logger = logging.getLogger(__name__)
 
 
 class LaneLayoutError(ValueError):
@@ -385,10 +389,21 @@ def _outside_nine(bands: Mapping[str, list[int]], tolerance: float) -> str | Non
     return "; ".join(reasons) if reasons else None
 
 
-def _layout_record(layout: LaneLayout, image_shape: Sequence[int]) -> dict[str, Any]:
-    """A :class:`LaneLayout` as plain lists (collatable metadata), with the (H, W) of the image it was found on."""
+def _layout_record(layout: LaneLayout, image_shape: Sequence[int], reason: str = "") -> dict[str, Any]:
+    """A :class:`LaneLayout` as plain lists (collatable metadata: every gel's record has the same keys and shapes),
+    with the (H, W) of the image it was found on; ``lanes_found`` false and the ``reason`` when the layout is the
+    whole image (:class:`NormaliseLaneLayoutd`'s fallback)."""
     return {"columns": [list(c) for c in layout.columns], "rows": list(layout.rows),
-            "confidence": float(layout.confidence), "image_shape": [int(s) for s in image_shape]}  # fmt: skip
+            "confidence": float(layout.confidence), "image_shape": [int(s) for s in image_shape],
+            "lanes_found": not reason, "reason": reason}  # fmt: skip
+
+
+def _whole_image_layout(height: int, width: int, num_lanes: int) -> LaneLayout:
+    """The layout the whole-image fallback stands for: every row, the width cut into ``num_lanes`` equal strips
+    (nominal: the network sees the image as it is, the paper's raw protocol), confidence 0."""
+    edges = np.round(np.linspace(0, width, num_lanes + 1)).astype(int)
+    columns = tuple((int(a), int(max(a, b - 1))) for a, b in zip(edges[:-1], edges[1:]))
+    return LaneLayout(columns=columns, rows=(0, height - 1), confidence=0.0)
 
 
 def _reusable_layout(image: Any, num_lanes: int) -> LaneLayout | None:
@@ -438,14 +453,19 @@ class NormaliseLaneLayoutd(MapTransform):
             patterns, both orientations and mixed styles, at 120 x 180 and 400 x 600, it was right every time).
         lane_gap: background columns between neighbouring lanes in the output, >= 0.
         num_lanes: lanes to find (6 for ``ELP G A M K L``).
+        on_failure: when the lanes cannot be found: ``"whole_image"`` (default) resamples the whole image to
+            ``spatial_size`` instead (the paper's raw protocol; flipped for ``orientation="albumin_top"``, as is
+            for ``"auto"``, which needs the lanes), logs a warning naming the file and the reason, and records
+            ``lanes_found`` false and the ``reason`` in ``meta["lane_layout"]`` (rows: the whole height), so the
+            gel is trained on and answered, flagged, never dropped; ``"raise"``: a :class:`LaneLayoutError`.
         allow_missing_keys: do not raise if a key is absent.
 
     Returns (per key):
         a (C, H, W) float32 tensor (MetaTensor for a MetaTensor input), values in the input's range.
 
     Raises:
-        ValueError: on bad arguments; a :class:`LaneLayoutError` naming the file (``meta["filename_or_obj"]``)
-            and the problem when the lanes cannot be found.
+        ValueError: on bad arguments; with ``on_failure="raise"``, a :class:`LaneLayoutError` naming the file
+            (``meta["filename_or_obj"]``) and the problem when the lanes cannot be found.
     """
 
     def __init__(
@@ -455,9 +475,13 @@ class NormaliseLaneLayoutd(MapTransform):
         orientation: str = "albumin_bottom",
         lane_gap: int = 0,
         num_lanes: int = 6,
+        on_failure: str = "whole_image",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        if on_failure not in ("whole_image", "raise"):
+            raise ValueError(f"on_failure must be 'whole_image' or 'raise', got {on_failure!r}.")
+        self.on_failure = on_failure
         if len(spatial_size) != 2 or any(int(s) != s or s < 1 for s in spatial_size):
             raise ValueError(f"spatial_size must be two positive integers (H, W), got {spatial_size!r}.")
         if orientation not in (*LAYOUT_ORIENTATIONS, "auto"):
@@ -488,11 +512,16 @@ class NormaliseLaneLayoutd(MapTransform):
             raise ValueError(f"{source}: expected a channel-first (C, H, W) image, got shape {tuple(img.shape)}.")
         if layout is None:
             layout = _reusable_layout(image, self.num_lanes)
+        reason = ""
         if layout is None:
             try:
                 layout = find_lanes(img, num_lanes=self.num_lanes)
             except LaneLayoutError as err:
-                raise LaneLayoutError(f"{source}: cannot normalise the lane layout: {err}") from err
+                if self.on_failure == "raise":
+                    raise LaneLayoutError(f"{source}: cannot normalise the lane layout: {err}") from err
+                reason = str(err)
+                logger.warning("%s: lanes not read (%s): the whole image is used.", source, reason)
+                return self._whole_image(image, img, reason)
         orientation = self.orientation
         if orientation == "auto":
             orientation = detect_orientation(img, layout)
@@ -515,12 +544,26 @@ class NormaliseLaneLayoutd(MapTransform):
         out = torch.cat(pieces, dim=2)
         if orientation == "albumin_top":
             out = torch.flip(out, dims=(1,))  # canonical: albumin at the bottom
-        if isinstance(image, MetaTensor):
-            meta = dict(image.meta)
-            meta.pop(_FOUND_LAYOUT_KEY, None)  # consumed: it describes the input, not the output
-            meta["lane_layout"] = dict(_layout_record(layout, img.shape[-2:]), orientation=orientation)
-            return MetaTensor(out, meta=meta)  # meta holds the input's affine
-        return out
+        return self._with_record(image, out, _layout_record(layout, img.shape[-2:]), orientation)
+
+    def _whole_image(self, image: Any, img: torch.Tensor, reason: str) -> torch.Tensor:
+        """The fallback: the whole (C, H_in, W_in) image at the output size, albumin at the bottom when known."""
+        out = F.interpolate(img[None], size=self.spatial_size, mode="bilinear", antialias=True)[0]
+        orientation = "unknown" if self.orientation == "auto" else self.orientation  # "auto" needs the lanes
+        if orientation == "albumin_top":
+            out = torch.flip(out, dims=(1,))
+        layout = _whole_image_layout(img.shape[-2], img.shape[-1], self.num_lanes)
+        return self._with_record(image, out, _layout_record(layout, img.shape[-2:], reason), orientation)
+
+    @staticmethod
+    def _with_record(image: Any, out: torch.Tensor, record: dict[str, Any], orientation: str) -> torch.Tensor:
+        """``out`` with the input's metadata and the layout record (a plain tensor for a plain input)."""
+        if not isinstance(image, MetaTensor):
+            return out
+        meta = dict(image.meta)
+        meta.pop(_FOUND_LAYOUT_KEY, None)  # consumed: it describes the input, not the output
+        meta["lane_layout"] = dict(record, orientation=orientation)
+        return MetaTensor(out, meta=meta)  # meta holds the input's affine
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

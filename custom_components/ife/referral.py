@@ -25,6 +25,9 @@ order when several apply:
 - ``"band pattern not read: <why>"``: the detector could not find the lanes (its text starts with
   :data:`~custom_components.ife.lanes.LANES_NOT_FOUND`), so the pattern check did not run; the gel is
   referred, since a pattern outside the nine cannot be ruled out (``<why>`` is the detector's reason);
+- ``"lanes not read: whole image used"``: the lane layout normalisation could not find the six lanes and the
+  network saw the whole image instead (:class:`~custom_components.ife.lanes.NormaliseLaneLayoutd`'s fallback),
+  a layout it may not have been trained on; the gel is referred;
 - ``"not calibrated"``: no operating point exists (no calibration record); such a gel is *not* referred unless a
   band pattern says so, and the reason marks that no threshold was applied.
 
@@ -49,6 +52,7 @@ __all__ = [
     "POSITIVE_UNCERTAIN",
     "OUTSIDE_THE_NINE",
     "PATTERN_NOT_READ",
+    "LANES_NOT_READ",
     "NOT_CALIBRATED",
     "choose_operating_point",
     "refer_decisions",
@@ -60,10 +64,11 @@ LOW_CONFIDENCE = "low confidence"
 POSITIVE_UNCERTAIN = "positive call uncertain"
 OUTSIDE_THE_NINE = "pattern outside the nine"
 PATTERN_NOT_READ = "band pattern not read"
+LANES_NOT_READ = "lanes not read: whole image used"
 NOT_CALIBRATED = "not calibrated"
 #: the reasons, in the order they are joined
 REFER_REASONS: tuple[str, ...] = (
-    LOW_CONFIDENCE, POSITIVE_UNCERTAIN, OUTSIDE_THE_NINE, PATTERN_NOT_READ, NOT_CALIBRATED
+    LOW_CONFIDENCE, POSITIVE_UNCERTAIN, OUTSIDE_THE_NINE, PATTERN_NOT_READ, LANES_NOT_READ, NOT_CALIBRATED
 )  # fmt: skip
 #: the reasons that carry a detail after ``": "``
 _DETAILED = (OUTSIDE_THE_NINE, PATTERN_NOT_READ)
@@ -182,6 +187,7 @@ def refer_decisions(
     operating_point: Mapping[str, Any] | None,
     band_patterns: Sequence[str | None] | None = None,
     calls: Any | None = None,
+    lanes_read: Sequence[bool | None] | None = None,
 ) -> list[tuple[bool, str]]:
     """Refer-to-expert decision and reason(s) of each gel (the rule and vocabulary of the module docstring).
 
@@ -194,6 +200,8 @@ def refer_decisions(
             :data:`~custom_components.ife.lanes.LANES_NOT_FOUND`: the detector failed); None: no
             detector.
         calls: (N,) class calls (default: argmax).
+        lanes_read: per gel whether the lane layout normalisation found its lanes (``False``: the whole image was
+            used, the gel is referred; ``None``: no normalisation); None: none for any gel.
 
     Returns:
         N ``(refer, reason)`` pairs; ``reason`` is ``""`` for a gel decided automatically.
@@ -205,6 +213,8 @@ def refer_decisions(
     n = probs.shape[0]
     if band_patterns is not None and len(band_patterns) != n:
         raise ValueError(f"band_patterns must hold one entry per gel: {len(band_patterns)} for {n} gels.")
+    if lanes_read is not None and len(lanes_read) != n:
+        raise ValueError(f"lanes_read must hold one entry per gel: {len(lanes_read)} for {n} gels.")
     call = _calls(probs, calls)
     confidence = probs.gather(1, call.view(-1, 1)).squeeze(1)
     p_any = 1.0 - probs[:, NEGATIVE_INDEX]
@@ -227,6 +237,9 @@ def refer_decisions(
             refer = True
         elif pattern:
             reasons.append(f"{OUTSIDE_THE_NINE}: {pattern}")
+            refer = True
+        if lanes_read is not None and lanes_read[i] is False:
+            reasons.append(LANES_NOT_READ)
             refer = True
         if thresholds is None:
             reasons.append(NOT_CALIBRATED)

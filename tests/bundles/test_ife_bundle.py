@@ -309,11 +309,19 @@ def test_inference_refers_a_biclonal_gel_found_by_the_band_pattern_detector(trai
 def test_lane_layout_normalisation_trains_evaluates_and_infers_and_travels_with_the_checkpoint(tmp_path):
     """Gels of the real scanners' look (headers, frames, margins, uneven lanes), albumin at the top: trained,
     evaluated and segmented with ``lane_layout`` on and the orientation found per gel; the recipe records the
-    layout, so evaluation and inference normalise too, and a run that turns it off is refused."""
+    layout, so evaluation and inference normalise too, and a run that turns it off is refused. A gel whose lanes
+    cannot be found is trained on and answered from the whole image, flagged and referred, never dropped."""
     from custom_components.ife.synthetic import synthesize_ife_dataset
 
     data = tmp_path / "data"
     synthesize_ife_dataset(data, 40, seed=3, image_size=(120, 180), orientation="albumin_top", style="real")
+    # one gel in training and one in testing whose lanes cannot be found (a smear, no lanes): neither is dropped
+    datalist = _datalist(data)
+    smear = np.repeat(np.linspace(60, 230, 120, dtype=np.uint8)[:, None, None], 180, axis=1).repeat(3, axis=2)
+    for section in ("training", "testing"):
+        Image.fromarray(smear).save(data / "images" / f"smear_{section}.png")
+        datalist[section].append({"image": f"images/smear_{section}.png", "label": "Negative"})
+    (data / "datalist.json").write_text(json.dumps(datalist))
     override = {**SMALL, "bundle_root": str(tmp_path), "dataset_dir": str(data), "max_epochs": 1,
                 "lane_layout": True, "lane_orientation": "auto"}  # fmt: skip
     _workflow(["train.json"], "train", **override)
@@ -334,6 +342,10 @@ def test_lane_layout_normalisation_trains_evaluates_and_infers_and_travels_with_
         top, bottom = gel_rows[row["image"]]
         for column in ("severe_attention_peak_row", "mild_attention_peak_row"):
             assert top <= int(row[column]) <= bottom, (row["image"], column)
+    used = {Path(row["image"]).name: row["lane_layout_used"] for row in predictions}
+    assert used.pop("smear_testing.png") == "false" and set(used.values()) == {"true"}
+    smear_row = next(row for row in predictions if row["image"].endswith("smear_testing.png"))
+    assert smear_row["refer"] == "true" and "lanes not read: whole image used" in smear_row["refer_reason"]
     with pytest.raises(Exception) as raised:
         _workflow(["inference.json"], "infer", **paths, output_dir=str(tmp_path / "raw"), lane_layout=False)
     assert any("trained with lane_layout=True" in m for m in _error_messages(raised.value))

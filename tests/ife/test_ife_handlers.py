@@ -87,7 +87,7 @@ def test_prediction_writer_rows_and_figures(tmp_path):
     severe, mild = PREDICTION_COLUMNS.index("severe_prediction"), PREDICTION_COLUMNS.index("mild_prediction")
     assert [[r[severe], r[mild]] for r in rows[1:]] == [["G", "None"], ["G", "None"], ["M", "lambda"]]
     # no operating point given: nothing referred on the probabilities, and the reason says why
-    assert {(r[-3], r[-2], r[-1]) for r in rows[1:]} == {("false", "false", "not calibrated")}
+    assert {(r[-4], r[-3], r[-2], r[-1]) for r in rows[1:]} == {("false", "false", "not calibrated", "")}
     for row in rows[1:]:
         p = np.array(row[4:13], dtype=float)
         assert p.sum() == pytest.approx(1.0, abs=1e-5)
@@ -258,11 +258,12 @@ def test_prediction_writer_refer_columns(tmp_path):
     IFEPredictionWriter(tmp_path / "out", figure_dir=None, operating_point=point, calibrated=True).attach(engine)
     engine.run([batch], max_epochs=1)
     rows = _read_csv(tmp_path / "out" / "predictions.csv")[1:]
-    assert [r[-3:] for r in rows] == [
+    assert [r[-4:-1] for r in rows] == [
         ["true", "false", ""],
         ["true", "true", "low confidence; positive call uncertain"],
         ["true", "true", "pattern outside the nine: two light-chain bands at different heights (kappa, lambda)"],
     ]
+    assert [r[-1] for r in rows] == ["", "", ""]  # lane_layout_used: these gels were not lane-normalised
     with pytest.raises(ValueError, match="positive_threshold"):
         IFEPredictionWriter(tmp_path, operating_point={"confidence_threshold": 0.5})
 
@@ -301,7 +302,8 @@ def test_evaluation_report_calibration_and_referral(tmp_path):
     assert ref["coverage"] == 0.0 and ref["accuracy"] is None and ref["referred"] == 4
     assert ref["fnr"] == 0.0 and ref["sensitivity"] == 1.0 and ref["positives"] == 2
     assert ref["refer_counts"] == {"low confidence": 4, "positive call uncertain": 3, "pattern outside the nine": 0,
-                                   "band pattern not read": 0, "not calibrated": 0}  # fmt: skip
+                                   "band pattern not read": 0, "lanes not read: whole image used": 0,
+                                   "not calibrated": 0}  # fmt: skip
     assert ref["operating_point"] == point and ref["probabilities"] == "calibrated"
     expected = coverage_accuracy_curve(tempered, [0, 0, 1, 1], [0, 0, 1, 0])
     assert {k: pytest.approx(v, abs=1e-6) for k, v in expected.items()} == ref["coverage_accuracy_curve"]
@@ -364,7 +366,9 @@ def test_prediction_writer_peak_rows_of_a_lane_normalised_gel(tmp_path, orientat
     assert row["severe_attention_peak_row"] == row["mild_attention_peak_row"] == str(expected)
     line = json.loads(open(out / "attention_profiles.jsonl").readline())
     assert line["image_rows"] == 200 and line["network_rows"] == 64  # not the normalised 96 that Resized traced
-    assert line["lane_layout"] == {"rows": [top, bottom], "image_shape": [200, 300], "orientation": orientation}
+    assert line["lane_layout"] == {"rows": [top, bottom], "image_shape": [200, 300], "orientation": orientation,
+                                   "lanes_found": True}
+    assert row["lane_layout_used"] == "true"
     assert _is_png(out / "attention" / "gel.png")
     # the figure's profile: one value per file row, peaking at the CSV's row, nothing outside the gel rows
     record = {"values": peaked.tolist(), "stride": 1}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -130,10 +132,10 @@ def test_auto_orientation_reads_the_albumin_end_from_elp():
         (np.pad(np.full((3, 60, 8), 120.0), ((0, 0), (15, 15), (20, 107)), constant_values=231.0), "into 6 lanes"),
     ],
 )
-def test_a_gel_without_six_lanes_raises_an_error_naming_the_file(image, message):
+def test_a_gel_without_six_lanes_raises_an_error_naming_the_file_when_asked_to(image, message):
     tagged = MetaTensor(torch.as_tensor(image), meta={"filename_or_obj": "/data/scan_17.png"})
     with pytest.raises(LaneLayoutError, match=message) as error:
-        NormaliseLaneLayoutd("image", (32, 48))({"image": tagged})
+        NormaliseLaneLayoutd("image", (32, 48), on_failure="raise")({"image": tagged})
     assert str(error.value).startswith("/data/scan_17.png: cannot normalise the lane layout")
     assert isinstance(error.value, ValueError)  # the bundles' skip-and-report path catches ValueErrors too
 
@@ -238,5 +240,30 @@ def test_lanes_are_found_once_when_band_pattern_and_normalisation_both_run(monke
     stale = MetaTensor(torch.as_tensor(image[:, :, :40]), meta=dict(data["image"].meta))  # two lanes left
     calls.clear()
     with pytest.raises(LaneLayoutError, match="^gel.png: cannot normalise"):  # searched afresh, and not six lanes
-        NormaliseLaneLayoutd("image", (64, 96))({"image": stale})
+        NormaliseLaneLayoutd("image", (64, 96), on_failure="raise")({"image": stale})
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("orientation, flipped", [("albumin_bottom", False), ("albumin_top", True), ("auto", False)])
+def test_a_gel_whose_lanes_cannot_be_read_falls_back_to_the_whole_image(orientation, flipped, caplog):
+    """Not dropped: the whole image at the output size (the paper's raw protocol), flipped when the orientation
+    is known to be albumin_top, flagged in the layout record with the reason, and named in the log."""
+    rows = torch.linspace(0, 1, 40)[:, None].expand(40, 60)
+    image = MetaTensor(torch.stack([rows * 255] * 3), meta={"filename_or_obj": "smear.png"})  # no lanes at all
+    with caplog.at_level(logging.WARNING):
+        out = NormaliseLaneLayoutd("image", (20, 30), orientation=orientation)({"image": image})["image"]
+    assert out.shape == (3, 20, 30)
+    column = out[0, :, 15]
+    assert bool(column[0] > column[-1]) is flipped  # the ramp runs down the rows, reversed only when flipped
+    record = out.meta["lane_layout"]
+    assert record["lanes_found"] is False and record["reason"]
+    assert record["rows"] == [0, 39] and record["image_shape"] == [40, 60] and len(record["columns"]) == 6
+    assert record["orientation"] == ("unknown" if orientation == "auto" else orientation)
+    assert any("smear.png: lanes not read" in m and "whole image is used" in m for m in caplog.messages)
+    found = NormaliseLaneLayoutd("image", (64, 96))({"image": MetaTensor(torch.as_tensor(_gel(0, "Negative")[0]))})
+    assert found["image"].meta["lane_layout"]["lanes_found"] is True and found["image"].meta["lane_layout"]["reason"] == ""
+
+
+def test_on_failure_is_checked():
+    with pytest.raises(ValueError, match="on_failure must be 'whole_image' or 'raise'"):
+        NormaliseLaneLayoutd("image", (64, 96), on_failure="skip")

@@ -7,6 +7,7 @@ import torch
 
 from custom_components.ife.lanes import LANES_NOT_FOUND
 from custom_components.ife.referral import (
+    LANES_NOT_READ,
     LOW_CONFIDENCE,
     NOT_CALIBRATED,
     PATTERN_NOT_READ,
@@ -127,7 +128,7 @@ def test_referral_metrics_count_false_negatives_and_reasons():
     assert m["accuracy"] == pytest.approx(0.5)  # decided: gel 0 (wrong) and gel 2 (right); gel 4 has a pattern
     assert m["positives"] == 4 and m["fnr"] == pytest.approx(0.25) and m["sensitivity"] == pytest.approx(0.75)
     expected_counts = {LOW_CONFIDENCE: 2, POSITIVE_UNCERTAIN: 1, "pattern outside the nine": 1,
-                       PATTERN_NOT_READ: 1, NOT_CALIBRATED: 0}  # fmt: skip
+                       PATTERN_NOT_READ: 1, LANES_NOT_READ: 0, NOT_CALIBRATED: 0}  # fmt: skip
     assert m["refer_counts"] == expected_counts
 
 

@@ -115,13 +115,17 @@ def test_save_labels_then_one_epoch_training_writes_checkpoint(
     assert "warning" not in answer
     if model == "ife_multitask":
         check_ife_answer(answer)
-        # the trained model normalises the lane layout (the default): a readable picture that is no gel is refused
-        # with the reason, and the server goes on serving
+        assert answer["lane_layout_used"] is True
+        # the trained model normalises the lane layout (the default): a readable picture whose lanes cannot be found
+        # is answered from the whole image, flagged and referred, and the server goes on serving
         noise = io.BytesIO()
         Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 90), dtype=np.uint8)).save(noise, format="PNG")
         response = server.request("post", "/infer/ife_multitask", params={"output": "json"},
                                   files={"file": ("noise.png", noise.getvalue(), "image/png")})  # fmt: skip
-        assert response.status_code == 422 and "cannot normalise the lane layout" in response.json()["detail"]
+        assert response.status_code == 200, response.text
+        flagged = response.json()
+        assert flagged["lane_layout_used"] is False and flagged["refer"] is True
+        assert "lanes not read: whole image used" in flagged["refer_reason"]
         assert server.infer(model, "json", params={"image": image_id}).json()["label"] == answer["label"]
 
 

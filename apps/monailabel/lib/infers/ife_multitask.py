@@ -63,7 +63,10 @@ def requested_weights(
 
 
 def ife_result(
-    heads: Mapping[str, torch.Tensor], calibration: Mapping[str, Any] | None = None, band_pattern: str = ""
+    heads: Mapping[str, torch.Tensor],
+    calibration: Mapping[str, Any] | None = None,
+    band_pattern: str = "",
+    lanes_read: bool | None = None,
 ) -> dict[str, Any]:
     """Turn one gel's network heads into the JSON answer of ``/infer/ife_multitask``.
 
@@ -88,6 +91,9 @@ def ife_result(
         says "not calibrated"), ``operating_point`` (or None).
     calibration: the checkpoint's calibration record, or None.
     band_pattern: the band-pattern detector's finding (``""``: nothing outside the nine classes).
+    lanes_read: whether the lane layout normalisation found the gel's six lanes (``False``: the network saw the
+        whole image, and the gel is referred); None when the bundle does not normalise the layout. Answered as
+        ``lane_layout_used``.
 
     Raises:
         ValueError: when the heads have unexpected shapes or keys.
@@ -120,12 +126,15 @@ def ife_result(
     else:
         raise ValueError(f"heads need severe/mild logits (multi-task) or an attention map (baseline), got {sorted(heads)}.")
     operating_point = (calibration or {}).get("operating_point")
-    ((refer, reason),) = refer_decisions(probs[None], operating_point, [band_pattern or ""], calls=torch.tensor([index]))
+    ((refer, reason),) = refer_decisions(
+        probs[None], operating_point, [band_pattern or ""], calls=torch.tensor([index]), lanes_read=[lanes_read]
+    )
     result.update(
         calibrated=bool((calibration or {}).get("temperatures")),
         refer=refer,
         refer_reason=reason,
         operating_point=dict(operating_point) if operating_point else None,
+        lane_layout_used=lanes_read,
     )
     result["attention"] = {}
     for name, profile in profiles.items():
@@ -133,6 +142,13 @@ def ife_result(
             raise ValueError(f"attention profile {name!r} must be 1-D (rows), got shape {list(profile.shape)}.")
         result["attention"][name] = [round(float(v), 6) for v in profile.detach().float().cpu()]
     return result
+
+
+def _lanes_read(image: Any) -> bool | None:
+    """Whether :class:`~custom_components.ife.lanes.NormaliseLaneLayoutd` found the gel's lanes (its record in the
+    image's metadata); None when the bundle's preprocessing did not normalise the layout."""
+    layout = (getattr(image, "meta", None) or {}).get("lane_layout")
+    return None if not isinstance(layout, Mapping) else bool(layout.get("lanes_found", True))
 
 
 class IFEMultiTaskInfer(LocalBundleInferTask):
@@ -182,4 +198,5 @@ class IFEMultiTaskInfer(LocalBundleInferTask):
 
     def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[None, dict[str, Any]]:
         pattern = data.get(BAND_PATTERN_KEY, "")
-        return None, ife_result(data[HEADS_KEY], data.get(CALIBRATION_KEY), pattern if isinstance(pattern, str) else "")
+        pattern = pattern if isinstance(pattern, str) else ""
+        return None, ife_result(data[HEADS_KEY], data.get(CALIBRATION_KEY), pattern, _lanes_read(data[self.input_key]))
