@@ -1,0 +1,167 @@
+#!/usr/bin/env python
+"""The papers' comparisons on real gels: grouped, stratified k-fold cross-validation of the IFE bundle on the 271
+MP-CADMS gels, per setting and with the lane layout normalisation on and off.
+
+Each (setting, lane layout) pair is one run of ``scripts/cross_validate.py --bundle ife_multitask`` (the bundle's
+own commands per fold; folds stratified by class and grouped by ``mpcadms_groups.csv``, so near-duplicates stay in
+one fold) at a CPU size, and optionally the synthetic-trained model of ``--synthetic-bundle-root`` asked about every
+real gel. A pair whose ``cross_validation.json`` in ``--workdir`` finished all folds with the same overrides is
+reused, so an interrupted experiment goes on where it stopped.
+
+The settings are those of the paper's Table 2 (``scripts/experiments/ife_paper_tables.py``): the 9-class baseline,
+the multi-task network without regularisers, with the paper's regularisers, and this bundle's default.
+
+Usage::
+
+    python scripts/experiments/mpcadms_datalist.py /path/to/MP-CADMS /data/mpcadms/datalist.json
+    python scripts/experiments/ife_real_gels.py --dataset-dir /data/mpcadms --workdir outputs/ife_real_gels
+
+Writes ``OUTPUT/ife_real_gels.json`` and ``.md`` (mean and std over folds of accuracy, macro F1, FNR and per-class
+recall, the paper's Table 1 beside them; the machine, sizes, seeds and time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling experiments
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: bundle_runs, what the scripts share
+import bundle_runs  # noqa: E402
+from ife_paper_tables import PAPER_TABLE, SETTINGS  # noqa: E402  (the paper's settings and Table 1)
+
+REPO = Path(__file__).resolve().parents[2]
+#: the settings compared on real gels, by their names in ife_paper_tables.SETTINGS
+REAL_SETTINGS = (
+    "9-class baseline, horizontal attention",
+    "multi-task, no regulariser",
+    "multi-task, both (the paper)",
+    "multi-task, this bundle's default",
+)
+#: a CPU size: about ten minutes a fold on two cores
+CPU_SIZE = {"image_size": 128, "max_epochs": 15, "batch_size": 32, "warmup_epochs": 1, "num_workers": 2}
+METRICS = {"accuracy": "Acc", "macro_f1": "macro F1", "fnr": "FNR"}
+
+
+def _cv_command(setting: str, lane_layout: bool, args: argparse.Namespace, out: Path) -> list[str]:
+    configs, overrides = SETTINGS[setting]
+    cmd = [sys.executable, str(REPO / "scripts" / "cross_validate.py"), "--bundle", "ife_multitask"]
+    cmd += ["--dataset-dir", str(args.dataset_dir), "--folds", str(args.folds), "--seed", str(args.seed)]
+    cmd += ["--output-dir", str(out), "--image-size", str(args.sizes["image_size"])]
+    cmd += ["--max-epochs", str(args.sizes["max_epochs"])]
+    for config in configs:
+        cmd += ["--config", config]
+    merged = {**overrides, "lane_layout": lane_layout, "lane_orientation": "auto" if lane_layout else "albumin_bottom"}
+    merged.update({k: v for k, v in args.sizes.items() if k not in ("image_size", "max_epochs")})
+    for key, value in merged.items():
+        cmd += ["--override", key, str(value)]
+    return cmd
+
+
+def _finished(out: Path, folds: int, command: list[str]) -> dict | None:
+    """The summary of a finished run with the same command, else None."""
+    summary_file, command_file = out / "cross_validation.json", out / "command.txt"
+    if not (summary_file.is_file() and command_file.is_file()):
+        return None
+    summary = json.loads(summary_file.read_text())
+    same = command_file.read_text().strip() == shlex.join(command[1:])
+    return summary if same and summary.get("folds_done") == folds else None
+
+
+def run_one(setting: str, lane_layout: bool, args: argparse.Namespace) -> dict:
+    out = args.workdir / bundle_runs.slug(f"{setting} lanes {'on' if lane_layout else 'off'}")
+    command = _cv_command(setting, lane_layout, args, out)
+    summary = _finished(out, args.folds, command)
+    if summary is None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "command.txt").write_text(shlex.join(command[1:]) + "\n")
+        started = time.time()
+        with open(out / "experiment.log", "w") as log:
+            subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True)
+        summary = json.loads((out / "cross_validation.json").read_text())
+        summary["minutes"] = round((time.time() - started) / 60, 1)
+        (out / "cross_validation.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _row(summary: dict) -> dict:
+    mean = summary["mean"]
+    row = {key: mean.get(key) for key in METRICS}
+    row["per_class_recall"] = {
+        key.split(".", 1)[1]: mean[key] for key in mean if key.startswith("per_class_recall.")
+    }
+    row["minutes"] = summary.get("minutes")
+    return row
+
+
+def markdown(result: dict) -> str:
+    meta = result["meta"]
+    lines = [
+        "# IFE on real gels: grouped, stratified cross-validation on MP-CADMS",
+        "",
+        f"{meta['gels']} real gels, {meta['folds']} folds (stratified by class, near-duplicates grouped), seed "
+        f"{meta['seed']}; sizes {meta['sizes']}; {meta['machine']}; {meta['minutes']} min. Command: "
+        f"`{meta['command']}`. Mean ± std over folds (%); the paper's Table 1 (its hospital's 14,540 gels) beside.",
+        "",
+        "| Setting | Lane layout | Acc | macro F1 | FNR | paper Acc | paper F1 | paper FNR |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in result["runs"]:
+        cells = []
+        for key in METRICS:
+            stat = entry["scores"].get(key)
+            cells.append("–" if not stat or stat.get("mean") is None else f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f}")
+        paper = PAPER_TABLE.get(entry["setting"])
+        paper_cells = ["–"] * 3 if paper is None else [f"{paper[0]:.2f}", f"{paper[1]:.2f}", f"{paper[2]:.2f}"]
+        lines.append(f"| {entry['setting']} | {'on' if entry['lane_layout'] else 'off'} | " + " | ".join(cells + paper_cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset-dir", type=Path, required=True, help="folder of the real gels' datalist.json")
+    parser.add_argument("--workdir", type=Path, default=REPO / "outputs" / "ife_real_gels")
+    parser.add_argument("--output-dir", type=Path, default=REPO / "bundles" / "ife_multitask" / "docs" / "results")
+    parser.add_argument("--settings", nargs="+", default=list(REAL_SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--lane-layout", choices=("on", "off", "both"), default="both")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--size", nargs=2, action="append", default=[], metavar=("ID", "VALUE"),
+                        help="change one of the CPU sizes, e.g. --size max_epochs 30")  # fmt: skip
+    args = parser.parse_args(argv)
+    args.sizes = {**CPU_SIZE, **{k: json.loads(v) for k, v in args.size}}
+    from custom_components.core.atomic import write_json_atomic, write_text_atomic
+
+    started = time.time()
+    datalist = json.loads((args.dataset_dir / "datalist.json").read_text())
+    lanes = {"on": [True], "off": [False], "both": [True, False]}[args.lane_layout]
+    runs = []
+    for setting in args.settings:
+        for lane_layout in lanes:
+            summary = run_one(setting, lane_layout, args)
+            runs.append({"setting": setting, "lane_layout": lane_layout, "scores": summary["mean"],
+                         "per_fold": summary["per_fold"], "minutes": summary.get("minutes")})  # fmt: skip
+            print(f"[{setting}, lanes {'on' if lane_layout else 'off'}] "
+                  f"{ {k: v for k, v in _row(summary).items() if k in METRICS} }", flush=True)  # fmt: skip
+    meta = {
+        "data": "MP-CADMS SC_dataset (GitHub ThuXiaoming06/MP-CADMS), groups of docs/real_gels/mpcadms_groups.csv",
+        "gels": sum(len(v) for k, v in datalist.items() if k in ("training", "validation")),
+        "folds": args.folds, "seed": args.seed, "sizes": args.sizes, "machine": bundle_runs.machine(),
+        "command": shlex.join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+        "minutes": round((time.time() - started) / 60, 1),
+    }  # fmt: skip
+    result = {"meta": meta, "runs": runs}
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(result, args.output_dir / "ife_real_gels.json", indent=1)
+    write_text_atomic(markdown(result), args.output_dir / "ife_real_gels.md")
+    print(f"wrote {args.output_dir / 'ife_real_gels.json'} and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+# Copyright (c) the project authors. Licensed under the Apache License, Version 2.0.
+"""scripts/experiments/ife_real_gels.py: the cross-validation command of each setting, reuse of finished runs only,
+and the table from the summaries (the runs themselves are the bundle's commands, tested elsewhere)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "experiments" / "ife_real_gels.py"
+
+
+@pytest.fixture(scope="module")
+def real():
+    spec = importlib.util.spec_from_file_location("ife_real_gels", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _args(tmp_path, **sizes):
+    return argparse.Namespace(dataset_dir=tmp_path / "gels", folds=5, seed=42, sizes={**{"image_size": 96,
+                              "max_epochs": 3, "batch_size": 16}, **sizes}, workdir=tmp_path / "work")  # fmt: skip
+
+
+def test_each_setting_runs_cross_validate_with_its_configs_and_the_lane_switch(real, tmp_path):
+    baseline = real._cv_command("9-class baseline, horizontal attention", True, _args(tmp_path), tmp_path / "o")
+    text = shlex.join(baseline)
+    assert "--bundle ife_multitask" in text and "--folds 5" in text and "--config baseline.json" in text
+    assert "--override lane_layout True" in text and "--override lane_orientation auto" in text
+    assert "--image-size 96" in text and "--max-epochs 3" in text and "--override batch_size 16" in text
+    paper = shlex.join(real._cv_command("multi-task, both (the paper)", False, _args(tmp_path), tmp_path / "o"))
+    assert "--config" not in paper and "--override lane_layout False" in paper
+    assert "--override lambda_inter" in paper  # the paper's regularisers, as ife_paper_tables runs them
+
+
+def test_a_finished_run_is_reused_only_with_the_same_command_and_all_folds(real, tmp_path):
+    out, command = tmp_path / "run", ["python", "cv.py", "--folds", "5"]
+    assert real._finished(out, 5, command) is None
+    out.mkdir()
+    (out / "command.txt").write_text(shlex.join(command[1:]) + "\n")
+    (out / "cross_validation.json").write_text(json.dumps({"folds_done": 4, "mean": {}, "per_fold": []}))
+    assert real._finished(out, 5, command) is None  # interrupted
+    (out / "cross_validation.json").write_text(json.dumps({"folds_done": 5, "mean": {}, "per_fold": []}))
+    assert real._finished(out, 5, command)["folds_done"] == 5
+    assert real._finished(out, 5, ["python", "cv.py", "--folds", "5", "--seed", "1"]) is None  # other command
+
+
+def test_the_table_shows_mean_and_std_in_percent_beside_the_paper(real):
+    scores = {"accuracy": {"mean": 0.5, "std": 0.1}, "macro_f1": {"mean": 0.25, "std": 0.05},
+              "fnr": {"mean": None, "std": None}}  # fmt: skip
+    result = {"meta": {"gels": 271, "folds": 5, "seed": 42, "sizes": {}, "machine": "m", "minutes": 1,
+                       "command": "x"},
+              "runs": [{"setting": "multi-task, both (the paper)", "lane_layout": True, "scores": scores}]}  # fmt: skip
+    row = [line for line in real.markdown(result).splitlines() if line.startswith("| multi-task")][0]
+    assert row == "| multi-task, both (the paper) | on | 50.0 ± 10.0 | 25.0 ± 5.0 | – | 95.43 | 86.68 | 8.54 |"
