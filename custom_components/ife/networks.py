@@ -24,6 +24,7 @@ architecture (depths, strides, attention) for quick experiments and tests.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Optional
 
@@ -34,10 +35,21 @@ from torch import nn
 from custom_components.ife.horizontal_attention import HorizontalAttention, UniformAttention
 from custom_components.ife.classes import fuse_subtask_probabilities
 
-__all__ = ["RESNET18_CHANNELS", "ATTENTION_STRIDES", "IFEBasicBlock", "IFEResStage", "MultiTaskIFEResNet", "IFEResNet", "ForwardHeads"]
+__all__ = [
+    "RESNET18_CHANNELS",
+    "ATTENTION_STRIDES",
+    "INITIALISATIONS",
+    "IFEBasicBlock",
+    "IFEResStage",
+    "MultiTaskIFEResNet",
+    "IFEResNet",
+    "ForwardHeads",
+]
 
 # ResNet18: BasicBlock, two blocks per stage; the default stage widths
 RESNET18_CHANNELS = (64, 128, 256, 512)
+#: the weights' initialisations of the IFE networks (:func:`_init_weights`): this bundle's and the authors'
+INITIALISATIONS = ("kaiming", "authors")
 _STAGE_DEPTHS = (2, 2, 2, 2)
 _STAGE_STRIDES = (1, 2, 2, 2)
 
@@ -205,16 +217,35 @@ def _attention_strides(stage4_row_stride: int) -> dict[str, int]:
     return {**ATTENTION_STRIDES, **{key: 16 * stage4_row_stride for key in _STAGE4_MAPS}}
 
 
-def _init_weights(module: nn.Module, zero_init_last: bool) -> None:
-    """Kaiming-normal convolutions of the ResNet (not the attention), unit/zero norms; optional zero last gamma."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d, nn.LayerNorm)):
-            if getattr(m, "weight", None) is not None:
-                nn.init.ones_(m.weight)
-            if getattr(m, "bias", None) is not None:
-                nn.init.zeros_(m.bias)
+def _check_init(init: str) -> str:
+    if init not in INITIALISATIONS:
+        raise ValueError(f"init must be one of {INITIALISATIONS}, got {init!r}.")
+    return init
+
+
+def _init_weights(module: nn.Module, zero_init_last: bool, init: str = "kaiming") -> None:
+    """The weights' initialisation (:data:`INITIALISATIONS`); optional zero last gamma.
+
+    ``"kaiming"``: Kaiming-normal (fan-out) convolutions of the ResNet, as torchvision's ResNet (He et al. 2015);
+    the attention keeps PyTorch's default. ``"authors"``: every layer as PyTorch constructs it, which is what the
+    authors' code trains from (its ResNet convolutions' weight std is 1 / 2.45 of Kaiming fan-out's), and the
+    attention convolution drawn as their 7x7 ``Conv2d`` over 2 channels would be, uniform within
+    ``1 / sqrt(2 * 7 * 7)`` (0.10, against 0.27 for this module's 7-tap ``Conv1d``).
+    """
+    if init == "authors":
+        for m in module.modules():
+            if isinstance(m, HorizontalAttention):
+                bound = 1.0 / math.sqrt(2 * m.kernel_size**2)  # fan-in of the authors' k x k Conv2d, 2 channels
+                nn.init.uniform_(m.conv.weight, -bound, bound)
+    else:
+        for m in module.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d, nn.LayerNorm)):
+                if getattr(m, "weight", None) is not None:
+                    nn.init.ones_(m.weight)
+                if getattr(m, "bias", None) is not None:
+                    nn.init.zeros_(m.bias)
     if zero_init_last:
         for m in module.modules():
             if isinstance(m, IFEBasicBlock) and getattr(m.norm2, "weight", None) is not None:
@@ -250,6 +281,9 @@ class MultiTaskIFEResNet(nn.Module):
         norm: normalisation, name or (name, args) as in MONAI.
         zero_init_last: initialise the last normalisation weight of every block to zero (off by default, as in
             the paper; when on, attention convolutions get zero gradients on the first step).
+        init: the weights' initialisation, ``"kaiming"`` (default: torchvision's ResNet initialisation, with which
+            every number of this bundle was measured) or ``"authors"`` (PyTorch's defaults, as the authors' code;
+            see :data:`INITIALISATIONS`).
         channels: output channels of the four stages, ``(C1, C2, C3, C4)`` (default ResNet18's
             ``(64, 128, 256, 512)``): the stem gives (B, C1, H/4, W/4), stage ``i`` (B, Ci, H/2^(i+1), W/2^(i+1)),
             each head reads C4 pooled features. E.g. ``(8, 16, 32, 64)`` for a narrow network in tests.
@@ -283,6 +317,7 @@ class MultiTaskIFEResNet(nn.Module):
         act: str | tuple = ("relu", {"inplace": True}),
         norm: str | tuple = "batch",
         zero_init_last: bool = False,
+        init: str = "kaiming",
         channels: Sequence[int] = RESNET18_CHANNELS,
         tie_attention: bool = False,
         stage4_row_stride: int = 2,
@@ -316,7 +351,7 @@ class MultiTaskIFEResNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.severe_head = nn.Linear(channels[-1], num_severe)
         self.mild_head = nn.Linear(channels[-1], num_mild)
-        _init_weights(self, zero_init_last)
+        _init_weights(self, zero_init_last, _check_init(init))
 
     def attention_strides(self) -> dict[str, int]:
         """Total stride along the height of each attention map of :meth:`forward_heads`, by key."""
@@ -408,6 +443,7 @@ class IFEResNet(nn.Module):
         act: activation, name or (name, args) as in MONAI.
         norm: normalisation, name or (name, args) as in MONAI.
         zero_init_last: zero-initialise the last normalisation weight of every block.
+        init: the weights' initialisation, ``"kaiming"`` or ``"authors"`` (as :class:`MultiTaskIFEResNet`).
         channels: output channels of the four stages, ``(C1, C2, C3, C4)`` (default ResNet18's
             ``(64, 128, 256, 512)``): the stem gives (B, C1, H/4, W/4), stage ``i`` (B, Ci, H/2^(i+1), W/2^(i+1)),
             the head is ``Linear(C4, num_classes)``.
@@ -427,6 +463,7 @@ class IFEResNet(nn.Module):
         act: str | tuple = ("relu", {"inplace": True}),
         norm: str | tuple = "batch",
         zero_init_last: bool = False,
+        init: str = "kaiming",
         channels: Sequence[int] = RESNET18_CHANNELS,
         stage4_row_stride: int = 2,
     ) -> None:
@@ -442,7 +479,7 @@ class IFEResNet(nn.Module):
         self.stages = _make_stages(0, 4, channels, self.stage4_row_stride, **block_args)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(channels[-1], num_classes)
-        _init_weights(self, zero_init_last)
+        _init_weights(self, zero_init_last, _check_init(init))
 
     def attention_strides(self) -> dict[str, int]:
         """Total stride along the height of each attention map of :meth:`forward_heads`, by key."""

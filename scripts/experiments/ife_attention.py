@@ -52,7 +52,7 @@ PAPER = json.loads((BUNDLE / "configs" / "paper_attention.json").read_text())
 EVIDENCE = {k: v for k, v in json.loads((BUNDLE / "configs" / "train.json").read_text()).items() if k in _ATTENTION_IDS}
 SETTINGS = {
     "paper": PAPER,
-    "paper, tied attention": {**PAPER, "tie_attention": True},
+    "paper, untied attention": {**PAPER, "tie_attention": False},
     "no regularisers": {**PAPER, "lambda_inner": 0.0, "lambda_inter": 0.0},
     "inner only": {**PAPER, "lambda_inter": 0.0},
     "inter only": {**PAPER, "lambda_inner": 0.0},

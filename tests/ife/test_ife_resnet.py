@@ -336,3 +336,26 @@ def test_forward_heads_temperature_errors():
         ForwardHeads(net, temperatures={"classes": 1.0})
     with pytest.raises(ValueError, match="> 0"):
         ForwardHeads(net, temperatures={"severe": 0.0, "mild": 1.0})
+
+
+@pytest.mark.parametrize("network_class", [MultiTaskIFEResNet, IFEResNet])
+def test_the_authors_initialisation_is_pytorchs_with_their_attention_bound(network_class):
+    """"authors": convolutions as PyTorch constructs them (std 1/sqrt(3 fan_in), 2.45x below Kaiming fan-out's
+    sqrt(2/fan_out) for a 3x3, 64 -> 64 convolution) and attention weights within the bound of their 7x7 Conv2d."""
+    torch.manual_seed(0)
+    kaiming, authors = network_class(), network_class(init="authors")
+    weights = {name: [m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape == (64, 64, 3, 3)]
+               for name, net in (("kaiming", kaiming), ("authors", authors))}  # fmt: skip
+    std = {name: torch.cat([w.flatten() for w in ws]).std().item() for name, ws in weights.items()}
+    assert std["kaiming"] == pytest.approx((2 / 576) ** 0.5, rel=0.05)
+    assert std["authors"] == pytest.approx(1 / (3 * 576) ** 0.5, rel=0.05)
+    assert std["kaiming"] / std["authors"] == pytest.approx(2.45, rel=0.05)
+    bound = 1 / (2 * 7 * 7) ** 0.5
+    attention = [m.conv.weight for m in authors.modules() if isinstance(m, HorizontalAttention)]
+    assert attention and all(w.abs().max() <= bound for w in attention)
+    assert max(w.abs().max() for w in attention) > 0.8 * bound  # drawn over the whole range, not shrunk
+
+
+def test_an_unknown_initialisation_is_refused():
+    with pytest.raises(ValueError, match="init must be one of"):
+        MultiTaskIFEResNet(init="xavier")
