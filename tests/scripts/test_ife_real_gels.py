@@ -59,3 +59,17 @@ def test_the_table_shows_mean_and_std_in_percent_beside_the_paper(real):
               "runs": [{"setting": "multi-task, both (the paper)", "lane_layout": True, "scores": scores}]}  # fmt: skip
     row = [line for line in real.markdown(result).splitlines() if line.startswith("| multi-task")][0]
     assert row == "| multi-task, both (the paper) | on | 50.0 ± 10.0 | 25.0 ± 5.0 | – | 95.43 | 86.68 | 8.54 |"
+
+
+def test_scores_of_predictions_by_hand(real, tmp_path):
+    """Four real gels: two right, one positive called Negative (FNR 1/3 of the three positives), one wrong class."""
+    rows = [("a", "Negative", "Negative", "true"), ("b", "IgG-kappa", "IgG-kappa", "true"),
+            ("c", "IgG-kappa", "Negative", "false"), ("d", "lambda", "kappa", "true")]  # fmt: skip
+    path = tmp_path / "predictions.csv"
+    path.write_text("image,label,prediction,lane_layout_used\n" + "".join(",".join(r) + "\n" for r in rows))
+    scores = real.scores_of_predictions(path)
+    assert scores["gels"] == 4 and scores["accuracy"] == pytest.approx(0.5)
+    assert scores["fnr"] == pytest.approx(1 / 3) and scores["lanes_read"] == pytest.approx(0.75)
+    assert scores["per_class_recall"]["IgG-kappa"] == pytest.approx(0.5) and scores["per_class_recall"]["IgA-kappa"] is None
+    # F1: Negative 2/3 (tp 1, fp 1), IgG-kappa 2/3 (tp 1, fn 1), lambda 0, kappa 0 (predicted, never true)
+    assert scores["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 0 + 0) / 4)
