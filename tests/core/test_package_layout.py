@@ -62,3 +62,22 @@ def test_the_package_has_only_its_three_wings():
     folders = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
     assert folders == ["core", "ife", "oct"]
     assert sorted(p.name for p in PACKAGE.glob("*.py")) == ["__init__.py"]
+
+
+def test_the_ife_wing_runs_without_the_oct_dependencies():
+    """eyepy, oct-converter, highdicom, OpenCV and pydicom are the ``oct`` extra: with them unimportable, core and the
+    IFE wing still import and build the IFE network (the OCT reader, which needs them, is where they are imported)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for name in ('eyepy', 'oct_converter', 'highdicom', 'cv2', 'pydicom'):\n"
+        "    sys.modules[name] = None  # an import of any of them now fails\n"
+        "import custom_components.core, custom_components.ife\n"
+        "from custom_components.ife.networks import MultiTaskIFEResNet\n"
+        "MultiTaskIFEResNet(channels=(4, 4, 4, 4))\n"
+        "assert not any(sys.modules.get(n) for n in ('eyepy', 'oct_converter', 'highdicom', 'cv2', 'pydicom'))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
