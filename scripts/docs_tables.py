@@ -1,0 +1,280 @@
+#!/usr/bin/env python
+"""Write the measured tables of the bundles' READMEs from the results files the experiment scripts made.
+
+A generated block in ``bundles/<bundle>/docs/README.md`` is everything between two marker lines::
+
+    <!-- generated: lane_layout from results/ife_lane_layout_cpu.json -->
+    ...                                  (written by this script: do not edit by hand)
+    <!-- end generated -->
+
+``lane_layout`` names a renderer below and the path is relative to the README's folder. A renderer is a small
+function that takes the results file's JSON and returns markdown: a table or a short sentence. Where the
+experiment script that wrote the file has its own markdown function, the renderer calls it (the README then shows
+exactly what the script's ``.md`` shows), so there is one formatter per kind of result.
+
+Usage::
+
+    python scripts/docs_tables.py            # rewrite every generated block from its file
+    python scripts/docs_tables.py --check    # exit 1 and name each block that differs from its file
+
+Adding a renderer (e.g. for ``results/ife_real_gels.json``, written by ``scripts/experiments/ife_real_gels.py``)::
+
+    @renderer
+    def real_gels(result: dict) -> str:
+        return first_table(experiment("ife_real_gels").markdown(result))
+
+then put ``<!-- generated: real_gels from results/ife_real_gels.json -->`` and ``<!-- end generated -->`` in the
+README where the table goes and run ``python scripts/docs_tables.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import re
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+START = re.compile(r"^<!-- generated: (?P<renderer>\w+) from (?P<source>\S+\.json) -->$")
+END = "<!-- end generated -->"
+
+RENDERERS: dict[str, Callable[[dict], str]] = {}
+
+
+class DocsTablesError(ValueError):
+    """A README's markers are malformed, or name a renderer or file that does not exist."""
+
+
+def renderer(func: Callable[[dict], str]) -> Callable[[dict], str]:
+    """Register ``func`` under its name, the name the README's marker uses."""
+    RENDERERS[func.__name__] = func
+    return func
+
+
+def experiment(name: str):
+    """An experiment script of ``scripts/experiments`` (or a script of ``scripts/``) as a module, for its formatters."""
+    for folder in (REPO / "scripts", REPO / "scripts" / "experiments"):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+    return importlib.import_module(name)
+
+
+def first_table(markdown: str, heading: str | None = None) -> str:
+    """The first markdown table in ``markdown`` (after the line ``heading``, when given)."""
+    lines = markdown.splitlines()
+    if heading is not None:
+        if heading not in lines:
+            raise DocsTablesError(f"no heading {heading!r} in the script's markdown")
+        lines = lines[lines.index(heading) + 1 :]
+    table: list[str] = []
+    for line in lines:
+        if line.startswith("|"):
+            table.append(line)
+        elif table:
+            break
+    if not table:
+        raise DocsTablesError("no table in the script's markdown")
+    return "\n".join(table)
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.0f} %"
+
+
+# ---------------------------------------------------------------------------------------------------- renderers
+
+
+@renderer
+def paper_tables(result: dict) -> str:
+    """Tables 1-2 of ``ife_paper_tables_*.json``, as ``ife_paper_tables.py`` writes them."""
+    markdown = experiment("ife_paper_tables").markdown(result["summary"], result["meta"])
+    return first_table(markdown, "## Tables 1-2: classification on the test split")
+
+
+@renderer
+def paper_fig3(result: dict) -> str:
+    """Fig. 3 of ``ife_paper_tables_*.json`` in one sentence: the paper's maps against a fixed row, and the best map."""
+    summary = result["summary"]
+    paper = summary["multi-task, both (the paper)"]["attention"]
+    fixed = paper["attention_severe"]["fixed_row_share"][0]
+    best = max(
+        (stats["peak_in_band_share"][0], setting, key.split("_")[-1])
+        for setting, entry in summary.items()
+        for key, stats in entry["attention"].items()
+    )
+    verdict = "no setting's map beats it" if best[0] <= fixed else "one setting's map beats it"
+    return (
+        f"Fig. 3: the paper's regularised maps peak within the band on "
+        f"{_pct(paper['attention_severe']['peak_in_band_share'][0])} (severe) and "
+        f"{_pct(paper['attention_mild']['peak_in_band_share'][0])} (mild) of the positive test gels, where a fixed "
+        f"row reaches {_pct(fixed)}; {verdict} (the best: the {best[2]} map of {best[1]}, at {_pct(best[0])})."
+    )
+
+
+@renderer
+def attention_settings(result: dict) -> str:
+    """``ife_attention.json``: per setting, both branches' peak-in-band shares beside the fixed row, and the scores."""
+    fmt = experiment("ife_attention")._fmt
+    lines = [
+        "| setting | seeds | severe: peak in band (%) | mild: peak in band (%) | a fixed row (%) | severe contrast, "
+        f"band / none | saturated maps of {result['meta']['test_gels']} (severe, mild) | accuracy (%) | macro F1 (%) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for setting, entry in result["summary"].items():
+        severe, mild = entry["attention_severe"], entry["attention_mild"]
+        lines.append(
+            f"| {setting} | {len(entry['seeds'])} | {fmt(severe['peak_in_band_share'], True)} | "
+            f"{fmt(mild['peak_in_band_share'], True)} | {fmt(severe['fixed_row_share'], True)} | "
+            f"{severe['contrast_positive'][0]:.2f} / {severe['contrast_negative'][0]:.2f} | "
+            f"{severe['saturated'][0]:.0f}, {mild['saturated'][0]:.0f} | {fmt(entry['accuracy'], True)} | "
+            f"{fmt(entry['macro_f1'], True)} |"
+        )
+    return "\n".join(lines)
+
+
+@renderer
+def attention_report(result: dict) -> str:
+    """An ``attention_report.json`` of ``scripts/attention_report.py`` (e.g. the demo's), one row per map."""
+    names = experiment("attention_report").MAP_NAMES
+    lines = [
+        "| map | rows | gels with a band | peak in band | a fixed row | contrast, band / none | saturated maps |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, m in result["maps"].items():
+        rows = ", ".join(str(r) for r in m["map_rows"])
+        lines.append(
+            f"| {names.get(key, key)} | {rows} | {m['positives']} | {m['peak_in_band']} "
+            f"({_pct(m['peak_in_band_share'])}) | {_pct(m['fixed_row_share'])} | "
+            f"{m['contrast_positive']:.2f} / {m['contrast_negative']:.2f} | {m['saturated']} of {m['gels']} |"
+        )
+    return "\n".join(lines)
+
+
+@renderer
+def lane_layout(result: dict) -> str:
+    """``ife_lane_layout_*.json``, as ``ife_lane_layout.py`` writes it."""
+    return "\n".join(experiment("ife_lane_layout")._table(result))
+
+
+@renderer
+def fast_settings(result: dict) -> str:
+    """``fast_settings_*.json``: mean +- std over the seeds of each setting (the per-seed rows are in its ``.md``)."""
+    script = experiment("fast_settings")
+    kind = {bundle: kind for kind, bundle in script.BUNDLES.items()}[result["bundle"]]
+    metrics = script.METRICS[kind]
+    lines = [
+        "| Run | " + " | ".join(label for _, label in metrics) + " | Training time |",
+        "|---|" + "---|" * (len(metrics) + 1),
+    ]
+    for name, by_seed in result["runs"].items():
+        runs = list(by_seed.values())
+        on = ", ".join(k for k, v in runs[0]["settings"].items() if v) or "fp32, none on"
+        cells = [
+            f"{statistics.mean(r['metrics'][key] for r in runs):.3f} +- "
+            f"{statistics.pstdev(r['metrics'][key] for r in runs):.3f}"
+            for key, _ in metrics
+        ]
+        seconds = statistics.mean(r["train_s"] for r in runs)
+        lines.append(f"| {name} ({on}) | {' | '.join(cells)} | {seconds:.0f} s |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------- blocks
+
+
+@dataclass(frozen=True)
+class Block:
+    """One generated block: ``lines[start]`` is its opening marker, ``lines[end]`` its closing one (0-based)."""
+
+    renderer: str
+    source: str
+    start: int
+    end: int
+
+    def name(self) -> str:
+        return f"{self.renderer} from {self.source}"
+
+
+def parse_blocks(text: str) -> list[Block]:
+    """The generated blocks of a README, in order; malformed or unbalanced markers raise :class:`DocsTablesError`."""
+    blocks, opened = [], None
+    for number, line in enumerate(text.splitlines()):
+        stripped = line.strip()
+        if stripped.startswith("<!-- generated"):
+            match = START.match(stripped)
+            if match is None:
+                raise DocsTablesError(f"line {number + 1}: malformed marker {stripped!r}")
+            if opened is not None:
+                raise DocsTablesError(f"line {number + 1}: a block opens inside the block of line {opened[0] + 1}")
+            opened = (number, match["renderer"], match["source"])
+        elif stripped == END:
+            if opened is None:
+                raise DocsTablesError(f"line {number + 1}: {END} without an opening marker")
+            blocks.append(Block(opened[1], opened[2], opened[0], number))
+            opened = None
+    if opened is not None:
+        raise DocsTablesError(f"line {opened[0] + 1}: block {opened[1]} from {opened[2]} is never closed")
+    return blocks
+
+
+def render(block: Block, folder: Path) -> str:
+    """The markdown a block should hold: its renderer applied to its results file (a path relative to ``folder``)."""
+    if block.renderer not in RENDERERS:
+        raise DocsTablesError(f"unknown renderer {block.renderer!r} (known: {', '.join(sorted(RENDERERS))})")
+    path = folder / block.source
+    if not path.is_file():
+        raise DocsTablesError(f"{block.name()}: no file {path}")
+    return RENDERERS[block.renderer](json.loads(path.read_text(encoding="utf-8"))).strip("\n")
+
+
+def regenerate(text: str, folder: Path) -> tuple[str, list[Block]]:
+    """``text`` with every block rewritten from its file, and the blocks whose text changed."""
+    lines = text.split("\n")
+    out, stale, done = [], [], 0
+    for block in parse_blocks(text):
+        body = ["", *render(block, folder).split("\n"), ""]
+        if lines[block.start + 1 : block.end] != body:
+            stale.append(block)
+        out += lines[done : block.start + 1] + body
+        done = block.end
+    out += lines[done:]
+    return "\n".join(out), stale
+
+
+def readmes() -> list[Path]:
+    return sorted(REPO.glob("bundles/*/docs/README.md"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block differs from its file")
+    parser.add_argument("readme", nargs="*", type=Path, help="default: every bundles/*/docs/README.md")
+    args = parser.parse_args(argv)
+    differing = 0
+    for path in args.readme or readmes():
+        text = path.read_text(encoding="utf-8")
+        try:
+            new, stale = regenerate(text, path.parent)
+        except DocsTablesError as error:
+            print(f"{path}: {error}", file=sys.stderr)
+            return 2
+        shown = path.resolve().relative_to(REPO) if path.resolve().is_relative_to(REPO) else path
+        for block in stale:
+            verb = "differs from its file" if args.check else "rewritten"
+            print(f"{shown}:{block.start + 1}: {block.name()} {verb}")
+        differing += len(stale)
+        if stale and not args.check:
+            path.write_text(new, encoding="utf-8")
+    if args.check and differing:
+        print(f"{differing} generated block(s) differ: run python scripts/docs_tables.py", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

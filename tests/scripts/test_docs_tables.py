@@ -1,0 +1,125 @@
+"""``scripts/docs_tables.py``: the READMEs' generated tables agree with the results files they name, the markers are
+read as written, a renderer turns known values into known markdown, and a number changed by hand is caught."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import docs_tables  # scripts/ is on sys.path (tests/conftest.py)
+
+REPO = Path(__file__).resolve().parents[2]
+IFE_README = REPO / "bundles" / "ife_multitask" / "docs" / "README.md"
+
+
+def test_every_generated_block_agrees_with_its_results_file(capsys):
+    assert docs_tables.main(["--check"]) == 0, capsys.readouterr().out
+    blocks = docs_tables.parse_blocks(IFE_README.read_text(encoding="utf-8"))
+    assert {b.renderer for b in blocks} >= {"paper_tables", "attention_settings", "lane_layout", "fast_settings"}
+    assert all((IFE_README.parent / b.source).is_file() for b in blocks)
+
+
+def test_markers_are_parsed_with_their_renderer_file_and_lines():
+    text = "\n".join([
+        "# Title",
+        "<!-- generated: lane_layout from results/a.json -->",
+        "| old |",
+        "<!-- end generated -->",
+        "prose",
+        "<!-- generated: fast_settings from results/b_cpu.json -->",
+        "<!-- end generated -->",
+    ])  # fmt: skip
+    blocks = docs_tables.parse_blocks(text)
+    assert [(b.renderer, b.source, b.start, b.end) for b in blocks] == [
+        ("lane_layout", "results/a.json", 1, 3),
+        ("fast_settings", "results/b_cpu.json", 5, 6),
+    ]
+    assert blocks[0].name() == "lane_layout from results/a.json"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("<!-- generated: x from results/a.json -->\n| t |", "never closed"),
+        ("| t |\n<!-- end generated -->", "without an opening marker"),
+        ("<!-- generated: x from a.json -->\n<!-- generated: y from b.json -->\n<!-- end generated -->", "inside"),
+        ("<!-- generated: x from results/a.csv -->\n<!-- end generated -->", "malformed"),
+    ],
+)
+def test_unbalanced_or_malformed_markers_are_errors(text, message):
+    with pytest.raises(docs_tables.DocsTablesError, match=message):
+        docs_tables.parse_blocks(text)
+
+
+def _fast_settings_result() -> dict:
+    off = {"amp": False, "channels_last": False, "cache_on_device": False, "compile": False}
+    return {
+        "bundle": "ife_multitask",
+        "runs": {
+            "reference": {
+                "1": {"settings": off, "train_s": 100.0, "metrics": {"accuracy": 0.9, "macro_f1": 0.6, "fnr": 0.1}},
+                "2": {"settings": off, "train_s": 110.0, "metrics": {"accuracy": 0.8, "macro_f1": 0.4, "fnr": 0.1}},
+            },
+            "fast": {
+                "1": {"settings": {**off, "channels_last": True}, "train_s": 90.0,
+                      "metrics": {"accuracy": 1.0, "macro_f1": 0.75, "fnr": 0.0}},
+            },
+        },
+    }  # fmt: skip
+
+
+def test_fast_settings_renderer_gives_the_mean_and_spread_of_the_seeds():
+    assert docs_tables.fast_settings(_fast_settings_result()) == "\n".join([
+        "| Run | Accuracy | Macro F1 | FNR | Training time |",
+        "|---|---|---|---|---|",
+        "| reference (fp32, none on) | 0.850 +- 0.050 | 0.500 +- 0.100 | 0.100 +- 0.000 | 105 s |",
+        "| fast (channels_last) | 1.000 +- 0.000 | 0.750 +- 0.000 | 0.000 +- 0.000 | 90 s |",
+    ])  # fmt: skip
+
+
+def test_regenerate_fills_a_block_and_leaves_the_prose(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "fast.json").write_text(json.dumps(_fast_settings_result()))
+    readme = tmp_path / "README.md"
+    marker = "<!-- generated: fast_settings from results/fast.json -->"
+    readme.write_text(f"Before.\n\n{marker}\n<!-- end generated -->\n\nAfter.\n")
+    assert docs_tables.main(["--check", str(readme)]) == 1
+    assert docs_tables.main([str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith(f"Before.\n\n{marker}\n\n| Run |")
+    assert "| fast (channels_last) | 1.000 +- 0.000 |" in text and text.endswith("<!-- end generated -->\n\nAfter.\n")
+    assert docs_tables.main(["--check", str(readme)]) == 0
+    assert docs_tables.main([str(readme)]) == 0 and readme.read_text() == text  # a second run changes nothing
+
+
+def test_check_names_the_block_whose_number_was_changed_by_hand(tmp_path, capsys):
+    docs = tmp_path / "docs"
+    shutil.copytree(IFE_README.parent / "results", docs / "results", ignore=shutil.ignore_patterns("*.png"))
+    original = IFE_README.read_text(encoding="utf-8")
+    block = next(b for b in docs_tables.parse_blocks(original) if b.renderer == "lane_layout")
+    lines = original.split("\n")
+    row = next(i for i in range(block.start, block.end) if lines[i].startswith("| real | lanes | mean"))
+    assert "**0.898**" in lines[row]
+    lines[row] = lines[row].replace("**0.898**", "**0.899**")  # one number edited by hand
+    readme = docs / "README.md"
+    readme.write_text("\n".join(lines), encoding="utf-8")
+
+    assert docs_tables.main(["--check", str(readme)]) == 1
+    out = capsys.readouterr().out
+    assert f"README.md:{block.start + 1}: lane_layout from results/ife_lane_layout_cpu.json differs" in out
+    assert out.count("differs") == 1  # only the edited block
+    assert docs_tables.main([str(readme)]) == 0
+    assert readme.read_text(encoding="utf-8") == original
+
+
+def test_an_unknown_renderer_or_a_missing_file_stops_with_its_name(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- generated: no_such_table from results/x.json -->\n<!-- end generated -->\n")
+    assert docs_tables.main(["--check", str(readme)]) == 2
+    assert "unknown renderer 'no_such_table'" in capsys.readouterr().err
+    readme.write_text("<!-- generated: fast_settings from results/missing.json -->\n<!-- end generated -->\n")
+    assert docs_tables.main([str(readme)]) == 2
+    assert "fast_settings from results/missing.json: no file" in capsys.readouterr().err
