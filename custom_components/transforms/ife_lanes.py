@@ -55,6 +55,12 @@ LANES_NOT_FOUND = "lanes not found"
 #: meta key under which :class:`IFEBandPatternd` leaves the layout it found for :class:`NormaliseLaneLayoutd`
 _FOUND_LAYOUT_KEY = "found_lane_layout"
 _HEAVY = ("G", "A", "M")
+#: least distance of neighbouring lane centres in pixels (a lane is wider than a letter stroke or a frame line)
+_LEAST_PITCH = 8
+#: weight of the share of the width the grid spans in its score
+_SPAN_PRIOR = 0.1
+#: the column profile saturates at this share of its top before the lanes are placed on it
+_SATURATION = 0.1
 #: a lane whose mean stain (over the gel rows, above the gaps) is under this share of the strongest lane's counts as
 #: blank: its place comes from the grid of the stained lanes, not from its own edges
 _STAINED = 0.15
@@ -202,7 +208,13 @@ def _fit_grids(profile: np.ndarray, num_lanes: int) -> list[tuple[float, np.ndar
     if num_lanes == 1:
         pitches = np.array([float(width)])  # one lane: no pitch to search
     else:
-        pitches = np.geomspace(width / (2.4 * num_lanes), width / (num_lanes - 0.7), 120)
+        least, most = max(width / (2.4 * num_lanes), _LEAST_PITCH), width / (num_lanes - 0.7)
+        if least > most:
+            raise LaneLayoutError(
+                f"cannot split the column profile into {num_lanes} lanes: {width} columns are too few for "
+                f"{num_lanes} lanes {_LEAST_PITCH} or more columns apart."
+            )
+        pitches = np.geomspace(least, most, 120)
     grids = []
     for pitch in pitches:
         first = np.arange(0.0, max(width - (num_lanes - 1) * pitch, 0.0) + 1e-9, max(0.5, width / 600))
@@ -223,6 +235,7 @@ def _fit_grids(profile: np.ndarray, num_lanes: int) -> list[tuple[float, np.ndar
         score = (inside - total * covered / kept) / np.sqrt(
             np.maximum(spread, 1e-12) * np.maximum(covered - covered**2 / kept, 1e-9)
         )
+        score = score + _SPAN_PRIOR * (rights[..., -1] - lefts[..., 0]) / width
         score = np.where((~blank).sum(-1) >= min(_LEAST_STAINED, num_lanes), score, -np.inf)
         f, o = np.unravel_index(int(np.argmax(score)), score.shape)
         grids.append((float(score[f, o]), lefts[f, o], rights[f, o]))
@@ -280,18 +293,19 @@ def _lane_columns(
         raise LaneLayoutError(
             f"no lanes: the columns differ in darkness by at most {top:.3f} (min_contrast={min_contrast})."
         )
-    # the grid is fitted to the square root of the profile: ELP's bands are often ten times darker than a faint
-    # immunofixation lane, and on the plain profile a grid that splits ELP alone into several narrow lanes scores
-    # best; the root keeps every stained lane in the fit
-    cumulative = np.concatenate([[0.0], np.cumsum(profile)])
-    for _, grid_lefts, grid_rights in _fit_grids(np.sqrt(np.clip(profile, 0.0, None)), num_lanes):
+    # the lanes are placed on the profile saturated at a tenth of its top: ELP's bands are often twenty times
+    # darker than a faint immunofixation lane, and on the plain profile a grid that splits ELP alone into several
+    # narrow lanes scores best; saturated, every lane with visible stain weighs alike
+    evidence = np.clip(profile / (_SATURATION * top), 0.0, 1.0)
+    cumulative = np.concatenate([[0.0], np.cumsum(evidence)])
+    for _, grid_lefts, grid_rights in _fit_grids(evidence, num_lanes):
         lo, hi = np.round(grid_lefts).astype(int), np.round(grid_rights).astype(int)
         strength = (cumulative[hi] - cumulative[lo]) / np.maximum(hi - lo, 1)
         stained = strength >= _STAINED * strength.max()
         # two stained neighbours need a light valley between their centres: else the grid has split one lane
         # (ELP, whose bands outweigh the rest) into several; take the best grid at another pitch
         middles = np.round((lo + hi) / 2).astype(int)
-        valleys = np.array([profile[a : b + 1].min() for a, b in zip(middles[:-1], middles[1:])])
+        valleys = np.array([evidence[a : b + 1].min() for a, b in zip(middles[:-1], middles[1:])])
         both = stained[1:] & stained[:-1]
         if not np.any(both & (valleys > _GAP * np.minimum(strength[1:], strength[:-1]))):
             break
@@ -306,7 +320,7 @@ def _lane_columns(
             f"cannot split the column profile into {num_lanes} lanes: {int(stained.sum())} lane(s) stand out of "
             f"the gaps, {needed} are needed to fix the lanes' pitch and position."
         )
-    lefts, rights = _refine_lanes(profile, grid_lefts, grid_rights, stained)
+    lefts, rights = _refine_lanes(evidence, grid_lefts, grid_rights, stained)
     # a blank lane sits where the grid puts it, shifted as its stained neighbours moved, as wide as they are
     index = np.arange(num_lanes)
     moved = (lefts + rights)[stained] / 2 - ((lo + hi) / 2)[stained]
@@ -327,9 +341,9 @@ def _lane_columns(
     covered = np.zeros(profile.size, dtype=bool)
     for first, last in columns:
         covered[first : last + 1] = True
-    total = float(profile.sum())
-    spread = float(((profile - total / profile.size) ** 2).sum())
-    fit = float(_correlation(np.float64(profile[covered].sum()), np.float64(covered.sum()), total, spread, profile.size))
+    total = float(evidence.sum())
+    spread = float(((evidence - total / evidence.size) ** 2).sum())
+    fit = float(_correlation(evidence[covered].sum(), np.float64(covered.sum()), total, spread, evidence.size))
     if fit < _LEAST_FIT:
         raise LaneLayoutError(
             f"cannot split the column profile into {num_lanes} lanes: the best {num_lanes} lanes explain it "
@@ -394,17 +408,17 @@ def _gel_rows(
     runs = _runs(r > floor)
     if not runs:
         raise LaneLayoutError(f"no gel rows: the lanes are nowhere darker than the gaps by {floor:.3f}.")
-    # runs closer than a tenth of the height are one gel (the light zones between the bands of real gels, albumin
-    # set apart from the globulins, fall below the floor), unless a thin line across the width (a frame's edge)
-    # lies between them; runs with little stain (a quarter of the darkest row's and of the largest run's stain)
-    # are the faint rest of a header or a margin, not joined
+    # the runs are one gel unless a thin line across the width (a frame's edge) lies between them: on real gels
+    # the light zones between bands fall below the floor, and blank immunofixation lanes leave ELP's bands alone
+    # (albumin a third of the height away from the globulins); runs with little stain (under a quarter of the
+    # darkest row's and of the largest run's stain) are the faint rest of a header or a margin, not joined
     mass = [float(r[a : b + 1].sum()) for a, b in runs]
     runs = [run for run, m in zip(runs, mass) if r[run[0] : run[1] + 1].max() >= 0.25 * r.max() or m >= 0.25 * max(mass)]
     thin = dark - ndimage.grey_opening(dark, size=(_odd(0.015 * height), 1))
     line_rows = np.mean(thin > 0.1, axis=1) > 0.5
     merged = [runs[0]]
     for first, last in runs[1:]:
-        if first - merged[-1][1] - 1 < 0.1 * height and not line_rows[merged[-1][1] : first].any():
+        if not line_rows[merged[-1][1] : first].any():
             merged[-1] = (merged[-1][0], last)
         else:
             merged.append((first, last))
