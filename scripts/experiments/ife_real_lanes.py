@@ -8,8 +8,8 @@ the results hold numbers only, and the contact sheets that show the scans go to 
 
 Measured:
 
-- on each hand-marked gel (``--marks``, ``{"gels": [{"image", "size", "lanes": [[x0, y0, x1, y1] x 6],
-  "albumin_end"}]}``): ``found`` (:func:`~custom_components.transforms.ife_lanes.find_lanes` raised no error),
+- on each hand-marked gel (``--marks``, ``{"gels": [{"image", "size", "lanes": [[x0, y0, x1, y1] x 6] (inclusive
+  pixels), "albumin_end"}]}``): ``found`` (:func:`~custom_components.transforms.ife_lanes.find_lanes` raised no error),
   ``right`` (every found lane centre within a quarter of the marked lane pitch of the marked centre, in order) or
   ``wrong``; the gel rows' overlap with the marked lanes' rows is reported beside;
 - on every gel with a confident albumin end (``--albumin``, CSV ``image, albumin_end, confident``): whether
@@ -96,8 +96,8 @@ def judge(found_centres: list[float], marked: list[list[float]]) -> tuple[bool, 
 def row_overlap(found_rows: tuple[int, int], marked: list[list[float]]) -> float:
     """Intersection over union of the found gel rows with the marked lanes' rows (their union)."""
     top, bottom = min(box[1] for box in marked), max(box[3] for box in marked)
-    inter = max(0.0, min(found_rows[1] + 1, bottom) - max(found_rows[0], top))
-    union = max(found_rows[1] + 1, bottom) - min(found_rows[0], top)
+    inter = max(0.0, min(found_rows[1], bottom) - max(found_rows[0], top) + 1)
+    union = max(found_rows[1], bottom) - min(found_rows[0], top) + 1
     return inter / union if union > 0 else 0.0
 
 
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
         if "error" in row:
             row["verdict"] = "failed"
         else:
-            right, miss = judge([(a + b + 1) / 2 for a, b in row["columns"]], marks[name]["lanes"])
+            right, miss = judge([(a + b) / 2 for a, b in row["columns"]], marks[name]["lanes"])  # both inclusive
             row.update(verdict="right" if right else "wrong", miss=round(miss, 3),
                        row_iou=round(row_overlap(tuple(row["rows"]), marks[name]["lanes"]), 3))  # fmt: skip
         results.setdefault(name, row)["verdict"] = row["verdict"]
