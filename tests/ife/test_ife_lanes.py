@@ -267,3 +267,130 @@ def test_a_gel_whose_lanes_cannot_be_read_falls_back_to_the_whole_image(orientat
 def test_on_failure_is_checked():
     with pytest.raises(ValueError, match="on_failure must be 'whole_image' or 'raise'"):
         NormaliseLaneLayoutd("image", (64, 96), on_failure="skip")
+
+
+# --- real-scan layouts, drawn here (the real gels of the issue carry no licence: none of them is in the repository)
+
+
+def _real_layout_gel(
+    columns,
+    gel_rows=(10, 109),
+    size=(120, 180),
+    albumin="bottom",
+    blank=("A", "M"),
+    background=(236, 236, 236),
+    stain=(1.0, 1.0, 1.0),
+    frames=False,
+    letters=False,
+    header=None,
+    seed=0,
+):
+    """A scan laid out like the real gels that broke the old finder: ELP with albumin (its darkest band) at one
+    end, G K L with a smear or a band, ``blank`` lanes without stain (an antiserum without antigen), optional
+    thin frames around each lane with a thin letter printed inside at the top, or a ``header`` strip
+    (``"bold"``: bold letters above a line across the width); ``stain`` is the absorbance per RGB channel
+    (coloured dye), ``background`` the paper's colour. Returns (3, H, W) float32."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    top, bottom = gel_rows
+    t = (np.arange(height) - top) / (bottom - top)  # 0..1 over the gel, albumin end at 1 for "bottom"
+    if albumin == "top":
+        t = 1 - t
+    inside = (t >= 0) & (t <= 1)
+    absorb = np.zeros(size)
+    for name, (left, right) in zip(("ELP", "G", "A", "M", "K", "L"), columns):
+        if name in blank:
+            continue
+        if name == "ELP":
+            along = 0.08 + 1.6 * np.exp(-(((t - 0.9) / 0.035) ** 2))  # albumin
+            along += sum(a * np.exp(-(((t - c) / 0.04) ** 2)) for c, a in ((0.7, 0.3), (0.55, 0.35), (0.4, 0.3)))
+            along += 0.25 * np.exp(-(((t - 0.2) / 0.12) ** 2))  # gamma smear
+        elif name in ("G", "K"):
+            along = 0.05 + 0.7 * np.exp(-(((t - 0.25) / 0.03) ** 2))  # a monoclonal band
+        else:
+            along = 0.05 + 0.2 * np.exp(-(((t - 0.25) / 0.12) ** 2))  # polyclonal smear
+        absorb[:, left : right + 1] += (along * inside)[:, None]
+    image = np.asarray(background, float)[:, None, None] * np.exp(-np.asarray(stain, float)[:, None, None] * absorb)
+    line = 25.0  # printed lines and letters: near black
+    if frames:
+        for left, right in columns:
+            image[:, top - 14 : bottom + 3, left - 2] = image[:, top - 14 : bottom + 3, right + 2] = line
+            image[:, top - 14, left - 2 : right + 3] = image[:, bottom + 2, left - 2 : right + 3] = line
+            if letters:  # a thin "L" and a thin "T" side by side, inside the frame above the stain
+                middle = (left + right) // 2
+                image[:, top - 11 : top - 3, middle - 3] = line
+                image[:, top - 4, middle - 3 : middle] = line
+                image[:, top - 11, middle + 1 : middle + 6] = line
+                image[:, top - 11 : top - 3, middle + 3] = line
+    if header == "bold":  # a boxed header strip: bold letters (strokes thicker than the opening) above a line
+        image[:, top - 4, 2 : width - 2] = line
+        for left, right in columns:
+            middle = (left + right) // 2
+            image[:, 3 : top - 7, middle - 5 : middle] = line  # the stem of a bold "L"
+            image[:, top - 11 : top - 7, middle - 5 : middle + 5] = line  # and its foot
+    image += rng.normal(0, 1.5, image.shape)
+    return np.clip(image, 0, 255).astype(np.float32)
+
+
+def _even_columns(first, pitch, width, count=6):
+    return [(int(first + k * pitch), int(first + k * pitch + width - 1)) for k in range(count)]
+
+
+def _assert_lanes(layout, columns, gel_rows, rows_tolerance=0.04, height=120):
+    pitch = float(np.mean(np.diff([(a + b) / 2 for a, b in columns])))
+    expected = [(a + b) / 2 for a, b in columns]
+    np.testing.assert_allclose(layout.centres, expected, atol=0.1 * pitch)
+    assert all(np.diff(layout.centres) > 0)
+    np.testing.assert_allclose(layout.rows, gel_rows, atol=rows_tolerance * height + 1)
+
+
+@pytest.mark.parametrize("albumin", ["bottom", "top"])
+def test_frames_with_letters_inside_and_blank_lanes(albumin):
+    # the old finder: frame lines and letters split the lanes, blank A and M lanes left fewer than six runs
+    columns = _even_columns(12, 27, 19)
+    image = _real_layout_gel(columns, gel_rows=(24, 110), albumin=albumin, frames=True, letters=True)
+    layout = find_lanes(image)
+    _assert_lanes(layout, columns, (24, 110))
+    assert detect_orientation(image, layout) == f"albumin_{albumin}"
+
+
+def test_bold_header_letters_are_not_gel():
+    # bold letters survive the opening that removes thin strokes: the line under the header keeps them apart
+    columns = _even_columns(10, 28, 20)
+    image = _real_layout_gel(columns, gel_rows=(22, 112), header="bold", blank=("A", "M", "L"))
+    _assert_lanes(find_lanes(image), columns, (22, 112))
+
+
+def test_tight_crop_with_the_outer_lanes_cut_by_the_image_edges():
+    # ELP starts at column 0 and L ends at the last column (the crop cuts both): no margin, no gap outside
+    columns = [(0, 22), (34, 57), (68, 91), (102, 125), (136, 159), (170, 179)]
+    image = _real_layout_gel(columns, gel_rows=(0, 119), size=(120, 180), albumin="top")
+    layout = find_lanes(image)
+    _assert_lanes(layout, columns, (0, 119))
+    assert layout.columns[0][0] == 0 and layout.columns[-1][1] == 179
+
+
+def test_uneven_lane_widths_and_spacing():
+    columns = [(8, 30), (40, 56), (70, 88), (95, 117), (128, 145), (152, 173)]
+    image = _real_layout_gel(columns, blank=("M",))
+    _assert_lanes(find_lanes(image), columns, (10, 109))
+
+
+def test_coloured_stain_on_a_tinted_background():
+    # purple dye (absorbs green most, red least) on pink paper, lanes faint but for ELP
+    columns = _even_columns(14, 26, 17)
+    image = _real_layout_gel(columns, background=(245, 215, 225), stain=(0.35, 1.0, 0.2), blank=("A",))
+    layout = find_lanes(image)
+    _assert_lanes(layout, columns, (10, 109))
+    assert detect_orientation(image, layout) == "albumin_bottom"
+    assert 0 < layout.confidence <= 1
+
+
+def test_too_few_stained_lanes_raise_an_error_naming_the_problem():
+    # only ELP and one immunofixation lane show stain: pitch and position of the six lanes are a guess
+    columns = _even_columns(12, 27, 19)
+    image = _real_layout_gel(columns, blank=("G", "A", "M", "L"))
+    with pytest.raises(LaneLayoutError, match=r"into 6 lanes: 2 lane\(s\) stand out of the gaps, 3 are needed"):
+        find_lanes(image)
+    with pytest.raises(LaneLayoutError, match="40 columns are too few for 6 lanes"):
+        find_lanes(image[:, :, :40])
