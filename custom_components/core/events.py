@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["attach_once", "every_n_iterations"]
+__all__ = ["attach_once", "attach_handlers", "every_n_iterations"]
 
 
 def attach_once(engine: Any, *pairs: tuple[Any, Callable]) -> None:
@@ -15,6 +15,15 @@ def attach_once(engine: Any, *pairs: tuple[Any, Callable]) -> None:
     for event, handler in pairs:
         if not engine.has_event_handler(handler, event):
             engine.add_event_handler(event, handler)
+
+
+def attach_handlers(engine: Any, *handlers: Any) -> None:
+    """Attach each handler to ``engine`` in the order given (handlers of one event run in the order they were
+    attached), skipping ``None``: a config component that ``_disabled_`` turned off, such as the resume loader of a
+    run that starts afresh."""
+    for handler in handlers:
+        if handler is not None:
+            handler.attach(engine)
 
 
 def every_n_iterations(n: int) -> Callable[[Any, int], bool]:

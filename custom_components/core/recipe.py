@@ -13,7 +13,8 @@ whenever the weights are, ``models/model.recipe.json`` says what they are::
 
 ``settings`` are the values of the bundle config ids that shape the network and the geometry it was trained at
 (each bundle's ``train.json`` lists them under ``recipe``). Inference, evaluation, export and the MONAI Label app
-read those ids from the recipe (``"image_size": "$@trained_recipe.get('image_size', 512)"``), so a checkpoint
+read those ids from the recipe (``"trained_recipe": "$core.trained_settings(@checkpoint, oct.RECIPE_DEFAULTS)"``,
+``"image_size": "$@trained_recipe['image_size']"``), so a checkpoint
 rebuilds its own network with no overrides repeated by hand; an id given explicitly on the command line wins,
 with a warning, except for the geometry, where a mismatch is an error (:func:`check_recipe`). A checkpoint that
 still does not fit its network gets one error naming the first mismatched layer and both shapes
@@ -49,6 +50,7 @@ __all__ = [
     "CheckpointMismatchError",
     "recipe_path",
     "read_recipe",
+    "trained_settings",
     "write_recipe",
     "RecipeSaver",
     "check_recipe",
@@ -169,6 +171,23 @@ def read_recipe(checkpoint: str | os.PathLike, warn: bool = True) -> dict[str, A
     if recipe.get("network") in MOVED_NETWORKS:  # written before the class moved: name it where it lives now
         recipe["network"] = MOVED_NETWORKS[recipe["network"]]
     return recipe
+
+
+def trained_settings(checkpoint: str | os.PathLike, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings ``checkpoint`` was trained with, each setting its recipe lacks taken from ``defaults``.
+
+    A checkpoint from before recipes (or copied without its ``.recipe.json``, as :func:`read_recipe` warns) has no
+    settings at all: ``defaults`` are then what such a checkpoint was trained with, one table per domain
+    (``custom_components.ife.RECIPE_DEFAULTS``, ``custom_components.oct.RECIPE_DEFAULTS``).
+
+    Args:
+        checkpoint: the weights file.
+        defaults: setting -> value for a recipe that lacks it.
+
+    Returns:
+        a new dict: ``defaults`` updated with the recipe's settings (including settings ``defaults`` does not name).
+    """
+    return {**copy.deepcopy(dict(defaults)), **read_recipe(checkpoint)["settings"]}
 
 
 def check_recipe(
@@ -327,17 +346,28 @@ class CheckedCheckpointLoader(CheckpointLoader):
 
     Args:
         optional: keys of ``load_dict`` that an older checkpoint may lack.
+        engine_key: if given, also restore the engine this handler runs on from this key (``"trainer"``: its epoch
+            and iteration counters), as :class:`~custom_components.core.training.TrainingStateSaver` saves it, so
+            the saver and the loader of a config share one ``load_dict`` (the training state).
 
     Raises:
         CheckpointMismatchError: (when run) on weights that do not fit, a training state without an object of
             ``load_dict`` (not ``optional``), or a bare weights file given where a training state is expected.
+        ValueError: on an ``engine_key`` that is empty or already in ``load_dict``.
     """
 
-    def __init__(self, *args: Any, optional: Sequence[str] = (), **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, optional: Sequence[str] = (), engine_key: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.optional = tuple(optional)
+        if engine_key is not None and (not engine_key or engine_key in self.load_dict):
+            raise ValueError(f"engine_key must be a non-empty name not already in load_dict, got {engine_key!r}.")
+        self.engine_key = engine_key
 
     def __call__(self, engine: Engine) -> None:
+        if self.engine_key is not None:
+            self.load_dict = {**self.load_dict, self.engine_key: engine}
         if len(self.load_dict) > 1:
             saved = torch.load(self.load_path, map_location="cpu", weights_only=True, mmap=True)
             if all(isinstance(value, torch.Tensor) for value in saved.values()):

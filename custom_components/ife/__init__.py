@@ -12,8 +12,24 @@
 - ``ensemble``: fold ensembles of calibrated probabilities.
 - ``figures``, ``handlers``: attention profiles, confusion matrices, reliability diagrams; the writers.
 - ``synthetic``: the synthetic gels of the default data set and the tests.
+- ``bundle``: what the bundle's configs call (recipe defaults, inference inputs, the messages a run logs).
 """
 
+from .bundle import (
+    GEOMETRY_KEYS,
+    RECIPE_DEFAULTS,
+    calibration_datalist,
+    inference_datalist,
+    log_calibration_file,
+    log_calibration_start,
+    log_ensemble_start,
+    log_evaluation_start,
+    log_inference_start,
+    log_training_data,
+    onnx_runtime_network,
+    training_minority_classes,
+    validate_ife_datalist,
+)
 from .calibration import IFECalibrator, calibrate_checkpoint
 from .classes import IFE_CLASSES, MILD_CLASSES, SEVERE_CLASSES, call_from_probabilities, class_to_subtasks
 from .ensemble import ProbabilityEnsemble, load_fold_ensemble

@@ -45,11 +45,42 @@ __all__ = [
     "MultiTaskIFELoss",
     "IFEBaselineLoss",
     "AUTHORS_BATCH_SIZE",
+    "PAPER_LOSS_SETTINGS",
+    "BUNDLE_LOSS_SETTINGS",
 ]
 
 #: batch size of the paper; the default scales of :class:`MultiTaskIFELoss` reproduce the authors' summed terms
 #: at this batch size.
 AUTHORS_BATCH_SIZE = 64
+
+#: the paper's regularisers with the authors' scales: the defaults of :class:`MultiTaskIFELoss`, and what
+#: ``configs/paper_attention.json`` sets (the reduction stays "mean", see the class)
+PAPER_LOSS_SETTINGS = {
+    "lambda_inner": 0.3,
+    "tau": 5.0,
+    "lambda_inter": 0.3,
+    "inner_scale": 0.01 * AUTHORS_BATCH_SIZE,
+    "inter_scale": 100.0 * AUTHORS_BATCH_SIZE,
+    "negative_weight": 0.5,
+    "use_stage3_attention": True,
+    "distribution": "softmax",
+    "inner_target": "sharpened",
+}
+
+#: what the ``ife_multitask`` bundle trains with (``configs/train.json``): the maps read through their odds, the
+#: positives' target their own class evidence, the last stage only, unit scales (see the module docstring); not the
+#: class's defaults, which stay the paper's so that ``MultiTaskIFELoss()`` is the published objective
+BUNDLE_LOSS_SETTINGS = {
+    "lambda_inner": 1.0,
+    "tau": 5.0,
+    "lambda_inter": 0.3,
+    "inner_scale": 1.0,
+    "inter_scale": 1.0,
+    "negative_weight": 1.0,
+    "use_stage3_attention": False,
+    "distribution": "odds",
+    "inner_target": "evidence",
+}
 
 
 def _check_non_negative(value: float, name: str) -> float:
@@ -300,6 +331,9 @@ class MultiTaskIFELoss(_Loss):
     ``inter_scale=1``, ``negative_weight=1``, ``use_stage3_attention=False`` is Eqs. 2-3 read literally (the
     terms are then about 1e-3 of the cross-entropy, because a softmax of values in (0, 1) is nearly uniform).
     The paper's lambda = 0.3, tau = 5 were tuned with the authors' scales.
+
+    The defaults are the paper's set (:data:`PAPER_LOSS_SETTINGS`); the bundle's ``train.json`` trains with
+    :data:`BUNDLE_LOSS_SETTINGS` (``MultiTaskIFELoss(**BUNDLE_LOSS_SETTINGS)``).
 
     ``distribution="odds"`` and ``inner_target="evidence"`` (see the module docstring) are this project's answer to
     the flat maps that the paper's reading gives (measured in the bundle's docs); they need the ``severe_row_logits``

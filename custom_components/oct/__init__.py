@@ -8,8 +8,18 @@
 - ``etdrs``: fluid volume per ETDRS sector; ``fluid_report``: the report's table, CSV, change table and page.
 - ``overlay``: fluid overlays; ``export``: NIfTI and DICOM SEG masks; ``handlers``: the writers.
 - ``synthetic``: the synthetic B-scans of the default data set and the tests.
+- ``bundle``: what the bundle's configs call (recipe defaults, inference inputs, the messages a run logs).
 """
 
+from .bundle import (
+    RECIPE_DEFAULTS,
+    inference_datalist,
+    log_evaluation_metrics,
+    log_evaluation_start,
+    log_inference_outputs,
+    log_inference_start,
+    log_training_data,
+)
 from .etdrs import ETDRS_SECTORS, ProvenanceSource, en_face_thickness, fluid_volumes, sector_masks
 from .handlers import FluidPredictionWriter, SegmentationReport
 from .inferer import BScanGeometry, BScanInferer

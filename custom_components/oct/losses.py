@@ -163,7 +163,9 @@ class WeightedBCELoss(_Loss):
 class FluidSegLoss(_Loss):
     """``alpha * Dice + beta * focal Tversky + gamma * weighted BCE`` (Darooei et al. 2023, Eq. 5).
 
-    The paper gives no values for alpha, beta and gamma; the default weighs the three terms equally. Dice and focal
+    The paper gives no values for alpha, beta and gamma; the default weighs the three terms equally. The defaults
+    are what the ``oct_fluid_seg`` bundle trains with (``configs/train.json``: ``fluid_loss("combined")``, no other
+    argument). Dice and focal
     Tversky are computed over the whole batch by default (``batch=True``): per sample, a B-scan without fluid would
     add a loss of about 1 whatever the network predicts (any non-zero probability mass makes its Dice 0), which
     drowns the signal of the scans with fluid when about half the data has none. Terms with a

@@ -272,7 +272,7 @@ def test_validate_datalist_for_segmentation_allows_a_shared_mask(tmp_path):
     assert err.value.problems == [
         # a class name among mask paths (joined to the datalist's folder as they are)
         f"training[2] {image}: label '{tmp_path / 'kappa'}' is not the path of a mask image "
-        "(.png, .jpg, .jpeg, .tif, .tiff, .bmp)",
+        "(.png, .jpg, .jpeg, .tif, .tiff, .bmp, .gif)",
         f"training[3] {image}: label {small}: mask size (10, 11) differs from image size (10, 12); "
         "same image as training[2]",
     ]

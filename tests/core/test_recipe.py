@@ -21,6 +21,7 @@ from custom_components.core.recipe import (
     describe_mismatch,
     read_recipe,
     recipe_path,
+    trained_settings,
     write_recipe,
 )
 from custom_components.oct.transunet import TransUNet
@@ -230,3 +231,32 @@ def test_every_moved_network_names_a_class_that_exists():
     for old, new in MOVED_NETWORKS.items():
         assert isinstance(pydoc.locate(new), type), new
         assert pydoc.locate(old) is None, f"{old} still exists: it needs no alias"
+
+
+def test_trained_settings_fills_what_the_recipe_lacks(tmp_path):
+    checkpoint = str(tmp_path / "model.pt")
+    defaults = {"image_size": 512, "filters": [64, 128], "training_aspect": None}
+    assert trained_settings(checkpoint, defaults) == defaults  # no recipe: the defaults
+    write_recipe(checkpoint, {"image_size": 96, "swin_feature_size": 24})
+    settings = trained_settings(checkpoint, defaults)
+    assert settings == {"image_size": 96, "filters": [64, 128], "training_aspect": None, "swin_feature_size": 24}
+    settings["filters"].append(256)
+    assert defaults["filters"] == [64, 128]  # the domain's table is never changed through a result
+
+
+def test_checked_loader_restores_the_engine_under_engine_key(tmp_path):
+    checkpoint = str(tmp_path / "checkpoint.pt")
+    net = TransUNet(**NARROW)
+    trained = _loader_engine()
+    trained.run([0] * 4, max_epochs=3)
+    torch.save({"model": net.state_dict(), "trainer": trained.state_dict()}, checkpoint)
+    state = {"model": TransUNet(**NARROW)}  # one training state for the saver and the loader, without the trainer
+    loader = CheckedCheckpointLoader(load_path=checkpoint, load_dict=state, engine_key="trainer")
+    resumed = _loader_engine()
+    resumed.state.max_epochs = 5
+    loader(resumed)
+    assert (resumed.state.epoch, resumed.state.iteration) == (3, 12)
+    assert list(state) == ["model"]  # the shared dict is left as it was
+    for bad in ("", "model"):
+        with pytest.raises(ValueError, match="engine_key"):
+            CheckedCheckpointLoader(load_path=checkpoint, load_dict=state, engine_key=bad)
