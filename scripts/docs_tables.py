@@ -184,6 +184,12 @@ def fast_settings(result: dict) -> str:
     return "\n".join(lines)
 
 
+@renderer
+def real_lanes(result: dict) -> str:
+    """``ife_real_lanes.json``: the summary table of ``ife_real_lanes.py`` (the per-gel rows are in its ``.md``)."""
+    return first_table(experiment("ife_real_lanes").markdown(result))
+
+
 # ---------------------------------------------------------------------------------------------------- blocks
 
 
