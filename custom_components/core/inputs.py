@@ -31,12 +31,24 @@ from custom_components.core.image_files import (
 from custom_components.core.validation import listed_problems
 from custom_components.core.atomic import write_csv_atomic
 
-__all__ = ["FAILED_INPUTS", "JSONRecord", "list_images", "scan_inputs", "SkippingDataset", "collate_skipping_failures"]
+__all__ = ["FAILED_INPUTS", "JSONRecord", "register_export_members", "list_images", "scan_inputs", "SkippingDataset", "collate_skipping_failures"]
 
 #: batch key of the inputs that failed while loading: a list of ``{"image": path, "error": message}``
 FAILED_INPUTS = "failed_inputs"
 
 logger = logging.getLogger(__name__)
+
+
+#: for a file format that is one input made of several files (an export and the images it names), by lower-case
+#: ending: the files that belong to such a file, which a folder listing leaves out. The OCT wing registers the
+#: Heidelberg XML export (:func:`custom_components.oct.volumes.heidelberg_xml_members`); this module knows none.
+_EXPORT_MEMBERS: dict[str, Callable[[Path], set[Path]]] = {}
+
+
+def register_export_members(extension: str, members: Callable[[Path], set[Path]]) -> None:
+    """Have :func:`list_images` leave out the files that a file ending in ``extension`` names as its own parts:
+    ``members(path)`` returns their resolved paths (empty for a file that is no such export)."""
+    _EXPORT_MEMBERS[extension.lower()] = members
 
 
 class JSONRecord(dict):
@@ -53,8 +65,9 @@ def list_images(
     Args:
         folder_or_file: a folder, or one file (returned whatever its ending).
         extensions: file endings to pick up in a folder, case-insensitive (``.nii.gz`` works as one ending); with
-            ``.dcm`` among them, files without extension whose content is DICOM too. The images a Heidelberg XML
-            export names (``ExamURL``) belong to that export and are not listed on their own.
+            ``.dcm`` among them, files without extension whose content is DICOM too. The files an export names
+            (a registered format, :func:`register_export_members`: e.g. the B-scans of a Heidelberg XML export)
+            belong to it and are not listed on their own.
 
     Returns:
         absolute paths, sorted.
@@ -78,23 +91,10 @@ def list_images(
         return p.name.lower().endswith(endings) or (dicom and not p.suffix and is_dicom_file(p))
 
     found = {p.resolve() for p in source.rglob("*") if wanted(p)}
-    # a Heidelberg XML export is one input: its XML, with the B-scan and localizer images it names beside it
-    members = set().union(*(_xml_export_members(p) for p in found if p.suffix.lower() == ".xml"))
+    # an export is one input: e.g. a Heidelberg XML, with the B-scan and localizer images it names beside it
+    exports = [p for p in found if p.suffix.lower() in _EXPORT_MEMBERS]
+    members = set().union(*(_EXPORT_MEMBERS[p.suffix.lower()](p) for p in exports))
     return sorted(str(p) for p in found - members)
-
-
-def _xml_export_members(xml_path: Path) -> set[Path]:
-    """The image files a Heidelberg (Heyex) XML export names (``ImageData/ExamURL``, a Windows path whose file name
-    is looked up beside the XML); empty for an XML that is not one or does not parse (its load fails and is reported
-    then)."""
-    import xml.etree.ElementTree as ElementTree
-
-    try:
-        root = ElementTree.parse(xml_path).getroot()
-    except (ElementTree.ParseError, OSError):
-        return set()
-    names = {(url.text or "").replace("\\", "/").rsplit("/", 1)[-1] for url in root.iter("ExamURL")}
-    return {(xml_path.parent / name).resolve() for name in names if name}
 
 
 def scan_inputs(

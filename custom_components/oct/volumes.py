@@ -109,7 +109,7 @@ from custom_components.core.image_files import (
     printable_path,
     register_format_screener,
 )
-from custom_components.core.inputs import JSONRecord
+from custom_components.core.inputs import JSONRecord, register_export_members
 from custom_components.oct.etdrs import ProvenanceSource
 from custom_components.oct.transforms import BScanLayoutd, BScanToGrayscale
 
@@ -119,6 +119,7 @@ __all__ = [
     "ZEISS_CUBES",
     "ZEISS_DEPTH",
     "screen_vendor_file",
+    "heidelberg_xml_members",
     "OCTMetadata",
     "read_oct_metadata",
     "OCT_FORMATS",
@@ -185,6 +186,24 @@ def screen_vendor_file(path: Path) -> str | None:
 
 
 register_format_screener(OCT_VENDOR_EXTENSIONS, screen_vendor_file)
+
+
+def heidelberg_xml_members(xml_path: Path) -> set[Path]:
+    """The image files a Heidelberg (Heyex) XML export names (``ImageData/ExamURL``, a Windows path whose file name
+    is looked up beside the XML); empty for an XML that is not one or does not parse (its load fails and is reported
+    then). Registered with :func:`~custom_components.core.inputs.register_export_members`, so that a folder listing
+    takes the export as one input."""
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.parse(xml_path).getroot()
+    except (ElementTree.ParseError, OSError):
+        return set()
+    names = {(url.text or "").replace("\\", "/").rsplit("/", 1)[-1] for url in root.iter("ExamURL")}
+    return {(xml_path.parent / name).resolve() for name in names if name}
+
+
+register_export_members(".xml", heidelberg_xml_members)
 
 #: the ``format`` values of :class:`OCTVolume`
 OCT_FORMATS = (
