@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset-dir", type=Path, required=True, help="folder of the real gels' datalist.json")
     parser.add_argument("--workdir", type=Path, default=REPO / "outputs" / "ife_real_gels")
     parser.add_argument("--output-dir", type=Path, default=REPO / "bundles" / "ife_multitask" / "docs" / "results")
-    parser.add_argument("--settings", nargs="+", default=list(REAL_SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--settings", nargs="*", default=list(REAL_SETTINGS), choices=list(SETTINGS),
+                        help="settings to cross-validate (none: only --synthetic-only)")
     parser.add_argument("--lane-layout", choices=("on", "off", "both"), default="both")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=42)
