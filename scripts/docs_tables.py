@@ -190,6 +190,13 @@ def real_lanes(result: dict) -> str:
     return first_table(experiment("ife_real_lanes").markdown(result))
 
 
+@renderer
+def real_gels(result: dict) -> str:
+    """``ife_real_gels.json``: what ``ife_real_gels.py`` writes, without its title (the README's section has one)."""
+    text = experiment("ife_real_gels").markdown(result)
+    return text.split("\n", 2)[2].strip()
+
+
 # ---------------------------------------------------------------------------------------------------- blocks
 
 
