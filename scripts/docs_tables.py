@@ -17,14 +17,15 @@ Usage::
     python scripts/docs_tables.py            # rewrite every generated block from its file
     python scripts/docs_tables.py --check    # exit 1 and name each block that differs from its file
 
-Adding a renderer (e.g. for ``results/ife_real_gels.json``, written by ``scripts/experiments/ife_real_gels.py``)::
+Adding a renderer for a new results file (say ``results/x.json``, written by ``scripts/experiments/x.py``, whose
+``markdown()`` makes its ``.md``)::
 
     @renderer
-    def real_gels(result: dict) -> str:
-        return first_table(experiment("ife_real_gels").markdown(result))
+    def x(result: dict) -> str:
+        return first_table(experiment("x").markdown(result))
 
-then put ``<!-- generated: real_gels from results/ife_real_gels.json -->`` and ``<!-- end generated -->`` in the
-README where the table goes and run ``python scripts/docs_tables.py``.
+then put ``<!-- generated: x from results/x.json -->`` and ``<!-- end generated -->`` in the README where the table
+goes and run ``python scripts/docs_tables.py``.
 """
 
 from __future__ import annotations

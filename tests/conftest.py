@@ -28,9 +28,9 @@ import torch
 # as the scripts import it (``import bundle_runs``)
 _TESTS = os.path.dirname(os.path.abspath(__file__))
 _SCRIPTS = os.path.join(os.path.dirname(_TESTS), "scripts")
-for _folder in (_TESTS, _SCRIPTS):
+for _position, _folder in enumerate((_TESTS, _SCRIPTS)):  # tests/ first: scripts/ only adds what tests lack
     if _folder not in sys.path:
-        sys.path.insert(0, _folder)
+        sys.path.insert(_position, _folder)
 
 
 def _own(handler: logging.Handler) -> bool:

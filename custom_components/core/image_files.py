@@ -262,21 +262,21 @@ def screen_image_file(
 ) -> str | None:
     """Screen one input file: can the bundles' loaders read it, and is it a plausible gel, B-scan or volume?
 
-    The checks, in order: the file exists and is a regular file; its type is one of ``extensions`` (by name; the
-    content decides the decoder, so JPEG bytes behind a ``.png`` name are read as the JPEG they are); it is not
-    empty (zero bytes); its header parses; it has pixels; its size, from the header, is within
-    [:data:`MIN_IMAGE_SIDE`, :data:`MAX_IMAGE_PIXELS`] (a volume: :data:`MAX_VOLUME_VOXELS`, and the minimum in
-    its two largest axes), so a decompression bomb is refused before any pixel is allocated; a 2D file has a Pillow
-    mode the bundles convert (:data:`PIL_MODES`); a NIfTI file holds one B-scan or one volume (2 or 3 dimensions
-    after dropping trailing dimensions of size 1, which the bundles' NIfTI reader squeezes too) of integer or
-    floating-point voxels; finally the pixels decode (a truncated file fails here) and hold no NaN or infinite
-    value. PNGs are checked without decoding unless ``decode`` (their chunk checksums catch truncation); JPEG, TIFF,
-    BMP and float images are always decoded, as their headers vouch for nothing. Every mode of :data:`PIL_MODES`
-    passes: the bundles convert it (:class:`PILConvert` for gels, ``custom_components.oct.transforms`` for B-scans).
-    DICOM files and the formats a domain registered (:func:`register_format_screener`: the OCT vendor files) are
-    screened cheaply: not empty, and the ``DICM`` marker or the registered check (first bytes, size); parsing them
-    is left to the loader, whose errors are skipped and reported like any other load failure. A file without extension is accepted as DICOM when ``.dcm`` is among
-    ``extensions`` and its content is DICOM.
+    The checks, in order: the file exists and is a regular file; its type is one of ``extensions`` (by name; the content
+    decides the decoder, so JPEG bytes behind a ``.png`` name are read as the JPEG they are); it is not empty (zero
+    bytes); its header parses; it has pixels; its size, from the header, is within [:data:`MIN_IMAGE_SIDE`,
+    :data:`MAX_IMAGE_PIXELS`] (a volume: :data:`MAX_VOLUME_VOXELS`, and the minimum in its two largest axes), so a
+    decompression bomb is refused before any pixel is allocated; a 2D file has a Pillow mode the bundles convert
+    (:data:`PIL_MODES`); a NIfTI file holds one B-scan or one volume (2 or 3 dimensions after dropping trailing
+    dimensions of size 1, which the bundles' NIfTI reader squeezes too) of integer or floating-point voxels; finally the
+    pixels decode (a truncated file fails here) and hold no NaN or infinite value. PNGs are checked without decoding
+    unless ``decode`` (their chunk checksums catch truncation); JPEG, TIFF, BMP and float images are always decoded, as
+    their headers vouch for nothing. Every mode of :data:`PIL_MODES` passes: the bundles convert it (:class:`PILConvert`
+    for gels, ``custom_components.oct.transforms`` for B-scans). DICOM files and the formats a domain registered
+    (:func:`register_format_screener`: the OCT vendor files) are screened cheaply: not empty, and the ``DICM`` marker or
+    the registered check (first bytes, size); parsing them is left to the loader, whose errors are skipped and reported
+    like any other load failure. A file without extension is accepted as DICOM when ``.dcm`` is among ``extensions`` and
+    its content is DICOM.
 
     Args:
         path: image file.

@@ -31,7 +31,15 @@ from custom_components.core.image_files import (
 from custom_components.core.validation import listed_problems
 from custom_components.core.atomic import write_csv_atomic
 
-__all__ = ["FAILED_INPUTS", "JSONRecord", "register_export_members", "list_images", "scan_inputs", "SkippingDataset", "collate_skipping_failures"]
+__all__ = [
+    "FAILED_INPUTS",
+    "JSONRecord",
+    "register_export_members",
+    "list_images",
+    "scan_inputs",
+    "SkippingDataset",
+    "collate_skipping_failures",
+]
 
 #: batch key of the inputs that failed while loading: a list of ``{"image": path, "error": message}``
 FAILED_INPUTS = "failed_inputs"

@@ -308,8 +308,8 @@ def check_datalist(
             bundles split one from ``training``).
         decode: decode every image's pixels rather than only checking each file's structure (masks are always
             decoded: their values are checked).
-        class_names: classification: the valid label names (required; the IFE bundle hands in its nine); an integer label in
-            ``range(len(class_names))`` is valid too.
+        class_names: classification: the valid label names (required; the IFE bundle hands in its nine); an
+            integer label in ``range(len(class_names))`` is valid too.
 
     Returns:
         the report, with a :class:`SectionReport` per checked section (in the order of ``sections``), then any other
@@ -318,7 +318,7 @@ def check_datalist(
     Raises:
         DatalistError: only when the file itself cannot be read (see
             :func:`~custom_components.core.datalist.read_datalist_object`).
-        ValueError: on an unknown ``task``.
+        ValueError: on an unknown ``task``, or a classification check without ``class_names``.
     """
     sections = [sections] if isinstance(sections, str) else list(dict.fromkeys(sections))
     if task == "classification":
@@ -381,7 +381,7 @@ def validate_datalist(
         DatalistError: the file cannot be read, or any problem: every one is a line of the message naming its entry
             (``training[3] /data/images/a.png: file not found``), the first fifty in the message and all of them in
             its ``problems``.
-        ValueError: on an unknown ``task``.
+        ValueError: on an unknown ``task``, or a classification check without ``class_names``.
     """
     error = check_datalist(datalist_path, task, sections, decode, class_names).error()
     if error is not None:

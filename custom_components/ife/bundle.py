@@ -194,7 +194,7 @@ def log_inference_start(
     if use_calibration and calibration is None:
         logger.warning(
             '%s: no calibration record (%s): uncalibrated probabilities, and refer is false with reason "not '
-            'calibrated" unless a band pattern says otherwise', checkpoint, calibration_path(checkpoint),
+            'calibrated" unless a band pattern or unread lanes say otherwise', checkpoint, calibration_path(checkpoint),
         )  # fmt: skip
     logger.info("inference on %d images at %d px with %s", len(datalist), image_size, onnx_file or checkpoint)
     if onnx_file:

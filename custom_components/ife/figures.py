@@ -322,8 +322,8 @@ def plot_reliability_diagram(
     """Save reliability diagrams side by side (e.g. before and after temperature scaling) as one PNG.
 
     Args:
-        panels: ``{panel title: bins}``, each ``bins`` as :func:`custom_components.ife.calibration.temperature.reliability_bins`
-            returns it (``edges``, ``confidence``, ``accuracy``, ``count``); the panel title should carry the ECE.
+        panels: ``{panel title: bins}``, each ``bins`` as
+            :func:`custom_components.ife.calibration.temperature.reliability_bins` returns it (``edges``, ``confidence``, ``accuracy``, ``count``); the panel title should carry the ECE.
         path: PNG to write (its folder is created if absent).
         title: figure title.
         dpi: resolution.

@@ -37,6 +37,7 @@ from custom_components.core.image_files import printable_path
 from custom_components.core.prediction_writer import PredictionWriter
 from custom_components.ife.classes import IFE_CLASSES, MILD_CLASSES, SEVERE_CLASSES, class_to_subtasks
 from custom_components.ife.attention import image_to_network_rows, map_row_centres, peak_row
+from custom_components.ife.lanes import lanes_found
 from custom_components.ife.referral import coverage_accuracy_curve, refer_decisions, referral_metrics
 from custom_components.ife.calibration.temperature import (
     expected_calibration_error,
@@ -91,8 +92,7 @@ def _lane_layout(image: Any) -> dict[str, Any] | None:
     if not isinstance(layout, Mapping) or "image_shape" not in layout:
         return None
     return {"rows": [int(r) for r in layout["rows"]], "image_shape": [int(s) for s in layout["image_shape"]],
-            "orientation": str(layout.get("orientation", "albumin_bottom")),
-            "lanes_found": bool(_values(layout.get("lanes_found", True))[0])}  # fmt: skip
+            "orientation": str(layout.get("orientation", "albumin_bottom")), "lanes_found": lanes_found(image)}
 
 
 def _values(value: Any) -> torch.Tensor:
@@ -139,13 +139,14 @@ class IFEPredictionWriter(PredictionWriter):
 
     The CSV's life cycle (``<filename>.partial`` until the run completes, so ``predictions.csv`` only ever exists
     complete and a crash leaves the rows done so far) and the rank that writes are those of
-    :class:`~custom_components.core.prediction_writer.PredictionWriter`: run inference as a single process.
-    Figures go to ``output_dir/figure_dir/<image stem>.png`` (a numeric suffix is added when two images share a
-    stem). ``profiles_filename`` gets one JSON object per line and image: ``image``, ``image_rows`` (of the file),
-    ``network_rows`` (of the network input), ``lane_layout`` (``rows``, ``image_shape``, ``orientation``; only for
-    a lane-normalised gel, whose map rows then follow the mapping above, not a plain resize) and ``maps``, ``{key: {"stride": s, "values": [...]}}`` for every map
-    named in ``attention_strides`` (map row ``j`` is centred on network-input row ``j * s``; see
-    :mod:`custom_components.ife.attention`). It has the CSV's life cycle (``.partial`` until the run completes).
+    :class:`~custom_components.core.prediction_writer.PredictionWriter`: run inference as a single process. Figures go
+    to ``output_dir/figure_dir/<image stem>.png`` (a numeric suffix is added when two images share a stem).
+    ``profiles_filename`` gets one JSON object per line and image: ``image``, ``image_rows`` (of the file),
+    ``network_rows`` (of the network input), ``lane_layout`` (``rows``, ``image_shape``, ``orientation``; only for a
+    lane-normalised gel, whose map rows then follow the mapping above, not a plain resize) and ``maps``, ``{key:
+    {"stride": s, "values": [...]}}`` for every map named in ``attention_strides`` (map row ``j`` is centred on
+    network-input row ``j * s``; see :mod:`custom_components.ife.attention`). It has the CSV's life cycle (``.partial``
+    until the run completes).
 
     Args:
         output_dir: folder of the CSV and of the figure folder (created if absent).
@@ -305,8 +306,7 @@ class IFEPredictionWriter(PredictionWriter):
         row += ["" if key not in maps else self._peak(maps[key]) for key in _PEAK_COLUMN_MAPS]
         pattern = item.get(self.band_pattern_key)
         pattern = "" if pattern is None else str(pattern)
-        layout = _lane_layout(item[self.image_key]) if self.image_key in item else None
-        lanes_read = None if layout is None else layout["lanes_found"]
+        lanes_read = lanes_found(item.get(self.image_key))
         [(refer, reason)] = refer_decisions(
             torch.tensor([probs]), self.operating_point, [pattern], [call_index], lanes_read=[lanes_read]
         )
@@ -425,7 +425,8 @@ class IFEEvaluationReport:
 
     With ``probabilities_key`` the report also collects every gel's (9,) network probabilities (uncalibrated: the
     evaluator runs the plain network), its call (``call_key``, after ``IFECalld``), its label and, from the batch,
-    its ``band_pattern`` (gathered across ranks), and adds:
+    its ``band_pattern`` and whether its lanes were read (``image_key``'s lane layout record), gathered across
+    ranks, and adds:
 
     - ``calibration``: ``ece_uncalibrated`` and ``nll_uncalibrated``; with a ``calibration`` record (its
       ``temperatures`` applied to the probabilities by
@@ -454,6 +455,8 @@ class IFEEvaluationReport:
         call_key: output key of the class call (``IFECalld``'s output).
         label_key: output key of the 9-class label.
         band_pattern_key: batch key of the band-pattern detector's text (absent: no pattern).
+        image_key: output key of the network input, whose lane layout record says whether the gel's lanes were
+            read (:func:`~custom_components.ife.lanes.lanes_found`; a gel answered from the whole image is referred).
         calibration: the checkpoint's calibration record
             (:func:`~custom_components.ife.calibration.record.read_calibration`), or None.
         reliability_filename: PNG of the reliability diagrams; None writes none.
@@ -477,6 +480,7 @@ class IFEEvaluationReport:
         call_key: str = "pred",
         label_key: str = "label",
         band_pattern_key: str = "band_pattern",
+        image_key: str = "image",
         calibration: Mapping[str, Any] | None = None,
         reliability_filename: str | None = "reliability_diagram.png",
         coverage_filename: str | None = "coverage_accuracy.png",
@@ -501,6 +505,7 @@ class IFEEvaluationReport:
         self.call_key = call_key
         self.label_key = label_key
         self.band_pattern_key = band_pattern_key
+        self.image_key = image_key
         if calibration is not None and not isinstance(calibration, Mapping):
             raise ValueError(
                 f"calibration must be a calibration record (a dict) or None, got {type(calibration).__name__}."
@@ -512,7 +517,7 @@ class IFEEvaluationReport:
             raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}.")
         self.n_bins = n_bins
         self.report: dict[str, Any] | None = None
-        self._collected: dict[str, list] = {"probabilities": [], "calls": [], "labels": [], "band_patterns": []}
+        self._collected: dict[str, list] = self._empty_collection()
         self.logger = logging.getLogger(__name__)
 
     @property
@@ -530,7 +535,7 @@ class IFEEvaluationReport:
     def started(self, engine: Engine | None = None) -> None:
         """Forget the previous run's report and collected outputs."""
         self.report = None
-        self._collected = {"probabilities": [], "calls": [], "labels": [], "band_patterns": []}
+        self._collected = self._empty_collection()
 
     def collect(self, engine: Engine) -> None:
         """Keep each gel's probabilities, call, label and band pattern of this iteration."""
@@ -555,24 +560,32 @@ class IFEEvaluationReport:
             self._collected["calls"].append(int(_values(item[self.call_key])[0]))
             self._collected["labels"].append(int(_values(item[self.label_key])[0]))
             self._collected["band_patterns"].append("" if pattern is None else str(pattern))
+            self._collected["lanes_read"].append(lanes_found(item.get(self.image_key)))
 
-    def _gathered(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-        """The collected (N, 9) probabilities, (N,) calls and labels and N band patterns of all ranks."""
+    @staticmethod
+    def _empty_collection() -> dict[str, list]:
+        return {"probabilities": [], "calls": [], "labels": [], "band_patterns": [], "lanes_read": []}
+
+    def _gathered(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str], list[bool | None]]:
+        """The collected (N, 9) probabilities, (N,) calls and labels, N band patterns and N lanes-read flags of all
+        ranks."""
         c = self._collected
         empty = torch.zeros(0, len(IFE_CLASSES), dtype=torch.float64)
         probs = torch.stack(c["probabilities"]) if c["probabilities"] else empty
         calls, labels = torch.tensor(c["calls"], dtype=torch.long), torch.tensor(c["labels"], dtype=torch.long)
-        patterns = list(c["band_patterns"])
+        patterns, lanes_read = list(c["band_patterns"]), list(c["lanes_read"])
         if idist.get_world_size() > 1:  # every rank saw its DistributedSampler shard
             probs, calls, labels = (
                 evenly_divisible_all_gather(t.to(idist.device()), concat=True).cpu() for t in (probs, calls, labels)
             )
             patterns = string_list_all_gather(patterns)
-        return probs, calls, labels, patterns
+            flags = string_list_all_gather(["" if f is None else str(f) for f in lanes_read])
+            lanes_read = [None if f == "" else f == "True" for f in flags]
+        return probs, calls, labels, patterns, lanes_read
 
     def calibration_report(self) -> dict[str, Any]:
         """The ``calibration`` and ``referral`` entries of the collected gels (see the class docstring)."""
-        probs, calls, labels, patterns = self._gathered()
+        probs, calls, labels, patterns, lanes_read = self._gathered()
         if probs.shape[0] == 0:
             raise RuntimeError("IFEEvaluationReport collected no probabilities: did the evaluator run on any gel?")
         temperatures = (self.calibration or {}).get("temperatures")
@@ -592,7 +605,7 @@ class IFEEvaluationReport:
         }
         point = (self.calibration or {}).get("operating_point")
         referral = {
-            **referral_metrics(used, labels, point, patterns, calls),
+            **referral_metrics(used, labels, point, patterns, calls, lanes_read),
             "operating_point": point,
             "probabilities": "calibrated" if calibrated is not None else "uncalibrated",
             "coverage_accuracy_curve": coverage_accuracy_curve(used, labels, calls),

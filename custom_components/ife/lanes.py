@@ -45,6 +45,7 @@ __all__ = [
     "detect_orientation",
     "NormaliseLaneLayoutd",
     "IFEBandPatternd",
+    "lanes_found",
 ]
 
 #: the lanes of an IFE gel, left to right (as :data:`custom_components.ife.synthetic.LANES`)
@@ -280,7 +281,8 @@ def _refine_lanes(
             if not valid.any():
                 continue
             others = np.arange(lefts.size) != k
-            inside = (cumulative[rights[others]] - cumulative[lefts[others]]).sum() + cumulative[end] - cumulative[start]
+            inside = (cumulative[rights[others]] - cumulative[lefts[others]]).sum()
+            inside += cumulative[end] - cumulative[start]
             covered = (rights[others] - lefts[others]).sum() + span
             score = np.where(valid, _correlation(inside, covered, total, spread, width), -np.inf)
             i, j = np.unravel_index(int(np.argmax(score)), score.shape)
@@ -418,7 +420,9 @@ def _gel_rows(
     # (albumin a third of the height away from the globulins); runs with little stain (under a quarter of the
     # darkest row's and of the largest run's stain) are the faint rest of a header or a margin, not joined
     mass = [float(r[a : b + 1].sum()) for a, b in runs]
-    runs = [run for run, m in zip(runs, mass) if r[run[0] : run[1] + 1].max() >= 0.25 * r.max() or m >= 0.25 * max(mass)]
+    runs = [
+        run for run, m in zip(runs, mass) if r[run[0] : run[1] + 1].max() >= 0.25 * r.max() or m >= 0.25 * max(mass)
+    ]
     thin = dark - ndimage.grey_opening(dark, size=(_odd(0.015 * height), 1))
     line_rows = np.mean(thin > 0.1, axis=1) > 0.5
     merged = [runs[0]]
@@ -651,16 +655,17 @@ class NormaliseLaneLayoutd(MapTransform):
     order, ``lane_gap`` columns of background apart. The output always has albumin at the bottom (the layout of
     real scans): an input with ``orientation="albumin_top"`` is flipped along the rows.
 
-    Runs on the raw channel-first image (after ``LoadImaged``/``EnsureChannelFirstd``, before ``Resized`` and
-    intensity scaling). The metadata of a :class:`~monai.data.MetaTensor` input is kept (``filename_or_obj``,
-    ``spatial_shape`` of the file ...) and the found layout added as ``meta["lane_layout"]`` (``columns``,
-    ``rows``, ``confidence``, the input's ``image_shape`` (H_in, W_in) and ``orientation``, the one actually
-    used: as given, or as detected for ``"auto"``). Output row ``r`` of a height-``H`` resampling (this one, or a
-    later ``Resized`` of it) is input row ``top + (r + 0.5) * (bottom - top + 1) / H - 0.5`` (``bottom - ...`` for
-    ``albumin_top``), which :class:`~custom_components.ife.handlers.IFEPredictionWriter` uses to place attention
+    Runs on the raw channel-first image (after ``LoadImaged``/``EnsureChannelFirstd``, before ``Resized`` and intensity
+    scaling). The metadata of a :class:`~monai.data.MetaTensor` input is kept (``filename_or_obj``, ``spatial_shape`` of
+    the file ...) and the found layout added as ``meta["lane_layout"]`` (``columns``, ``rows``, ``confidence``, the
+    input's ``image_shape`` (H_in, W_in), ``orientation``, the one actually used: as given, or as detected for
+    ``"auto"`` (``"unknown"`` when ``"auto"`` had no lanes to detect it from), ``lanes_found`` and the ``reason`` they
+    were not (empty when they were; read with :func:`lanes_found`)). Output row ``r`` of a height-``H`` resampling (this
+    one, or a later ``Resized`` of it) is input row ``top + (r + 0.5) * (bottom - top + 1) / H - 0.5`` (``bottom - ...``
+    for ``albumin_top``), which :class:`~custom_components.ife.handlers.IFEPredictionWriter` uses to place attention
     peaks on the file. The layout is not an affine map, so the affine is left as it was and the transform is not
-    invertible. The lanes are found once per gel: a layout that :class:`IFEBandPatternd` found on the same image
-    (left in its metadata) is reused.
+    invertible. The lanes are found once per gel: a layout that :class:`IFEBandPatternd` found on the same image (left
+    in its metadata) is reused.
 
     Args:
         keys: keys of (C, H_in, W_in) images.
@@ -729,16 +734,14 @@ class NormaliseLaneLayoutd(MapTransform):
             raise ValueError(f"{source}: expected a channel-first (C, H, W) image, got shape {tuple(img.shape)}.")
         if layout is None:
             layout = _reusable_layout(image, self.num_lanes)
-        reason = ""
         if layout is None:
             try:
                 layout = find_lanes(img, num_lanes=self.num_lanes)
             except LaneLayoutError as err:
                 if self.on_failure == "raise":
                     raise LaneLayoutError(f"{source}: cannot normalise the lane layout: {err}") from err
-                reason = str(err)
-                logger.warning("%s: lanes not read (%s): the whole image is used.", source, reason)
-                return self._whole_image(image, img, reason)
+                logger.warning("%s: lanes not read (%s): the whole image is used.", source, err)
+                return self._whole_image(image, img, str(err))
         orientation = self.orientation
         if orientation == "auto":
             orientation = detect_orientation(img, layout)
@@ -852,3 +855,15 @@ class IFEBandPatternd(MapTransform):
                 d[key] = image
             d[self.output_key] = pattern.outside_nine or ""
         return d
+
+
+def lanes_found(image: Any) -> bool | None:
+    """Whether :class:`NormaliseLaneLayoutd` found the lanes of the gel it turned into ``image``: the
+    ``lanes_found`` of its ``meta["lane_layout"]`` record (a bool, or a 0-d tensor after collation and
+    decollation); None when the image was not lane-normalised (no record)."""
+    meta = getattr(image, "meta", None)
+    layout = meta.get("lane_layout") if isinstance(meta, Mapping) else None
+    if not isinstance(layout, Mapping):
+        return None
+    value = layout.get("lanes_found", True)  # records written before the fallback existed had found their lanes
+    return bool(torch.as_tensor(value).reshape(-1)[0])

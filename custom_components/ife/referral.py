@@ -29,7 +29,7 @@ order when several apply:
   network saw the whole image instead (:class:`~custom_components.ife.lanes.NormaliseLaneLayoutd`'s fallback),
   a layout it may not have been trained on; the gel is referred;
 - ``"not calibrated"``: no operating point exists (no calibration record); such a gel is *not* referred unless a
-  band pattern says so, and the reason marks that no threshold was applied.
+  band pattern or unread lanes say so, and the reason marks that no threshold was applied.
 
 The false-negative rate at the operating point (:func:`referral_metrics`) counts the positives that are called
 Negative and not referred: those are the monoclonal proteins that nobody would look at.
@@ -195,7 +195,7 @@ def refer_decisions(
         probabilities: (N, 9) probabilities.
         operating_point: a dict with ``positive_threshold`` and ``confidence_threshold``
             (:func:`choose_operating_point`); None when there is none (every reason then includes
-            ``"not calibrated"`` and only a band pattern refers).
+            ``"not calibrated"`` and only a band pattern or unread lanes refer).
         band_patterns: N strings of the band-pattern detector (``""`` or None: nothing unusual; starting with
             :data:`~custom_components.ife.lanes.LANES_NOT_FOUND`: the detector failed); None: no
             detector.
@@ -238,7 +238,7 @@ def refer_decisions(
         elif pattern:
             reasons.append(f"{OUTSIDE_THE_NINE}: {pattern}")
             refer = True
-        if lanes_read is not None and lanes_read[i] is False:
+        if lanes_read is not None and lanes_read[i] is not None and not bool(lanes_read[i]):
             reasons.append(LANES_NOT_READ)
             refer = True
         if thresholds is None:
@@ -287,6 +287,7 @@ def referral_metrics(
     operating_point: Mapping[str, Any] | None,
     band_patterns: Sequence[str | None] | None = None,
     calls: Any | None = None,
+    lanes_read: Sequence[bool | None] | None = None,
 ) -> dict[str, Any]:
     """What the refer rule achieves on labelled gels.
 
@@ -296,6 +297,7 @@ def referral_metrics(
         operating_point: as for :func:`refer_decisions`.
         band_patterns: as for :func:`refer_decisions`.
         calls: (N,) class calls (default: argmax).
+        lanes_read: as for :func:`refer_decisions`.
 
     Returns:
         ``count``, ``referred``, ``coverage`` (share not referred), ``accuracy`` (of the calls on the gels not
@@ -309,7 +311,7 @@ def referral_metrics(
     probs = _probabilities(probabilities)
     target = _indices(labels, probs.shape[0], "labels")
     call = _calls(probs, calls)
-    decisions = refer_decisions(probs, operating_point, band_patterns, call)
+    decisions = refer_decisions(probs, operating_point, band_patterns, call, lanes_read)
     refer = torch.tensor([d[0] for d in decisions], dtype=torch.bool)
     n = probs.shape[0]
     decided = ~refer

@@ -8,7 +8,7 @@ vendor). :class:`LoadOCTVolumed` is the MONAI transform the bundle's preprocessi
 No format is parsed here: the vendor files go through the libraries that already read them.
 
 ==================  ======================  =================================================================
-format              file                    read by; tested in ``tests/unit/test_oct_volumes.py`` with
+format              file                    read by; tested in ``tests/oct/test_oct_volumes.py`` with
 ==================  ======================  =================================================================
 ``heidelberg_vol``  ``.vol``                eyepy ``HeVolReader`` (behind ``eyepy.import_heyex_vol``); a
                                             3-B-scan file built with eyepy's own ``vol_format`` definition

@@ -125,9 +125,12 @@ def synthetic_only(args: argparse.Namespace) -> dict:
     """A model trained on the bundle's synthetic default only (450 gels of the paper's class mix, at the README
     demo's CPU settings), asked about every real gel."""
     root = args.workdir / "synthetic_only"
-    predictions, minutes = root / "real" / "predictions.csv", root / "minutes.txt"
+    predictions, minutes, seed_file = root / "real" / "predictions.csv", root / "minutes.txt", root / "seed.txt"
+    if predictions.is_file() and seed_file.is_file() and seed_file.read_text().strip() != str(args.seed):
+        raise SystemExit(f"{root} holds a synthetic-only run of another seed: delete it or use another --workdir.")
     if not predictions.is_file():
         root.mkdir(parents=True, exist_ok=True)
+        seed_file.write_text(f"{args.seed}\n")
         started = time.time()
         demo = {**bundle_runs.CPU_DEMO_SETTINGS["ife"], "num_workers": 2, "seed": args.seed}
         train = {"bundle_root": root, "dataset_dir": root / "synthetic", **demo}
@@ -226,7 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.synthetic_only:
         result["synthetic_only"] = synthetic_only(args)
         print(f"[synthetic only] {result['synthetic_only']}", flush=True)
-    meta["minutes"] = round((time.time() - started) / 60, 1)  # this call's time; reused runs cost nothing
+    # the time the results took, reused runs included (each recorded its own)
+    stages = [entry.get("minutes") for entry in runs] + [result.get("synthetic_only", {}).get("minutes")]
+    meta["minutes"] = round(sum(m for m in stages if m) or (time.time() - started) / 60, 1)
+    if not runs:  # the cross-validation's settings describe nothing that ran
+        for key in ("folds", "sizes"):
+            meta.pop(key)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(result, args.output_dir / "ife_real_gels.json", indent=1)
     write_text_atomic(markdown(result), args.output_dir / "ife_real_gels.md")

@@ -75,7 +75,7 @@ SETTINGS = {
 PRELOAD = [
     "torch", "monai.bundle.scripts", "monai.handlers", "monai.transforms", "monai.networks.nets", "ignite.engine",
     "fire", "nibabel", "scipy.ndimage", "matplotlib.figure", "matplotlib.backends.backend_agg",
-    "custom_components.data", "custom_components.bundle", "custom_components.ife.handlers", "custom_components.oct.handlers",
+    "custom_components.core", "custom_components.ife.handlers", "custom_components.oct.handlers",
     "custom_components.core.training", "custom_components.ife.networks",
     "custom_components.oct.transunet", "custom_components.ife.losses",
     "custom_components.oct.losses", "custom_components.ife.metrics", "custom_components.oct.transforms",

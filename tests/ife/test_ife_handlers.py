@@ -268,6 +268,31 @@ def test_prediction_writer_refer_columns(tmp_path):
         IFEPredictionWriter(tmp_path, operating_point={"confidence_threshold": 0.5})
 
 
+def test_evaluation_report_refers_the_gels_answered_from_the_whole_image(tmp_path):
+    """As predictions.csv does: a gel whose lanes were not found is referred, so it is not counted as decided."""
+    confident = [0.02, 0.96] + [0.02 / 7] * 7  # kappa, right, far above any threshold
+
+    def image(found):
+        record = {"rows": [0, 9], "image_shape": [10, 10], "orientation": "albumin_bottom", "lanes_found": found}
+        return MetaTensor(torch.zeros(3, 8, 8), meta={"lane_layout": record})
+
+    def step(engine, batch):
+        return [{"pred": torch.tensor(1), "probabilities": torch.tensor(confident), "label": 1, "image": image(found)}
+                for found in batch]  # fmt: skip
+
+    engine = Engine(step)
+    IgniteMetricHandler(IFEClassificationMetric("macro_f1"), output_transform=from_engine(["pred", "label"])).attach(
+        engine, "val_macro_f1"
+    )
+    point = {"positive_threshold": 0.4, "confidence_threshold": 0.6, "target_sensitivity": 0.98}
+    report = IFEEvaluationReport(tmp_path, probabilities_key="probabilities", calibration={"operating_point": point})
+    report.attach(engine)
+    engine.run([[True, False], [torch.tensor(True)]], max_epochs=1)  # a flag as collation leaves it, too
+    referral = json.loads((tmp_path / "metrics.json").read_text())["referral"]
+    assert referral["referred"] == 1 and referral["coverage"] == pytest.approx(2 / 3)
+    assert referral["refer_counts"]["lanes not read: whole image used"] == 1
+
+
 def test_evaluation_report_calibration_and_referral(tmp_path):
     """ECE before/after, the refer rule's coverage and FNR at the record's operating point, and both figures."""
     negative = [0.9] + [0.1 / 8] * 8

@@ -34,7 +34,11 @@ from custom_components.ife.classes import (
     target_to_indices,
 )
 from custom_components.ife.referral import choose_operating_point
-from custom_components.ife.calibration.temperature import expected_calibration_error, fit_temperature, negative_log_likelihood
+from custom_components.ife.calibration.temperature import (
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+)
 from custom_components.core.events import attach_once
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")

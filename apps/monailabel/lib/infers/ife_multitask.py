@@ -11,6 +11,7 @@ import torch
 from monailabel.interfaces.tasks.infer_v2 import InferType
 
 from custom_components.ife.calibration.record import read_calibration
+from custom_components.ife.lanes import lanes_found
 from custom_components.ife.referral import refer_decisions
 from custom_components.ife.networks import ForwardHeads
 from custom_components.ife.classes import (
@@ -87,8 +88,8 @@ def ife_result(
         weight ``j`` is centred on network-input row ``j * stride`` (``network.attention_strides()``; see
         :mod:`custom_components.ife.attention`); ``calibrated`` (whether the probabilities are temperature-scaled),
         ``refer`` and ``refer_reason`` (:func:`~custom_components.ife.referral.refer_decisions` at the calibration's
-        operating point, with the band pattern; without a calibration only a band pattern refers, and the reason
-        says "not calibrated"), ``operating_point`` (or None).
+        operating point, with the band pattern and whether the lanes were read; without a calibration only a band
+        pattern or unread lanes refer, and the reason says "not calibrated"), ``operating_point`` (or None).
     calibration: the checkpoint's calibration record, or None.
     band_pattern: the band-pattern detector's finding (``""``: nothing outside the nine classes).
     lanes_read: whether the lane layout normalisation found the gel's six lanes (``False``: the network saw the
@@ -144,13 +145,6 @@ def ife_result(
     return result
 
 
-def _lanes_read(image: Any) -> bool | None:
-    """Whether :class:`~custom_components.ife.lanes.NormaliseLaneLayoutd` found the gel's lanes (its record in the
-    image's metadata); None when the bundle's preprocessing did not normalise the layout."""
-    layout = (getattr(image, "meta", None) or {}).get("lane_layout")
-    return None if not isinstance(layout, Mapping) else bool(layout.get("lanes_found", True))
-
-
 class IFEMultiTaskInfer(LocalBundleInferTask):
     """Classification task for ``bundles/ife_multitask`` (no spatial restore: the answer is not an image).
 
@@ -199,4 +193,4 @@ class IFEMultiTaskInfer(LocalBundleInferTask):
     def writer(self, data: dict[str, Any], extension=None, dtype=None) -> tuple[None, dict[str, Any]]:
         pattern = data.get(BAND_PATTERN_KEY, "")
         pattern = pattern if isinstance(pattern, str) else ""
-        return None, ife_result(data[HEADS_KEY], data.get(CALIBRATION_KEY), pattern, _lanes_read(data[self.input_key]))
+        return None, ife_result(data[HEADS_KEY], data.get(CALIBRATION_KEY), pattern, lanes_found(data[self.input_key]))
