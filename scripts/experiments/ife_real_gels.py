@@ -187,6 +187,14 @@ def markdown(result: dict) -> str:
         paper = PAPER_TABLE.get(entry["setting"])
         cells += ["–"] * 3 if paper is None else [f"{value:.2f}" for value in paper[:3]]
         lines.append(f"| {entry['setting']} | {'on' if entry['lane_layout'] else 'off'} | " + " | ".join(cells) + " |")
+    if result["runs"]:
+        from custom_components.ife.classes import IFE_CLASSES
+
+        lines += ["", "Recall per class, mean ± std over folds (%):", "",
+                  "| Setting | Lane layout | " + " | ".join(IFE_CLASSES) + " |", "|---|---|" + "---|" * len(IFE_CLASSES)]
+        for entry in result["runs"]:
+            cells = [_percent(entry["scores"].get(f"per_class_recall.{name}")) for name in IFE_CLASSES]
+            lines.append(f"| {entry['setting']} | {'on' if entry['lane_layout'] else 'off'} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
