@@ -33,10 +33,13 @@ from .recipe import (
     RecipeSaver,
     check_recipe,
     describe_mismatch,
+    load_pretrained,
     mismatch_error,
     read_recipe,
     recipe_path,
+    started_from,
     trained_settings,
+    weights_sha256,
     write_recipe,
 )
 from .runtime import autocast_dtype, is_cuda, is_not_rank0, log_best_model, set_cudnn_benchmark, to_device

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import hashlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -49,6 +50,7 @@ __all__ = [
     "RecipeMismatchError",
     "CheckpointMismatchError",
     "recipe_path",
+    "weights_sha256",
     "read_recipe",
     "trained_settings",
     "write_recipe",
@@ -57,6 +59,8 @@ __all__ = [
     "describe_mismatch",
     "mismatch_error",
     "CheckedCheckpointLoader",
+    "started_from",
+    "load_pretrained",
 ]
 
 logger = logging.getLogger(__name__)
@@ -93,6 +97,15 @@ def recipe_path(checkpoint: str | os.PathLike) -> str:
     return root + RECIPE_SUFFIX
 
 
+def weights_sha256(checkpoint: str | os.PathLike) -> str:
+    """Hex SHA-256 of the checkpoint file's bytes."""
+    digest = hashlib.sha256()
+    with open(checkpoint, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _plain(value: Any) -> Any:
     """JSON-ready copy of a setting: tuples and tensors become lists, numpy scalars Python numbers."""
     if isinstance(value, Mapping):
@@ -120,6 +133,7 @@ def write_recipe(
     settings: Mapping[str, Any],
     network: torch.nn.Module | None = None,
     bundle: Mapping[str, Any] | None = None,
+    started_from: Mapping[str, Any] | None = None,
 ) -> str:
     """Write the recipe of ``checkpoint`` atomically (a reader sees the old file or the new one, never half).
 
@@ -129,6 +143,8 @@ def write_recipe(
             become lists).
         network: the network the weights come from (its class is recorded).
         bundle: e.g. ``{"name": ..., "version": ...}`` from the bundle's metadata.
+        started_from: the checkpoint training started from (:func:`started_from`), recorded as
+            ``"started_from"``; ``None`` for weights trained from their initialisation.
 
     Returns:
         the recipe's path.
@@ -141,6 +157,8 @@ def write_recipe(
         "bundle": _plain(bundle or {}),
         "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if started_from:
+        recipe["started_from"] = _plain(started_from)
     write_json_atomic(recipe, path)
     return path
 
@@ -305,6 +323,8 @@ class RecipeSaver:
         settings: config id -> value of what shapes the network and its geometry.
         network: the trained network (its class is recorded).
         bundle: bundle name and version to record.
+        pretrained: the checkpoint the training started from (``train.json``'s ``pretrained``), recorded with its
+            digest and recipe (:func:`started_from`); ``None`` or ``""`` for none.
     """
 
     def __init__(
@@ -313,8 +333,10 @@ class RecipeSaver:
         settings: Mapping[str, Any],
         network: torch.nn.Module | None = None,
         bundle: Mapping[str, Any] | None = None,
+        pretrained: str | os.PathLike | None = None,
     ) -> None:
         self.checkpoint, self.settings, self.network, self.bundle = checkpoint, dict(settings), network, bundle
+        self.started_from = started_from(pretrained) if pretrained else None
         self._seen = self._signature()
 
     def _signature(self) -> tuple[int, int, int] | None:
@@ -331,7 +353,7 @@ class RecipeSaver:
     def __call__(self, engine: Engine | None = None) -> None:
         signature = self._signature()
         if signature is not None and signature != self._seen:
-            write_recipe(self.checkpoint, self.settings, self.network, self.bundle)
+            write_recipe(self.checkpoint, self.settings, self.network, self.bundle, self.started_from)
             self._seen = signature
 
 
@@ -396,3 +418,67 @@ class CheckedCheckpointLoader(CheckpointLoader):
                 if isinstance(obj, torch.nn.Module) and (error := mismatch_error(self.load_path, obj, key)) is not None:
                     raise error from None
             raise
+
+
+def started_from(checkpoint: str | os.PathLike) -> dict[str, Any]:
+    """What a fine-tuned model's recipe says about the checkpoint it started from: its absolute path, the SHA-256
+    of its bytes, and the bundle, network and ``started_from`` of its own recipe (so a chain of fine-tunings can be
+    followed back to the first weights)."""
+    recipe = read_recipe(checkpoint, warn=False)
+    origin = {"checkpoint": os.path.abspath(os.fspath(checkpoint)), "weights_sha256": weights_sha256(checkpoint)}
+    origin.update({key: recipe[key] for key in ("bundle", "network", "written", "started_from") if key in recipe})
+    return origin
+
+
+def load_pretrained(
+    network: torch.nn.Module, checkpoint: str | os.PathLike | None, settings: Mapping[str, Any]
+) -> torch.nn.Module:
+    """Start training from ``checkpoint`` (``train.json --pretrained PATH``): fine-tuning, not resuming.
+
+    Only the weights are taken; the optimizer, schedule and epoch counter start afresh (``--resume`` continues a
+    run instead, and its training state replaces these weights when both are given). The checkpoint must be the
+    network this run builds, trained with the same recipe settings: a model is fine-tuned at the geometry and
+    shape it was trained at, so every difference is refused at once, before any epoch.
+
+    Args:
+        network: the network the run trains (a DDP or DataParallel wrapper is unwrapped); loaded in place.
+        checkpoint: a bare ``state_dict`` (``models/model.pt``) or a training state holding one under ``"model"``;
+            ``None`` or ``""``: nothing is loaded.
+        settings: config id -> value of this run's recipe settings (``train.json``'s ``recipe``).
+
+    Returns:
+        ``network``.
+
+    Raises:
+        FileNotFoundError: when ``checkpoint`` is not a file.
+        RecipeMismatchError: on a network class or recipe setting other than this run's, naming each with both
+            values. A checkpoint without a recipe is compared by its tensors' shapes only (with a warning).
+        CheckpointMismatchError: on weights that do not fit the network (the first bad layer and both shapes).
+    """
+    if not checkpoint:
+        return network
+    if not os.path.isfile(os.fspath(checkpoint)):
+        raise FileNotFoundError(f"pretrained checkpoint {checkpoint}: no such file.")
+    module = getattr(network, "module", network)
+    recipe = read_recipe(checkpoint)
+    trained = recipe["settings"]
+    problems = []
+    if recipe.get("network") and recipe["network"] != qualified_name(module):
+        problems.append(f"network: checkpoint {recipe['network']}, this run {qualified_name(module)}")
+    for key, value in settings.items():
+        if key in trained and _plain(value) != trained[key]:
+            problems.append(f"{key}: checkpoint {trained[key]!r}, this run {_plain(value)!r}")
+    if problems:
+        raise RecipeMismatchError(
+            f"cannot fine-tune from {checkpoint}: its recipe differs from this run's ({'; '.join(problems)}). "
+            "Train with the checkpoint's settings (drop the overrides that differ) or start from another checkpoint."
+        )
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
+        state = state["model"]
+    problem = describe_mismatch(module, state)
+    if problem is not None:
+        raise CheckpointMismatchError(f"cannot fine-tune from {checkpoint}: {problem}.")
+    module.load_state_dict(state)
+    logger.info("fine-tuning from %s (weights only; optimizer, schedule and epochs start afresh)", checkpoint)
+    return network

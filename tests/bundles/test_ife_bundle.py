@@ -26,7 +26,8 @@ import torch
 from monai.bundle import ConfigWorkflow, ckpt_export, verify_net_in_out
 from PIL import Image
 
-from custom_components.ife.calibration.record import read_calibration, weights_sha256
+from custom_components.core.recipe import weights_sha256
+from custom_components.ife.calibration.record import read_calibration
 from custom_components.ife.synthetic import render_gel
 from custom_components.ife.classes import IFE_CLASSES
 from custom_components.ife.referral import REFER_REASONS
@@ -166,6 +167,34 @@ def test_resume_continues_from_checkpoint(trained, tmp_path):
     assert state["trainer"]["iteration"] == 3 * state["trainer"]["epoch_length"]
     # one epoch of SGD steps was taken after resuming: the LR scheduler continued from its saved step
     assert workflow.parser.get_parsed_content("lr_scheduler").last_epoch == 3 * state["trainer"]["epoch_length"]
+
+
+def test_training_starts_from_a_pretrained_checkpoint_of_the_same_recipe(trained, tmp_path):
+    """train.json --pretrained PATH: the run starts from those weights (epoch 0, fresh optimizer), its recipe says
+    where it started, and a checkpoint of another recipe is refused before any epoch with both values."""
+    pretrained = trained["root"] / "models" / "model.pt"
+    root = tmp_path / "fine_tuned"
+    override = {**trained["override"], "bundle_root": str(root), "pretrained": str(pretrained), "max_epochs": 1,
+                "learning_rate": 0.0}
+    workflow = ConfigWorkflow(config_file=_configs("train.json"), meta_file=META, logging_file=LOGGING,
+                              workflow_type="train", **override)  # fmt: skip
+    workflow.initialize()
+    network = workflow.parser.get_parsed_content("network")
+    workflow.run()
+    workflow.finalize()
+    assert workflow.parser.get_parsed_content("train#trainer").state.epoch == 1
+    recipe = json.loads((root / "models" / "model.recipe.json").read_text())
+    assert recipe["started_from"]["checkpoint"] == str(pretrained.resolve())
+    assert recipe["started_from"]["weights_sha256"] == weights_sha256(pretrained)
+    # at learning rate 0 the epoch changed no weight: the network trained from the pretrained weights, not its own
+    start = torch.load(pretrained, weights_only=True)
+    tuned = network.state_dict()
+    weights = [key for key in start if key.endswith("weight") and start[key].ndim > 1]
+    assert weights and all(torch.equal(tuned[key].cpu(), start[key]) for key in weights)
+    with pytest.raises(Exception) as error:
+        _workflow(["train.json"], "train", **{**override, "bundle_root": str(tmp_path / "other"), "image_size": 32})
+    assert any("image_size: checkpoint 64, this run 32" in m for m in _error_messages(error.value))
+    assert not (tmp_path / "other" / "models" / "model.pt").exists()
 
 
 def test_evaluate_writes_metrics(trained, tmp_path):

@@ -125,6 +125,22 @@ def test_resume_continues_from_the_saved_epoch(trained, tmp_path):
     assert state["trainer"]["iteration"] == epochs * state["trainer"]["epoch_length"]
 
 
+def test_fine_tuning_starts_from_a_pretrained_checkpoint_and_refuses_another_geometry(trained, tmp_path):
+    pretrained = trained["root"] / "models" / "model.pt"
+    override = {**trained["override"], "bundle_root": str(tmp_path / "tuned"), "pretrained": str(pretrained),
+                "max_epochs": 1, "learning_rate": 0.0}  # fmt: skip
+    workflow = _workflow(["train.json"], "train", **override)
+    start, tuned = torch.load(pretrained, weights_only=True), workflow.parser.get_parsed_content("network").state_dict()
+    # at learning rate 0 one epoch changes no weight: training started from the pretrained weights
+    assert all(torch.equal(tuned[key].cpu(), value) for key, value in start.items() if key.endswith("weight"))
+    recipe = json.loads((tmp_path / "tuned" / "models" / "model.recipe.json").read_text())
+    assert recipe["started_from"]["checkpoint"] == str(pretrained.resolve())
+    with pytest.raises(Exception) as error:
+        _workflow(["train.json"], "train", **{**override, "bundle_root": str(tmp_path / "x"), "geometry": "native"})
+    assert any(isinstance(e, RecipeMismatchError) and "geometry: checkpoint 'resize', this run 'native'" in str(e)
+               for e in _error_chain(error.value))  # fmt: skip
+
+
 def _evaluate(trained, out: Path, **override) -> dict:
     _workflow(["train.json", "evaluate.json"], "train", **trained["paths"], output_dir=str(out), **override)
     return json.loads((out / "metrics.json").read_text())

@@ -19,9 +19,12 @@ from custom_components.core.recipe import (
     RecipeSaver,
     check_recipe,
     describe_mismatch,
+    load_pretrained,
     read_recipe,
     recipe_path,
+    started_from,
     trained_settings,
+    weights_sha256,
     write_recipe,
 )
 from custom_components.oct.transunet import TransUNet
@@ -260,3 +263,74 @@ def test_checked_loader_restores_the_engine_under_engine_key(tmp_path):
     for bad in ("", "model"):
         with pytest.raises(ValueError, match="engine_key"):
             CheckedCheckpointLoader(load_path=checkpoint, load_dict=state, engine_key=bad)
+
+
+def _saved_network(path, seed=0, **settings):
+    torch.manual_seed(seed)
+    net = TransUNet(**NARROW)
+    torch.save(net.state_dict(), path)
+    write_recipe(path, {"image_size": 16, "geometry": "resize", **settings}, net)
+    return net
+
+
+def test_load_pretrained_takes_the_weights_of_a_matching_recipe(tmp_path, caplog):
+    source = _saved_network(tmp_path / "model.pt", seed=0)
+    torch.manual_seed(1)
+    net = TransUNet(**NARROW)
+    assert not all(torch.equal(net.state_dict()[k], v) for k, v in source.state_dict().items())
+    with caplog.at_level(logging.INFO):
+        assert load_pretrained(net, tmp_path / "model.pt", {"image_size": 16, "geometry": "resize"}) is net
+    for key, value in source.state_dict().items():
+        assert torch.equal(net.state_dict()[key], value), key
+    assert "fine-tuning from" in caplog.text
+    # a training state holding the weights under "model" loads the same, and nothing given loads nothing
+    torch.save({"model": source.state_dict(), "epoch": 3}, tmp_path / "checkpoint.pt")
+    other = TransUNet(**NARROW)
+    load_pretrained(other, tmp_path / "checkpoint.pt", {})
+    assert all(torch.equal(other.state_dict()[k], v) for k, v in source.state_dict().items())
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    for nothing in (None, ""):
+        load_pretrained(other, nothing, {"image_size": 99})
+    assert all(torch.equal(other.state_dict()[k], v) for k, v in before.items())
+
+
+def test_load_pretrained_refuses_another_recipe_naming_both_values(tmp_path):
+    _saved_network(tmp_path / "model.pt")
+    net = TransUNet(**NARROW)
+    with pytest.raises(RecipeMismatchError) as error:
+        load_pretrained(net, tmp_path / "model.pt", {"image_size": 32, "geometry": "native"})
+    message = str(error.value)
+    assert "image_size: checkpoint 16, this run 32" in message
+    assert "geometry: checkpoint 'resize', this run 'native'" in message
+    assert str(tmp_path / "model.pt") in message
+    # another network class is refused by name
+    write_recipe(tmp_path / "model.pt", {"image_size": 16}, torch.nn.Linear(2, 2))
+    with pytest.raises(RecipeMismatchError, match="network: checkpoint torch.nn.modules.linear.Linear"):
+        load_pretrained(net, tmp_path / "model.pt", {"image_size": 16})
+
+
+def test_load_pretrained_without_recipe_checks_shapes_and_a_missing_file(tmp_path, caplog):
+    torch.save(TransUNet(**{**NARROW, "filters": (8, 8, 16)}).state_dict(), tmp_path / "model.pt")
+    with caplog.at_level(logging.WARNING), pytest.raises(CheckpointMismatchError, match="cannot fine-tune from"):
+        load_pretrained(TransUNet(**NARROW), tmp_path / "model.pt", {"image_size": 16})
+    assert "has no recipe" in caplog.text
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_pretrained(TransUNet(**NARROW), tmp_path / "missing.pt", {})
+
+
+def test_a_fine_tuned_recipe_says_where_it_started(tmp_path):
+    _saved_network(tmp_path / "pretrained.pt")
+    origin = started_from(tmp_path / "pretrained.pt")
+    assert origin["checkpoint"] == str((tmp_path / "pretrained.pt").resolve())
+    assert origin["weights_sha256"] == weights_sha256(tmp_path / "pretrained.pt")
+    assert origin["network"] == "custom_components.oct.transunet.TransUNet"
+    net = TransUNet(**NARROW)
+    saver = RecipeSaver(str(tmp_path / "model.pt"), {"image_size": 16}, net, pretrained=tmp_path / "pretrained.pt")
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    saver()
+    assert read_recipe(tmp_path / "model.pt")["started_from"] == origin
+    # a second generation keeps the chain back to the first weights
+    assert started_from(tmp_path / "model.pt")["started_from"] == origin
+    # trained from its initialisation: no started_from at all
+    write_recipe(tmp_path / "scratch.pt", {"image_size": 16}, net)
+    assert "started_from" not in read_recipe(tmp_path / "scratch.pt")

@@ -19,19 +19,18 @@ Record::
 from __future__ import annotations
 
 import datetime
-import hashlib
 import logging
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from custom_components.core.atomic import read_json_file, write_json_atomic
+from custom_components.core.recipe import weights_sha256
 
 __all__ = [
     "CALIBRATION_SUFFIX",
     "CalibrationError",
     "calibration_path",
-    "weights_sha256",
     "write_calibration",
     "read_calibration",
 ]
@@ -48,15 +47,6 @@ def calibration_path(checkpoint: str | os.PathLike) -> str:
     """``models/model.pt`` -> ``models/model.calibration.json`` (the stem rule of ``recipe_path``)."""
     root, _ = os.path.splitext(os.fspath(checkpoint))
     return root + CALIBRATION_SUFFIX
-
-
-def weights_sha256(checkpoint: str | os.PathLike) -> str:
-    """Hex SHA-256 of the checkpoint file's bytes."""
-    digest = hashlib.sha256()
-    with open(checkpoint, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_calibration(checkpoint: str | os.PathLike, record: Mapping[str, Any]) -> str:
