@@ -431,7 +431,10 @@ def started_from(checkpoint: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_pretrained(
-    network: torch.nn.Module, checkpoint: str | os.PathLike | None, settings: Mapping[str, Any]
+    network: torch.nn.Module,
+    checkpoint: str | os.PathLike | None,
+    settings: Mapping[str, Any],
+    may_differ: Sequence[str] = (),
 ) -> torch.nn.Module:
     """Start training from ``checkpoint`` (``train.json --pretrained PATH``): fine-tuning, not resuming.
 
@@ -445,6 +448,8 @@ def load_pretrained(
         checkpoint: a bare ``state_dict`` (``models/model.pt``) or a training state holding one under ``"model"``;
             ``None`` or ``""``: nothing is loaded.
         settings: config id -> value of this run's recipe settings (``train.json``'s ``recipe``).
+        may_differ: ids of ``settings`` that say how a file is read rather than what the network sees (the IFE
+            lane orientation: every orientation is normalised to one layout first), logged when they differ.
 
     Returns:
         ``network``.
@@ -466,7 +471,11 @@ def load_pretrained(
     if recipe.get("network") and recipe["network"] != qualified_name(module):
         problems.append(f"network: checkpoint {recipe['network']}, this run {qualified_name(module)}")
     for key, value in settings.items():
-        if key in trained and _plain(value) != trained[key]:
+        if key not in trained or _plain(value) == trained[key]:
+            continue
+        if key in may_differ:
+            logger.info("%s was trained with %s=%r; this run uses %r.", checkpoint, key, trained[key], _plain(value))
+        else:
             problems.append(f"{key}: checkpoint {trained[key]!r}, this run {_plain(value)!r}")
     if problems:
         raise RecipeMismatchError(

@@ -9,7 +9,9 @@ real gel. A pair whose ``cross_validation.json`` in ``--workdir`` finished all f
 reused, so an interrupted experiment goes on where it stopped.
 
 The settings are those of the paper's Table 2 (``scripts/experiments/ife_paper_tables.py``): the 9-class baseline,
-the multi-task network without regularisers, with the paper's regularisers, and this bundle's default.
+the multi-task network without regularisers, with the paper's regularisers, and this bundle's default; with
+``--fine-tune``, also this bundle's default started from the synthetic-only model (``train.json --pretrained``) in
+the same folds: synthetic pre-training and real fine-tuning against real-only training.
 
 Usage::
 
@@ -51,7 +53,14 @@ CPU_SIZE = {"image_size": 128, "max_epochs": 15, "batch_size": 32, "warmup_epoch
 METRICS = {"accuracy": "Acc", "macro_f1": "macro F1", "fnr": "FNR"}
 
 
-def _cv_command(setting: str, lane_layout: bool, args: argparse.Namespace, out: Path) -> list[str]:
+#: the setting fine-tuned from the synthetic-only model with --fine-tune
+FINE_TUNED = "multi-task, this bundle's default"
+FINE_TUNED_LABEL = FINE_TUNED + ", synthetic pre-trained"
+
+
+def _cv_command(
+    setting: str, lane_layout: bool, args: argparse.Namespace, out: Path, pretrained: Path | None = None
+) -> list[str]:
     configs, overrides = SETTINGS[setting]
     cmd = [sys.executable, str(REPO / "scripts" / "cross_validate.py"), "--bundle", "ife_multitask"]
     cmd += ["--dataset-dir", str(args.dataset_dir), "--folds", str(args.folds), "--seed", str(args.seed)]
@@ -61,6 +70,8 @@ def _cv_command(setting: str, lane_layout: bool, args: argparse.Namespace, out: 
         cmd += ["--config", config]
     merged = {**overrides, "lane_layout": lane_layout, "lane_orientation": "auto" if lane_layout else "albumin_bottom"}
     merged.update({k: v for k, v in args.sizes.items() if k not in ("image_size", "max_epochs")})
+    if pretrained is not None:
+        merged["pretrained"] = pretrained
     for key, value in merged.items():
         cmd += ["--override", key, str(value)]
     return cmd
@@ -76,10 +87,17 @@ def _finished(out: Path, folds: int, command: list[str]) -> dict | None:
     return summary if same and summary.get("folds_done") == folds else None
 
 
-def run_one(setting: str, lane_layout: bool, args: argparse.Namespace) -> dict:
-    out = args.workdir / bundle_runs.slug(f"{setting} lanes {'on' if lane_layout else 'off'}")
-    command = _cv_command(setting, lane_layout, args, out)
+def run_one(
+    setting: str, lane_layout: bool, args: argparse.Namespace, pretrained: Path | None = None
+) -> dict | None:
+    """The summary of one cross-validation, run unless it finished before (``None``: not finished and
+    ``--only-finished``)."""
+    name = f"{setting}{' fine-tuned' if pretrained else ''} lanes {'on' if lane_layout else 'off'}"
+    out = args.workdir / bundle_runs.slug(name)
+    command = _cv_command(setting, lane_layout, args, out, pretrained)
     summary = _finished(out, args.folds, command)
+    if summary is None and args.only_finished:
+        return None
     if summary is None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "command.txt").write_text(shlex.join(command[1:]) + "\n")
@@ -195,6 +213,9 @@ def markdown(result: dict) -> str:
         for entry in result["runs"]:
             cells = [_percent(entry["scores"].get(f"per_class_recall.{name}")) for name in IFE_CLASSES]
             lines.append(f"| {entry['setting']} | {'on' if entry['lane_layout'] else 'off'} | " + " | ".join(cells) + " |")
+    if result.get("not_run"):
+        names = "; ".join(f"{e['setting']} (lanes {'on' if e['lane_layout'] else 'off'})" for e in result["not_run"])
+        lines += ["", f"Not run yet on the real gels (the CPU time this results file had): {names}."]
     return "\n".join(lines) + "\n"
 
 
@@ -210,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--synthetic-only", action="store_true",
                         help="also train the README demo's model on synthetic gels and ask it about every real gel")
+    parser.add_argument("--fine-tune", action="store_true",
+                        help=f"also cross-validate '{FINE_TUNED}' (lanes on) started from the synthetic-only model")
+    parser.add_argument("--only-finished", action="store_true",
+                        help="report the runs that finished; list the others as not run instead of running them")
     parser.add_argument("--size", nargs=2, action="append", default=[], metavar=("ID", "VALUE"),
                         help="change one of the CPU sizes, e.g. --size max_epochs 30")  # fmt: skip
     args = parser.parse_args(argv)
@@ -219,24 +244,31 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     datalist = json.loads((args.dataset_dir / "datalist.json").read_text())
     lanes = {"on": [True], "off": [False], "both": [True, False]}[args.lane_layout]
-    runs = []
-    for setting in args.settings:
-        for lane_layout in lanes:
-            summary = run_one(setting, lane_layout, args)
-            runs.append({"setting": setting, "lane_layout": lane_layout, "scores": summary["mean"],
-                         "per_fold": summary["per_fold"], "minutes": summary.get("minutes")})  # fmt: skip
-            print(f"[{setting}, lanes {'on' if lane_layout else 'off'}] "
-                  f"{ {k: v for k, v in _row(summary).items() if k in METRICS} }", flush=True)  # fmt: skip
+    result: dict = {}
+    if args.synthetic_only or args.fine_tune:  # the fine-tuned folds start from its model
+        result["synthetic_only"] = synthetic_only(args)
+        print(f"[synthetic only] {result['synthetic_only']}", flush=True)
+    plan = [(setting, lane_layout, None) for setting in args.settings for lane_layout in lanes]
+    if args.fine_tune:
+        plan.append((FINE_TUNED, True, args.workdir / "synthetic_only" / "models" / "model.pt"))
+    runs, not_run = [], []
+    for setting, lane_layout, pretrained in plan:
+        label = FINE_TUNED_LABEL if pretrained else setting
+        summary = run_one(setting, lane_layout, args, pretrained)
+        if summary is None:
+            not_run.append({"setting": label, "lane_layout": lane_layout})
+            continue
+        runs.append({"setting": label, "lane_layout": lane_layout, "scores": summary["mean"],
+                     "per_fold": summary["per_fold"], "minutes": summary.get("minutes")})  # fmt: skip
+        print(f"[{label}, lanes {'on' if lane_layout else 'off'}] "
+              f"{ {k: v for k, v in _row(summary).items() if k in METRICS} }", flush=True)  # fmt: skip
     meta = {
         "data": "MP-CADMS SC_dataset (GitHub ThuXiaoming06/MP-CADMS), groups of docs/real_gels/mpcadms_groups.csv",
         "gels": sum(len(v) for k, v in datalist.items() if k in ("training", "validation")),
         "folds": args.folds, "seed": args.seed, "sizes": args.sizes, "machine": bundle_runs.machine(),
         "command": shlex.join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
     }  # fmt: skip
-    result = {"meta": meta, "runs": runs}
-    if args.synthetic_only:
-        result["synthetic_only"] = synthetic_only(args)
-        print(f"[synthetic only] {result['synthetic_only']}", flush=True)
+    result = {"meta": meta, "runs": runs, "not_run": not_run, **result}
     # the time the results took, reused runs included (each recorded its own)
     stages = [entry.get("minutes") for entry in runs] + [result.get("synthetic_only", {}).get("minutes")]
     meta["minutes"] = round(sum(m for m in stages if m) or (time.time() - started) / 60, 1)

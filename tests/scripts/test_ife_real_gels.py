@@ -39,6 +39,23 @@ def test_each_setting_runs_cross_validate_with_its_configs_and_the_lane_switch(r
     assert "--override lambda_inter" in paper  # the paper's regularisers, as ife_paper_tables runs them
 
 
+def test_the_fine_tuned_run_starts_each_fold_from_the_synthetic_model(real, tmp_path):
+    model = tmp_path / "synthetic_only" / "models" / "model.pt"
+    text = shlex.join(real._cv_command(real.FINE_TUNED, True, _args(tmp_path), tmp_path / "o", model))
+    assert f"--override pretrained {model}" in text
+    assert "pretrained" not in shlex.join(real._cv_command(real.FINE_TUNED, True, _args(tmp_path), tmp_path / "o"))
+
+
+def test_only_finished_runs_are_reported_and_the_rest_listed(real, tmp_path):
+    args = argparse.Namespace(**vars(_args(tmp_path)), only_finished=True)
+    assert real.run_one("multi-task, no regulariser", True, args) is None
+    assert not (tmp_path / "work").exists()  # nothing was started
+    result = {"meta": {"gels": 271, "machine": "m", "minutes": 1, "command": "x"}, "runs": [],
+              "not_run": [{"setting": "9-class baseline, horizontal attention", "lane_layout": False}]}  # fmt: skip
+    assert "Not run yet on the real gels" in real.markdown(result)
+    assert "9-class baseline, horizontal attention (lanes off)" in real.markdown(result)
+
+
 def test_a_finished_run_is_reused_only_with_the_same_command_and_all_folds(real, tmp_path):
     out, command = tmp_path / "run", ["python", "cv.py", "--folds", "5"]
     assert real._finished(out, 5, command) is None
