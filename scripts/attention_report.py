@@ -1,10 +1,13 @@
 #!/usr/bin/env python
-"""Does the IFE attention find the band? Score an inference run's attention maps against the synthetic generator's
-band rows.
+"""Does the IFE attention find the band? Score an inference run's attention maps against the band rows: those the
+synthetic generator drew, or those marked by hand on real gels.
 
-Reads ``attention_profiles.jsonl`` from an IFE ``inference.json`` run and the ``synthesis.json`` of the synthetic
-data set it ran on (the generator records every monoclonal band's row and half-width), and writes into
-``--output-dir`` (default: the inference folder):
+Reads ``attention_profiles.jsonl`` from one or more IFE ``inference.json`` runs (several: e.g. the held-out folds of
+``scripts/cross_validate.py``, each gel answered by the model that did not train on it) and either the
+``synthesis.json`` of the synthetic data set they ran on (the generator records every monoclonal band's row and
+half-width) or hand marks of real gels (``--marks docs/real_gels/mpcadms_lane_marks.json --images-root``: each
+gel's light-chain band row, :func:`custom_components.ife.attention.read_marked_bands`), and writes into
+``--output-dir`` (default: the first inference folder):
 
 - ``attention_report.json``: per attention map, the share of gels with a band whose attention peak falls within
   the band (tolerance: half a map row or the band's half-width, whichever is larger), the share the best fixed row
@@ -18,6 +21,8 @@ Usage::
 
     python scripts/attention_report.py --inference-dir outputs/demo/ife/inference \\
         --synthesis outputs/demo/ife/data/synthesis.json
+    python scripts/attention_report.py --inference-dir CV/fold_*/out_of_fold \\
+        --marks bundles/ife_multitask/docs/real_gels/mpcadms_lane_marks.json --images-root /data/mpcadms
 """
 
 from __future__ import annotations
@@ -40,23 +45,33 @@ def _share(value) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--inference-dir", type=Path, required=True, help="output_dir of an IFE inference.json run")
-    parser.add_argument("--synthesis", type=Path, required=True, help="synthesis.json of the synthetic data set")
-    parser.add_argument("--output-dir", type=Path, default=None, help="default: the inference folder")
+    parser.add_argument("--inference-dir", type=Path, nargs="+", required=True,
+                        help="output_dir of one or more IFE inference.json runs")  # fmt: skip
+    truth = parser.add_mutually_exclusive_group(required=True)
+    truth.add_argument("--synthesis", type=Path, help="synthesis.json of the synthetic data set")
+    truth.add_argument("--marks", type=Path, help="hand marks of real gels (mpcadms_lane_marks.json)")
+    parser.add_argument("--images-root", type=Path, help="the folder the marks' image paths are relative to")
+    parser.add_argument("--output-dir", type=Path, default=None, help="default: the first inference folder")
     args = parser.parse_args()
+    if args.marks is not None and args.images_root is None:
+        parser.error("--marks needs --images-root")
 
-    from custom_components.ife.attention import report_from_files
     from custom_components.core.atomic import write_json_atomic
+    from custom_components.ife.attention import read_marked_bands, report_from_files
     from custom_components.ife.figures import plot_attention_alignment
 
-    output_dir = args.output_dir or args.inference_dir
+    output_dir = args.output_dir or args.inference_dir[0]
     output_dir.mkdir(parents=True, exist_ok=True)
-    report, records = report_from_files(args.inference_dir / "attention_profiles.jsonl", args.synthesis)
+    bands = args.synthesis if args.marks is None else read_marked_bands(args.marks, args.images_root)
+    report, records = report_from_files([d / "attention_profiles.jsonl" for d in args.inference_dir], bands)
+    report["band_rows"] = str(args.synthesis or args.marks)
+    report["inference_dirs"] = [str(d) for d in args.inference_dir]
     write_json_atomic(report, output_dir / "attention_report.json")
     figure = output_dir / "attention_report.png"
     plot_attention_alignment({MAP_NAMES.get(k, k): v for k, v in records.items()}, figure)
 
-    print(f"{report['gels']} gels ({report['unmatched']} not in {args.synthesis.name}, left out)")
+    print(f"{report['gels']} gels ({report['unmatched']} without band rows in {(args.synthesis or args.marks).name}, "
+          "left out)")  # fmt: skip
     print(f"{'map':>22} | rows | with band | peak in band | fixed row | contrast band / none | saturated")
     for key, m in report["maps"].items():
         contrast = "-" if m["contrast_positive"] is None else f"{m['contrast_positive']:.2f}"

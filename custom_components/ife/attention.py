@@ -46,6 +46,7 @@ __all__ = [
     "profiles_by_height",
     "read_profiles",
     "read_band_truth",
+    "read_marked_bands",
     "report_from_files",
 ]
 
@@ -339,13 +340,43 @@ def read_band_truth(synthesis_path: str | os.PathLike) -> dict[str, dict[str, An
     }
 
 
-def report_from_files(
-    profiles_path: str | os.PathLike, synthesis_path: str | os.PathLike
-) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
-    """Join an inference run's attention profiles with the generator's band rows and report every map.
+def read_marked_bands(marks_path: str | os.PathLike, images_root: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """``{absolute image path: {"label", "band_row", "band_half_width": None}}`` from hand marks of real gels
+    (``docs/real_gels/mpcadms_lane_marks.json``: per gel ``image`` relative to ``images_root``, ``label`` and
+    ``band_rows`` ``{"heavy": row or None, "light": row}`` in image rows).
 
-    Images are matched by their real path (the inference run read them from the generator's folder); images the
-    generator did not draw are left out and counted.
+    A gel's band row is its light-chain band's (every monoclonal gel has one; a heavy-chain band, where there is
+    one, migrates with it); a gel without a marked band (Negative) has ``band_row`` None. No half-width is marked,
+    so a peak counts as in the band within half a map row (:func:`tolerance_rows`).
+
+    Raises:
+        ValueError: naming the file, when it lists no gels with marked band rows.
+    """
+    marks = json.loads(Path(marks_path).read_text(encoding="utf-8")).get("gels")
+    if not isinstance(marks, list) or not any((gel.get("band_rows") or {}).get("light") is not None for gel in marks):
+        raise ValueError(f"{marks_path} lists no gels with marked band rows (expected mpcadms_lane_marks.json).")
+    return {
+        os.path.realpath(Path(images_root) / gel["image"]): {
+            "label": gel.get("label"),
+            "band_row": (gel.get("band_rows") or {}).get("light"),
+            "band_half_width": None,
+        }
+        for gel in marks
+    }
+
+
+def report_from_files(
+    profiles_path: str | os.PathLike | Sequence[str | os.PathLike],
+    truth: str | os.PathLike | Mapping[str, Mapping[str, Any]],
+) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """Join inference runs' attention profiles with the band rows and report every map.
+
+    Args:
+        profiles_path: one ``attention_profiles.jsonl``, or several (the held-out folds of a cross-validation).
+        truth: the generator's ``synthesis.json`` (:func:`read_band_truth`), or what a reader of band rows returns
+            (:func:`read_marked_bands`, for hand-marked real gels).
+
+    Images are matched by their real path; images without band rows in ``truth`` are left out and counted.
 
     Returns:
         ``(report, records)``: the report ``{"gels", "unmatched", "maps": {key: localisation_report(...)}}`` and
@@ -354,10 +385,12 @@ def report_from_files(
     Raises:
         ValueError: when no profiled image is in ``synthesis.json``.
     """
-    truth = read_band_truth(synthesis_path)
+    if not isinstance(truth, Mapping):
+        truth = read_band_truth(truth)
+    paths = [profiles_path] if isinstance(profiles_path, (str, os.PathLike)) else list(profiles_path)
     records: dict[str, list[dict[str, Any]]] = {}
     matched, unmatched = 0, 0
-    for line in read_profiles(profiles_path):
+    for line in (line for path in paths for line in read_profiles(path)):
         gel = truth.get(os.path.realpath(line["image"]))
         if gel is None:
             unmatched += 1
@@ -376,7 +409,7 @@ def report_from_files(
                 }
             )
     if not matched:
-        raise ValueError(f"none of the images in {profiles_path} is listed in {synthesis_path}.")
+        raise ValueError(f"none of the images in {', '.join(map(str, paths))} has band rows to compare with.")
     report = {
         "gels": matched,
         "unmatched": unmatched,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import math
 
 import numpy as np
@@ -17,6 +18,7 @@ from custom_components.ife.attention import (
     peak_row,
     profile_contrast,
     profiles_by_height,
+    read_marked_bands,
     report_from_files,
     tolerance_rows,
 )
@@ -165,6 +167,34 @@ def test_report_from_files_joins_profiles_and_band_rows(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"images": [{"image": "x.png"}]}))
     with pytest.raises(ValueError, match="lists no IFE gels with band rows"):
         report_from_files(profiles, tmp_path / "other.json")
+
+
+def test_hand_marked_real_gels_give_the_light_chain_band_row_and_several_folds_join(tmp_path):
+    """Marks as docs/real_gels/mpcadms_lane_marks.json holds them; two folds' profiles read as one run."""
+    marks = {"gels": [
+        {"image": "CP/1.png", "label": "IgG-kappa", "band_rows": {"heavy": 212, "light": 208}},
+        {"image": "CP/2.png", "label": "kappa", "band_rows": {"heavy": None, "light": 100}},
+        {"image": "CP/3.png", "label": "Negative", "band_rows": None},
+    ]}  # fmt: skip
+    (tmp_path / "marks.json").write_text(json.dumps(marks))
+    truth = read_marked_bands(tmp_path / "marks.json", tmp_path / "data")
+    one = truth[os.path.realpath(tmp_path / "data" / "CP" / "1.png")]
+    assert one == {"label": "IgG-kappa", "band_row": 208, "band_half_width": None}
+    assert truth[os.path.realpath(tmp_path / "data" / "CP" / "3.png")]["band_row"] is None
+    folds = []
+    for fold, (name, values) in enumerate([("1.png", [0, 0, 1, 0]), ("2.png", [0, 1, 0, 0]), ("3.png", [1, 0, 0, 0])]):
+        line = {"image": str(tmp_path / "data" / "CP" / name), "image_rows": 400, "network_rows": 128,
+                "maps": {"attention_mild": {"stride": 32, "values": values}}}  # fmt: skip
+        folds.append(tmp_path / f"fold_{fold}.jsonl")
+        folds[-1].write_text(json.dumps(line) + "\n")
+    report, _ = report_from_files(folds, truth)
+    mild = report["maps"]["attention_mild"]
+    # map row j sits on image row about 1 + 100 j: the peaks (rows 2 and 1: 201 and 101) are 7 and 1 rows from the
+    # marked bands (208, 100), within half a map row (50 image rows)
+    assert report["gels"] == 3 and mild["positives"] == 2 and mild["peak_in_band"] == 2 and mild["negatives"] == 1
+    (tmp_path / "empty.json").write_text(json.dumps({"gels": [marks["gels"][2]]}))
+    with pytest.raises(ValueError, match="empty.json lists no gels with marked band rows"):
+        read_marked_bands(tmp_path / "empty.json", tmp_path)
 
 
 def test_rows_of_a_lane_normalised_gel_map_through_its_layout():
