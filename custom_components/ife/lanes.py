@@ -190,6 +190,15 @@ def _correlation(inside: np.ndarray, covered: np.ndarray, total: float, spread: 
     return (inside - total * covered / width) / np.sqrt(spread * mask_spread)
 
 
+def _interp_unit(x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """``np.interp(x, arange(table.size), table)`` for ``x`` in ``[0, table.size - 1]``, by indexing instead of a
+    binary search (the same arithmetic, so the same values bit for bit; the grid search calls it a thousand times
+    per gel, where ``np.interp`` took half of the lane finding's time)."""
+    below = np.minimum(x.astype(np.int64), table.size - 2)
+    value = table[below] + (x - below) * (table[below + 1] - table[below])
+    return np.where(x >= table.size - 1, table[-1], value)
+
+
 def _fit_grids(profile: np.ndarray, num_lanes: int) -> list[tuple[float, np.ndarray, np.ndarray]]:
     """Regular grids of ``num_lanes`` lanes (one pitch, one width) matched to the column profile, best first.
 
@@ -208,7 +217,6 @@ def _fit_grids(profile: np.ndarray, num_lanes: int) -> list[tuple[float, np.ndar
     width = profile.size
     cumulative = np.concatenate([[0.0], np.cumsum(profile)])
     squares = np.concatenate([[0.0], np.cumsum(profile**2)])
-    positions = np.arange(width + 1, dtype=np.float64)
     fractions = np.linspace(0.35, 0.9, 12)[:, None, None]
     index = np.arange(num_lanes)[None, None, :]
     if num_lanes == 1:
@@ -227,14 +235,14 @@ def _fit_grids(profile: np.ndarray, num_lanes: int) -> list[tuple[float, np.ndar
         centres = first[None, :, None] + index * pitch
         half = fractions * pitch / 2
         lefts, rights = np.clip(centres - half, 0, width), np.clip(centres + half, 0, width)
-        sums = np.interp(rights, positions, cumulative) - np.interp(lefts, positions, cumulative)
+        sums = _interp_unit(rights, cumulative) - _interp_unit(lefts, cumulative)
         sizes = rights - lefts
         means = sums / np.maximum(sizes, 1e-9)
         blank = means < _STAINED * means.max(axis=-1, keepdims=True)
         # the profile's statistics over the columns outside the blank lanes
         kept = width - (sizes * blank).sum(-1)
         total = cumulative[-1] - (sums * blank).sum(-1)
-        blank_squares = np.interp(rights, positions, squares) - np.interp(lefts, positions, squares)
+        blank_squares = _interp_unit(rights, squares) - _interp_unit(lefts, squares)
         spread = squares[-1] - (blank_squares * blank).sum(-1) - total**2 / kept
         covered = (sizes * ~blank).sum(-1)
         inside = (sums * ~blank).sum(-1)
