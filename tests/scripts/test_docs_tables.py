@@ -123,3 +123,20 @@ def test_an_unknown_renderer_or_a_missing_file_stops_with_its_name(tmp_path, cap
     readme.write_text("<!-- generated: fast_settings from results/missing.json -->\n<!-- end generated -->\n")
     assert docs_tables.main([str(readme)]) == 2
     assert "fast_settings from results/missing.json: no file" in capsys.readouterr().err
+
+
+def test_the_method_notes_quote_the_attention_results_files():
+    """The numbers typed in docs/ife_method_notes.md's attention section are those of the results files."""
+    notes = (REPO / "docs" / "ife_method_notes.md").read_text(encoding="utf-8")
+    results = IFE_README.parent / "results"
+    paper = json.loads((results / "ife_attention.json").read_text())["summary"]["paper"]
+    severe, mild = paper["attention_severe"], paper["attention_mild"]
+    assert (f"{round(severe['saturated'][0])} of the 91 severe and {round(mild['saturated'][0])} of the 91 mild"
+            in " ".join(notes.split()))  # fmt: skip
+    assert (f"({round(100 * severe['peak_in_band_share'][0])} % and {round(100 * mild['peak_in_band_share'][0])} % "
+            f"against {round(100 * severe['fixed_row_share'][0])} %)" in " ".join(notes.split()))  # fmt: skip
+    real = json.loads((results / "ife_real_attention_report.json").read_text())["maps"]
+    expected = (f"{round(100 * real['attention_severe']['peak_in_band_share'])} % (severe) and "
+                f"{round(100 * real['attention_mild']['peak_in_band_share'])} % (mild) of them against "
+                f"{round(100 * real['attention_severe']['fixed_row_share'])} % for the best fixed row")  # fmt: skip
+    assert expected in " ".join(notes.split())
