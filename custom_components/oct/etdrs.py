@@ -51,6 +51,8 @@ __all__ = [
     "SECTOR_DESCRIPTIONS",
     "REPORT_COLUMNS",
     "ProvenanceSource",
+    "ScanPattern",
+    "no_grid_reason",
     "check_spacing_mm",
     "sector_masks",
     "sector_names",
@@ -114,6 +116,42 @@ class ProvenanceSource:
     USER_OVERRIDE = "user override"
     UNKNOWN = "unknown"
     ALL = (FILE_HEADER, USER_OVERRIDE, UNKNOWN)
+
+
+class ScanPattern:
+    """How a scan's B-scans lie on the fundus (the ``scan_pattern`` of the OCT reader's metadata,
+    :attr:`custom_components.oct.volumes.OCTVolume.scan_pattern`), and which patterns carry an ETDRS grid.
+
+    The grid and a fluid volume need a *cube*: parallel B-scans a known distance apart, so that the en-face image
+    is a map of the macula. A line scan is one cross-section, a circle scan (peripapillary) a cross-section along a
+    circle, and a radial scan's B-scans cross at its centre (the centre is sampled by every B-scan, the periphery
+    sparsely): none of them has an en-face map to lay the grid on, nor a volume per voxel. ``unknown`` (the file
+    does not say: NIfTI, plain images, a Heyex export without the field) refuses nothing: the report does what it
+    did before the pattern was read.
+    """
+
+    CUBE = "cube"  # a raster of parallel B-scans (macular volume; Heyex "volume scan", "fast volume scan")
+    LINE = "line"  # one B-scan along a line
+    CIRCLE = "circle"  # a B-scan along a circle (Heyex "circular scan", the peripapillary protocol)
+    RADIAL = "radial"  # B-scans through one centre at different angles (Heyex "radial scan", the star pattern)
+    UNKNOWN = "unknown"
+    ALL = (CUBE, LINE, CIRCLE, RADIAL, UNKNOWN)
+    #: the patterns known not to be a cube: no ETDRS grid, no volume
+    NOT_A_CUBE = (LINE, CIRCLE, RADIAL)
+
+
+def no_grid_reason(scan_pattern: str | None) -> str | None:
+    """Why a scan of ``scan_pattern`` gets no ETDRS grid (``"circle scan: the ETDRS grid needs a macular cube"``),
+    or None when the pattern does not refuse it (``cube``, ``unknown`` or None).
+
+    Raises:
+        ValueError: on a value that is not one of :attr:`ScanPattern.ALL` or None.
+    """
+    if scan_pattern is not None and scan_pattern not in ScanPattern.ALL:
+        raise ValueError(f"scan_pattern must be one of {ScanPattern.ALL} or None, got {scan_pattern!r}.")
+    if scan_pattern in ScanPattern.NOT_A_CUBE:
+        return f"{scan_pattern} scan: the ETDRS grid needs a macular cube"
+    return None
 
 
 _LATERALITIES = ("OD", "OS")
@@ -320,6 +358,7 @@ def fluid_volumes(
     supersample: int = 8,
     extra: Mapping[str, Any] | None = None,
     no_grid: str | None = None,
+    scan_pattern: str | None = None,
 ) -> list[dict[str, Any]]:
     """Fluid per ETDRS sector and in the whole scan, with where every number's scale came from.
 
@@ -340,6 +379,12 @@ def fluid_volumes(
     parallel raster (``no_grid`` says when the scan is not one); without them the sector rows have empty values and
     a note, and only the total is counted.
 
+    A scan whose ``scan_pattern`` is known not to be a cube (``line``, ``circle``, ``radial``:
+    :attr:`ScanPattern.NOT_A_CUBE`) gets the ``total`` row only: its fluid voxels, no ``area_mm2`` and no
+    ``volume_nl`` (neither an en-face footprint nor a voxel volume exists when the B-scans are not parallel, whatever
+    the spacing), and a note saying why (``"radial scan: the ETDRS grid needs a macular cube; ..."``); the fluid
+    per B-scan is the measurements' business (``fluid_measurements.csv``, cross-sectional mm^2).
+
     Args:
         mask: ``(rows, columns, B-scans)`` fluid mask (non-zero = fluid).
         spacing_mm: ``(axial, lateral, inter_bscan)`` in mm, each a number or None; or None (all unknown).
@@ -352,13 +397,15 @@ def fluid_volumes(
         extra: constant columns to put in every row (``image``, ``scan_date``).
         no_grid: why the ETDRS grid does not apply to this scan (e.g. ``"the B-scans are not a horizontal parallel
             raster"``), or None; the sector rows are then left empty with that note.
+        scan_pattern: the reader's :class:`ScanPattern` value, or None (unknown): a pattern that is not a cube gives
+            the ``total`` row alone (see above); ``cube`` and ``unknown`` change nothing.
 
     Returns:
         one dict per region with the keys of :data:`REPORT_COLUMNS` (``extra`` filled in, the rest None).
 
     Raises:
         ValueError: on a mask that is not 3D, a spacing that is not three entries of positive numbers or None, an
-            unknown ``spacing_source`` or ``laterality`` (and see :func:`sector_masks`).
+            unknown ``spacing_source``, ``laterality`` or ``scan_pattern`` (and see :func:`sector_masks`).
     """
     array = np.asarray(mask)
     if array.ndim != 3:
@@ -367,6 +414,7 @@ def fluid_volumes(
         raise ValueError(f"spacing_source must be one of {ProvenanceSource.ALL}, got {spacing_source!r}.")
     axial, lateral, between = check_spacing_mm(spacing_mm)
     laterality = _check_laterality(laterality)
+    not_a_cube = no_grid_reason(scan_pattern)
     complete = None not in (axial, lateral, between)
     provenance = spacing_source if complete else ProvenanceSource.UNKNOWN
     if spacing_source == ProvenanceSource.UNKNOWN and any(s is not None for s in (axial, lateral, between)):
@@ -391,6 +439,10 @@ def fluid_volumes(
     volume_note = f"no volume: {', '.join(missing)} spacing unknown" if missing else ""
 
     voxels = float(thickness.sum())
+    if not_a_cube:  # no grid and no volume, whatever the spacing: the total alone says how much fluid, and why
+        why = f"{not_a_cube}; no volume: the B-scans are not a parallel stack"
+        why += "; fluid per B-scan in fluid_measurements.csv"
+        return [{**base, "sector": "total", "region": SECTOR_DESCRIPTIONS["total"], "voxels": int(voxels), "note": why}]
     rows = [
         {
             **base,

@@ -236,6 +236,7 @@ def plot_fluid_report(
     first_bscan: str | None = "inferior",
     title: str | None = None,
     dpi: int = 110,
+    no_grid: str | None = None,
 ) -> None:
     """Draw the one-page fluid report of one volume and write it to ``path`` (PNG) atomically.
 
@@ -256,6 +257,9 @@ def plot_fluid_report(
             (unknown): B-scan 0 at the bottom, the vertical sectors labelled ``F``/``E`` as in the rows.
         title: first header line (default: the ``image`` of the rows).
         dpi: resolution of the PNG.
+        no_grid: why no ETDRS grid is drawn, written above the map (the scan is not a cube:
+            :func:`~custom_components.oct.etdrs.no_grid_reason`), or None: the grid is drawn when the rows have
+            sector values, and otherwise the reason is the spacing's, the fovea's or the sector rows' note.
 
     Raises:
         ValueError: on a ``thickness`` that is not 2D, or a B-scan and mask of different shapes.
@@ -289,6 +293,8 @@ def plot_fluid_report(
     fig.text(0.02, 0.93, header[1] + "\n" + header[2], fontsize=8.5, va="top")
     if first.get("provenance") == "unknown":
         warning = "spacing unknown: voxel counts only, no nL or mm"
+        if no_grid:  # the axial and lateral spacings are known: it is the pattern that has no volume
+            warning = "no volume: the B-scans are not a parallel stack (fluid per B-scan in fluid_measurements.csv)"
         fig.text(0.02, 0.855, warning, fontsize=8.5, color="tab:red", va="top")
 
     ax = fig.add_axes((0.04, 0.08, 0.42, 0.72))
@@ -297,6 +303,7 @@ def plot_fluid_report(
     values = thickness * (axial * 1000.0 if um else 1.0)
     grid = lateral is not None and between is not None and fovea is not None
     grid = grid and any(r.get("sector") != "total" and r.get("voxels") is not None for r in rows)  # grid refused
+    grid = grid and not no_grid
     # rows of the drawn map run inferior -> superior, so origin="lower" puts superior up
     view = values[::-1] if first_bscan == "superior" else values
     shown = np.ma.masked_less_equal(view, 0.0)
@@ -338,7 +345,9 @@ def plot_fluid_report(
         ax.set_xlabel("column (A-scan)")
         ax.set_ylabel("B-scan")
         refused = [str(r.get("note")) for r in rows if r.get("sector") != "total" and r.get("note")]
-        if lateral is None or between is None:
+        if no_grid:  # the scan pattern's reason first: a radial scan has no inter-B-scan spacing because of it
+            reason = no_grid
+        elif lateral is None or between is None:
             reason = "spacing unknown"
         elif fovea is None:
             reason = "no fovea"
@@ -348,7 +357,9 @@ def plot_fluid_report(
                 color="tab:red")  # fmt: skip
     colourbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
     colourbar.set_label("fluid thickness (um)" if um else "fluid thickness (voxels)")
-    ax.set_title("en-face fluid thickness, ETDRS sectors", fontsize=9.5, pad=14)
+    # the B-scans of a scan that is not a cube do not tile the fundus: the map is one row per B-scan, not en face
+    heading = "fluid thickness per B-scan (not an en-face map)" if no_grid else "en-face fluid thickness, ETDRS sectors"
+    ax.set_title(heading, fontsize=9.5, pad=14)
 
     if bscan is not None:
         bx = fig.add_axes((0.61, 0.12, 0.37, 0.62))

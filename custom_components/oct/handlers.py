@@ -50,9 +50,11 @@ from custom_components.oct.etdrs import (
     REPORT_COLUMNS,
     SECTOR_DESCRIPTIONS,
     ProvenanceSource,
+    ScanPattern,
     check_spacing_mm,
     en_face_thickness,
     fluid_volumes,
+    no_grid_reason,
     volume_centre_fovea,
 )
 from custom_components.core.atomic import save_atomic, write_csv_atomic, write_json_atomic
@@ -153,6 +155,9 @@ class VolumeGeometry:
             :func:`~custom_components.oct.etdrs.sector_names`).
         raster: ``"not horizontal"`` when the reader found the B-scans are not a horizontal parallel raster
             (vertical, radial or tilted B-scans): the ETDRS grid is then refused; None otherwise.
+        scan_pattern: the reader's scan pattern (:class:`~custom_components.oct.etdrs.ScanPattern`), or None when
+            the metadata has none: a pattern that is not a cube (line, circle, radial) gets no ETDRS grid and no
+            volume (:func:`~custom_components.oct.etdrs.fluid_volumes`).
     """
 
     def __init__(
@@ -165,9 +170,11 @@ class VolumeGeometry:
         scan_date: str | None = None,
         first_bscan: str | None = None,
         raster: str | None = None,
+        scan_pattern: str | None = None,
     ) -> None:
         self.first_bscan = first_bscan
         self.raster = raster
+        self.scan_pattern = scan_pattern
         self.spacing_mm = tuple(None if s is None else float(s) for s in spacing_mm)
         known = any(s is not None for s in self.spacing_mm)
         self.spacing_source = spacing_source if known else ProvenanceSource.UNKNOWN
@@ -184,7 +191,7 @@ class VolumeGeometry:
         return (
             f"{type(self).__name__}(spacing_mm={self.spacing_mm}, spacing_source={self.spacing_source!r}, "
             f"laterality={self.laterality!r}, fovea={self.fovea}, fovea_source={self.fovea_source!r}, "
-            f"first_bscan={self.first_bscan!r}, raster={self.raster!r})"
+            f"first_bscan={self.first_bscan!r}, raster={self.raster!r}, scan_pattern={self.scan_pattern!r})"
         )
 
 
@@ -231,7 +238,11 @@ class FluidPredictionWriter(PredictionWriter):
       foveal position); scan date: the metadata's;
     - B-scan direction: ``first_bscan``, else the metadata's; unknown otherwise (the report then names the
       vertical quadrants ``F``/``E`` by B-scan end); a scan the reader found not to be a horizontal raster
-      (metadata ``raster``) gets no ETDRS grid.
+      (metadata ``raster``) gets no ETDRS grid;
+    - scan pattern: the metadata's ``scan_pattern``. A line, circle or radial scan gets no ETDRS grid and no volume
+      (its ``total`` row alone, with the fluid voxels and a note saying why; a single B-scan's row names the pattern
+      in its note), and no inter-B-scan spacing, not even from ``spacing_mm`` (its B-scans are not parallel): the
+      per-B-scan areas of ``fluid_measurements.csv`` are its measure.
 
     Args:
         output_dir: destination folder.
@@ -375,8 +386,21 @@ class FluidPredictionWriter(PredictionWriter):
         raster = metadata.get("raster")
         # a user first_bscan cannot make a vertical or radial scan a horizontal raster: it stays unknown there
         first_bscan = None if raster == "not horizontal" else self.first_bscan or metadata.get("first_bscan")
+        scan_pattern = metadata.get("scan_pattern")
+        if scan_pattern in ScanPattern.NOT_A_CUBE and len(spacing) == 3:
+            # no distance between B-scans that are not parallel: a run-wide spacing_mm meant for the cubes of a
+            # mixed folder must not give a radial scan a volume
+            spacing = [spacing[0], spacing[1], None]
         return VolumeGeometry(
-            spacing, source_of_spacing, laterality, fovea, fovea_source, metadata.get("scan_date"), first_bscan, raster
+            spacing,
+            source_of_spacing,
+            laterality,
+            fovea,
+            fovea_source,
+            metadata.get("scan_date"),
+            first_bscan,
+            raster,
+            scan_pattern,
         )
 
     def write_item(self, item: Mapping) -> None:
@@ -483,6 +507,7 @@ class FluidPredictionWriter(PredictionWriter):
             first_bscan=geometry.first_bscan,
             extra=extra,
             no_grid="the B-scans are not a horizontal parallel raster" if geometry.raster == "not horizontal" else None,
+            scan_pattern=geometry.scan_pattern,
         )
         folder = os.path.join(self.output_dir, "reports")
         write_report_csv(os.path.join(folder, f"{stem}_fluid_report.csv"), rows)
@@ -499,6 +524,7 @@ class FluidPredictionWriter(PredictionWriter):
             geometry.fovea,
             bscan_index=k,
             first_bscan=geometry.first_bscan,
+            no_grid=no_grid_reason(geometry.scan_pattern),
         )
         self._report_rows(rows)
 
@@ -510,6 +536,9 @@ class FluidPredictionWriter(PredictionWriter):
             "file_header": ProvenanceSource.FILE_HEADER,
             "pixel_spacing_mm": ProvenanceSource.USER_OVERRIDE,
         }
+        # a line or circle scan says so; a B-scan of unknown pattern (an image file) keeps the note it always had
+        pattern = no_grid_reason(metadata.get("scan_pattern"))
+        note = f"{pattern}; single B-scan: no volume" if pattern else "single B-scan: no ETDRS grid, no volume"
         row = {column: None for column in REPORT_COLUMNS}
         row.update(
             image=printable_path(source),
@@ -521,8 +550,7 @@ class FluidPredictionWriter(PredictionWriter):
             area_mm2=round(pixels * spacing[0] * spacing[1], 6) if known else None,
             spacing_mm="x".join(f"{s:g}" for s in spacing[:2]) if known else "?x?",
             provenance=provenance.get(spacing_source, ProvenanceSource.UNKNOWN),
-            note="single B-scan: no ETDRS grid, no volume; area_mm2 is the fluid's cross-sectional area"
-            + ("" if known else "; pixel spacing unknown"),
+            note=f"{note}; area_mm2 is the fluid's cross-sectional area" + ("" if known else "; pixel spacing unknown"),
         )
         self._report_rows([row])
 

@@ -10,10 +10,13 @@ No format is parsed here: the vendor files go through the libraries that already
 ==================  ======================  =================================================================
 format              file                    read by; tested in ``tests/oct/test_oct_volumes.py`` with
 ==================  ======================  =================================================================
-``heidelberg_vol``  ``.vol``                eyepy ``HeVolReader`` (behind ``eyepy.import_heyex_vol``); a
-                                            3-B-scan file built with eyepy's own ``vol_format`` definition
-                                            (eyepy 0.21's ``HeVolWriter`` cannot write dates): pixels, spacing,
-                                            laterality, date, B-scan direction and raster
+``heidelberg_vol``  ``.vol``                eyepy ``HeVolReader`` (behind ``eyepy.import_heyex_vol``; its
+                                            parsed B-scans for the circle and radial scans ``EyeVolume``
+                                            refuses); a 3-B-scan file built with eyepy's own ``vol_format``
+                                            definition (eyepy 0.21's ``HeVolWriter`` cannot write dates): pixels,
+                                            spacing, laterality, date, B-scan direction and raster; real Spectralis
+                                            line and circle exports (``tests/data/heidelberg_vol``, tested in
+                                            ``tests/oct/test_vendor_vol_fixtures.py``)
 ``heidelberg_e2e``  ``.e2e``                ``eyepy.import_heyex_e2e`` (the first OCT volume of the file); not
                                             tested here: neither library writes E2E
 ``heidelberg_xml``  ``.xml``                ``eyepy.import_heyex_xml`` (the B-scan images beside the XML); an
@@ -48,6 +51,20 @@ Conventions of :attr:`OCTVolume.data` (all formats):
   None and :attr:`OCTVolume.raster` is ``"not horizontal"``, and the fluid report refuses the ETDRS grid. The other
   formats give no position (Topcon FDA/FDS, Zeiss IMG, DICOM, NIfTI, images): ``first_bscan`` is None (unknown) and
   the report names the vertical quadrants by B-scan end; set the report's ``first_bscan`` for S/I names.
+
+Scan pattern (:attr:`OCTVolume.scan_pattern`: ``cube``, ``line``, ``circle``, ``radial`` or ``unknown``; see
+:class:`~custom_components.oct.etdrs.ScanPattern`): how the B-scans lie on the fundus, which decides whether the
+fluid report lays an ETDRS grid (a cube only) and computes a volume:
+
+- Heidelberg VOL: the header's ``ScanPattern`` code (:data:`HEYEX_SCAN_PATTERNS`: 1 line, 2 circle, 3 and 4 cube,
+  5 radial; 0 and any other code unknown). A scan that is not a cube gets no inter-B-scan spacing;
+- Zeiss Cirrus IMG, Topcon FDA/FDS and DICOM Ophthalmic Tomography of more than one B-scan: ``cube`` (the readers'
+  volumes; none of these files gives a pattern to check, so a radial DICOM or Topcon export would be called a cube,
+  and gets the grid as before the pattern was read);
+- Heidelberg E2E and XML, NIfTI, other DICOM images, one-B-scan files, PNG, TIFF, JPEG, BMP: ``unknown``. A B-scan
+  image does not say whether it is a line scan, one B-scan of a cube or an unrolled circle scan, so it is not
+  called ``line``; the XML export has no pattern, and eyepy does not know the E2E field's codes to be VOL's (eyepy
+  0.21 still refuses E2E files whose field says circle or radial: they are skipped and reported).
 
 Intensities are those a vendor viewer shows: Heidelberg VOL stores linear reflectivity as float32 and eyepy maps it
 to 8 bits with its ``vol`` intensity transform (logarithmic, the look of Heyex exports); every other format is taken
@@ -110,7 +127,7 @@ from custom_components.core.image_files import (
     register_format_screener,
 )
 from custom_components.core.inputs import JSONRecord, register_export_members
-from custom_components.oct.etdrs import ProvenanceSource
+from custom_components.oct.etdrs import ProvenanceSource, ScanPattern
 from custom_components.oct.transforms import BScanLayoutd, BScanToGrayscale
 
 __all__ = [
@@ -123,6 +140,7 @@ __all__ = [
     "OCTMetadata",
     "read_oct_metadata",
     "OCT_FORMATS",
+    "HEYEX_SCAN_PATTERNS",
     "DICOM_OCT_SOP_CLASS",
     "OCTVolume",
     "read_oct_volume",
@@ -227,6 +245,19 @@ DICOM_OCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.5.4"
 _PLANAR_FORMATS = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".jpg": "jpeg", ".jpeg": "jpeg", ".bmp": "bmp"}
 #: a B-scan whose ends differ vertically by more than this fraction of its length is not horizontal
 _TILT_TOLERANCE = 0.02
+#: the Heyex VOL header's ``ScanPattern`` codes as :attr:`OCTVolume.scan_pattern` values. The codes as the VOL
+#: export's specification gives them (quoted in eyepy 0.21's ``vol_format``): 0 unknown pattern, 1 single line scan
+#: (one B-scan), 2 circular scan (one B-scan), 3 volume scan in ART mode, 4 fast volume scan, 5 radial scan (star
+#: pattern). Any other code is ``"unknown"``. The real exports in ``tests/data/heidelberg_vol`` agree: the code-1 file
+#: is a 9.08 mm straight B-scan (768 A-scans of ``scale_x`` from its start to its end point), the code-2 file a
+#: B-scan whose 768 A-scans of ``scale_x`` are exactly the circumference of the circle its header centres on.
+HEYEX_SCAN_PATTERNS = {
+    1: ScanPattern.LINE,
+    2: ScanPattern.CIRCLE,
+    3: ScanPattern.CUBE,
+    4: ScanPattern.CUBE,
+    5: ScanPattern.RADIAL,
+}
 
 
 class OCTMetadata(JSONRecord):
@@ -278,6 +309,12 @@ class OCTVolume:
             raster).
         raster: ``"not horizontal"`` when the file's B-scan positions show a raster that is not horizontal and
             parallel (vertical, radial or tilted B-scans: no ETDRS grid), else None (horizontal, or unknown).
+        scan_pattern: how the B-scans lie on the fundus, one of
+            :attr:`~custom_components.oct.etdrs.ScanPattern.ALL`: ``"cube"`` (a raster of parallel B-scans, the
+            macular volume), ``"line"``, ``"circle"``, ``"radial"`` or ``"unknown"``. From the file where it says
+            (the Heyex VOL header, :data:`HEYEX_SCAN_PATTERNS`); ``"cube"`` for the formats read as cubes (Zeiss
+            Cirrus IMG, Topcon FDA/FDS and DICOM OCT of more than one B-scan); ``"unknown"`` otherwise (see the module
+            docstring). Only ``cube`` and ``unknown`` scans get an ETDRS grid.
         source_path: the file read.
 
     No foveal position is read: neither eyepy 0.21 nor oct-converter 0.6.1 exposes one from these files, and the
@@ -294,6 +331,7 @@ class OCTVolume:
     source_path: str
     first_bscan: str | None = None
     raster: str | None = None
+    scan_pattern: str = ScanPattern.UNKNOWN
 
     def __post_init__(self) -> None:
         if self.data.ndim != 3:
@@ -302,19 +340,22 @@ class OCTVolume:
             raise ValueError(f"spacing_source must be one of {ProvenanceSource.ALL}, got {self.spacing_source!r}.")
         if self.format not in OCT_FORMATS:
             raise ValueError(f"format must be one of {OCT_FORMATS}, got {self.format!r}.")
+        if self.scan_pattern not in ScanPattern.ALL:
+            raise ValueError(f"scan_pattern must be one of {ScanPattern.ALL}, got {self.scan_pattern!r}.")
 
     def __repr__(self) -> str:  # the dataclass repr would print the whole array
         return (
             f"{type(self).__name__}(shape={tuple(self.data.shape)}, dtype={self.data.dtype}, "
             f"spacing_mm={self.spacing_mm}, spacing_source={self.spacing_source!r}, laterality={self.laterality!r}, "
             f"scan_date={self.scan_date!r}, vendor={self.vendor!r}, format={self.format!r}, "
-            f"first_bscan={self.first_bscan!r}, raster={self.raster!r}, source_path={self.source_path!r})"
+            f"first_bscan={self.first_bscan!r}, raster={self.raster!r}, scan_pattern={self.scan_pattern!r}, "
+            f"source_path={self.source_path!r})"
         )
 
     def public_metadata(self) -> OCTMetadata:
         """Everything but the pixels, as JSON-serialisable values (lists, strings, numbers, None): ``spacing_mm``,
         ``spacing_source``, ``laterality``, ``scan_date``, ``vendor``, ``format``, ``first_bscan``, ``raster``,
-        ``shape`` (rows, columns, B-scans) and ``source_path``."""
+        ``scan_pattern``, ``shape`` (rows, columns, B-scans) and ``source_path``."""
         return OCTMetadata({
             "spacing_mm": [None if s is None else float(s) for s in self.spacing_mm],
             "spacing_source": self.spacing_source,
@@ -324,6 +365,7 @@ class OCTVolume:
             "format": self.format,
             "first_bscan": self.first_bscan,
             "raster": self.raster,
+            "scan_pattern": self.scan_pattern,
             "shape": [int(s) for s in self.data.shape],
             "source_path": printable_path(self.source_path),
         })
@@ -417,13 +459,25 @@ def _bscan_direction(
 # the readers: each returns an OCTVolume with the file's own spacing (the override is applied afterwards)
 
 
-def _from_eyepy(path: str, fmt: str, volume: Any) -> OCTVolume:
-    """An eyepy ``EyeVolume`` (data ``(B-scans, rows, columns)``) as an :class:`OCTVolume`, B-scans in file order."""
-    data = np.moveaxis(np.asarray(volume.data), 0, -1)  # (B-scans, rows, columns) -> (rows, columns, B-scans)
-    meta = volume.meta
+def _from_eyepy(path: str, fmt: str, bscans: np.ndarray, meta: Any, scan_pattern: str | None = None) -> OCTVolume:
+    """An eyepy volume as an :class:`OCTVolume`, B-scans in file order.
+
+    Args:
+        path, fmt: the file and its format.
+        bscans: ``(B-scans, rows, columns)``, the intensities eyepy shows (``EyeVolume.data``).
+        meta: eyepy's ``EyeVolumeMeta`` (``scale_x``/``scale_y``/``scale_z`` with ``scale_unit``, ``laterality``,
+            ``exam_time``, ``visit_date``, ``bscan_meta`` with each B-scan's ``start_pos``/``end_pos``).
+        scan_pattern: a :class:`~custom_components.oct.etdrs.ScanPattern` value, or None (unknown). A scan known
+            not to be a cube gets no inter-B-scan spacing: its B-scans are not parallel (radial) or stand alone
+            (line, circle), so no distance between them makes a voxel volume.
+    """
+    data = np.moveaxis(np.asarray(bscans), 0, -1)  # (B-scans, rows, columns) -> (rows, columns, B-scans)
     unit = str(meta["scale_unit"] if "scale_unit" in meta else "mm")
     scales = (meta.get("scale_y"), meta.get("scale_x"), meta.get("scale_z")) if hasattr(meta, "get") else ()
     spacing = tuple(_positive_or_none(s) if unit == "mm" else None for s in scales) or (None, None, None)
+    pattern = scan_pattern or ScanPattern.UNKNOWN
+    if pattern in ScanPattern.NOT_A_CUBE:
+        spacing = (spacing[0], spacing[1], None)
     bscan_meta = meta["bscan_meta"] if "bscan_meta" in meta else []
     try:
         first_bscan, raster = _bscan_direction(
@@ -445,25 +499,61 @@ def _from_eyepy(path: str, fmt: str, volume: Any) -> OCTVolume:
         source_path=path,
         first_bscan=first_bscan,
         raster=raster,
+        scan_pattern=pattern,
     )
+
+
+def _read_heidelberg_vol(path: str) -> OCTVolume:
+    """A Heyex VOL file of any scan pattern.
+
+    eyepy's ``import_heyex_vol`` is ``HeVolReader(path).volume``: the reader parses the whole file (header, B-scans,
+    their positions), then ``volume`` builds an ``EyeVolume``, which eyepy 0.21 refuses for circle (2) and radial
+    (5) scans with a ValueError naming the scan pattern, although their B-scans are parsed like any other. A
+    clinic's folder mixes them with the macular cubes, so for a refused pattern the B-scans are taken from the
+    parsed file and mapped to 8 bits by the very transform the ``EyeVolume`` would have applied (eyepy's
+    ``intensity_transforms[meta["intensity_transform"]]``, ``"vol"``: the log mapping of Heyex's float
+    reflectivity), and the spacing, laterality, dates and B-scan positions by the reader's own ``meta``; the same
+    metadata the ``EyeVolume`` carries for the patterns it takes.
+    """
+    from eyepy.core.utils import intensity_transforms
+    from eyepy.io.he.vol_reader import HeVolReader
+
+    reader = HeVolReader(path)
+    code = int(reader.parsed_file.scan_pattern)
+    pattern = HEYEX_SCAN_PATTERNS.get(code, ScanPattern.UNKNOWN)
+    try:
+        volume = reader.volume  # eyepy.import_heyex_vol(path) without parsing the file a second time
+    except ValueError as err:
+        if "scan pattern" not in str(err):  # anything else is a broken file: reported as such
+            raise
+        logger.debug("%s: eyepy's EyeVolume refuses scan pattern %d (%s); B-scans read from the parsed file",
+                     printable_path(path), code, pattern)  # fmt: skip
+        meta = reader.meta
+        transform = intensity_transforms[meta["intensity_transform"]]
+        bscans = transform(np.stack([np.asarray(b.data) for b in reader.parsed_file.bscans], axis=0))
+        return _from_eyepy(path, "heidelberg_vol", bscans, meta, pattern)
+    return _from_eyepy(path, "heidelberg_vol", np.asarray(volume.data), volume.meta, pattern)
 
 
 def _read_heidelberg(path: str, fmt: str) -> OCTVolume:
     import eyepy
 
     if fmt == "heidelberg_vol":
-        volume = eyepy.import_heyex_vol(path)
-    elif fmt == "heidelberg_e2e":
-        volume = eyepy.import_heyex_e2e(path)
-    else:
-        volume = eyepy.import_heyex_xml(path)
-    return _from_eyepy(path, fmt, volume)
+        return _read_heidelberg_vol(path)
+    # E2E and XML: scan pattern unknown. eyepy's XML reader has none (the export does not give it), and the E2E
+    # field's codes are not known to be the VOL codes (eyepy 0.21 documents it as an open question)
+    volume = eyepy.import_heyex_e2e(path) if fmt == "heidelberg_e2e" else eyepy.import_heyex_xml(path)
+    return _from_eyepy(path, fmt, np.asarray(volume.data), volume.meta)
 
 
 def _from_oct_converter(path: str, fmt: str, oct_volume: Any, spacing: Sequence[Any] | None, vendor: str) -> OCTVolume:
     """An oct-converter ``OCTVolumeWithMetaData`` (a list of ``(rows, columns)`` B-scans) as an :class:`OCTVolume`.
 
-    oct-converter's ``pixel_spacing`` is ordered (lateral, inter-B-scan, axial) (``FDS.read_scan_params``)."""
+    oct-converter's ``pixel_spacing`` is ordered (lateral, inter-B-scan, axial) (``FDS.read_scan_params``).
+
+    Scan pattern ``"cube"`` when there are several B-scans: these readers read the 3D scans (a Cirrus cube, known by
+    its size; Topcon's ``@IMG_...`` volume chunks), and oct-converter 0.6.1 gives no scan mode to check it against.
+    One B-scan is ``"unknown"`` (as a planar image: which pattern it came from is not said)."""
     data = np.stack([np.asarray(b) for b in oct_volume.volume], axis=-1)
     axial = lateral = between = None
     if spacing is not None and len(spacing) == 3:
@@ -477,6 +567,7 @@ def _from_oct_converter(path: str, fmt: str, oct_volume: Any, spacing: Sequence[
         vendor=vendor,
         format=fmt,
         source_path=path,
+        scan_pattern=ScanPattern.CUBE if data.shape[2] > 1 else ScanPattern.UNKNOWN,
     )
 
 
@@ -577,6 +668,9 @@ def _read_dicom(path: str) -> OCTVolume:
         vendor=str(ds.get("Manufacturer", "") or ""),
         format="dicom_oct" if is_oct else "dicom",
         source_path=path,
+        # a multi-frame Ophthalmic Tomography object is taken as the macular cube the bundle reads: the object has
+        # no scan-pattern attribute to say otherwise. Any other DICOM image, or one frame, says nothing of a pattern
+        scan_pattern=ScanPattern.CUBE if is_oct and data.shape[2] > 1 else ScanPattern.UNKNOWN,
     )
 
 
