@@ -198,6 +198,26 @@ def real_gels(result: dict) -> str:
     return text.split("\n", 2)[2].strip()
 
 
+@renderer
+def synthetic_gap(result: dict) -> str:
+    """``ife_synthetic_gap.json``: how well real and synthetic gels are told apart, beside the real-vs-real floor."""
+    meta = result["meta"]
+    lines = [
+        "| told apart | gels | ROC AUC | accuracy |",
+        "|---|---|---|---|",
+        f"| real and synthetic | {meta['gels']['real']} + {meta['gels']['synthetic']} | "
+        f"{result['real_vs_synthetic']['auc']['mean']:.3f} ± {result['real_vs_synthetic']['auc']['std']:.3f} | "
+        f"{100 * result['real_vs_synthetic']['accuracy']['mean']:.1f} % |",
+        f"| two random halves of the real gels (the floor) | {meta['gels']['real']} | "
+        f"{result['real_vs_real']['auc']['mean']:.3f} ± {result['real_vs_real']['auc']['std']:.3f} | "
+        f"{100 * result['real_vs_real']['accuracy']['mean']:.1f} % |",
+        "",
+        f"{meta['folds']}-fold, seed {meta['seed']}; {meta['features']} features of `{meta['network']}` "
+        f"({meta['classifier']}); {meta['machine']}; {meta['minutes']} min.",
+    ]
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------------- blocks
 
 
