@@ -57,6 +57,8 @@ def _ife_options(args: argparse.Namespace) -> dict:
         kwargs["biclonal_fraction"] = args.biclonal_fraction
     if args.min_per_class is not None:
         kwargs["min_per_class"] = args.min_per_class
+    if args.appearance is not None:
+        kwargs["appearance"] = args.appearance
     overrides = {k: getattr(args, k) for k in _STYLE_OPTIONS if getattr(args, k) is not None}
     if overrides:
         if args.style == "mixed":
@@ -96,10 +98,12 @@ def main(argv: list[str] | None = None) -> int:
                           help=f"draw {option.replace('_', ' ')} (overrides the style)")  # fmt: skip
     gels.add_argument("--biclonal-fraction", type=_fraction, help="share of biclonal gels, default 0")
     gels.add_argument("--min-per-class", type=int, help="every class at least this many gels (default min(3, N // 9))")
+    gels.add_argument("--appearance", choices=("classic", "published"),
+                      help="the generator's classic look (default) or the look of published gels")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
-    gel_only = ("orientation", "style", *_STYLE_OPTIONS, "biclonal_fraction", "min_per_class")
+    gel_only = ("orientation", "style", *_STYLE_OPTIONS, "biclonal_fraction", "min_per_class", "appearance")
     ife_flags = [k for k in gel_only if getattr(args, k) is not None]
     if args.kind != "ife" and ife_flags:
         parser.error(f"--{ife_flags[0].replace('_', '-')} is for ife gels only")

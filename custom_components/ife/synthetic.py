@@ -36,6 +36,7 @@ same numpy, Pillow and zlib), and an image does not change when ``count`` does (
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -61,6 +62,7 @@ __all__ = [
     "ORIENTATIONS",
     "STYLES",
     "resolve_style",
+    "APPEARANCES",
     "sample_labels",
     "render_gel",
     "synthesize_ife_dataset",
@@ -132,6 +134,17 @@ _BICLONAL_COMPONENTS = ("IgG-kappa", "IgG-lambda", "IgA-kappa", "IgA-lambda", "I
 _BICLONAL_MIN_SEPARATION = 0.12
 # absorbance per unit density of the blue-violet stain, (R, G, B)
 _STAIN = np.array([1.45, 1.75, 0.55])
+#: how the gels look: ``"classic"`` (the generator's own look: a tinted background, the violet stain, broad
+#: polyclonal smears) or ``"published"`` (as the gels of published figures look, e.g. MP-CADMS: see
+#: :func:`render_gel`)
+APPEARANCES = ("classic", "published")
+# the published look's stains, absorbance per unit density (R, G, B) and how often each is drawn: a saturated blue
+# (Coomassie-like: a band reads about (40, 60, 220) on white), the violet of the classic look, and grey scans
+_PUBLISHED_STAINS = {
+    "blue": (np.array([1.8, 1.4, 0.15]), 0.45),
+    "violet": (_STAIN, 0.25),
+    "grey": (np.array([1.2, 1.2, 1.2]), 0.30),
+}
 _MIN_SIZE = (48, 64)
 
 
@@ -317,6 +330,7 @@ def render_gel(
     style: str | Mapping[str, bool] | None = None,
     components: Sequence[str] | None = None,
     difficulty: float = 1.0,
+    appearance: str = "classic",
 ) -> np.ndarray | tuple[np.ndarray, dict]:
     """Render one IFE gel.
 
@@ -336,6 +350,14 @@ def render_gel(
             fainter and thinner, the lanes are shifted ``difficulty`` times further (within their slots) and the
             sensor noise is ``difficulty`` times stronger. Below 1, the reverse. The random draws are the same at
             every difficulty: the same seed gives the same gel, made harder or easier.
+        appearance: one of :data:`APPEARANCES`. ``"classic"`` (default) is the look described above.
+            ``"published"`` looks like the gels of published figures (the 271 of MP-CADMS, looked at side by side
+            with these by ``scripts/experiments/ife_synthetic_gap.py``): a white background, a saturated blue,
+            violet or grey stain (:data:`_PUBLISHED_STAINS`) up to twice as dense, immunofixation lanes nearly blank
+            away from the band (polyclonal smears at 15-50 % of the classic strength, a fainter trace of dye) and
+            monoclonal bands 1.4-2.2 times stronger and 1.2-1.8 times wider, evenly lit. Its random draws come
+            from a generator of their own, so the same ``rng`` gives the same gel in both looks: the same lanes,
+            class and band rows.
 
     Returns:
         ``image`` (H, W, 3) uint8 RGB, rows top to bottom as a viewer shows it; with ``return_info`` the pair
@@ -355,16 +377,19 @@ def render_gel(
         - ``gel_rows``: first and last row of the gel area (the lanes' stain; header and frame excluded);
           ``header_rows``: first and last row of the header strip, or ``None``; ``label_strip``: ``"top"``,
           ``"bottom"`` or ``None`` (where the header is);
-        - ``orientation``, ``style`` (the options drawn) and ``lane_names`` (the header's text per lane).
+        - ``orientation``, ``style`` (the options drawn) and ``lane_names`` (the header's text per lane);
+        - ``appearance`` and ``stain`` (the stain drawn: ``"violet"`` for the classic look).
 
     Raises:
-        ValueError: on an unknown class name, orientation or style, an image smaller than 48 x 64, or a
-            ``difficulty`` that is not positive.
+        ValueError: on an unknown class name, orientation, style or appearance, an image smaller than 48 x 64, or
+            a ``difficulty`` that is not positive.
     """
     if class_name not in IFE_CLASSES and class_name != BICLONAL:
         raise ValueError(f"unknown class {class_name!r}; valid: {[*IFE_CLASSES, BICLONAL]}.")
     if orientation not in ORIENTATIONS:
         raise ValueError(f"orientation must be one of {ORIENTATIONS}, got {orientation!r}.")
+    if appearance not in APPEARANCES:
+        raise ValueError(f"appearance must be one of {APPEARANCES}, got {appearance!r}.")
     if components is not None and class_name != BICLONAL:
         raise ValueError(f"components is for class_name={BICLONAL!r} only, got class {class_name!r}.")
     if len(image_size) != 2:
@@ -427,6 +452,7 @@ def render_gel(
         parts = [_component(rng, class_name, drift, difficulty=difficulty)]
     else:
         parts = []
+    look = _published_look(rng, parts) if appearance == "published" else None
     band_lanes = [lane for part in parts for lane in part["lanes"]]
     band_lanes = list(dict.fromkeys(band_lanes))  # union, first appearance order
     # immunoparesis: a monoclonal clone often suppresses the normal polyclonal immunoglobulins
@@ -440,12 +466,14 @@ def render_gel(
         if lane == "ELP":
             amps = _ELP_ZONES[:, 2] * rng.uniform(0.85, 1.15, len(_ELP_ZONES))
             profile = (amps[:, None] * _gauss(t[None, :], _ELP_ZONES[:, :1] + drift, _ELP_ZONES[:, 1:2])).sum(0)
-            profile += rng.uniform(0.2, 0.3) * paresis * _gauss(t, _GAMMA_ZONE[0] + drift, _GAMMA_ZONE[1])
+            polyclonal = rng.uniform(0.2, 0.3) * paresis * _gauss(t, _GAMMA_ZONE[0] + drift, _GAMMA_ZONE[1])
+            profile += polyclonal * (look["polyclonal"] if look else 1.0)
         else:
             c, s, a = _POLYCLONAL[lane]
             profile = a * rng.uniform(0.7, 1.3) * paresis * _gauss(t, c + drift, s)
+            profile *= look["polyclonal"] if look else 1.0
         # faint stain along the whole lane: the fixed, washed lane keeps a trace of dye, so its ends are visible
-        profile += rng.uniform(0.03, 0.07)
+        profile += rng.uniform(0.03, 0.07) * (look["trace"] if look else 1.0)
         profile += mark_amp * _gauss(t, mark_t, 0.005)
         profile *= 1 + 0.05 * _smooth_noise(rng, height, height / 25)  # uneven antiserum along the lane
         # only the lane's own columns are computed: a quarter of the work of full-width arrays
@@ -479,11 +507,18 @@ def render_gel(
     warmth = rng.uniform(-0.5, 1.5)
     background = rng.uniform(226, 244) + rng.normal(0, 2.5, 3) + warmth * np.array([2.5, 1.0, -3.5])
     background = np.minimum(background, 248.0)
+    if look:  # published figures: a white page
+        background = look["background"]
     tilt_x, tilt_y = rng.uniform(-0.03, 0.03), rng.uniform(-0.02, 0.02)
+    if look:  # a figure's page is evenly lit
+        tilt_x, tilt_y = tilt_x / 4, tilt_y / 4
     light = 1 + tilt_x * np.linspace(-1, 1, width, dtype=np.float32)[None, :]
     light = light + tilt_y * np.linspace(-1, 1, height, dtype=np.float32)[:, None]  # (H, W)
     light /= light.max()  # uneven lighting only darkens: the brightest corner keeps the background colour
-    stain = (_STAIN * rng.uniform(0.85, 1.15) * rng.uniform(0.95, 1.05, 3)).astype(np.float32)
+    stain = _STAIN * rng.uniform(0.85, 1.15) * rng.uniform(0.95, 1.05, 3)
+    if look:
+        stain = stain / _STAIN * look["stain"] * look["density"]
+    stain = stain.astype(np.float32)
     image = np.exp(-density[:, :, None] * stain) * background.astype(np.float32) * light[:, :, None]
     # sensor noise, luminance only: colour noise is barely visible after the scanner's processing and would make
     # the PNGs a fifth slower to write
@@ -560,8 +595,31 @@ def render_gel(
         "orientation": orientation,
         "style": {**options, "frame_kind": frame_kind},
         "lane_names": names,
+        "appearance": appearance,
+        "stain": look["stain_name"] if look else "violet",
     }
     return image, info
+
+
+def _published_look(rng: np.random.Generator, parts: list[dict]) -> dict[str, Any]:
+    """Draw the published look of one gel (see :func:`render_gel`) and strengthen and widen its bands in place.
+
+    The draws come from a generator seeded from a copy of ``rng``: ``rng`` itself is not advanced, so every other
+    draw of the gel is the classic look's."""
+    look = np.random.default_rng(copy.deepcopy(rng).integers(0, 2**63))
+    for part in parts:
+        part["amp"] *= look.uniform(1.4, 2.2)
+        part["half_plateau"] *= look.uniform(1.2, 1.8)
+    names = list(_PUBLISHED_STAINS)
+    name = names[int(look.choice(len(names), p=[_PUBLISHED_STAINS[n][1] for n in names]))]
+    return {
+        "stain_name": name,
+        "stain": _PUBLISHED_STAINS[name][0],
+        "density": look.uniform(1.0, 2.0),
+        "polyclonal": look.uniform(0.15, 0.5),
+        "trace": look.uniform(0.2, 0.6),
+        "background": np.minimum(look.uniform(246, 254) + look.normal(0, 1.0, 3), 255.0),
+    }
 
 
 def synthesize_ife_dataset(
@@ -576,6 +634,7 @@ def synthesize_ife_dataset(
     biclonal_fraction: float = 0.0,
     difficulty: float = 1.0,
     min_per_class: int | None = None,
+    appearance: str = "classic",
 ) -> Path:
     """Write ``count`` synthetic gels and a decathlon-style datalist.
 
@@ -602,6 +661,7 @@ def synthesize_ife_dataset(
             ``"real"``, or ``"mixed"`` drawn per image) or a mapping of options.
         biclonal_fraction: share of the ``count`` gels that are biclonal (rounded), in [0, 1).
         difficulty: how hard the gels are to read, > 0 (default 1); see :func:`render_gel`.
+        appearance: how the gels look, one of :data:`APPEARANCES` (default ``"classic"``); see :func:`render_gel`.
         min_per_class: every class at least this many gels (see :func:`sample_labels`); default
             ``min(3, count // 9)``. Small data sets that should report per-class metrics on their validation and
             test splits need more than the paper's imbalance gives them (its rarest class is 0.43 % of the gels).
@@ -626,6 +686,8 @@ def synthesize_ife_dataset(
     if not (isinstance(style, str) and style == "mixed"):
         resolve_style(style)  # validates before anything is written
     difficulty = check_difficulty(difficulty)
+    if appearance not in APPEARANCES:
+        raise ValueError(f"appearance must be one of {APPEARANCES}, got {appearance!r}.")
     biclonal_count = int(round(float(biclonal_fraction) * count))
     if biclonal_count >= count:
         raise ValueError(f"biclonal_fraction={biclonal_fraction} leaves no gel of the nine classes of {count}.")
@@ -651,7 +713,7 @@ def synthesize_ife_dataset(
             split = BICLONAL_SECTION if label == BICLONAL else next(assignment)
             image, info = render_gel(
                 np.random.default_rng([seed, 2, index]), label, image_size, return_info=True,
-                orientation=orientation, style=style, difficulty=difficulty,
+                orientation=orientation, style=style, difficulty=difficulty, appearance=appearance,
             )  # fmt: skip
             name = f"images/ife_{index:05d}.png"
             # level 1: a fifth of the time of the default level 6, for files 10 % larger (noise barely compresses)
@@ -666,7 +728,8 @@ def synthesize_ife_dataset(
                  "band_rows": info["band_rows"], "components": info["components"],
                  "lane_bounds": [list(b) for b in info["lane_bounds"]], "gel_rows": list(info["gel_rows"]),
                  "header_rows": None if info["header_rows"] is None else list(info["header_rows"]),
-                 "orientation": orientation, "style": info["style"], "lane_names": info["lane_names"]}
+                 "orientation": orientation, "style": info["style"], "lane_names": info["lane_names"],
+                 **({"stain": info["stain"]} if appearance != "classic" else {})}
             )  # fmt: skip
             if (index + 1) % step == 0 or index + 1 == count:
                 logger.info("synthetic IFE gels: %d/%d", index + 1, count)
@@ -687,6 +750,7 @@ def synthesize_ife_dataset(
         "style": style if style is None or isinstance(style, str) else dict(style),
         "biclonal_fraction": float(biclonal_fraction),
         "difficulty": difficulty,
+        **({"appearance": appearance} if appearance != "classic" else {}),
         "min_per_class": min_per_class,
         "class_counts": class_counts,
         "split_counts": {k: len(v) for k, v in datalist.items()},

@@ -139,10 +139,11 @@ def scores_of_predictions(predictions: Path) -> dict:
     }  # fmt: skip
 
 
-def synthetic_only(args: argparse.Namespace) -> dict:
+def synthetic_only(args: argparse.Namespace, appearance: str = "classic") -> dict:
     """A model trained on the bundle's synthetic default only (450 gels of the paper's class mix, at the README
-    demo's CPU settings), asked about every real gel."""
-    root = args.workdir / "synthetic_only"
+    demo's CPU settings), asked about every real gel; with ``appearance="published"`` the same gels in the
+    generator's published look (:func:`custom_components.ife.synthetic.render_gel`), written before training."""
+    root = args.workdir / ("synthetic_only" if appearance == "classic" else f"synthetic_only_{appearance}")
     predictions, minutes, seed_file = root / "real" / "predictions.csv", root / "minutes.txt", root / "seed.txt"
     if predictions.is_file() and seed_file.is_file() and seed_file.read_text().strip() != str(args.seed):
         raise SystemExit(f"{root} holds a synthetic-only run of another seed: delete it or use another --workdir.")
@@ -152,13 +153,20 @@ def synthetic_only(args: argparse.Namespace) -> dict:
         started = time.time()
         demo = {**bundle_runs.CPU_DEMO_SETTINGS["ife"], "num_workers": 2, "seed": args.seed}
         train = {"bundle_root": root, "dataset_dir": root / "synthetic", **demo}
+        if appearance != "classic" and not (root / "synthetic" / "datalist.json").is_file():
+            from custom_components.ife.synthetic import synthesize_ife_dataset
+
+            # the synthetic default's gels (train.json's prepare_dataset: this count and seed), in the other look
+            count = demo["synthetic_count"]
+            synthesize_ife_dataset(root / "synthetic", count=count, seed=args.seed, appearance=appearance)
         bundle_runs.run_logged(bundle_runs.bundle_run_command(BUNDLE, ["train.json"], train), root / "train.log")
         infer = {"bundle_root": root, "input_dir": args.dataset_dir / "datalist.json", "datalist_section": "training",
                  "output_dir": root / "real", "save_figures": False, "num_workers": 2}  # fmt: skip
         bundle_runs.run_logged(bundle_runs.bundle_run_command(BUNDLE, ["inference.json"], infer), root / "infer.log")
         minutes.write_text(f"{(time.time() - started) / 60:.1f}\n")
     spent = float(minutes.read_text()) if minutes.is_file() else None
-    return {"settings": bundle_runs.CPU_DEMO_SETTINGS["ife"], "minutes": spent, **scores_of_predictions(predictions)}
+    return {"settings": bundle_runs.CPU_DEMO_SETTINGS["ife"], "appearance": appearance, "minutes": spent,
+            **scores_of_predictions(predictions)}  # fmt: skip
 
 
 def _row(summary: dict) -> dict:
@@ -184,12 +192,13 @@ def markdown(result: dict) -> str:
         f"{meta['gels']} real gels; {meta['machine']}; {meta['minutes']} min. Command: `{meta['command']}`.",
         "",
     ]
-    if result.get("synthetic_only"):
-        s = result["synthetic_only"]
+    for s in result.get("synthetic_only") or []:
+        look = "" if s.get("appearance", "classic") == "classic" else f", in the generator's {s['appearance']} look"
         lines += [
-            f"Trained on the bundle's synthetic gels only (its synthetic default at the README demo's CPU settings "
-            f"{s['settings']}), asked about all {s['gels']} real gels: accuracy {100 * s['accuracy']:.1f} %, "
-            f"macro F1 {100 * s['macro_f1']:.1f} %, FNR {100 * s['fnr']:.1f} % ({s.get('minutes')} min to train and ask).",
+            f"Trained on the bundle's synthetic gels only (its synthetic default{look}, at the README demo's CPU "
+            f"settings {s['settings']}), asked about all {s['gels']} real gels: accuracy {100 * s['accuracy']:.1f} %, "
+            f"macro F1 {100 * s['macro_f1']:.1f} %, FNR {100 * s['fnr']:.1f} % "
+            f"({s.get('minutes')} min to train and ask).",
             "",
         ]
     if result["runs"]:
@@ -231,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--synthetic-only", action="store_true",
                         help="also train the README demo's model on synthetic gels and ask it about every real gel")
+    parser.add_argument("--synthetic-appearance", nargs="+", choices=("classic", "published"), default=["classic"],
+                        help="the generator's looks to train synthetic-only models on; --fine-tune starts from the "
+                        "first")  # fmt: skip
     parser.add_argument("--fine-tune", action="store_true",
                         help=f"also cross-validate '{FINE_TUNED}' (lanes on) started from the synthetic-only model")
     parser.add_argument("--only-finished", action="store_true",
@@ -246,11 +258,14 @@ def main(argv: list[str] | None = None) -> int:
     lanes = {"on": [True], "off": [False], "both": [True, False]}[args.lane_layout]
     result: dict = {}
     if args.synthetic_only or args.fine_tune:  # the fine-tuned folds start from its model
-        result["synthetic_only"] = synthetic_only(args)
-        print(f"[synthetic only] {result['synthetic_only']}", flush=True)
+        result["synthetic_only"] = [synthetic_only(args, look) for look in args.synthetic_appearance]
+        for entry in result["synthetic_only"]:
+            print(f"[synthetic only, {entry['appearance']} look] {entry}", flush=True)
     plan = [(setting, lane_layout, None) for setting in args.settings for lane_layout in lanes]
     if args.fine_tune:
-        plan.append((FINE_TUNED, True, args.workdir / "synthetic_only" / "models" / "model.pt"))
+        first = args.synthetic_appearance[0]
+        source = "synthetic_only" if first == "classic" else f"synthetic_only_{first}"
+        plan.append((FINE_TUNED, True, args.workdir / source / "models" / "model.pt"))
     runs, not_run = [], []
     for setting, lane_layout, pretrained in plan:
         label = FINE_TUNED_LABEL if pretrained else setting
@@ -270,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     result = {"meta": meta, "runs": runs, "not_run": not_run, **result}
     # the time the results took, reused runs included (each recorded its own)
-    stages = [entry.get("minutes") for entry in runs] + [result.get("synthetic_only", {}).get("minutes")]
+    stages = [entry.get("minutes") for entry in runs + result.get("synthetic_only", [])]
     meta["minutes"] = round(sum(m for m in stages if m) or (time.time() - started) / 60, 1)
     if not runs:  # the cross-validation's settings describe nothing that ran
         for key in ("folds", "sizes"):

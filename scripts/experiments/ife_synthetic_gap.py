@@ -137,8 +137,12 @@ def contact_sheet(real: list[dict], synthetic: list[dict], real_inputs, syntheti
     from PIL import Image
 
     fig, axes = plt.subplots(4, count, figsize=(1.8 * count, 8.2))
-    rows = [("real, as read", real, None), ("real, network input", real, real_inputs),
-            ("synthetic, as read", synthetic, None), ("synthetic, network input", synthetic, synthetic_inputs)]  # fmt: skip
+    rows = [
+        ("real, as read", real, None),
+        ("real, network input", real, real_inputs),
+        ("synthetic, as read", synthetic, None),
+        ("synthetic, network input", synthetic, synthetic_inputs),
+    ]
     for row, (title, entries, inputs) in enumerate(rows):
         for column in range(count):
             ax = axes[row, column]

@@ -13,6 +13,7 @@ from PIL import Image
 from scipy import ndimage
 
 from custom_components.ife.synthetic import (
+    APPEARANCES,
     BICLONAL,
     DEFAULT_CLASS_FRACTIONS,
     LANES,
@@ -412,3 +413,40 @@ def test_min_per_class_tops_up_every_class_for_the_validation_and_test_splits(tm
         counts = Counter(entry["label"] for entry in datalist[section])
         assert set(counts) == set(IFE_CLASSES), section
     assert min(Counter(entry["label"] for entry in datalist["testing"]).values()) >= 2
+
+
+def test_the_published_look_is_the_same_gel_on_white_with_strong_bands_and_faint_lanes():
+    """The same rng gives the same gel in both looks (lanes, class, band rows), on a white background, with a denser
+    band and fainter polyclonal lanes; the classic look is what it always was."""
+    assert APPEARANCES == ("classic", "published")
+    for index, label in enumerate(["IgG-kappa", "lambda", "IgA-lambda", "IgM-kappa"]):
+        classic, a = render_gel(np.random.default_rng([5, 2, index]), label, (200, 300), return_info=True)
+        published, b = render_gel(np.random.default_rng([5, 2, index]), label, (200, 300), return_info=True,
+                                  appearance="published")  # fmt: skip
+        assert a["band_rows"] == b["band_rows"] and a["lane_bounds"] == b["lane_bounds"]
+        assert a["gel_rows"] == b["gel_rows"]
+        assert a["stain"] == "violet" and b["appearance"] == "published" and b["stain"] in ("blue", "violet", "grey")
+        assert b["band_half_width"] > a["band_half_width"]  # wider bands
+        assert np.percentile(published, 75) > 243 and np.percentile(classic, 75) < 243  # the page is white
+        light = 4 if "kappa" in label else 5  # the light-chain lane's index in LANES
+        left, right = b["lane_bounds"][light]
+        middle = slice(left + (right - left) // 4, right - (right - left) // 4)
+        band = slice(b["band_row"] - 1, b["band_row"] + 2)
+        top, bottom = b["gel_rows"]
+        away = slice(top + 2, top + (bottom - top) // 4)  # the albumin end: no band, polyclonal stain only
+        darkness = lambda image, rows: 255 - image[rows, middle].mean()  # noqa: E731
+        # the band's contrast against the rest of its lane is larger in the published look
+        assert darkness(published, band) - darkness(published, away) > darkness(classic, band) - darkness(classic, away)
+    with pytest.raises(ValueError, match="appearance must be one of"):
+        render_gel(np.random.default_rng(0), "Negative", SMALL, appearance="glossy")
+
+
+def test_a_published_data_set_records_its_look_and_the_classic_one_is_unchanged(tmp_path):
+    classic = synthesize_ife_dataset(tmp_path / "c", count=9, seed=3, image_size=SMALL).parent
+    published = synthesize_ife_dataset(tmp_path / "p", count=9, seed=3, image_size=SMALL, appearance="published").parent
+    summary = json.loads((published / "synthesis.json").read_text())
+    assert summary["appearance"] == "published" and all("stain" in image for image in summary["images"])
+    plain = json.loads((classic / "synthesis.json").read_text())
+    assert "appearance" not in plain and all("stain" not in image for image in plain["images"])
+    assert (classic / "datalist.json").read_text() == (published / "datalist.json").read_text()
+    assert _digest(classic) != _digest(published)
