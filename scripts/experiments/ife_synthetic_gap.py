@@ -1,22 +1,25 @@
 #!/usr/bin/env python
 """How far are the generator's gels from real ones? One number, and a figure to look at.
 
-Both sets go through the bundle's own inference preprocessing (``configs/inference.json``: lane layout found per
+The real gels and one or more synthetic sets (``--synthetic NAME=DATALIST``: e.g. the generator's classic and
+published looks) go through the bundle's own inference preprocessing (``configs/inference.json``: lane layout found per
 gel, ``lane_orientation auto``) into a trained IFE network, whose pooled last-stage features (the inputs of its
-classification heads) describe each gel. A logistic regression then tries to tell real from synthetic gels in
-stratified k-fold cross-validation: its ROC AUC is the gap (0.5: the network cannot tell them apart; 1.0: every gel
-is told apart). The same number for two halves of the real set is the floor the measure reaches without any gap.
+classification heads) describe each gel. A logistic regression then tries to tell the real gels from each
+synthetic set in stratified k-fold cross-validation: its ROC AUC is the gap (0.5: the network cannot tell them
+apart; 1.0: every gel is told apart). The same number for two halves of the real set is the floor the measure
+reaches without any gap. One network (``--checkpoint``) describes every set, so the sets' numbers compare.
 
-Also writes a contact sheet of real and synthetic gels side by side, each as read and as the network sees it,
+Also writes a contact sheet per synthetic set, its gels beside real ones, each as read and as the network sees it,
 to ``--figure-dir``: real gels of an unlicensed set must stay out of the repository, so give a folder outside it.
 
 Usage::
 
     python scripts/experiments/ife_synthetic_gap.py --real-datalist /data/mpcadms/datalist.json \\
-        --synthetic-datalist outputs/ife_real_gels/synthetic_only/synthetic/datalist.json \\
+        --synthetic classic=outputs/ife_real_gels/synthetic_only/synthetic/datalist.json \\
+        --synthetic published=outputs/ife_real_gels/synthetic_only_published/synthetic/datalist.json \\
         --checkpoint outputs/ife_real_gels/synthetic_only/models/model.pt --figure-dir /tmp/gap
 
-Writes ``OUTPUT/ife_synthetic_gap.json`` (the AUC and accuracy per fold, their mean and std, the floor, the sets,
+Writes ``OUTPUT/ife_synthetic_gap.json`` (per set the AUC and accuracy per fold, their mean and std; the floor;
 the network, the machine) and prints them.
 """
 
@@ -128,6 +131,13 @@ def separability(real: np.ndarray, synthetic: np.ndarray, folds: int, seed: int)
             "per_fold": {"auc": aucs, "accuracy": accuracies}}  # fmt: skip
 
 
+def _named_path(value: str) -> tuple[str, Path]:
+    name, sep, path = value.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=DATALIST, got {value!r}")
+    return name, Path(path)
+
+
 def contact_sheet(real: list[dict], synthetic: list[dict], real_inputs, synthetic_inputs, path: Path, count: int):
     """``count`` real and ``count`` synthetic gels side by side: each as read, and as the network sees it."""
     import matplotlib
@@ -164,7 +174,8 @@ def contact_sheet(real: list[dict], synthetic: list[dict], real_inputs, syntheti
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--real-datalist", type=Path, required=True)
-    parser.add_argument("--synthetic-datalist", type=Path, required=True)
+    parser.add_argument("--synthetic", type=_named_path, action="append", required=True, metavar="NAME=DATALIST",
+                        help="a synthetic set to compare with the real gels (repeat for several)")  # fmt: skip
     parser.add_argument("--checkpoint", type=Path, required=True, help="an IFE model.pt with its recipe")
     parser.add_argument("--figure-dir", type=Path, required=True, help="for the contact sheet: outside the repository")
     parser.add_argument("--output-dir", type=Path, default=BUNDLE / "docs" / "results")
@@ -177,36 +188,38 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.time()
     real = datalist_images(args.real_datalist, args.count, args.seed)
-    synthetic = datalist_images(args.synthetic_datalist, args.count or len(real), args.seed)
     preprocessing, network = bundle_pieces(args.checkpoint)
     real_features, real_inputs, real_lanes = describe(real, preprocessing, network, "real")
-    synthetic_features, synthetic_inputs, synthetic_lanes = describe(synthetic, preprocessing, network, "synthetic")
-    gap = separability(real_features, synthetic_features, args.folds, args.seed)
     # the floor: two random halves of the real gels, told apart the same way
     halves = np.random.default_rng(args.seed).permutation(len(real_features))
     floor = separability(real_features[halves[::2]], real_features[halves[1::2]], args.folds, args.seed)
-    sheet = args.figure_dir / "ife_real_and_synthetic_gels.png"
-    contact_sheet(real, synthetic, real_inputs, synthetic_inputs, sheet, args.sheet)
+    sets = {}
+    for name, datalist in args.synthetic:
+        synthetic = datalist_images(datalist, args.count or len(real), args.seed)
+        features, inputs, lanes = describe(synthetic, preprocessing, network, name)
+        gap = separability(real_features, features, args.folds, args.seed)
+        sets[name] = {"datalist": str(datalist), "gels": len(features),
+                      "lanes_found": lanes.count("found") / len(lanes), **gap}  # fmt: skip
+        sheet = args.figure_dir / f"ife_real_and_{name}_gels.png"
+        contact_sheet(real, synthetic, real_inputs, inputs, sheet, args.sheet)
+        print(f"real vs {name}: AUC {gap['auc']['mean']:.3f} +- {gap['auc']['std']:.3f}, "
+              f"accuracy {gap['accuracy']['mean']:.3f}", flush=True)  # fmt: skip
     result = {
         "meta": {
-            "real": str(args.real_datalist), "synthetic": str(args.synthetic_datalist),
-            "checkpoint": str(args.checkpoint), "network": type(network).__name__,
-            "gels": {"real": len(real_features), "synthetic": len(synthetic_features)},
-            "lanes_found": {"real": real_lanes.count("found") / len(real_lanes),
-                            "synthetic": synthetic_lanes.count("found") / len(synthetic_lanes)},
+            "real": str(args.real_datalist), "checkpoint": str(args.checkpoint), "network": type(network).__name__,
+            "gels": len(real_features), "lanes_found": real_lanes.count("found") / len(real_lanes),
             "features": int(real_features.shape[1]), "folds": args.folds, "seed": args.seed,
             "classifier": "standardised features, logistic regression C=0.1, stratified k-fold",
             "machine": bundle_runs.machine(), "minutes": round((time.time() - started) / 60, 1),
             "command": shlex.join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
         },
-        "real_vs_synthetic": gap,
+        "real_vs_synthetic": sets,
         "real_vs_real": floor,
     }  # fmt: skip
     args.output_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(result, args.output_dir / "ife_synthetic_gap.json", indent=1)
-    print(f"real vs synthetic: AUC {gap['auc']['mean']:.3f} +- {gap['auc']['std']:.3f}, accuracy "
-          f"{gap['accuracy']['mean']:.3f}; real vs real (the floor): AUC {floor['auc']['mean']:.3f}")  # fmt: skip
-    print(f"wrote {args.output_dir / 'ife_synthetic_gap.json'} and {sheet}")
+    print(f"real vs real (the floor): AUC {floor['auc']['mean']:.3f}")
+    print(f"wrote {args.output_dir / 'ife_synthetic_gap.json'} and the contact sheets in {args.figure_dir}")
     return 0
 
 
