@@ -215,6 +215,32 @@ def synthetic_gap(result: dict) -> str:
     return "\n".join(lines)
 
 
+@renderer
+def strategy_speed(result: dict) -> str:
+    """``strategy_speed_cpu.json`` of ``apps/monailabel/scripts/strategy_speed.py``: one ``/activelearning`` request's
+    time per state of the score cache, per strategy."""
+    strategies = result["strategies"]
+    names = list(strategies)
+    rows = [("cold (no cache: every image scored)", "cold_s"), ("warm (every score cached)", "warm_s"),
+            ("after a restart (cache read from its file)", "restart_s"),
+            ("after labelling the offered image", "after_label_s"),
+            (f"after a new checkpoint ({result['count'] - 1} images scored again)", "new_model_s")]  # fmt: skip
+    lines = ["| | " + " | ".join(f"`{n}`" for n in names) + " |", "| --- |" + " --- |" * len(names)]
+    for label, key in rows:
+        cells = []
+        for name in names:
+            seconds = strategies[name][key]
+            cell = f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.2f} s"
+            if key == "cold_s":
+                cell += f" ({strategies[name]['cold_per_image_ms'] / 1000:.2f} s an image)"
+            cells.append(cell)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    height, width = result["image_hw"]
+    lines += ["", f"{result['count']} images of {height} x {width} pixels per strategy; {result['cpus']} CPU cores, "
+              f"{result['torch_threads']} torch thread; load average {result['load_average'][0]:.1f} from other jobs."]
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------------- blocks
 
 
@@ -278,7 +304,7 @@ def regenerate(text: str, folder: Path) -> tuple[str, list[Block]]:
 
 
 def readmes() -> list[Path]:
-    return sorted(REPO.glob("bundles/*/docs/README.md"))
+    return sorted(REPO.glob("bundles/*/docs/README.md")) + [REPO / "apps" / "monailabel" / "README.md"]
 
 
 def main(argv: list[str] | None = None) -> int:

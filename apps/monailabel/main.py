@@ -10,6 +10,16 @@ Start it on a folder of images (see README.md beside this file)::
 - ``bundles_dir``: folder holding the bundle folders (default: ``bundles/`` of this repository).
 - ``skip_trainers``: ``true`` serves inference only.
 - ``preload``: ``true`` builds the networks at start rather than on the first request.
+- ``<model>_images`` (``oct_fluid_seg_images``, ``ife_multitask_images``): comma-separated id patterns of the images
+  that model's active-learning strategy offers (default ``*``: every unlabelled image); set them when B-scans and
+  gels share the studies folder (``oct_*``, ``gel_*``).
+- ``ife_measure``: ``confidence`` (default) or ``margin``, what ``ife_least_certain`` ranks by.
+- ``strategy_served_wait_s``: an image a strategy offered less than this many seconds ago is offered after the
+  others (default 3600; 0 always offers the most uncertain).
+- ``strategy_score_budget_s``: at most this many seconds of scoring per ``/activelearning`` request (default none:
+  every unscored image is scored).
+- ``strategy_cache_dir``: folder of the strategies' score caches (default ``<studies>/.strategy_scores``, or
+  ``<app>/.strategy_scores`` for a read-only or remote datastore).
 
 Everything is read from the local bundle folders: no model zoo, no download, no network access.
 """
@@ -27,7 +37,10 @@ from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.tasks.activelearning.first import First
+from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.others.generic import strtobool
 
 from custom_components.core.recipe import CheckpointMismatchError, RecipeError
@@ -70,7 +83,8 @@ def select_models(value: str) -> list[str]:
 
 
 class BundlesApp(MONAILabelApp):
-    """The app: one :class:`TaskConfig` per bundle, a checked local datastore, and 4xx answers for bad requests.
+    """The app: one :class:`TaskConfig` per bundle, a checked local datastore, the models' uncertainty strategies,
+    and 4xx answers for bad requests.
 
     Args:
         app_dir: this folder.
@@ -117,6 +131,50 @@ class BundlesApp(MONAILabelApp):
         if strtobool(self.conf.get("skip_trainers", "false")):
             return {}
         return {name: config.trainer() for name, config in self.task_configs.items()}
+
+    def init_strategies(self) -> dict[str, Strategy]:
+        """MONAI Label's ``random`` and ``first``, and the uncertainty strategy of each served model
+        (``oct_entropy``, ``ife_least_certain``; see ``lib/strategies``), scoring with the same infer task as
+        ``/infer``.
+
+        Raises:
+            ValueError: on a bad strategy setting in ``--conf``.
+        """
+        strategies: dict[str, Strategy] = {"random": Random(), "first": First()}
+        cache_dir = self._strategy_cache_dir()
+        for name, config in self.task_configs.items():
+            strategies.update(config.strategy(self._infers[name], cache_dir) or {})
+        if len(self.task_configs) > 1 and not any(f"{name}_images" in self.conf for name in self.task_configs):
+            logger.warning(
+                "+++ Active learning: every strategy considers every unlabelled image; if B-scans and gels share the "
+                f"studies folder, set --conf {'/'.join(f'{n}_images' for n in self.task_configs)} to id patterns "
+                "of each model's images (e.g. oct_*, gel_*)."
+            )
+        logger.info(f"+++ Strategies: {list(strategies)}; score caches in {cache_dir}")
+        return strategies
+
+    def _strategy_cache_dir(self) -> str:
+        if self.conf.get("strategy_cache_dir"):
+            return os.path.realpath(self.conf["strategy_cache_dir"])
+        # beside the images they score, so that they follow the datastore; not in a datastore that must not be
+        # written (read-only) or is not a folder (DICOMweb, XNAT, DSA)
+        if isinstance(self._datastore, CheckedLocalDatastore) and not settings.MONAI_LABEL_DATASTORE_READ_ONLY:
+            return os.path.join(os.path.realpath(self.studies), ".strategy_scores")
+        return os.path.join(os.path.realpath(self.app_dir), ".strategy_scores")
+
+    def next_sample(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Run an active-learning strategy; an unknown one gets 404 with the list (MONAI Label answers 500).
+
+        Raises:
+            HTTPException: 404 for an unknown strategy.
+        """
+        strategy = request.get("strategy") or "random"
+        if strategy not in self._strategies:
+            raise HTTPException(
+                status_code=404,
+                detail=f"unknown active-learning strategy {strategy!r}; available: {', '.join(self._strategies)}.",
+            )
+        return super().next_sample(request)
 
     def _unknown_model(self, model: Any, what: str) -> HTTPException:
         # the app's own registry: MONAI Label 0.8.5 has no public accessor for its infer and train tasks

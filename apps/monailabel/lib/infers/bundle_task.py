@@ -16,7 +16,12 @@ from custom_components.core.recipe import mismatch_error, read_recipe
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LocalBundleInferTask"]
+__all__ = ["LocalBundleInferTask", "SCORING_REQUEST_KEY"]
+
+#: set (true) in the requests an active-learning strategy sends to score an image: the per-request warning of an
+#: untrained model is then not logged (a strategy scoring a thousand images would log it a thousand times; it logs it
+#: once per request itself); the answer still carries it
+SCORING_REQUEST_KEY = "strategy_scoring"
 
 
 class LocalBundleInferTask(BundleInferTask):
@@ -145,6 +150,7 @@ class LocalBundleInferTask(BundleInferTask):
         self._rebuild_if_retrained()
         result_file, result_json = super().__call__(request, callbacks)
         if not self.has_checkpoint():
-            logger.warning(self.untrained_warning())
+            if not request.get(SCORING_REQUEST_KEY):
+                logger.warning(self.untrained_warning())
             result_json["warning"] = self.untrained_warning()
         return result_file, result_json
