@@ -383,7 +383,7 @@ def report_from_files(
         the joined records per map key (for figures).
 
     Raises:
-        ValueError: when no profiled image is in ``synthesis.json``.
+        ValueError: when no profiled image has band rows in ``truth``.
     """
     if not isinstance(truth, Mapping):
         truth = read_band_truth(truth)
