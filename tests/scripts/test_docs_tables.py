@@ -157,3 +157,14 @@ def test_the_synthetic_gap_renderer_puts_the_floor_beside_the_gap():
     assert lines[3] == "| synthetic, published look | 271 + 270 | 0.910 ± 0.020 | 80.0 % |"
     assert lines[4] == "| the other half of the real gels (the floor) | 271 | 0.481 ± 0.060 | 49.4 % |"
     assert lines[-1].startswith("5-fold, seed 42; 1024 features of `MultiTaskIFEResNet`")
+
+
+def test_the_synthetic_to_real_prose_quotes_its_results_files():
+    """The IFE README's sentence on the published look quotes ife_synthetic_gap.json and ife_real_gels.json."""
+    text = " ".join(IFE_README.read_text(encoding="utf-8").split())
+    results = IFE_README.parent / "results"
+    gap = json.loads((results / "ife_synthetic_gap.json").read_text())["real_vs_synthetic"]
+    looks = {e["appearance"]: e for e in json.loads((results / "ife_real_gels.json").read_text())["synthetic_only"]}
+    assert (f"(AUC {gap['published']['auc']['mean']:.3f} against {gap['classic']['auc']['mean']:.3f})") in text
+    assert (f"(accuracy {100 * looks['published']['accuracy']:.1f} % against "
+            f"{100 * looks['classic']['accuracy']:.1f} %, one seed)") in text  # fmt: skip
