@@ -168,3 +168,19 @@ def test_the_synthetic_to_real_prose_quotes_its_results_files():
     assert (f"(AUC {gap['published']['auc']['mean']:.3f} against {gap['classic']['auc']['mean']:.3f})") in text
     assert (f"(accuracy {100 * looks['published']['accuracy']:.1f} % against "
             f"{100 * looks['classic']['accuracy']:.1f} %, one seed)") in text  # fmt: skip
+
+
+def test_the_fine_tuning_prose_quotes_the_folds():
+    """'higher ... in every one of the five folds (accuracy by A to B points, macro F1 by C to D)': from the files."""
+    runs = json.loads((IFE_README.parent / "results" / "ife_real_gels.json").read_text())["runs"]
+    by_name = {(r["setting"], r["lane_layout"]): r["per_fold"] for r in runs}
+    scratch = by_name[("multi-task, this bundle's default", True)]
+    tuned = by_name[("multi-task, this bundle's default, synthetic pre-trained", True)]
+    text = " ".join(IFE_README.read_text(encoding="utf-8").split())
+    ranges = []
+    for key in ("accuracy", "macro_f1"):
+        gains = [100 * (t[key] - s[key]) for s, t in zip(scratch, tuned)]
+        assert len(gains) == 5 and min(gains) > 0
+        ranges.append((round(min(gains)), round(max(gains))))
+    (a, b), (c, d) = ranges
+    assert f"(accuracy by {a} to {b} points, macro F1 by {c} to {d})" in text
