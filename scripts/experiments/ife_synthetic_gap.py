@@ -26,7 +26,6 @@ the network, the machine) and prints them.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -45,12 +44,9 @@ SECTIONS = ("training", "validation", "testing")
 def datalist_images(path: Path, limit: int | None, seed: int) -> list[dict]:
     """The entries of every section of a datalist (image paths made absolute), at most ``limit`` of them drawn at
     random with ``seed``."""
-    datalist = json.loads(path.read_text())
-    entries = []
-    for section in SECTIONS:
-        for entry in datalist.get(section, []):
-            image = Path(entry["image"])
-            entries.append({**entry, "image": str(image if image.is_absolute() else path.parent / image)})
+    from custom_components.core.datalist import load_datalist
+
+    entries = [entry for section in SECTIONS for entry in load_datalist(path, section)]
     if limit is not None and len(entries) > limit:
         picked = np.random.default_rng(seed).choice(len(entries), size=limit, replace=False)
         entries = [entries[i] for i in sorted(picked)]
