@@ -22,7 +22,8 @@ of GPU memory, leaves nothing behind in the next):
 
 Writes ``OUTPUT/fold_<k>/`` (datalist, model, logs of each command, evaluation, IFE: ``out_of_fold/predictions.csv``)
 and ``OUTPUT/cross_validation.json`` / ``.csv`` / ``.md`` with per-fold scores and their mean and std; the JSON is
-rewritten after every fold, so an interrupted run keeps the folds it finished. IFE also writes
+rewritten after every fold, so an interrupted run keeps the folds it finished, and run again with the same data and
+settings it reuses them (``fold_<k>/fold_result.json``) and goes on at the first unfinished fold. IFE also writes
 ``OUTPUT/out_of_fold_predictions.csv`` and ``OUTPUT/ensemble.json``: the fold checkpoints (relative to OUTPUT) and
 the operating point, read by ``bundles/ife_multitask/configs/ensemble_inference.json``. ``--ensemble-dir DIR``
 copies the fold models (weights, recipe, calibration) and ``ensemble.json`` there, e.g. into the bundle's
@@ -69,6 +70,8 @@ SCORES = (
 )
 #: numbers in the IFE evaluation report that describe the run, not the model: not averaged over folds
 NOT_SCORES = frozenset({"num_samples", "image_size", "support", "seed", "epoch"})
+#: written into a fold's folder when it finished: its inputs, scores and checkpoint (see ``_finished_fold``)
+FOLD_RECORD = "fold_result.json"
 #: scores shown in the progress line of each fold, by bundle
 HEADLINE = {
     "oct_fluid_seg": {"dice": "Dice", "jaccard": "Jaccard", "noisy_dice": "noisy Dice"},
@@ -315,6 +318,37 @@ def _copy_ensemble(out: Path, record: dict, ensemble_dir: Path) -> None:
     write_json_atomic(record, ensemble_dir / ENSEMBLE_RECORD)
 
 
+def _finished_fold(fold_dir: Path, fold_inputs: Mapping) -> dict | None:
+    """The record of a fold that finished with exactly these inputs (datalist, configs, settings), or None: an
+    interrupted cross-validation goes on at the first fold it had not finished, and a changed setting runs anew."""
+    path = fold_dir / FOLD_RECORD
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    # through JSON, so tuples and paths compare as they were written
+    same = all(record.get(key) == json.loads(json.dumps(value)) for key, value in fold_inputs.items())
+    return record if same else None
+
+
+def _summary(args, configs, datalist, n_groups, grouped, val_fraction, overrides, results, scores) -> dict:
+    """``cross_validation.json``: the run's settings, the per-fold scores and their mean and std so far."""
+    return {
+        "bundle": str(args.bundle_root),
+        "task": args.bundle,
+        "folds": args.folds,
+        "folds_done": len(results),
+        "seed": args.seed,
+        "configs": configs,
+        "datalist": str(datalist),
+        "groups": n_groups,
+        "validation_split": f"by this script, whole groups, val_fraction {val_fraction}" if grouped
+        else "by the bundle (its val_fraction)",
+        "overrides": overrides,
+        "per_fold": results,
+        "mean": {s: _stats(results, s) for s in scores},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the cross-validation; returns the exit status."""
     args = _parse(argv)
@@ -370,9 +404,22 @@ def main(argv: list[str] | None = None) -> int:
             fold_datalist["training"], fold_datalist["validation"] = stratified_group_split(
                 train, val_fraction, args.seed, key=key, group="group"
             )
-        write_json_atomic(fold_datalist, fold_dir / "datalist.json", indent=1)
         common = {**overrides, "dataset_dir": str(fold_dir), "seed": str(args.seed)}
         tag = f"[fold {k + 1}/{args.folds}]"
+        # what makes this fold's result: a fold that finished with the same is not run again
+        fold_inputs = {"datalist": fold_datalist, "configs": configs, "settings": common}
+        finished = _finished_fold(fold_dir, fold_inputs)
+        if finished is not None:
+            print(f"{tag} finished before with the same data and settings: reused ({fold_dir / FOLD_RECORD})")
+            row = finished["row"]
+            if ife:
+                scores += [s for s in row if s not in scores and s not in ("fold", "train", "held_out")]
+                checkpoints.append(finished["checkpoint"])
+                out_of_fold += _read_out_of_fold(fold_dir / "out_of_fold" / "predictions.csv", k)
+            results.append(row)
+            summary = _summary(args, configs, datalist, n_groups, grouped, val_fraction, overrides, results, scores)
+            continue
+        write_json_atomic(fold_datalist, fold_dir / "datalist.json", indent=1)
         validation = (
             f"{len(fold_datalist['validation'])} of them for validation, whole groups" if grouped
             else "the bundle's validation split among them"
@@ -400,21 +447,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{label} {row[s]:.4f}" for s, label in HEADLINE[args.bundle].items() if row.get(s) is not None
         )
         print(f"{tag} {shown}  ({(time.time() - start) / 60:.1f} min so far)", flush=True)
-        summary = {
-            "bundle": str(args.bundle_root),
-            "task": args.bundle,
-            "folds": args.folds,
-            "folds_done": len(results),
-            "seed": args.seed,
-            "configs": configs,
-            "datalist": str(datalist),
-            "groups": n_groups,
-            "validation_split": f"by this script, whole groups, val_fraction {val_fraction}" if grouped
-            else "by the bundle (its val_fraction)",
-            "overrides": overrides,
-            "per_fold": results,
-            "mean": {s: _stats(results, s) for s in scores},
-        }
+        write_json_atomic(
+            {**fold_inputs, "row": row, "checkpoint": checkpoints[-1] if ife else None}, fold_dir / FOLD_RECORD
+        )
+        summary = _summary(args, configs, datalist, n_groups, grouped, val_fraction, overrides, results, scores)
         write_json_atomic(summary, str(out / "cross_validation.json"))
 
     mean, std = ({s: summary["mean"][s][stat] for s in scores} for stat in ("mean", "std"))

@@ -263,7 +263,7 @@ def _fake_bundle_commands(calls: list, uncalibrated_folds: tuple[int, ...] = ())
         fold = int(root.name.split("_")[1])
         if configs.endswith("evaluate.json']"):
             out = Path(cmd[cmd.index("--output_dir") + 1])
-            out.mkdir(parents=True)
+            out.mkdir(parents=True, exist_ok=True)
             report = {
                 "accuracy": 0.5 + 0.25 * fold, "macro_f1": 0.4, "fnr": 0.1 * fold, "num_samples": 6,
                 "per_class_recall": {"Negative": 1.0, "kappa": None}, "checkpoint": str(root / "models" / "model.pt"),
@@ -271,7 +271,7 @@ def _fake_bundle_commands(calls: list, uncalibrated_folds: tuple[int, ...] = ())
             (out / "metrics.json").write_text(json.dumps(report))
         elif "inference.json" in configs:
             out = Path(cmd[cmd.index("--output_dir") + 1])
-            out.mkdir(parents=True)
+            out.mkdir(parents=True, exist_ok=True)
             held_out = json.loads((root / "datalist.json").read_text())["testing"]
             columns = ["image", "label", "prediction", *(f"p_{c}" for c in IFE_CLASSES), "calibrated"]
             calibrated = "false" if fold in uncalibrated_folds else "true"
@@ -285,7 +285,7 @@ def _fake_bundle_commands(calls: list, uncalibrated_folds: tuple[int, ...] = ())
                     writer.writerow([e["image"], e["label"], call, *probs, calibrated])
         else:
             models = root / "models"
-            models.mkdir(parents=True)
+            models.mkdir(parents=True, exist_ok=True)
             for name in ("model.pt", "model.recipe.json", "model.calibration.json", "checkpoint.pt"):
                 (models / name).write_text(name)
 
@@ -406,6 +406,37 @@ def test_singleton_groups_split_like_no_groups(cv, tmp_path, monkeypatch, capsys
     for k in range(2):
         assert "validation" not in json.loads((out / f"fold_{k}" / "datalist.json").read_text())
     assert json.loads((out / "ensemble.json").read_text())["operating_point_fitted_on"]["uncalibrated_folds"] == []
+
+
+def test_an_interrupted_cross_validation_goes_on_at_its_first_unfinished_fold(cv, tmp_path, monkeypatch, capsys):
+    """A fold that finished with the same datalist, configs and settings is reused (scores, checkpoint, out-of-fold
+    predictions); one without its record (interrupted) runs again, and a changed setting runs every fold anew."""
+    _ife_datalist(tmp_path / "data")
+    _spy_on_choose_operating_point(monkeypatch)
+    calls: list = []
+    monkeypatch.setattr(cv, "_run", _fake_bundle_commands(calls))
+    out = tmp_path / "cv"
+    argv = ["--bundle", "ife_multitask", "--dataset-dir", str(tmp_path / "data"), "--folds", "3", "--output-dir",
+            str(out), "--override", "num_workers", "0"]  # fmt: skip
+    assert cv.main(argv) == 0
+    first = {name: (out / name).read_text() for name in ("cross_validation.json", "out_of_fold_predictions.csv")}
+    first_ensemble = json.loads((out / "ensemble.json").read_text())
+    assert {c[0] for c in calls} == {"fold_0", "fold_1", "fold_2"}
+    assert json.loads((out / "fold_1" / cv.FOLD_RECORD).read_text())["row"]["accuracy"] == 0.75
+
+    calls.clear()
+    (out / "fold_2" / cv.FOLD_RECORD).unlink()  # stopped before fold 3 finished
+    capsys.readouterr()
+    assert cv.main(argv) == 0
+    assert {c[0] for c in calls} == {"fold_2"}
+    stdout = capsys.readouterr().out
+    assert stdout.count("finished before with the same data and settings: reused") == 2
+    assert {name: (out / name).read_text() for name in first} == first
+    assert json.loads((out / "ensemble.json").read_text()) == first_ensemble
+
+    calls.clear()
+    assert cv.main([*argv, "--max-epochs", "2"]) == 0
+    assert {c[0] for c in calls} == {"fold_0", "fold_1", "fold_2"}
 
 
 def test_ensemble_dir_is_for_the_ife_bundle_only(cv, tmp_path, capsys):
