@@ -5,6 +5,7 @@
         [--style classic|plain|real|mixed] [--headers|--no-headers] [--frame|--no-frame] [--margin|--no-margin]
         [--uneven-lanes|--no-uneven-lanes] [--biclonal-fraction F] [--min-per-class K] [--difficulty D]
     python scripts/synthesize.py oct --output-dir DIR --count N --seed S [--size H W] [--difficulty D]
+        [--typed-masks]
 
 ``ife``: immunofixation electrophoresis gels of the nine classes (default 400 x 600, the paper's class imbalance;
 every class at least once from 9 gels on), with ``DIR/synthesis.json`` recording the parameters, class counts and
@@ -15,7 +16,9 @@ the style. ``--biclonal-fraction F``: that share of the gels are biclonal (two m
 ``biclonal``), listed in a ``biclonal`` section of the datalist, outside training/validation/testing.
 ``--min-per-class K``: every class at least K gels (taken from the commonest class), so that a small data set has
 every class in its validation and test splits.
-``oct``: retinal OCT B-scans with binary fluid masks (default 512 x 512).
+``oct``: retinal OCT B-scans with binary fluid masks (default 512 x 512). ``--typed-masks``: the masks hold the type
+of fluid per pixel instead (RETOUCH's values: 0 background, 1 IRF, 2 SRF, 3 PED), drawn from every type alone and
+together, pigment epithelial detachments included.
 ``--difficulty D`` (both, default 1): above 1 harder to read (IFE: fainter, thinner, more often faint bands, more
 lane shift and sensor noise; OCT: fluid closer to the tissue's brightness, fewer and smaller cysts, stronger speckle).
 The same seed gives the same bytes. The datalist has ``training``, ``validation`` and ``testing`` lists.
@@ -100,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     gels.add_argument("--min-per-class", type=int, help="every class at least this many gels (default min(3, N // 9))")
     gels.add_argument("--appearance", choices=("classic", "published"),
                       help="the generator's classic look (default) or the look of published gels")  # fmt: skip
+    scans = parser.add_argument_group("oct only")
+    scans.add_argument("--typed-masks", action="store_true", default=None,
+                       help="masks of fluid types (1 IRF, 2 SRF, 3 PED) instead of binary ones")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
@@ -107,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     ife_flags = [k for k in gel_only if getattr(args, k) is not None]
     if args.kind != "ife" and ife_flags:
         parser.error(f"--{ife_flags[0].replace('_', '-')} is for ife gels only")
+    if args.kind != "oct" and args.typed_masks is not None:
+        parser.error("--typed-masks is for oct scans only")
     synthesize = _synthesizer(args.kind)
     kwargs = {"image_size": tuple(args.size)} if args.size else {}
     if args.difficulty is not None:
@@ -116,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             kwargs.update(_ife_options(args))
         except ValueError as err:
             parser.error(str(err))
+    if args.typed_masks is not None:
+        kwargs["typed_masks"] = args.typed_masks
     print(f"Writing {args.count} synthetic {args.kind.upper()} images (seed {args.seed}) to {args.output_dir} ...")
     start = time.perf_counter()
     try:

@@ -1,5 +1,5 @@
 # Copyright (c) the project authors. Licensed under the Apache License, Version 2.0.
-"""Synthetic spectral-domain OCT B-scans of the macula with binary fluid masks (DME / AMD-like).
+"""Synthetic spectral-domain OCT B-scans of the macula with fluid masks, binary or typed (DME / AMD-like).
 
 A B-scan is a cross-section of the retina: rows go into the eye (depth), columns across it. Top to bottom: the dark
 vitreous; the internal limiting membrane (ILM) and the bright nerve fibre layer (NFL, thicker towards the optic disc,
@@ -11,25 +11,35 @@ textured choroid (dark vessel lumens in brighter stroma) fading into the sclera.
 thin out into the foveal pit while the ONL thickens (Henle fibres). Superficial retinal vessels are small bright
 dots in the NFL/GCL that cast vertical shadows on everything below them.
 
-Fluid (the segmentation target, ``mask == 1``):
+Fluid (the segmentation target), of three types, alone or together (:class:`FluidType`):
 
-- intraretinal cysts (DME): rounded or oval, slightly irregular, hyporeflective pockets in the INL, OPL and ONL,
-  clustered around the fovea, from a few pixels to large confluent cavities. They thicken the retina around them
-  (the layers above are pushed up), so a swollen retina may lose its pit;
-- subretinal fluid (AMD / central serous): a dome-shaped dark lens between the photoreceptor tips and the RPE that
-  lifts the whole neurosensory retina.
+- intraretinal fluid (IRF), cysts (DME): rounded or oval, slightly irregular, hyporeflective pockets in the INL,
+  OPL and ONL, clustered around the fovea, from a few pixels to large confluent cavities. They thicken the retina
+  around them (the layers above are pushed up), so a swollen retina may lose its pit;
+- subretinal fluid (SRF; AMD, central serous): a dome-shaped dark lens between the photoreceptor tips and the RPE
+  that lifts the whole neurosensory retina;
+- pigment epithelial detachment (PED; AMD): the RPE lifted off Bruch's membrane as a dome, lifting the retina with
+  it; the space beneath is dark (serous PED) or of medium, uneven reflectivity (fibrovascular PED), and the
+  choroid below it is a little shadowed.
+
+A binary mask is 1 on any fluid (the paper's protocol); a typed mask holds RETOUCH's values
+(:mod:`custom_components.oct.fluid_types`): 0 background, 1 IRF, 2 SRF, 3 PED. The three never share a pixel in
+the anatomy (cysts lie above the photoreceptors, SRF above the RPE, PED below it); where anti-aliased edges meet in
+a tiny scan, a pixel takes the type of the fluid painted last, whose reflectivity the image shows there.
 
 Image formation follows SD-OCT: each tissue has a reflectivity ``r`` (display units, 0 = vitreous, about 1 = RPE);
 linear intensity ``exp(c * r)`` is multiplied by fully developed speckle (a log-gamma field, spatially correlated
 over a grain of about one pixel at 512 x 512), attenuated by depth roll-off, lateral vignetting and vessel shadows,
 added to an exponential noise floor, log-compressed and mapped to 8 bits with a random brightness, contrast and
 gamma. The mask is thresholded from the very coverage maps that paint the fluid into the image (coverage >= 0.5),
-so mask and image agree to the pixel.
+so mask and image agree to the pixel; a typed mask labels the same pixels.
 
 Geometry is expressed as fractions of the image size, so any size works (down to 16 x 16; features below a pixel
 merge, but every fluid scan keeps at least one fluid pixel). Everything is drawn from one ``numpy.random.Generator``
 per image, derived from ``(seed, index)`` in :func:`synthesize_oct_dataset`, and PNGs are written without metadata,
-so the same seed gives the same bytes.
+so the same seed gives the same bytes. A detachment draws its numbers only in the scans that have one, so a scan
+without PED (image and binary mask) is the one the generator drew before PED existed, byte for byte, and so is a
+binary data set with the default weights.
 """
 
 from __future__ import annotations
@@ -49,10 +59,12 @@ from scipy.special import expit, polygamma
 from custom_components.core.splits import SECTIONS, assign_sections
 from custom_components.core.synthetic import check_difficulty, finish_synthesis, start_synthesis
 from custom_components.core.atomic import save_atomic
+from custom_components.oct.fluid_types import FLUID_TYPES
 
 __all__ = [
     "DEFAULT_FLUID_FRACTION",
     "DEFAULT_FLUID_TYPE_WEIGHTS",
+    "DEFAULT_TYPED_WEIGHTS",
     "FluidType",
     "render_bscan",
     "synthesize_oct_dataset",
@@ -62,19 +74,51 @@ logger = logging.getLogger(__name__)
 
 
 class FluidType(StrEnum):
-    """Which fluid a B-scan shows."""
+    """Which fluid a B-scan shows: none, one type, or several together (``"both"``, the name from before PED,
+    is intraretinal and subretinal fluid; ``"all"`` is the three)."""
 
     NONE = "none"
     INTRARETINAL = "intraretinal"
     SUBRETINAL = "subretinal"
     BOTH = "both"
+    PED = "ped"
+    INTRARETINAL_PED = "intraretinal+ped"
+    SUBRETINAL_PED = "subretinal+ped"
+    ALL = "all"
 
+
+# the fluid types (RETOUCH's names, fluid_types.FLUID_TYPES) that each FluidType draws
+_TYPES_OF = {
+    FluidType.NONE.value: (),
+    FluidType.INTRARETINAL.value: ("IRF",),
+    FluidType.SUBRETINAL.value: ("SRF",),
+    FluidType.BOTH.value: ("IRF", "SRF"),
+    FluidType.PED.value: ("PED",),
+    FluidType.INTRARETINAL_PED.value: ("IRF", "PED"),
+    FluidType.SUBRETINAL_PED.value: ("SRF", "PED"),
+    FluidType.ALL.value: ("IRF", "SRF", "PED"),
+}
+# a typed mask's value of each fluid type: 1 IRF, 2 SRF, 3 PED
+_MASK_VALUE = {name: k + 1 for k, name in enumerate(FLUID_TYPES)}
 
 #: The paper's data: 194 B-scans with fluid and 185 normal ones.
 DEFAULT_FLUID_FRACTION = 194 / (194 + 185)
 
 #: Mix among the scans with fluid: cysts alone (DME), subretinal fluid alone (AMD, central serous), or both.
 DEFAULT_FLUID_TYPE_WEIGHTS: Mapping[str, float] = {"intraretinal": 0.5, "subretinal": 0.2, "both": 0.3}
+
+#: Mix among the scans with fluid for typed masks: every type alone and in every combination, so that a model sees
+#: each class on its own and beside the others. IRF alone is the commonest (DME, and AMD), SRF and PED together
+#: stand for neovascular AMD; each type is in about half of the fluid scans (IRF 55 %, SRF 50 %, PED 45 %).
+DEFAULT_TYPED_WEIGHTS: Mapping[str, float] = {
+    "intraretinal": 0.25,
+    "subretinal": 0.15,
+    "ped": 0.15,
+    "both": 0.15,
+    "subretinal+ped": 0.15,
+    "intraretinal+ped": 0.1,
+    "all": 0.05,
+}
 
 # Retinal layers top to bottom: (name, parafoveal thickness in micrometres, reflectivity in display units).
 # Thicknesses are textbook values near the fovea; the whole stack is scaled to a random fraction of the height.
@@ -95,6 +139,7 @@ _STACK_UM = sum(t for _, t, _ in _LAYERS)
 _INNER = ("nfl", "gcl", "ipl", "inl", "opl")  # thinned by the foveal pit
 _CHOROID_R, _SCLERA_R = 0.62, 0.30
 _DYNAMIC_RANGE = 7.0  # c in exp(c * r): about 30 dB between the vitreous floor and the RPE
+_EDGE = 0.6  # pixels of anti-aliased edge of the fluid
 
 
 def _fluid_reflectivity(level: float, difficulty: float) -> float:
@@ -153,9 +198,19 @@ def _draw_fluid_type(rng: np.random.Generator, weights: Mapping[str, float]) -> 
     return names[int(rng.choice(len(names), p=p / p.sum()))]
 
 
-def _check_type_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
-    weights = dict(DEFAULT_FLUID_TYPE_WEIGHTS if weights is None else weights)
-    valid = [FluidType.INTRARETINAL.value, FluidType.SUBRETINAL.value, FluidType.BOTH.value]
+def _check_typed(typed: bool, name: str) -> bool:
+    if not isinstance(typed, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {typed!r}.")
+    return bool(typed)
+
+
+def _check_type_weights(weights: Mapping[str, float] | None, typed: bool = False) -> dict[str, float]:
+    """``weights`` checked, or the default mix: :data:`DEFAULT_TYPED_WEIGHTS` for typed masks, else
+    :data:`DEFAULT_FLUID_TYPE_WEIGHTS`."""
+    if weights is None:
+        weights = DEFAULT_TYPED_WEIGHTS if typed else DEFAULT_FLUID_TYPE_WEIGHTS
+    weights = dict(weights)
+    valid = [t.value for t in FluidType if t != FluidType.NONE]
     unknown = sorted(set(weights) - set(valid))
     if unknown:
         raise ValueError(f"unknown fluid types {unknown} in fluid_type_weights; valid: {valid}.")
@@ -221,15 +276,59 @@ class _Layers:
 
     Attributes:
         boundary: ``{layer name: top row of that layer}``; the RPE's top is ``boundary["rpe"]``.
-        ilm: top of the retina (``boundary["nfl"]``); bruch: bottom of the RPE (Bruch's membrane).
+        ilm: top of the retina (``boundary["nfl"]``); bruch: Bruch's membrane, the top of the choroid;
+        rpe_bottom: bottom of the RPE, on Bruch's membrane but where a detachment lifts it.
         sclera_top: bottom of the choroid; choroid_px: choroid thickness.
     """
 
     boundary: dict[str, np.ndarray]
     ilm: np.ndarray
     bruch: np.ndarray
+    rpe_bottom: np.ndarray
     sclera_top: np.ndarray
     choroid_px: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class _Detachment:
+    """A pigment epithelial detachment: the RPE lifted off Bruch's membrane as a dome.
+
+    Attributes:
+        height: (W,) float32 rows between Bruch's membrane and the lifted RPE (0 outside the dome).
+        value: reflectivity of what fills it: dark for a serous PED, medium for a fibrovascular one.
+        fibrovascular: whether it is fibrovascular (uneven, medium) rather than serous (dark, even).
+        shadow: how much it darkens the choroid below it (reflectivity units).
+    """
+
+    height: np.ndarray
+    value: float
+    fibrovascular: bool
+    shadow: float
+
+
+@dataclass(frozen=True, eq=False)
+class _FluidMaps:
+    """What the fluid paints into a B-scan, each (H, W): ``cover`` its float32 coverage in [0, 1] (the mask is
+    ``cover >= 0.5``), ``value`` its float32 reflectivity, ``kind`` its uint8 type (1 IRF, 2 SRF, 3 PED; 0 where
+    there is none)."""
+
+    cover: np.ndarray
+    value: np.ndarray
+    kind: np.ndarray
+
+    @classmethod
+    def empty(cls, height: int, width: int) -> _FluidMaps:
+        """No fluid in an (H, W) = (``height``, ``width``) B-scan."""
+        shape = (height, width)
+        return cls(np.zeros(shape, np.float32), np.zeros(shape, np.float32), np.zeros(shape, np.uint8))
+
+    def add(self, box: tuple[slice, slice], cover: np.ndarray, value: np.ndarray | float, kind: str) -> None:
+        """In place: fluid of type ``kind`` (``"IRF"``, ``"SRF"`` or ``"PED"``) with coverage ``cover`` and
+        reflectivity ``value`` over the rows and columns ``box``. Wherever it covers anything its value and type
+        replace those painted before, so the type of a pixel is that of the fluid the image shows there."""
+        self.cover[box] = np.maximum(self.cover[box], cover)
+        self.value[box] = np.where(cover > 0, value, self.value[box])
+        self.kind[box] = np.where(cover > 0, _MASK_VALUE[kind], self.kind[box])
 
 
 def _resolve_fluid(
@@ -326,18 +425,40 @@ def _subretinal_dome(rng: np.random.Generator, grid: _Grid, fovea: float) -> np.
     return (peak * np.clip(1 - u**2, 0, None) ** rng.uniform(0.5, 1.2)).astype(np.float32)
 
 
+def _pigment_epithelial_detachment(
+    rng: np.random.Generator, grid: _Grid, fovea: float, difficulty: float = 1.0
+) -> _Detachment:
+    """A detachment of the RPE near the fovea: serous (a tall dome with steep sides, dark inside, barely any
+    shadow) or fibrovascular (broader and flatter, of medium reflectivity, shadowing the choroid more)."""
+    cols, height, width = grid.cols, grid.height, grid.width
+    fibrovascular = bool(rng.random() < 0.4)
+    cx = float(np.clip(rng.normal(fovea, 0.08 * width), 0.15 * width, 0.85 * width))
+    half = width * rng.uniform(0.05, 0.16) * (1.4 if fibrovascular else 1.0)
+    peak = max(2.0, height * rng.uniform(0.02, 0.09) * (0.6 if fibrovascular else 1.0))  # >= 2 px: never empty
+    steepness = rng.uniform(0.8, 1.5) if fibrovascular else rng.uniform(0.3, 0.6)  # a lower power: steeper sides
+    dome = peak * np.clip(1 - ((cols - cx) / half) ** 2, 0, None) ** steepness
+    level = rng.uniform(0.3, 0.45) if fibrovascular else rng.uniform(0.03, 0.1)
+    shadow = rng.uniform(0.05, 0.2) if fibrovascular else rng.uniform(0.0, 0.08)
+    return _Detachment(
+        height=dome.astype(np.float32),
+        value=_fluid_reflectivity(level, difficulty),
+        fibrovascular=fibrovascular,
+        shadow=shadow,
+    )
+
+
 def _place_layers(
-    rng: np.random.Generator, grid: _Grid, thickness: Mapping[str, np.ndarray], srf: np.ndarray
+    rng: np.random.Generator, grid: _Grid, thickness: Mapping[str, np.ndarray], srf: np.ndarray, ped: np.ndarray
 ) -> _Layers:
     """Place the stack: Bruch's membrane follows a tilted, curved, slightly wavy line kept inside the frame, and
-    the boundaries are stacked upwards from it (the subretinal fluid ``srf`` lifting the retina); the choroid
-    lies below."""
+    the boundaries are stacked upwards from it (the detachment's height ``ped`` lifting the RPE off it, the
+    subretinal fluid ``srf`` lifting the retina off the RPE); the choroid lies below."""
     f32, xn, height, width = np.float32, grid.xn, grid.height, grid.width
     xc = (grid.cols - width / 2) / (width / 2)  # -1 .. 1
     base = height * (
         rng.uniform(-0.06, 0.06) * xc + rng.uniform(-0.16, 0.05) * xc**2 + _smooth_profile(rng, xn, 0.008)
     )
-    above_bruch = sum(thickness[name] for name, _, _ in _LAYERS) + srf
+    above_bruch = sum(thickness[name] for name, _, _ in _LAYERS) + srf + ped
     # keep the retina inside the frame: limit the bend, then shift so the ILM and Bruch's membrane fit
     room = 0.9 * height - above_bruch.max()
     bend = base.max() - base.min()
@@ -349,14 +470,22 @@ def _place_layers(
     bruch = (base + offset).astype(f32)
 
     # boundaries from the bottom up: bottom of each layer = top of the next one down
-    boundary = {"rpe": bruch - thickness["rpe"]}  # top of the RPE
+    rpe_bottom = bruch - ped
+    boundary = {"rpe": rpe_bottom - thickness["rpe"]}  # top of the RPE
     below = boundary["rpe"] - srf  # photoreceptor tips, lifted by subretinal fluid
     for name, _, _ in reversed(_LAYERS[:-1]):
         boundary[name] = below - thickness[name]
         below = boundary[name]
     choroid_px = height * rng.uniform(0.08, 0.16) * (1 + _smooth_profile(rng, xn, 0.15))
     sclera_top = bruch + choroid_px.astype(f32)
-    return _Layers(boundary=boundary, ilm=boundary["nfl"], bruch=bruch, sclera_top=sclera_top, choroid_px=choroid_px)
+    return _Layers(
+        boundary=boundary,
+        ilm=boundary["nfl"],
+        bruch=bruch,
+        rpe_bottom=rpe_bottom,
+        sclera_top=sclera_top,
+        choroid_px=choroid_px,
+    )
 
 
 def _reflectivity(
@@ -366,11 +495,13 @@ def _reflectivity(
     thickness: Mapping[str, np.ndarray],
     srf: np.ndarray,
     has_srf: bool,
+    ped: _Detachment | None = None,
     difficulty: float = 1.0,
 ) -> tuple[np.ndarray, np.float32]:
     """The (H, W) float32 reflectivity map of the tissue: soft steps between the layers (each layer's brightness
-    varying along the scan), the subretinal gap, choroid and sclera, and the thin ELM, interdigitation and (at
-    times) detached hyaloid lines.
+    varying along the scan), the subretinal gap, the detachment ``ped`` (if any) between the RPE and Bruch's
+    membrane with its shadow on the choroid, choroid and sclera, and the thin ELM, interdigitation and (at times)
+    detached hyaloid lines.
 
     Returns:
         the map and the reflectivity of subretinal fluid (drawn even without it, to keep the random stream fixed).
@@ -391,6 +522,10 @@ def _reflectivity(
     if has_srf:  # the gap between photoreceptor tips and RPE top holds fluid, not RPE
         _add_step(refl, rows, boundary["rpe"] - srf, srf_value - values[-1], soft)
         _add_step(refl, rows, boundary["rpe"], values[-1] - srf_value, soft)
+    if ped is not None:  # the gap between the lifted RPE and Bruch's membrane holds the detachment, not RPE
+        shade = ped.shadow * np.clip(ped.height, 0, 1)  # full where the RPE is lifted by a pixel or more
+        _add_step(refl, rows, layers.rpe_bottom, f32(ped.value) - values[-1], soft)
+        _add_step(refl, rows, bruch, values[-1] - f32(ped.value) - shade, soft)
     _add_step(refl, rows, bruch, r_choroid - values[-1], soft)
     _add_step(refl, rows, layers.sclera_top, r_sclera - r_choroid, 2 * soft)
 
@@ -427,6 +562,33 @@ def _choroid_texture(rng: np.random.Generator, grid: _Grid, layers: _Layers, ref
     refl[top:] -= rng.uniform(2.0, 4.0) * np.clip(rows[top:, None] - bruch[None, :], 0, None) / height
 
 
+def _gap_cover(grid: _Grid, upper: np.ndarray, lower: np.ndarray, gap: np.ndarray) -> tuple[slice, np.ndarray]:
+    """Coverage of the space between the rows ``upper`` and ``lower`` (W,) in the columns where ``gap`` > 0.
+
+    Returns:
+        the rows it spans and its float32 coverage there, (rows, W).
+    """
+    top, bottom = _band_rows(upper, lower, 2, grid.height)
+    band = grid.rows[top:bottom, None]
+    inside = np.minimum(band - upper[None, :], lower[None, :] - band)
+    return slice(top, bottom), np.clip(inside / _EDGE + 0.5, 0, 1) * (gap[None, :] > 0)
+
+
+def _paint_detachment(
+    rng: np.random.Generator, grid: _Grid, layers: _Layers, ped: _Detachment, fluid: _FluidMaps
+) -> None:
+    """In place: the detachment fills the space between the lifted RPE and Bruch's membrane, evenly when serous,
+    unevenly (a smooth random texture) when fibrovascular."""
+    rows, cover = _gap_cover(grid, layers.rpe_bottom, layers.bruch, ped.height)
+    value = np.full(cover.shape, ped.value, np.float32)
+    if ped.fibrovascular:
+        size_scale = grid.size_scale
+        texture = gaussian_filter(rng.standard_normal(value.shape, dtype=np.float32),
+                                  (0.8 * size_scale + 0.4, 2.0 * size_scale + 0.5))  # fmt: skip
+        value = np.clip(value + 0.08 * texture / (texture.std() + 1e-6), 0, None)
+    fluid.add((rows, slice(None)), cover, value, "PED")
+
+
 def _paint_fluid(
     rng: np.random.Generator,
     grid: _Grid,
@@ -435,32 +597,29 @@ def _paint_fluid(
     srf: np.ndarray,
     srf_value: np.float32,
     cysts: Sequence[_Cyst],
-    has_srf: bool,
+    ped: _Detachment | None,
     refl: np.ndarray,
     difficulty: float = 1.0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Paint the fluid into the reflectivity map through anti-aliased coverage maps.
+) -> tuple[np.ndarray, _FluidMaps]:
+    """Paint the fluid into the reflectivity map through anti-aliased coverage maps, from the deepest up.
 
-    The subretinal dome fills the gap between the lifted photoreceptor tips and the RPE; each cyst, placed at a
-    random depth of its host layer, is a wobbly ellipse kept inside the INL..ONL band (the OPL and the ELM bound
-    cysts in real scans too), with a slightly hyperreflective wall (added to ``refl`` in place).
+    The detachment ``ped`` (if any) fills the space between the lifted RPE and Bruch's membrane; the subretinal
+    dome ``srf`` (if any of it is > 0) fills the gap between the lifted photoreceptor tips and the RPE; each cyst,
+    placed at a random depth of its host layer, is a wobbly ellipse kept inside the INL..ONL band (the OPL and the
+    ELM bound cysts in real scans too), with a slightly hyperreflective wall (added to ``refl`` in place).
 
     Returns:
-        the new (H, W) reflectivity and the (H, W) float32 fluid coverage in [0, 1]; the mask is coverage >= 0.5.
+        the new (H, W) reflectivity and the fluid's maps (coverage, reflectivity, type); the mask is
+        coverage >= 0.5.
     """
-    f32, rows, cols, height, width = np.float32, grid.rows, grid.cols, grid.height, grid.width
+    rows, cols, height, width = grid.rows, grid.cols, grid.height, grid.width
     boundary = layers.boundary
-    fluid_cover = np.zeros((height, width), f32)
-    fluid_value = np.zeros((height, width), f32)
-    edge = 0.6  # pixels of anti-aliased edge
-    if has_srf:
-        lifted = boundary["rpe"] - srf
-        top, bottom = _band_rows(lifted, boundary["rpe"], 2, height)
-        band = rows[top:bottom, None]
-        inside = np.minimum(band - lifted[None, :], boundary["rpe"][None, :] - band)
-        cover = np.clip(inside / edge + 0.5, 0, 1) * (srf[None, :] > 0)
-        fluid_cover[top:bottom] = np.maximum(fluid_cover[top:bottom], cover)
-        fluid_value[top:bottom] = np.where(cover > 0, srf_value, fluid_value[top:bottom])
+    fluid = _FluidMaps.empty(height, width)
+    if ped is not None:
+        _paint_detachment(rng, grid, layers, ped, fluid)
+    if srf.any():
+        band, cover = _gap_cover(grid, boundary["rpe"] - srf, boundary["rpe"], srf)
+        fluid.add((band, slice(None)), cover, srf_value, "SRF")
     cyst_level = _fluid_reflectivity(rng.uniform(0.02, 0.09), difficulty)
     wall = rng.uniform(0.0, 0.12)  # septa and walls between cysts are slightly hyperreflective
     for cx, rx, ry, host in cysts:
@@ -478,11 +637,10 @@ def _paint_fluid(
         dist = np.sqrt((dx / rx) ** 2 + (dy / ry) ** 2) / wobble  # 1 on the cyst's outline
         box_rows = rows[r0:r1, None]
         allowed = (box_rows > boundary["inl"][None, c0:c1]) & (box_rows < boundary["myoid"][None, c0:c1])
-        cover = np.clip((1 - dist) * min(rx, ry) / edge + 0.5, 0, 1) * allowed
+        cover = np.clip((1 - dist) * min(rx, ry) / _EDGE + 0.5, 0, 1) * allowed
         refl[r0:r1, c0:c1] += wall * _gauss((dist - 1) * min(rx, ry), 1.0) * (dist > 1)
-        fluid_cover[r0:r1, c0:c1] = np.maximum(fluid_cover[r0:r1, c0:c1], cover)
-        fluid_value[r0:r1, c0:c1] = np.where(cover > 0, cyst_level * rng.uniform(0.7, 1.3), fluid_value[r0:r1, c0:c1])
-    return refl * (1 - fluid_cover) + fluid_value * fluid_cover, fluid_cover
+        fluid.add((slice(r0, r1), slice(c0, c1)), cover, cyst_level * rng.uniform(0.7, 1.3), "IRF")
+    return refl * (1 - fluid.cover) + fluid.value * fluid.cover, fluid
 
 
 def _hyperreflective_foci(
@@ -574,23 +732,28 @@ def render_bscan(
     return_info: bool = False,
     with_fluid: bool | None = None,
     difficulty: float = 1.0,
+    typed: bool = False,
 ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, dict]:
     """Render one synthetic macular SD-OCT B-scan and its fluid mask.
 
     The stages, each drawing from ``rng`` in turn: the fluid type, the layer thicknesses around the fovea, the
-    cysts (which swell their layer) and the subretinal dome, the placed stack of layer boundaries, the tissue
-    reflectivity, the choroid's texture, the fluid painted in (whose coverage gives the mask), hyperreflective
-    foci, the scanner gain with vessel shadows, and the image formation (speckle, noise floor, display mapping).
+    cysts (which swell their layer), the subretinal dome and the pigment epithelial detachment, the placed stack of
+    layer boundaries, the tissue reflectivity, the choroid's texture, the fluid painted in (whose coverage gives the
+    mask), hyperreflective foci, the scanner gain with vessel shadows, and the image formation (speckle, noise
+    floor, display mapping). A stage for a fluid the scan lacks draws nothing.
 
     Args:
         rng: random generator (one per image for reproducibility).
         image_size: ``(H, W)``, rows first; each side >= 16. Features scale with the size.
-        fluid: ``"none"``, ``"intraretinal"`` (cysts), ``"subretinal"`` (a dome of subretinal fluid) or ``"both"``;
+        fluid: a :class:`FluidType` value: ``"none"``, ``"intraretinal"`` (cysts), ``"subretinal"`` (a dome of
+            subretinal fluid), ``"ped"`` (a pigment epithelial detachment), or several together: ``"both"``
+            (intraretinal and subretinal), ``"intraretinal+ped"``, ``"subretinal+ped"``, ``"all"`` (the three);
             ``True`` draws the type from ``fluid_type_weights``, ``False`` means ``"none"``; ``None`` draws it all:
             fluid with probability ``fluid_fraction``, its type from ``fluid_type_weights``.
         fluid_fraction: probability of fluid when ``fluid`` is ``None``, in [0, 1].
-        fluid_type_weights: weights of ``"intraretinal"``, ``"subretinal"`` and ``"both"`` when ``fluid`` is
-            ``None``; default :data:`DEFAULT_FLUID_TYPE_WEIGHTS`.
+        fluid_type_weights: weights of the fluid types (any of the values above but ``"none"``) when ``fluid`` is
+            ``None`` or ``True``; default :data:`DEFAULT_TYPED_WEIGHTS` when ``typed``, else
+            :data:`DEFAULT_FLUID_TYPE_WEIGHTS` (no PED).
         return_info: also return a dict describing the scan.
         with_fluid: keyword form of a boolean ``fluid`` (``True``: some fluid of a random type, ``False``: none);
             give ``fluid`` or ``with_fluid``, not both.
@@ -599,62 +762,75 @@ def render_bscan(
             2); the cysts beyond the first are a Poisson count of mean divided by ``difficulty``, and their radii
             are divided by it (at least 1.3 px); the speckle has ``difficulty`` times fewer looks (stronger). Below
             1, the reverse. The number of draws depends on it, so the same seed gives another retina at another
-            difficulty, not the same scan made harder.
+            difficulty, not the same scan made harder. The detachment's contents move toward the ONL's reflectivity
+            too.
+        typed: ``False`` (default): a binary mask, 1 on any fluid; ``True``: the type of fluid per pixel (RETOUCH's
+            values: 1 IRF, 2 SRF, 3 PED), on the same pixels. It changes the default ``fluid_type_weights``, not the
+            scan drawn for a given type.
 
     Returns:
         ``(image, mask)`` or ``(image, mask, info)``: ``image`` (H, W) uint8 grayscale B-scan; ``mask`` (H, W) uint8
-        in {0, 1}, 1 on fluid; ``info`` with ``fluid`` (the type), ``fluid_pixels``, ``cysts`` (number of
-        intraretinal cysts), ``subretinal`` (bool), ``fovea_col``, ``pit_depth`` (fraction of the inner layers
-        missing at the fovea), ``vessel_cols``, and the float row of three boundaries per column (W,): ``ilm``
-        (top of the retina), ``rpe_top`` and ``bruch`` (bottom of the RPE).
+        in {0, 1}, 1 on fluid, or with ``typed`` in {0, 1, 2, 3}; ``info`` with ``fluid`` (the type),
+        ``fluid_pixels``, ``type_pixels`` (``{"IRF": n, "SRF": n, "PED": n}``, the pixels of each type, typed mask or
+        not), ``cysts`` (number of intraretinal cysts), ``subretinal`` (bool), ``ped`` (``"serous"``,
+        ``"fibrovascular"`` or ``None``), ``fovea_col``, ``pit_depth`` (fraction of the inner layers missing at the
+        fovea), ``vessel_cols``, and the float row of four boundaries per column (W,): ``ilm`` (top of the retina),
+        ``rpe_top``, ``rpe_bottom`` and ``bruch`` (Bruch's membrane; the RPE's bottom but under a detachment).
         Fluid always lies strictly between ``ilm`` and ``bruch``, and a scan with fluid has at least one fluid pixel.
 
     Raises:
         ValueError: on a bad ``image_size``, ``fluid``, ``fluid_fraction`` or ``fluid_type_weights``, or when both
-            ``fluid`` and ``with_fluid`` are given, or a ``difficulty`` that is not positive.
+            ``fluid`` and ``with_fluid`` are given, or a ``difficulty`` that is not positive, or a ``typed`` that is
+            not a boolean.
     """
     height, width = _check_size(image_size)
     difficulty = check_difficulty(difficulty)
     if not 0.0 <= float(fluid_fraction) <= 1.0:
         raise ValueError(f"fluid_fraction must be in [0, 1], got {fluid_fraction}.")
-    type_weights = _check_type_weights(fluid_type_weights)
+    typed = _check_typed(typed, "typed")
+    type_weights = _check_type_weights(fluid_type_weights, typed)
     if with_fluid is not None:
         if fluid is not None:
             raise ValueError(f"give fluid or with_fluid, not both; got fluid={fluid!r}, with_fluid={with_fluid!r}.")
         fluid = bool(with_fluid)
-    fluid = _resolve_fluid(rng, fluid, fluid_fraction, type_weights)
-    has_cysts = fluid in (FluidType.INTRARETINAL.value, FluidType.BOTH.value)
-    has_srf = fluid in (FluidType.SUBRETINAL.value, FluidType.BOTH.value)
+    fluid_type = _resolve_fluid(rng, fluid, fluid_fraction, type_weights)
+    types = _TYPES_OF[fluid_type]
+    has_cysts, has_srf, has_ped = "IRF" in types, "SRF" in types, "PED" in types
 
     # the stages draw from rng in this order: changing it changes every scan of a seed
     grid = _Grid.of(height, width)
     macula = _macula(rng, grid)
     cysts = _intraretinal_cysts(rng, grid, macula, difficulty) if has_cysts else []
     srf = _subretinal_dome(rng, grid, macula.fovea) if has_srf else np.zeros(width, np.float32)
-    layers = _place_layers(rng, grid, macula.thickness, srf)
-    refl, srf_value = _reflectivity(rng, grid, layers, macula.thickness, srf, has_srf, difficulty)
+    ped = _pigment_epithelial_detachment(rng, grid, macula.fovea, difficulty) if has_ped else None
+    lift = np.zeros(width, np.float32) if ped is None else ped.height
+    layers = _place_layers(rng, grid, macula.thickness, srf, lift)
+    refl, srf_value = _reflectivity(rng, grid, layers, macula.thickness, srf, has_srf, ped, difficulty)
     _choroid_texture(rng, grid, layers, refl)
-    refl, fluid_cover = _paint_fluid(
-        rng, grid, layers, macula.thickness, srf, srf_value, cysts, has_srf, refl, difficulty
-    )
-    mask = (fluid_cover >= 0.5).astype(np.uint8)
+    refl, fluid = _paint_fluid(rng, grid, layers, macula.thickness, srf, srf_value, cysts, ped, refl, difficulty)
+    on_fluid = fluid.cover >= 0.5
+    labels = np.where(on_fluid, fluid.kind, 0).astype(np.uint8)
+    mask = labels if typed else on_fluid.astype(np.uint8)
     if has_cysts:
-        _hyperreflective_foci(rng, grid, layers, refl, fluid_cover)
+        _hyperreflective_foci(rng, grid, layers, refl, fluid.cover)
     gain, vessel_cols = _gain_and_vessels(rng, grid, macula, layers, refl)
     image = _form_image(rng, grid, refl, gain, difficulty)
 
     if not return_info:
         return image, mask
     info = {
-        "fluid": fluid,
-        "fluid_pixels": int(mask.sum()),
+        "fluid": fluid_type,
+        "fluid_pixels": int(on_fluid.sum()),
+        "type_pixels": {name: int((labels == value).sum()) for name, value in _MASK_VALUE.items()},
         "cysts": len(cysts),
         "subretinal": bool(has_srf),
+        "ped": None if ped is None else ("fibrovascular" if ped.fibrovascular else "serous"),
         "fovea_col": float(macula.fovea),
         "pit_depth": float(macula.pit_depth),
         "vessel_cols": vessel_cols,
         "ilm": layers.ilm.astype(np.float64),
         "rpe_top": layers.boundary["rpe"].astype(np.float64),
+        "rpe_bottom": layers.rpe_bottom.astype(np.float64),
         "bruch": layers.bruch.astype(np.float64),
     }
     return image, mask, info
@@ -669,16 +845,20 @@ def synthesize_oct_dataset(
     splits: Sequence[float] = (0.7, 0.1, 0.2),
     fluid_type_weights: Mapping[str, float] | None = None,
     difficulty: float = 1.0,
+    typed_masks: bool = False,
 ) -> Path:
     """Write ``count`` synthetic B-scans with fluid masks and a decathlon-style datalist.
 
-    Files: ``output_dir/images/oct_00000.png`` ... (grayscale), ``output_dir/masks/oct_00000.png`` ... (binary,
-    values {0, 255}, same size, overlaying the image), ``output_dir/datalist.json`` (``training``, ``validation``,
+    Files: ``output_dir/images/oct_00000.png`` ... (grayscale), ``output_dir/masks/oct_00000.png`` ... (same size,
+    overlaying the image: binary, values {0, 255}, or with ``typed_masks`` the fluid type per pixel, RETOUCH's
+    values 0 background, 1 IRF, 2 SRF, 3 PED), ``output_dir/datalist.json`` (``training``, ``validation``,
     ``testing`` lists of ``{"image": "images/....png", "label": "masks/....png", "group": "oct_....."}``, split
     stratified by fluid / no fluid; ``group`` is the scan's own id, since every B-scan is drawn independently, not
     from a shared eye or volume: real data would name the volume or patient there, see
     :func:`~custom_components.core.splits.stratified_group_kfold`) and ``output_dir/synthesis.json`` (parameters,
-    counts and per-image fluid type and fluid pixel count). Every file is written atomically, ``datalist.json`` last
+    ``typed_masks`` and the mask values, the number of scans per fluid type drawn and per type shown, and per image
+    the fluid type drawn, the fluid pixels, the types shown (``types``: those with pixels) and the pixels of each
+    (``type_pixels``; recorded for binary masks too)). Every file is written atomically, ``datalist.json`` last
     and only once the data set is complete (:func:`~custom_components.core.synthetic.finish_synthesis`).
 
     Args:
@@ -691,16 +871,20 @@ def synthesize_oct_dataset(
             Default: the paper's 194 fluid / 379 scans.
         splits: training/validation/testing fractions (three values >= 0 summing to 1), applied to the fluid and
             the no-fluid scans separately; a group of fewer than 3 scans goes to training only.
-        fluid_type_weights: mix of ``"intraretinal"``, ``"subretinal"`` and ``"both"`` among the fluid scans;
-            default :data:`DEFAULT_FLUID_TYPE_WEIGHTS`.
+        fluid_type_weights: mix of the fluid types (:class:`FluidType` values but ``"none"``) among the fluid
+            scans; default :data:`DEFAULT_TYPED_WEIGHTS` with ``typed_masks``, else :data:`DEFAULT_FLUID_TYPE_WEIGHTS`
+            (no PED). PED can be drawn into binary masks too, by naming it here.
         difficulty: how hard the fluid is to see, > 0 (default 1); see :func:`render_bscan`.
+        typed_masks: ``False`` (default): binary masks, as the paper's protocol; ``True``: masks of fluid types.
+            With the default arguments the data set is the one the generator wrote before PED and typed masks
+            existed, byte for byte (but for ``synthesis.json``, which records more).
 
     Returns:
         the path of ``datalist.json``.
 
     Raises:
         ValueError: on ``count < 1``, bad splits, ``fluid_fraction`` outside [0, 1], bad fluid type weights, a
-            bad ``image_size`` or a ``difficulty`` that is not positive.
+            bad ``image_size``, a ``difficulty`` that is not positive or a ``typed_masks`` that is not a boolean.
     """
     if int(count) != count or count < 1:
         raise ValueError(f"count must be an integer >= 1, got {count}.")
@@ -710,8 +894,11 @@ def synthesize_oct_dataset(
     if not 0.0 <= float(fluid_fraction) <= 1.0:
         raise ValueError(f"fluid_fraction must be in [0, 1], got {fluid_fraction}.")
     height, width = _check_size(image_size)
-    type_weights = _check_type_weights(fluid_type_weights)
+    typed_masks = _check_typed(typed_masks, "typed_masks")
+    type_weights = _check_type_weights(fluid_type_weights, typed_masks)
     difficulty = check_difficulty(difficulty)
+    # a typed mask is written as it is (values 0-3), a binary one as 0/255 so that it can be seen
+    mask_scale = np.uint8(1 if typed_masks else 255)
 
     # exact number of fluid scans, shuffled; then the type of each from the weights
     plan_rng = np.random.default_rng([seed, 0])
@@ -733,11 +920,11 @@ def synthesize_oct_dataset(
     for index, (fluid, split) in enumerate(zip(fluid_types, assignment)):
         image, mask, info = render_bscan(
             np.random.default_rng([seed, 2, index]), (height, width), fluid=fluid, return_info=True,
-            difficulty=difficulty,
+            difficulty=difficulty, typed=typed_masks,
         )
         image_name, mask_name = f"images/oct_{index:05d}.png", f"masks/oct_{index:05d}.png"
         save_atomic(out / image_name, partial(Image.fromarray(image, mode="L").save, format="PNG"))
-        save_atomic(out / mask_name, partial(Image.fromarray(mask * np.uint8(255), mode="L").save, format="PNG"))
+        save_atomic(out / mask_name, partial(Image.fromarray(mask * mask_scale, mode="L").save, format="PNG"))
         # every B-scan is drawn on its own (its own generator, retina and fovea), not as a slice of a volume, so
         # its group, which keeps related scans in one fold of a cross-validation, is the scan itself
         datalist[split].append({"image": image_name, "label": mask_name, "group": f"oct_{index:05d}"})
@@ -748,8 +935,11 @@ def synthesize_oct_dataset(
                 "split": split,
                 "fluid": info["fluid"],
                 "fluid_pixels": info["fluid_pixels"],
+                "types": [name for name, pixels in info["type_pixels"].items() if pixels],
+                "type_pixels": info["type_pixels"],
                 "cysts": info["cysts"],
                 "subretinal": info["subretinal"],
+                "ped": info["ped"],
                 "fovea_col": round(info["fovea_col"], 2),
             }
         )
@@ -764,8 +954,11 @@ def synthesize_oct_dataset(
         "fluid_fraction": fluid_fraction,
         "fluid_type_weights": type_weights,
         "difficulty": difficulty,
+        "typed_masks": typed_masks,
+        "mask_values": dict(_MASK_VALUE) if typed_masks else {"fluid": int(mask_scale)},
         "splits": list(splits),
         "fluid_counts": {t.value: fluid_types.count(t.value) for t in FluidType},
+        "type_counts": {name: sum(name in d["types"] for d in details) for name in FLUID_TYPES},
         "split_counts": {k: len(v) for k, v in datalist.items()},
         "images": details,
     }

@@ -14,6 +14,8 @@ from scipy.ndimage import binary_dilation
 from custom_components.oct.synthetic import (
     _fluid_reflectivity,
     DEFAULT_FLUID_FRACTION,
+    DEFAULT_FLUID_TYPE_WEIGHTS,
+    DEFAULT_TYPED_WEIGHTS,
     FluidType,
     render_bscan,
     synthesize_oct_dataset,
@@ -239,7 +241,9 @@ def test_bad_arguments_raise_value_error_naming_them(tmp_path, kwargs, message):
 def test_bad_fluid_type_raises():
     with pytest.raises(ValueError, match="cyst"):
         render_bscan(np.random.default_rng(0), (32, 32), fluid="cyst")
-    assert [t.value for t in FluidType] == ["none", "intraretinal", "subretinal", "both"]
+    assert [t.value for t in FluidType] == [
+        "none", "intraretinal", "subretinal", "both", "ped", "intraretinal+ped", "subretinal+ped", "all"
+    ]  # fmt: skip
 
 
 # ---- additions: sizes named in the spec, render errors, file/render agreement, synthesis.json bookkeeping ----
@@ -407,4 +411,141 @@ def test_a_difficulty_that_is_not_positive_is_refused(tmp_path):
         render_bscan(np.random.default_rng(0), (32, 32), difficulty=0)
     with pytest.raises(ValueError, match="difficulty must be a finite positive number, got -2"):
         synthesize_oct_dataset(tmp_path / "x", count=2, image_size=(32, 32), difficulty=-2)
+    assert not (tmp_path / "x").exists()
+
+
+# ---- pigment epithelial detachment and typed masks (0 background, 1 IRF, 2 SRF, 3 PED) ----
+
+# SHA-256 over "name sha256" lines of every image, mask and datalist.json of a binary data set written with the
+# default arguments (count=8, seed=21, 40 x 56: none, intraretinal, subretinal and both among them), computed with
+# the generator as it was before PED and typed masks (commit f7bd841; numpy 1.26.4, scipy 1.17.1, Pillow 13.0.0,
+# x86-64). It pins that the binary path draws the same numbers and computes the same values as that generator.
+PRE_TYPED_DATASET_SHA = "abac4fa7ae10ac00ca34049c268d784b9b9fca10d30e2f171e1e32bca399a5c6"
+
+
+def _type_pixels(mask: np.ndarray) -> dict[str, int]:
+    """Pixels of each fluid type in a typed mask (RETOUCH's values)."""
+    return {name: int((mask == value).sum()) for name, value in (("IRF", 1), ("SRF", 2), ("PED", 3))}
+
+
+def test_binary_data_set_is_the_pre_typed_generators_byte_for_byte(tmp_path):
+    synthesize_oct_dataset(tmp_path, count=8, seed=21, image_size=(40, 56))
+    files = sorted((tmp_path / "images").iterdir()) + sorted((tmp_path / "masks").iterdir())
+    digest = hashlib.sha256()
+    for path in [*files, tmp_path / "datalist.json"]:
+        digest.update(f"{path.relative_to(tmp_path)} {hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+    assert digest.hexdigest() == PRE_TYPED_DATASET_SHA
+    summary = json.loads((tmp_path / "synthesis.json").read_text())
+    assert summary["typed_masks"] is False and summary["fluid_type_weights"] == DEFAULT_FLUID_TYPE_WEIGHTS
+
+
+def test_typed_weights_cover_every_type_alone_and_together():
+    assert set(DEFAULT_TYPED_WEIGHTS) == {t.value for t in FluidType} - {"none"}
+    assert sum(DEFAULT_TYPED_WEIGHTS.values()) == pytest.approx(1.0)
+    assert not any("ped" in name or name == "all" for name in DEFAULT_FLUID_TYPE_WEIGHTS)  # binary default: no PED
+    drawn = set()
+    for seed in range(60):
+        _, _, info = render_bscan(np.random.default_rng(seed), (32, 32), with_fluid=True, typed=True, return_info=True)
+        drawn.add(info["fluid"])
+    assert {"ped", "subretinal+ped", "intraretinal+ped"} <= drawn  # typed scans draw from DEFAULT_TYPED_WEIGHTS
+
+
+@pytest.mark.parametrize("fluid", ["intraretinal", "both", "ped", "subretinal+ped", "all"])
+def test_a_typed_mask_labels_the_binary_masks_pixels_of_the_same_scan(fluid):
+    for seed in range(3):
+        image, mask = render_bscan(np.random.default_rng(seed), (64, 80), fluid=fluid)
+        typed_image, typed, info = render_bscan(np.random.default_rng(seed), (64, 80), fluid=fluid, typed=True,
+                                                return_info=True)  # fmt: skip
+        assert np.array_equal(typed_image, image)  # typed changes the mask, not the scan
+        assert typed.dtype == np.uint8 and set(np.unique(typed)) <= {0, 1, 2, 3}
+        assert np.array_equal(typed > 0, mask == 1)
+        assert info["type_pixels"] == _type_pixels(typed)
+        assert info["fluid_pixels"] == int(mask.sum())
+
+
+def test_each_type_lies_where_it_lives():
+    """PED between the lifted RPE and Bruch's membrane, darker than that RPE band; SRF above the PED in every
+    column; IRF inside the retina, above the RPE."""
+    rows = np.arange(128)[:, None]
+    for seed in range(4):
+        for fluid in ("ped", "subretinal+ped", "all"):
+            image, mask, info = render_bscan(np.random.default_rng(seed), (128, 128), fluid=fluid, typed=True,
+                                             return_info=True)  # fmt: skip
+            ped, srf, irf = mask == 3, mask == 2, mask == 1
+            r, c = np.nonzero(ped)
+            assert r.size and np.all(r > info["rpe_bottom"][c] - 1) and np.all(r < info["bruch"][c] + 1)
+            lifted = ped.any(axis=0)
+            assert np.all(info["bruch"][lifted] - info["rpe_bottom"][lifted] > 0)
+            rpe = (rows >= info["rpe_top"] + 0.5) & (rows < info["rpe_bottom"] - 0.5) & lifted
+            assert image[ped].mean() + 40 < image[rpe].mean()  # dark (serous) or medium (fibrovascular)
+            for column in np.nonzero(lifted & srf.any(axis=0))[0]:
+                assert np.nonzero(srf[:, column])[0].max() < np.nonzero(ped[:, column])[0].min()
+            r, c = np.nonzero(irf)
+            assert np.all(r > info["ilm"][c]) and np.all(r < info["rpe_top"][c])
+            assert (r.size > 0) == (fluid == "all") and srf.any() == (fluid != "ped")
+            assert info["ped"] in ("serous", "fibrovascular")
+
+
+def test_a_fibrovascular_detachment_is_brighter_than_a_serous_one():
+    means = {"serous": [], "fibrovascular": []}
+    for seed in range(10):
+        image, mask, info = render_bscan(np.random.default_rng(seed), (128, 128), fluid="ped", typed=True,
+                                         return_info=True)  # fmt: skip
+        means[info["ped"]].append(image[mask == 3].mean())
+    assert means["serous"] and means["fibrovascular"]
+    assert np.mean(means["serous"]) + 20 < np.mean(means["fibrovascular"])
+
+
+@pytest.mark.parametrize("size", [(16, 16), (32, 48)])
+def test_tiny_typed_scans_keep_their_fluid(size):
+    for seed in range(6):
+        for fluid in ("ped", "subretinal+ped", "all"):
+            _, mask, info = render_bscan(np.random.default_rng(seed), size, fluid=fluid, typed=True, return_info=True)
+            assert (mask == 3).any() and set(np.unique(mask)) <= {0, 1, 2, 3}, (seed, fluid)
+            assert np.all(info["rpe_bottom"] <= info["bruch"])
+
+
+def test_typed_data_set_files_and_record_agree(tmp_path):
+    root = tmp_path / "typed"
+    synthesize_oct_dataset(root, count=10, seed=3, image_size=(48, 64), fluid_fraction=0.8, typed_masks=True)
+    summary = json.loads((root / "synthesis.json").read_text())
+    assert summary["typed_masks"] is True and summary["fluid_type_weights"] == DEFAULT_TYPED_WEIGHTS
+    assert summary["mask_values"] == {"IRF": 1, "SRF": 2, "PED": 3}
+    shown = {"IRF": 0, "SRF": 0, "PED": 0}
+    for detail in summary["images"]:
+        values = np.asarray(Image.open(root / detail["label"]))
+        assert set(np.unique(values)) <= {0, 1, 2, 3}
+        pixels = _type_pixels(values)
+        assert detail["type_pixels"] == pixels and detail["fluid_pixels"] == int((values > 0).sum())
+        assert detail["types"] == [name for name, n in pixels.items() if n]
+        assert (detail["fluid"] == "none") == (not detail["types"])
+        for name in detail["types"]:
+            shown[name] += 1
+    assert summary["type_counts"] == shown and all(shown.values())  # every type in 8 fluid scans of these weights
+    again = tmp_path / "again"
+    synthesize_oct_dataset(again, count=10, seed=3, image_size=(48, 64), fluid_fraction=0.8, typed_masks=True)
+    assert _digest(root) == _digest(again)
+
+
+def test_binary_masks_can_hold_ped_too(tmp_path):
+    synthesize_oct_dataset(tmp_path, count=3, seed=0, image_size=(48, 64), fluid_fraction=1.0,
+                           fluid_type_weights={"ped": 1.0})  # fmt: skip
+    summary = json.loads((tmp_path / "synthesis.json").read_text())
+    assert summary["mask_values"] == {"fluid": 255} and summary["type_counts"]["PED"] == 3
+    for detail in summary["images"]:
+        values = np.asarray(Image.open(tmp_path / detail["label"]))
+        assert set(np.unique(values)) == {0, 255} and detail["types"] == ["PED"]
+        assert detail["type_pixels"]["PED"] == int((values == 255).sum())
+
+
+def test_bad_typed_arguments_raise_value_error_naming_them(tmp_path):
+    with pytest.raises(ValueError, match="typed must be True or False, got 'yes'"):
+        render_bscan(np.random.default_rng(0), (32, 32), typed="yes")
+    with pytest.raises(ValueError, match="typed_masks must be True or False, got 1"):
+        synthesize_oct_dataset(tmp_path / "x", count=2, image_size=(32, 32), typed_masks=1)
+    with pytest.raises(ValueError, match=r"unknown fluid types \['PED'\].*'subretinal\+ped'"):
+        synthesize_oct_dataset(tmp_path / "x", count=2, image_size=(32, 32), typed_masks=True,
+                               fluid_type_weights={"PED": 1.0})  # fmt: skip
+    with pytest.raises(ValueError, match="'irf' is not a valid value"):  # fluid names a FluidType, not a class
+        render_bscan(np.random.default_rng(0), (32, 32), fluid="IRF")
     assert not (tmp_path / "x").exists()

@@ -13,7 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "synthesize.py"
 
@@ -90,6 +92,7 @@ def test_ife_layout_options_reach_the_generator(script, tmp_path, capsys):
         (["ife", "--biclonal-fraction", "1"], "biclonal fraction must be in [0, 1), got 1.0"),
         (["oct", "--min-per-class", "3"], "--min-per-class is for ife gels only"),
         (["oct", "--difficulty", "0"], "difficulty must be a finite positive number, got 0.0"),
+        (["ife", "--typed-masks"], "--typed-masks is for oct scans only"),
     ],
 )
 def test_bad_layout_options_are_usage_errors(script, tmp_path, capsys, args, message):
@@ -97,6 +100,17 @@ def test_bad_layout_options_are_usage_errors(script, tmp_path, capsys, args, mes
         script.main([*args, "--output-dir", str(tmp_path / "x")])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_typed_masks_reach_the_oct_generator(script, tmp_path):
+    out = tmp_path / "scans"
+    assert script.main(["oct", "--output-dir", str(out), "--count", "4", "--size", "48", "64", "--typed-masks"]) == 0
+    summary = json.loads((out / "synthesis.json").read_text())
+    assert summary["typed_masks"] is True
+    for entry in summary["images"]:
+        mask = np.asarray(Image.open(out / entry["label"]))
+        assert set(np.unique(mask).tolist()) <= {0, 1, 2, 3}
+        assert [int((mask == v).sum()) for v in (1, 2, 3)] == [entry["type_pixels"][t] for t in ("IRF", "SRF", "PED")]
 
 
 def test_difficulty_and_min_per_class_reach_the_generators(script, tmp_path):
