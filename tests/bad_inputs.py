@@ -197,7 +197,7 @@ CASES: tuple[Case, ...] = (
 MASK_CASES: tuple[tuple[str, np.ndarray, str | None], ...] = (
     ("mask_ok.png", np.pad(np.full((10, 14), 255, np.uint8), ((12, 18), (20, 22))), None),
     ("mask_other_size.png", np.zeros((SHAPE[0] - 2, SHAPE[1]), np.uint8), "mask size (38, 56) differs from image size (40, 56)"),
-    ("mask_values.png", np.pad(np.full((10, 14), 128, np.uint8), ((12, 18), (20, 22))), "mask values must be {0, 1} or {0, 255}, found 0, 128"),
+    ("mask_values.png", np.pad(np.full((10, 14), 128, np.uint8), ((12, 18), (20, 22))), "mask values must be {0, 1} or {0, 255} (binary), or within {0, 1, 2, 3} (fluid types), found 0, 128"),
 )  # fmt: skip
 
 

@@ -59,8 +59,9 @@ __all__ = [
 
 #: the tasks a datalist can be checked for: class names as labels (IFE) or mask paths as labels (OCT)
 TASKS = ("classification", "segmentation")
-#: the value sets a fluid mask may hold: what annotation tools export (an all-zero mask is a scan without fluid)
-MASK_VALUE_SETS = ({0, 1}, {0, 255})
+#: the value sets a fluid mask may hold: binary, as annotation tools export it (an all-zero mask is a scan without
+#: fluid), or a label map of fluid types (RETOUCH's values: 1 IRF, 2 SRF, 3 PED; ``custom_components.oct.fluid_types``)
+MASK_VALUE_SETS = ({0, 1}, {0, 255}, {0, 1, 2, 3})
 #: the sections training start-up checks: the bundles train on the first and validate on the second
 TRAINING_SECTIONS = ("training", "validation")
 #: why an image repeated from an earlier section is refused, by (earlier section, later section)
@@ -75,7 +76,8 @@ _CHUNK = 128
 
 
 def mask_value_problem(values: np.ndarray | Sequence) -> str | None:
-    """The one mask-value check of the project: ``None`` for {0, 1} or {0, 255} values, else what is wrong.
+    """The one mask-value check of the project: ``None`` for {0, 1}, {0, 255} or fluid-type {0, 1, 2, 3} values,
+    else what is wrong.
 
     Anything else (anti-aliased edges, a multi-label map, a grayscale image given by mistake) would silently train
     the wrong target once binarised, so it is refused with the values found.
@@ -88,7 +90,7 @@ def mask_value_problem(values: np.ndarray | Sequence) -> str | None:
     if any(set(found.tolist()) <= allowed for allowed in MASK_VALUE_SETS):
         return None
     shown = ", ".join(str(v) for v in found[:10]) + (" ..." if found.size > 10 else "")
-    return f"mask values must be {{0, 1}} or {{0, 255}}, found {shown}"
+    return f"mask values must be {{0, 1}} or {{0, 255}} (binary), or within {{0, 1, 2, 3}} (fluid types), found {shown}"
 
 
 def _class_name(label: object, class_names: Sequence[str]) -> str | None:

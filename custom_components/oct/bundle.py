@@ -10,15 +10,21 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
+from custom_components.core.datalist import load_datalist
+from custom_components.core.image_files import read_array
 from custom_components.core.inputs import scan_inputs
 from custom_components.core.runtime import is_not_rank0
 from custom_components.core.synthetic import prepare_dataset
+from custom_components.oct.fluid_types import BINARY_FLUID, check_fluid_classes, fluid_classes_of_masks
 from custom_components.oct.synthetic import synthesize_oct_dataset
 from custom_components.oct.volumes import OCT_EXTENSIONS
 
 __all__ = [
     "LOGGER_NAME",
     "RECIPE_DEFAULTS",
+    "training_fluid_classes",
     "inference_datalist",
     "log_training_data",
     "log_inference_start",
@@ -39,6 +45,7 @@ RECIPE_DEFAULTS: Mapping[str, Any] = {
     "patch_size": 1,
     "embed_dim": 96,
     "training_aspect": None,
+    "fluid_classes": list(BINARY_FLUID),
 }
 
 logger = logging.getLogger(LOGGER_NAME)
@@ -70,6 +77,34 @@ def inference_datalist(
     return scan_inputs(
         source, section=section, skipped_report=skipped_report, strict=strict, extensions=OCT_EXTENSIONS
     )
+
+
+def training_fluid_classes(
+    datalist_file: str | os.PathLike,
+    setting: str | Sequence[str] = "auto",
+    sections: Sequence[str] = ("training", "validation"),
+) -> list[str]:
+    """The fluid classes a training run segments, one network output channel each, and the log line saying which.
+
+    Args:
+        datalist_file: the training datalist.
+        setting: ``"auto"`` to read them from the masks of ``sections`` (binary masks: ``["fluid"]``, the paper's
+            protocol; masks with fluid-type values 2 or 3: ``["IRF", "SRF", "PED"]``, see
+            :func:`~custom_components.oct.fluid_types.fluid_classes_of_masks`), or the classes themselves, e.g.
+            ``["fluid"]`` to train the paper's one class on typed masks (the union of the types).
+
+    Raises:
+        ValueError: on classes that are neither, or masks that mix the binary 255 with fluid-type values.
+    """
+    if setting != "auto":
+        classes = check_fluid_classes(setting)
+        logger.info("fluid classes %s, as set (fluid_classes)", ", ".join(classes))
+        return list(classes)
+    masks = [e["label"] for section in sections for e in load_datalist(datalist_file, section)]
+    classes = fluid_classes_of_masks(np.unique(read_array(mask)) for mask in masks)
+    kind = "fluid-type values 1 IRF, 2 SRF, 3 PED" if classes != BINARY_FLUID else "binary masks"
+    logger.info("fluid classes %s: read from %d masks (%s)", ", ".join(classes), len(masks), kind)
+    return list(classes)
 
 
 def log_training_data(

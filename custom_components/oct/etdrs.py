@@ -45,11 +45,15 @@ from typing import Any
 
 import numpy as np
 
+from custom_components.oct.fluid_types import BINARY_FLUID, check_fluid_classes
+
 __all__ = [
     "ETDRS_SECTORS",
     "ETDRS_DIAMETERS_MM",
     "SECTOR_DESCRIPTIONS",
     "REPORT_COLUMNS",
+    "TYPE_REPORT_COLUMNS",
+    "report_columns",
     "ProvenanceSource",
     "ScanPattern",
     "no_grid_reason",
@@ -107,6 +111,17 @@ REPORT_COLUMNS = (
     "first_bscan",
     "note",
 )
+#: what a report with fluid types adds per type, as ``<type>_<column>`` (``IRF_volume_nl``): the type's share of
+#: ``voxels``, ``area_mm2`` and ``volume_nl``, measured the same way
+TYPE_REPORT_COLUMNS = ("voxels", "area_mm2", "volume_nl")
+
+
+def report_columns(fluid_classes: Sequence[str] = BINARY_FLUID) -> tuple[str, ...]:
+    """The columns of a fluid report: :data:`REPORT_COLUMNS` (the totals: all fluid, whatever its type), then for
+    fluid types :data:`TYPE_REPORT_COLUMNS` per type, ``IRF_voxels IRF_area_mm2 IRF_volume_nl SRF_voxels ...``."""
+    classes = check_fluid_classes(fluid_classes)
+    per_type = () if classes == BINARY_FLUID else tuple(f"{t}_{c}" for t in classes for c in TYPE_REPORT_COLUMNS)
+    return REPORT_COLUMNS + per_type
 
 
 class ProvenanceSource:
@@ -347,6 +362,41 @@ def _round(value: float | None, digits: int = 6) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
+def _amounts(
+    thickness: np.ndarray, weight: np.ndarray | None, voxel_nl: float | None, pixel_mm2: float | None
+) -> dict[str, Any]:
+    """``voxels``, ``area_mm2`` and ``volume_nl`` of the fluid whose en-face thickness (voxels per A-scan) is
+    ``thickness``, in a region given by its coverage ``weight`` (:func:`sector_masks`), or in the whole scan (None:
+    a whole number of voxels); None where a spacing they need is unknown."""
+    footprint = (thickness > 0).astype(np.float64)
+    if weight is None:
+        voxels = float(thickness.sum())
+        area = footprint.sum() * pixel_mm2 if pixel_mm2 is not None else None
+        return {
+            "voxels": int(voxels),
+            "area_mm2": _round(area),
+            "volume_nl": _round(voxels * voxel_nl) if voxel_nl is not None else None,
+        }
+    counted = float((thickness * weight).sum())
+    return {
+        "voxels": _round(counted, 3),
+        "area_mm2": _round(float((footprint * weight).sum()) * pixel_mm2),
+        "volume_nl": _round(counted * voxel_nl) if voxel_nl is not None else None,
+    }
+
+
+def _typed_amounts(
+    typed: Mapping[str, np.ndarray], weight: np.ndarray | None, voxel_nl: float | None, pixel_mm2: float | None
+) -> dict[str, Any]:
+    """:func:`_amounts` of every fluid type (``typed``: its en-face thickness per type) under the per-type column
+    names (``IRF_voxels``, ...); {} without types."""
+    return {
+        f"{fluid}_{k}": v
+        for fluid, thickness in typed.items()
+        for k, v in _amounts(thickness, weight, voxel_nl, pixel_mm2).items()
+    }
+
+
 def fluid_volumes(
     mask: Any,
     spacing_mm: Sequence[float | None] | None,
@@ -359,6 +409,7 @@ def fluid_volumes(
     extra: Mapping[str, Any] | None = None,
     no_grid: str | None = None,
     scan_pattern: str | None = None,
+    fluid_classes: Sequence[str] = BINARY_FLUID,
 ) -> list[dict[str, Any]]:
     """Fluid per ETDRS sector and in the whole scan, with where every number's scale came from.
 
@@ -385,8 +436,14 @@ def fluid_volumes(
     the spacing), and a note saying why (``"radial scan: the ETDRS grid needs a macular cube; ..."``); the fluid
     per B-scan is the measurements' business (``fluid_measurements.csv``, cross-sectional mm^2).
 
+    With fluid types (``fluid_classes`` IRF, SRF, PED) ``mask`` is their label map and every row also has each type's
+    ``voxels``, ``area_mm2`` and ``volume_nl`` (``IRF_volume_nl``, ...: :func:`report_columns`), measured exactly as
+    the totals on that type's voxels alone; the totals count all fluid. Volumes add up over the types (each voxel has
+    one type); areas need not (an A-scan may hold two types).
+
     Args:
-        mask: ``(rows, columns, B-scans)`` fluid mask (non-zero = fluid).
+        mask: ``(rows, columns, B-scans)`` fluid mask (non-zero = fluid), or with fluid types their label map (value
+            ``k + 1`` = ``fluid_classes[k]``, 0 background).
         spacing_mm: ``(axial, lateral, inter_bscan)`` in mm, each a number or None; or None (all unknown).
         fovea: ``(bscan, column)`` of the foveal centre, or None (sector rows are then left empty).
         laterality: ``"OD"``, ``"OS"`` or None.
@@ -399,17 +456,20 @@ def fluid_volumes(
             raster"``), or None; the sector rows are then left empty with that note.
         scan_pattern: the reader's :class:`ScanPattern` value, or None (unknown): a pattern that is not a cube gives
             the ``total`` row alone (see above); ``cube`` and ``unknown`` change nothing.
+        fluid_classes: ``("fluid",)`` (default) or ``("IRF", "SRF", "PED")``.
 
     Returns:
-        one dict per region with the keys of :data:`REPORT_COLUMNS` (``extra`` filled in, the rest None).
+        one dict per region with the keys of :func:`report_columns` (``extra`` filled in, the rest None).
 
     Raises:
         ValueError: on a mask that is not 3D, a spacing that is not three entries of positive numbers or None, an
-            unknown ``spacing_source``, ``laterality`` or ``scan_pattern`` (and see :func:`sector_masks`).
+            unknown ``spacing_source``, ``laterality``, ``scan_pattern`` or ``fluid_classes`` (and see
+            :func:`sector_masks`).
     """
     array = np.asarray(mask)
     if array.ndim != 3:
         raise ValueError(f"mask must be a (rows, columns, B-scans) volume, got shape {array.shape}.")
+    classes = check_fluid_classes(fluid_classes)
     if spacing_source not in ProvenanceSource.ALL:
         raise ValueError(f"spacing_source must be one of {ProvenanceSource.ALL}, got {spacing_source!r}.")
     axial, lateral, between = check_spacing_mm(spacing_mm)
@@ -422,9 +482,11 @@ def fluid_volumes(
     voxel_nl = axial * lateral * between * 1000.0 if complete else None  # type: ignore[operator]
     pixel_mm2 = lateral * between if lateral is not None and between is not None else None
     thickness = en_face_thickness(array).astype(np.float64)  # (B-scans, columns) fluid voxels per A-scan
-    footprint = (thickness > 0).astype(np.float64)
+    # with fluid types, each type's own en-face thickness (label k + 1), measured as the total's
+    types = () if classes == BINARY_FLUID else classes
+    typed = {t: en_face_thickness(array == k + 1).astype(np.float64) for k, t in enumerate(types)}
     spacing_text = "x".join("?" if s is None else f"{s:g}" for s in (axial, lateral, between))
-    base = {column: None for column in REPORT_COLUMNS}
+    base = {column: None for column in report_columns(classes)}
     base.update(dict(extra or {}))
     base.update(
         laterality=laterality,
@@ -438,19 +500,19 @@ def fluid_volumes(
     missing = [n for n, s in zip(("axial", "lateral", "inter-B-scan"), (axial, lateral, between)) if s is None]
     volume_note = f"no volume: {', '.join(missing)} spacing unknown" if missing else ""
 
-    voxels = float(thickness.sum())
     if not_a_cube:  # no grid and no volume, whatever the spacing: the total alone says how much fluid, and why
         why = f"{not_a_cube}; no volume: the B-scans are not a parallel stack"
         why += "; fluid per B-scan in fluid_measurements.csv"
-        return [{**base, "sector": "total", "region": SECTOR_DESCRIPTIONS["total"], "voxels": int(voxels), "note": why}]
+        counts = {"voxels": int(thickness.sum())}
+        counts.update({f"{t}_voxels": int(typed[t].sum()) for t in typed})
+        return [{**base, "sector": "total", "region": SECTOR_DESCRIPTIONS["total"], **counts, "note": why}]
     rows = [
         {
             **base,
             "sector": "total",
             "region": SECTOR_DESCRIPTIONS["total"],
-            "voxels": int(voxels),
-            "area_mm2": _round(footprint.sum() * pixel_mm2) if pixel_mm2 is not None else None,
-            "volume_nl": _round(voxels * voxel_nl) if voxel_nl is not None else None,
+            **_amounts(thickness, None, voxel_nl, pixel_mm2),
+            **_typed_amounts(typed, None, voxel_nl, pixel_mm2),
             "note": volume_note,
         }
     ]
@@ -467,15 +529,13 @@ def fluid_volumes(
     )
     for name in names:
         weight = masks[name].astype(np.float64)
-        counted = float((thickness * weight).sum())
         rows.append(
             {
                 **base,
                 "sector": name,
                 "region": SECTOR_DESCRIPTIONS[name],
-                "voxels": _round(counted, 3),
-                "area_mm2": _round(float((footprint * weight).sum()) * pixel_mm2),
-                "volume_nl": _round(counted * voxel_nl) if voxel_nl is not None else None,
+                **_amounts(thickness, weight, voxel_nl, pixel_mm2),
+                **_typed_amounts(typed, weight, voxel_nl, pixel_mm2),
                 "note": "; ".join(n for n in (volume_note,) + grid_notes if n),
             }
         )

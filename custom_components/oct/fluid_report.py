@@ -10,6 +10,10 @@
   with its fluid overlay (:func:`custom_components.oct.overlay.overlay_image`).
 - :func:`change_table`: two reports of the same eye, ordered by scan date, the change per region in nL and percent.
 
+With fluid types (IRF, SRF, PED, :mod:`custom_components.oct.fluid_types`) a report has each type's columns beside the
+totals (:func:`~custom_components.oct.etdrs.report_columns`), the page a map per type below the total's, and the
+change table each type's change beside the total's (:func:`change_columns`).
+
 Figures use matplotlib's Agg canvas (no pyplot state) and are written atomically, as the IFE figures are.
 """
 
@@ -23,12 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from custom_components.oct.etdrs import ETDRS_DIAMETERS_MM, REPORT_COLUMNS, SECTOR_DESCRIPTIONS
+from custom_components.oct.etdrs import ETDRS_DIAMETERS_MM, SECTOR_DESCRIPTIONS, TYPE_REPORT_COLUMNS, report_columns
 from custom_components.core.atomic import save_atomic, write_csv_atomic
-from custom_components.oct.overlay import overlay_image
+from custom_components.oct.fluid_types import BINARY_FLUID, FLUID_TYPE_NAMES, FLUID_TYPES, check_fluid_classes
+from custom_components.oct.overlay import FLUID_TYPE_COLOURS, fluid_hues, overlay_image
 
 __all__ = [
     "CHANGE_COLUMNS",
+    "TYPE_CHANGE_COLUMNS",
+    "change_columns",
+    "report_fluid_classes",
     "write_report_csv",
     "read_report_csv",
     "plot_fluid_report",
@@ -54,17 +62,44 @@ CHANGE_COLUMNS = (
     "provenance_after",
     "note",
 )
+#: what a change table of reports with fluid types adds per type, as ``<type>_<column>`` (``IRF_change_nl``)
+TYPE_CHANGE_COLUMNS = ("volume_nl_before", "volume_nl_after", "change_nl", "change_percent")
+
+
+def change_columns(fluid_classes: Sequence[str] = BINARY_FLUID) -> tuple[str, ...]:
+    """The columns of :func:`change_table`'s rows: :data:`CHANGE_COLUMNS` (the totals), then for fluid types
+    :data:`TYPE_CHANGE_COLUMNS` per type (``IRF_volume_nl_before IRF_volume_nl_after IRF_change_nl ...``)."""
+    classes = check_fluid_classes(fluid_classes)
+    per_type = () if classes == BINARY_FLUID else tuple(f"{t}_{c}" for t in classes for c in TYPE_CHANGE_COLUMNS)
+    return CHANGE_COLUMNS + per_type
 
 
 class ChangeTableError(ValueError):
-    """Two reports that cannot be compared (different eyes, unknown laterality, not one volume each)."""
+    """Two reports that cannot be compared (different eyes, unknown laterality, not one volume each, fluid types in
+    one and not in the other)."""
+
+
+def report_fluid_classes(rows: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The fluid classes report rows measure: :data:`~custom_components.oct.fluid_types.FLUID_TYPES` when every row
+    has each type's volume column (``IRF_volume_nl``, ...: :func:`~custom_components.oct.etdrs.report_columns`), the
+    one binary class otherwise."""
+    per_type = {f"{t}_volume_nl" for t in FLUID_TYPES}
+    return FLUID_TYPES if rows and all(per_type <= set(row) for row in rows) else BINARY_FLUID
 
 
 def write_report_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Write report rows (:data:`~custom_components.oct.etdrs.REPORT_COLUMNS`) to ``path`` atomically; None is an
+    """Write report rows to ``path`` atomically, with the columns of their fluid classes
+    (:func:`~custom_components.oct.etdrs.report_columns`: the per-type columns when the rows have them); None is an
     empty cell."""
-    clean = [{k: ("" if v is None else v) for k, v in row.items() if k in REPORT_COLUMNS} for row in rows]
-    write_csv_atomic(path, REPORT_COLUMNS, clean)
+    columns = report_columns(report_fluid_classes(rows))
+    clean = [{k: ("" if v is None else v) for k, v in row.items() if k in columns} for row in rows]
+    write_csv_atomic(path, columns, clean)
+
+
+#: the report columns that hold numbers, per-type ones included
+_NUMBER_COLUMNS = ("voxels", "area_mm2", "volume_nl", "fovea_bscan", "fovea_column") + tuple(
+    f"{t}_{c}" for t in FLUID_TYPES for c in TYPE_REPORT_COLUMNS
+)
 
 
 def _number(text: Any) -> float | None:
@@ -74,7 +109,7 @@ def _number(text: Any) -> float | None:
 
 
 def read_report_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The rows of a report CSV, numbers as floats and empty cells as None.
+    """The rows of a report CSV, numbers (per-type ones too) as floats and empty cells as None.
 
     Raises:
         ValueError: when the file lacks a report column, naming the file and the missing columns.
@@ -88,7 +123,7 @@ def read_report_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
         rows = []
         for row in reader:
             out: dict[str, Any] = {k: (None if v == "" else v) for k, v in row.items()}
-            for key in ("voxels", "area_mm2", "volume_nl", "fovea_bscan", "fovea_column"):
+            for key in _NUMBER_COLUMNS:
                 if key in out:
                     out[key] = _number(out[key])
             rows.append(out)
@@ -119,22 +154,26 @@ def change_table(
     they stay in the order given and every row says so). Per region present in both: the volumes before and after,
     ``change_nl`` (after - before) and ``change_percent`` (relative to before; None when there was no fluid
     before). A change in nL needs both volumes; voxel counts are compared only when both scans have the same
-    spacing, since a voxel is not a unit otherwise.
+    spacing, since a voxel is not a unit otherwise. When both reports have fluid types (:func:`report_fluid_classes`)
+    each type's volumes, change and percent are given too, computed as the totals'.
 
     Args:
         report_a, report_b: the two reports, in either order.
 
     Returns:
-        one dict per region (:data:`CHANGE_COLUMNS`), ``total`` first, in the first report's order.
+        one dict per region (:func:`change_columns` of the reports' fluid classes), ``total`` first, in the first
+        report's order.
 
     Raises:
-        ChangeTableError: when a report holds other than one volume, when a laterality is unknown (sectors of
-            unknown eyes cannot be paired: give ``laterality``), when the lateralities differ, or when the reports
-            name their sectors differently (``S``/``I`` in one, ``F``/``E`` of an unknown B-scan direction in the
-            other).
+        ChangeTableError: when a report holds other than one volume, when one has fluid types and the other not
+            (naming both scans), when a laterality is unknown (sectors of unknown eyes cannot be paired: give
+            ``laterality``), when the lateralities differ, or when the reports name their sectors differently
+            (``S``/``I`` in one, ``F``/``E`` of an unknown B-scan direction in the other).
     """
     image_a, by_a = _single_volume(report_a, "A")
     image_b, by_b = _single_volume(report_b, "B")
+    classes = _common_fluid_classes(report_a, image_a, report_b, image_b)
+    types = () if classes == BINARY_FLUID else classes
     side_a = next(iter(by_a.values())).get("laterality")
     side_b = next(iter(by_b.values())).get("laterality")
     for image, side in ((image_a, side_a), (image_b, side_b)):
@@ -169,11 +208,8 @@ def change_table(
         v0, v1 = _number(before.get("volume_nl")), _number(after.get("volume_nl"))
         n0, n1 = _number(before.get("voxels")), _number(after.get("voxels"))
         notes = [order_note] if order_note else []
-        change = percent = None
-        if v0 is not None and v1 is not None:
-            change = round(v1 - v0, 6)
-            percent = round(100.0 * change / v0, 3) if v0 > 0 else None
-        else:
+        change, percent = _change(v0, v1)
+        if change is None:
             notes.append("no change in nL: a spacing is unknown")
         same_grid = before.get("spacing_mm") == after.get("spacing_mm")
         if not same_grid:
@@ -195,9 +231,47 @@ def change_table(
                 "provenance_before": before.get("provenance"),
                 "provenance_after": after.get("provenance"),
                 "note": "; ".join(notes),
+                **{k: v for t in types for k, v in _type_change(before, after, t).items()},
             }
         )
     return rows
+
+
+def _common_fluid_classes(
+    report_a: Sequence[Mapping[str, Any]], image_a: str, report_b: Sequence[Mapping[str, Any]], image_b: str
+) -> tuple[str, ...]:
+    """The fluid classes two reports (of the scans ``image_a`` and ``image_b``) share.
+
+    Raises:
+        ChangeTableError: when one report has fluid types and the other one fluid class, naming both.
+    """
+    classes_a, classes_b = report_fluid_classes(report_a), report_fluid_classes(report_b)
+    if classes_a != classes_b:
+        images = {"A": image_a, "B": image_b}
+        typed, binary = ("A", "B") if classes_a != BINARY_FLUID else ("B", "A")
+        raise ChangeTableError(
+            f"report {typed} ({images[typed]}) has fluid types ({', '.join(FLUID_TYPES)}) but report {binary} "
+            f"({images[binary]}) one fluid class: a change table compares reports of one kind; report both scans "
+            "with the same model (or compare their totals by hand)."
+        )
+    return classes_a
+
+
+def _change(before: float | None, after: float | None) -> tuple[float | None, float | None]:
+    """``after - before`` in nL and in percent of ``before``: (None, None) without both volumes, the percent None
+    when there was no fluid before."""
+    if before is None or after is None:
+        return None, None
+    change = round(after - before, 6)
+    return change, round(100.0 * change / before, 3) if before > 0 else None
+
+
+def _type_change(before: Mapping[str, Any], after: Mapping[str, Any], fluid: str) -> dict[str, Any]:
+    """One region's :data:`TYPE_CHANGE_COLUMNS` for the fluid type ``fluid`` (``IRF_change_nl``, ...)."""
+    v0, v1 = _number(before.get(f"{fluid}_volume_nl")), _number(after.get(f"{fluid}_volume_nl"))
+    change, percent = _change(v0, v1)
+    values = {"volume_nl_before": v0, "volume_nl_after": v1, "change_nl": change, "change_percent": percent}
+    return {f"{fluid}_{k}": v for k, v in values.items()}
 
 
 def _sector_label_positions(
@@ -217,11 +291,32 @@ def _sector_label_positions(
     return positions
 
 
-def _value_text(row: Mapping[str, Any]) -> str:
-    volume, voxels = _number(row.get("volume_nl")), _number(row.get("voxels"))
+def _value_text(row: Mapping[str, Any], prefix: str = "") -> str:
+    """A row's fluid as written on the page: nL when known, else voxels; ``prefix`` (``"IRF_"``) reads a type's."""
+    volume, voxels = _number(row.get(f"{prefix}volume_nl")), _number(row.get(f"{prefix}voxels"))
     if volume is not None:
         return f"{volume:.1f} nL" if volume < 100 else f"{volume:.0f} nL"
     return "" if voxels is None else f"{voxels:.0f} vox"
+
+
+#: where the page's parts go (figure fractions): the binary page as it always was; with fluid types a taller page
+#: whose top half is the binary page's (total map, B-scan) and whose bottom row has a map per type
+_LAYOUTS: dict[str, dict[str, Any]] = {
+    "binary": {
+        "figsize": (11.0, 6.2),
+        "header": (0.975, 0.93, 0.855),
+        "map": (0.04, 0.08, 0.42, 0.72),
+        "bscan": (0.61, 0.12, 0.37, 0.62),
+        "types": (),
+    },
+    "typed": {
+        "figsize": (11.0, 10.4),
+        "header": (0.985, 0.958, 0.914),
+        "map": (0.04, 0.47, 0.42, 0.41),
+        "bscan": (0.61, 0.5, 0.37, 0.36),
+        "types": ((0.05, 0.05, 0.25, 0.31), (0.38, 0.05, 0.25, 0.31), (0.71, 0.05, 0.25, 0.31)),
+    },
+}
 
 
 def plot_fluid_report(
@@ -237,18 +332,20 @@ def plot_fluid_report(
     title: str | None = None,
     dpi: int = 110,
     no_grid: str | None = None,
+    type_thickness: Mapping[str, np.ndarray] | None = None,
 ) -> None:
     """Draw the one-page fluid report of one volume and write it to ``path`` (PNG) atomically.
 
     Args:
         path: the PNG file.
         rows: the volume's report rows (:func:`~custom_components.oct.etdrs.fluid_volumes`): header values and
-            the sector volumes written on the grid come from them.
+            the sector volumes written on the grid come from them (each type's from its ``<type>_`` columns).
         thickness: ``(B-scans, columns)`` fluid voxels per A-scan
             (:func:`~custom_components.oct.etdrs.en_face_thickness`); shown in um when the axial spacing is
             known, in voxels otherwise.
         bscan: ``(rows, columns)`` intensities of the B-scan shown (through the fovea), or None for no B-scan panel.
-        bscan_mask: its ``(rows, columns)`` fluid mask.
+        bscan_mask: its ``(rows, columns)`` fluid mask; with ``type_thickness``, its label map (1 IRF, 2 SRF, 3 PED),
+            each type drawn in its colour (:data:`~custom_components.oct.overlay.FLUID_TYPE_COLOURS`).
         spacing_mm: ``(axial, lateral, inter_bscan)`` in mm, entries None when unknown; the map is drawn in mm
             around the fovea, with the grid, only when lateral and inter-B-scan spacings are known.
         fovea: ``(bscan, column)`` or None (no grid).
@@ -260,25 +357,29 @@ def plot_fluid_report(
         no_grid: why no ETDRS grid is drawn, written above the map (the scan is not a cube:
             :func:`~custom_components.oct.etdrs.no_grid_reason`), or None: the grid is drawn when the rows have
             sector values, and otherwise the reason is the spacing's, the fovea's or the sector rows' note.
+        type_thickness: with fluid types, ``{type: (B-scans, columns) thickness}`` of each type in
+            :data:`~custom_components.oct.fluid_types.FLUID_TYPES` order: the page grows a row with one map per type
+            (on one colour scale, so that the types compare), the total's map above them; None: the binary page.
 
     Raises:
-        ValueError: on a ``thickness`` that is not 2D, or a B-scan and mask of different shapes.
+        ValueError: on a ``thickness`` (or a type's) that is not 2D, or a B-scan and mask of different shapes.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.patches import Circle
 
     thickness = np.asarray(thickness, dtype=np.float64)
-    if thickness.ndim != 2:
-        raise ValueError(f"thickness must be a (B-scans, columns) en-face map, got shape {thickness.shape}.")
+    typed = {t: np.asarray(m, dtype=np.float64) for t, m in (type_thickness or {}).items()}
+    for name, array in (("thickness", thickness), *((f"{t} thickness", m) for t, m in typed.items())):
+        if array.ndim != 2:
+            raise ValueError(f"{name} must be a (B-scans, columns) en-face map, got shape {array.shape}.")
     if bscan is not None and (bscan_mask is None or np.shape(bscan) != np.shape(bscan_mask)):
         raise ValueError(f"bscan and bscan_mask must have one shape, got {np.shape(bscan)} and {np.shape(bscan_mask)}.")
-    axial, lateral, between = (list(spacing_mm) if spacing_mm is not None else [None] * 3)
+    layout = _LAYOUTS["typed" if typed else "binary"]
     by_sector = {str(r["sector"]): r for r in rows}
     first = rows[0] if rows else {}
     laterality = first.get("laterality")
 
-    fig = Figure(figsize=(11.0, 6.2), dpi=dpi)
+    fig = Figure(figsize=layout["figsize"], dpi=dpi)
     FigureCanvasAgg(fig)
     total = by_sector.get("total", {})
     header = [
@@ -287,20 +388,74 @@ def plot_fluid_report(
         f"spacing (axial x lateral x B-scan) {first.get('spacing_mm', '?')} mm  [{first.get('provenance', 'unknown')}]",
         f"fovea {'not set' if fovea is None else f'B-scan {fovea[0]:g}, column {fovea[1]:g}'}"
         f"  [{first.get('fovea_source') or 'none'}]   total fluid {_value_text(total) or '-'}"
-        + (f" ({total.get('area_mm2'):.3f} mm2 en face)" if _number(total.get("area_mm2")) is not None else ""),
+        + (f" ({total.get('area_mm2'):.3f} mm2 en face)" if _number(total.get("area_mm2")) is not None else "")
+        + "".join(f", {t} {_value_text(total, f'{t}_') or '-'}" for t in typed),
     ]
-    fig.text(0.02, 0.975, header[0], fontsize=12, weight="bold", va="top")
-    fig.text(0.02, 0.93, header[1] + "\n" + header[2], fontsize=8.5, va="top")
+    title_y, text_y, warning_y = layout["header"]
+    fig.text(0.02, title_y, header[0], fontsize=12, weight="bold", va="top")
+    fig.text(0.02, text_y, header[1] + "\n" + header[2], fontsize=8.5, va="top")
     if first.get("provenance") == "unknown":
         warning = "spacing unknown: voxel counts only, no nL or mm"
         if no_grid:  # the axial and lateral spacings are known: it is the pattern that has no volume
             warning = "no volume: the B-scans are not a parallel stack (fluid per B-scan in fluid_measurements.csv)"
-        fig.text(0.02, 0.855, warning, fontsize=8.5, color="tab:red", va="top")
+        fig.text(0.02, warning_y, warning, fontsize=8.5, color="tab:red", va="top")
 
-    ax = fig.add_axes((0.04, 0.08, 0.42, 0.72))
+    draw = {"rows": rows, "spacing_mm": spacing_mm, "fovea": fovea, "first_bscan": first_bscan, "no_grid": no_grid}
+    # the thickest type sets every type map's scale: equal colours are equal thickness across the types
+    top = max((float(m.max()) for m in typed.values() if m.size), default=0.0) or None
+    ax = fig.add_axes(layout["map"])
+    # the B-scans of a scan that is not a cube do not tile the fundus: the map is one row per B-scan, not en face
+    heading = "fluid thickness per B-scan (not an en-face map)" if no_grid else "en-face fluid thickness, ETDRS sectors"
+    if typed:
+        heading = f"all fluid: {heading}"
+    _draw_map(fig, ax, thickness, heading=heading, **draw)
+    for (fluid, fluid_thickness), rect in zip(typed.items(), layout["types"]):
+        heading = f"{fluid} ({FLUID_TYPE_NAMES[fluid]}): {_value_text(total, f'{fluid}_') or '-'}"
+        _draw_map(fig, fig.add_axes(rect), fluid_thickness, heading=heading, prefix=f"{fluid}_", small=True, top=top,
+                  **draw)  # fmt: skip
+
+    if bscan is not None:
+        bx = fig.add_axes(layout["bscan"])
+        hues = fluid_hues(tuple(typed)) if typed else None  # each type in its colour
+        bx.imshow(overlay_image(bscan, bscan_mask, hues=hues), aspect="auto", interpolation="nearest")
+        if fovea is not None:
+            bx.axvline(fovea[1], color="tab:cyan", lw=0.8, ls="--")
+        which = "" if bscan_index is None else f" {bscan_index}"
+        colours = ", ".join(f"{t} {FLUID_TYPE_COLOURS[t]}" for t in typed) if typed else "fluid in orange"
+        bx.set_title(f"B-scan{which} through the fovea, {colours}", fontsize=9.5)
+        bx.set_xlabel("column (A-scan)")
+        bx.set_ylabel("row (depth)")
+    extension = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
+    save_atomic(path, lambda tmp: fig.savefig(tmp, format=extension))
+
+
+def _draw_map(
+    fig: Any,
+    ax: Any,
+    thickness: np.ndarray,
+    rows: Sequence[Mapping[str, Any]],
+    spacing_mm: Sequence[float | None] | None,
+    fovea: Sequence[float] | None,
+    first_bscan: str | None,
+    no_grid: str | None,
+    heading: str,
+    prefix: str = "",
+    small: bool = False,
+    top: float | None = None,
+) -> None:
+    """One en-face thickness map of the page on ``ax``, with its colour bar and title: in mm around the fovea with
+    the ETDRS grid and each sector's value (the rows' ``<prefix>volume_nl``, or voxels) when the grid applies, in
+    B-scans and columns with the reason otherwise (see :func:`plot_fluid_report`). ``small``: the smaller print of a
+    type's map; ``top``: the thickness in voxels at the top of its colour scale (None: the map's own maximum)."""
+    from matplotlib.patches import Circle
+
+    axial, lateral, between = (list(spacing_mm) if spacing_mm is not None else [None] * 3)
+    by_sector = {str(r["sector"]): r for r in rows}
+    laterality = (rows[0] if rows else {}).get("laterality")
     nb, nc = thickness.shape
     um = axial is not None
     values = thickness * (axial * 1000.0 if um else 1.0)
+    vmax = None if top is None else top * (axial * 1000.0 if um else 1.0)
     grid = lateral is not None and between is not None and fovea is not None
     grid = grid and any(r.get("sector") != "total" and r.get("voxels") is not None for r in rows)  # grid refused
     grid = grid and not no_grid
@@ -314,8 +469,9 @@ def plot_fluid_report(
         x0, x1 = (-0.5 - fovea[1]) * lateral, (nc - 0.5 - fovea[1]) * lateral
         extent = (x0, x1, (-0.5 - fb) * between, (nb - 0.5 - fb) * between)
         image = ax.imshow(
-            shown, cmap="inferno_r", origin="lower", extent=extent, aspect="equal", interpolation="nearest", vmin=0.0
-        )
+            shown, cmap="inferno_r", origin="lower", extent=extent, aspect="equal", interpolation="nearest", vmin=0.0,
+            vmax=vmax,
+        )  # fmt: skip
         for diameter in ETDRS_DIAMETERS_MM:
             ax.add_patch(Circle((0.0, 0.0), diameter / 2, fill=False, color="tab:cyan", lw=1.0))
         r0, r1 = ETDRS_DIAMETERS_MM[0] / 2, ETDRS_DIAMETERS_MM[2] / 2
@@ -326,7 +482,8 @@ def plot_fluid_report(
             row = by_sector.get(sector)
             if row is None:
                 continue
-            ax.text(x, y, f"{sector}\n{_value_text(row)}", ha="center", va="center", fontsize=7.5, color="navy",
+            ax.text(x, y, f"{sector}\n{_value_text(row, prefix)}", ha="center", va="center",
+                    fontsize=5.5 if small else 7.5, color="navy",
                     bbox={"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.7, "lw": 0})  # fmt: skip
         right = {"OD": "nasal", "OS": "temporal"}.get(laterality, "right (laterality unknown)")
         left = {"OD": "temporal", "OS": "nasal"}.get(laterality, "left (laterality unknown)")
@@ -334,14 +491,17 @@ def plot_fluid_report(
         reach = min(reach, r1 * 1.25)
         ax.set_xlim(-reach, reach)
         ax.set_ylim(-reach, reach)
-        ax.text(reach * 0.97, 0, right, rotation=90, ha="right", va="center", fontsize=8)
-        ax.text(-reach * 0.97, 0, left, rotation=90, ha="left", va="center", fontsize=8)
+        side = 6.5 if small else 8
+        ax.text(reach * 0.97, 0, right, rotation=90, ha="right", va="center", fontsize=side)
+        ax.text(-reach * 0.97, 0, left, rotation=90, ha="left", va="center", fontsize=side)
         up, down = ("superior", "inferior") if first_bscan is not None else ("last B-scan", "first B-scan")
-        ax.text(0, reach * 0.97, up, ha="center", va="top", fontsize=8)
-        ax.text(0, -reach * 0.97, down, ha="center", va="bottom", fontsize=8)
+        ax.text(0, reach * 0.97, up, ha="center", va="top", fontsize=side)
+        ax.text(0, -reach * 0.97, down, ha="center", va="bottom", fontsize=side)
         ax.set_xlabel("mm from the fovea (examiner's view)")
     else:
-        image = ax.imshow(shown, cmap="inferno_r", origin="lower", aspect="auto", interpolation="nearest", vmin=0.0)
+        image = ax.imshow(
+            shown, cmap="inferno_r", origin="lower", aspect="auto", interpolation="nearest", vmin=0.0, vmax=vmax
+        )
         ax.set_xlabel("column (A-scan)")
         ax.set_ylabel("B-scan")
         refused = [str(r.get("note")) for r in rows if r.get("sector") != "total" and r.get("note")]
@@ -357,18 +517,4 @@ def plot_fluid_report(
                 color="tab:red")  # fmt: skip
     colourbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
     colourbar.set_label("fluid thickness (um)" if um else "fluid thickness (voxels)")
-    # the B-scans of a scan that is not a cube do not tile the fundus: the map is one row per B-scan, not en face
-    heading = "fluid thickness per B-scan (not an en-face map)" if no_grid else "en-face fluid thickness, ETDRS sectors"
     ax.set_title(heading, fontsize=9.5, pad=14)
-
-    if bscan is not None:
-        bx = fig.add_axes((0.61, 0.12, 0.37, 0.62))
-        bx.imshow(overlay_image(bscan, bscan_mask), aspect="auto", interpolation="nearest")
-        if fovea is not None:
-            bx.axvline(fovea[1], color="tab:cyan", lw=0.8, ls="--")
-        which = "" if bscan_index is None else f" {bscan_index}"
-        bx.set_title(f"B-scan{which} through the fovea, fluid in orange", fontsize=9.5)
-        bx.set_xlabel("column (A-scan)")
-        bx.set_ylabel("row (depth)")
-    extension = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
-    save_atomic(path, lambda tmp: fig.savefig(tmp, format=extension))

@@ -8,13 +8,16 @@
   ``pixel_spacing_mm`` for PNGs), in pixels otherwise. With ``fluid_report=True`` also the fluid report: per volume
   the fluid in nL in the whole scan and per ETDRS sector (:mod:`custom_components.oct.etdrs`) as
   ``reports/<name>_fluid_report.csv`` and a one-page PNG (:mod:`custom_components.oct.fluid_report`), all
-  inputs' rows in ``fluid_report.csv``, and for a DICOM input a DICOM SEG referencing it (highdicom).
+  inputs' rows in ``fluid_report.csv``, and for a DICOM input a DICOM SEG referencing it (highdicom). With fluid
+  types (``fluid_classes`` IRF, SRF, PED) every output has them apart: a label map as mask, a colour per type,
+  per-type columns, a map per type and a SEG segment per type.
 - :class:`SegmentationReport` (evaluation): the evaluator's fluid metrics (pooled and fluid-scan Dice and Jaccard,
   false fluid rate) merged into one JSON file under a prefix, so the clean and the noisy evaluation share
   ``metrics.json``, and the per-scan table behind them.
 
 Conventions: arrays are channel-first, rows first (``(1, H, W)`` for B-scans, ``(1, H, W, S)`` for volumes whose
-last axis indexes the B-scans), exactly as loaded by the bundle's configs; masks are binary after post-processing.
+last axis indexes the B-scans), exactly as loaded by the bundle's configs; predictions are one 0/1 channel per fluid
+class after post-processing, at most one set per pixel (``(C, H, W[, S])``).
 Files are written on ``save_rank`` only and never appear half-written: masks, overlays, the per-scan table and the
 JSON report go through :mod:`custom_components.core.atomic` (a temporary file renamed into place), and the
 measurements CSV is written to ``*.partial`` as rows come and renamed when the run completes
@@ -49,6 +52,7 @@ from custom_components.core.prediction_writer import PredictionWriter
 from custom_components.oct.etdrs import (
     REPORT_COLUMNS,
     SECTOR_DESCRIPTIONS,
+    report_columns,
     ProvenanceSource,
     ScanPattern,
     check_spacing_mm,
@@ -60,7 +64,8 @@ from custom_components.oct.etdrs import (
 from custom_components.core.atomic import save_atomic, write_csv_atomic, write_json_atomic
 from custom_components.core.events import attach_once
 from custom_components.oct.export import fluid_dicom_seg, is_dicom_source, mask_nifti
-from custom_components.oct.overlay import overlay_image
+from custom_components.oct.overlay import fluid_hues, overlay_image
+from custom_components.oct.fluid_types import BINARY_FLUID, check_fluid_classes, label_map
 from custom_components.oct.transforms import stored_bscan_axes
 from custom_components.oct.fluid_report import plot_fluid_report, write_report_csv
 
@@ -73,6 +78,8 @@ else:
 
 __all__ = [
     "MEASUREMENT_COLUMNS",
+    "TYPE_MEASUREMENT_COLUMNS",
+    "measurement_columns",
     "PER_SCAN_COLUMNS",
     "FluidPredictionWriter",
     "SegmentationReport",
@@ -93,6 +100,28 @@ MEASUREMENT_COLUMNS = (
 """Columns of ``fluid_measurements.csv``: one row per B-scan (``slice`` is its index in a volume, empty for a 2D
 file) with the fluid pixel count and area, plus one row per volume (``slice`` = ``all``) with the fluid voxel
 count and volume. Physical columns are empty when the spacing is unknown (``spacing_source`` = ``unknown``)."""
+#: what ``fluid_measurements.csv`` adds per fluid type, as ``<type>_<column>`` (``IRF_area_mm2``): the type's share of
+#: the fluid columns, measured the same way
+TYPE_MEASUREMENT_COLUMNS = ("pixels", "area_mm2", "volume_mm3")
+
+
+def measurement_columns(fluid_classes: Sequence[str] = BINARY_FLUID) -> tuple[str, ...]:
+    """The columns of ``fluid_measurements.csv``: :data:`MEASUREMENT_COLUMNS` (the ``fluid_`` columns count all
+    fluid), then with fluid types :data:`TYPE_MEASUREMENT_COLUMNS` per type (``IRF_pixels IRF_area_mm2
+    IRF_volume_mm3 SRF_pixels ...``)."""
+    classes = check_fluid_classes(fluid_classes)
+    per_type = () if classes == BINARY_FLUID else tuple(f"{t}_{c}" for t in classes for c in TYPE_MEASUREMENT_COLUMNS)
+    return MEASUREMENT_COLUMNS + per_type
+
+
+def _measured(count: int, spacing: Sequence[float | None] | None, whole_volume: bool) -> list[Any]:
+    """The three measurement cells of ``count`` fluid pixels: ``[pixels, area mm^2, ""]`` for one B-scan, ``[voxels,
+    "", volume mm^3]`` for a whole volume (``whole_volume``); a physical cell is empty when its spacing is unknown."""
+    if whole_volume:
+        complete = spacing is not None and len(spacing) >= 3 and None not in spacing[:3]
+        return [count, "", round(count * spacing[0] * spacing[1] * spacing[2], 6) if complete else ""]
+    area = float(spacing[0] * spacing[1]) if spacing and None not in spacing[:2] else None
+    return [count, "" if area is None else round(float(count) * area, 6), ""]
 
 
 #: the report's provenance (:class:`~custom_components.oct.etdrs.ProvenanceSource`) as written in the
@@ -213,21 +242,28 @@ class FluidPredictionWriter(PredictionWriter):
     inputs of the same name):
 
     - ``masks/<name>_fluid.png`` (2D image files) or ``.nii.gz`` (NIfTI inputs, with their affine and header;
-      other volumes with the reader's spacing as voxel size);
+      other volumes with the reader's spacing as voxel size). The one binary class (``fluid_classes`` ``("fluid",)``,
+      the paper's protocol) is stored as it always was: PNG 0 / 255, NIfTI uint8 0 / 1. Fluid types (``("IRF",
+      "SRF", "PED")``) are stored as one uint8 label map with RETOUCH's values, 0 background, 1 IRF, 2 SRF, 3 PED
+      (:func:`~custom_components.oct.fluid_types.label_map`), in the PNG and the NIfTI alike, so that a predicted
+      mask reads back as a training label;
     - ``overlays/<name>[_sliceK]_overlay.png``: for a volume the ``overlay_bscans`` B-scans with the most fluid,
-      and the B-scan through the fovea when the report is on;
-    - a row per B-scan and per volume in ``fluid_measurements.csv`` (``MEASUREMENT_COLUMNS``);
+      and the B-scan through the fovea when the report is on; fluid in orange, or each type in its colour (IRF red,
+      SRF yellow, PED blue: :data:`~custom_components.oct.overlay.FLUID_TYPE_COLOURS`), the truth outlined in green;
+    - a row per B-scan and per volume in ``fluid_measurements.csv`` (:func:`measurement_columns`: with fluid types,
+      each type's pixels, area and volume beside the totals);
     - with ``fluid_report``: ``reports/<name>_fluid_report.csv`` (rows of
       :func:`custom_components.oct.etdrs.fluid_volumes`: whole scan and nine ETDRS sectors, nL when every
       spacing is known, voxel counts and ``provenance=unknown`` otherwise) and ``reports/<name>_fluid_report.png``
-      (:func:`custom_components.oct.fluid_report.plot_fluid_report`) for a volume, one ``total`` row (pixels,
+      (:func:`custom_components.oct.fluid_report.plot_fluid_report`; with fluid types each type's nL per sector
+      in the rows, and a map per type on the page) for a volume, one ``total`` row (pixels,
       cross-sectional mm^2 when the pixel spacing is known, no grid) for a single B-scan (a 2D file, a
       single-frame DICOM); every row also goes to ``fluid_report.csv`` for the run. A volume whose report fails
       (any error) is logged with its file name and gets one ``total`` row whose ``note`` says why; its mask,
       overlays and measurements are written, and the run goes on;
     - a DICOM input (``format`` ``dicom`` in its metadata, or a ``.dcm`` file): ``dicom_seg/<name>_fluid_seg.dcm``
-      referencing it (:func:`fluid_dicom_seg`); any error (highdicom not installed, a source it cannot carry) is
-      logged with the file name and error type, and skips only the SEG.
+      referencing it (:func:`fluid_dicom_seg`: one segment, or one per fluid type); any error (highdicom not
+      installed, a source it cannot carry) is logged with the file name and error type, and skips only the SEG.
 
     Where the report's numbers come from, per volume (``VolumeGeometry``):
 
@@ -268,11 +304,14 @@ class FluidPredictionWriter(PredictionWriter):
             (``LoadOCTVolumed``'s ``meta_key``).
         batch_transform: maps ``engine.state.batch`` to the list of per-item input dicts; default: the items'
             ``meta_key`` values, when the batch has them.
+        fluid_classes: the classes of ``pred``'s channels, ``("fluid",)`` (default, the paper's binary protocol) or
+            ``("IRF", "SRF", "PED")`` (:mod:`custom_components.oct.fluid_types`).
 
     Raises:
         ValueError: on a ``pixel_spacing_mm`` that is not one or two positive numbers, a ``spacing_mm`` that is not
             three, a ``fovea`` that is not two numbers, a ``laterality`` other than OD/OS, an unknown
-            ``first_bscan`` or a negative ``overlay_bscans``.
+            ``first_bscan``, a negative ``overlay_bscans`` or other ``fluid_classes``; when writing, on a ``pred``
+            whose channels are not one per class.
     """
 
     def __init__(
@@ -296,7 +335,9 @@ class FluidPredictionWriter(PredictionWriter):
         save_dicom_seg: bool = True,
         meta_key: str = "oct_meta",
         batch_transform: Callable[[Any], Any] | None = None,
+        fluid_classes: Sequence[str] = BINARY_FLUID,
     ) -> None:
+        fluid_classes = check_fluid_classes(fluid_classes)
         if pixel_spacing_mm is not None:
             if np.isscalar(pixel_spacing_mm):
                 spacing = [float(pixel_spacing_mm)] * 2
@@ -318,7 +359,7 @@ class FluidPredictionWriter(PredictionWriter):
         super().__init__(
             output_dir,
             filename="fluid_measurements.csv" if save_measurements else None,
-            columns=MEASUREMENT_COLUMNS,
+            columns=measurement_columns(fluid_classes),
             output_transform=output_transform,
             batch_transform=batch_transform if batch_transform is not None else _MetadataOfBatch(meta_key),
             save_rank=save_rank,
@@ -334,7 +375,13 @@ class FluidPredictionWriter(PredictionWriter):
         self.overlay_bscans = int(overlay_bscans)
         self.save_dicom_seg = save_dicom_seg
         self.meta_key = meta_key
+        self.fluid_classes = fluid_classes
         self._report_writer: Any = None
+
+    @property
+    def typed(self) -> bool:
+        """Whether the classes are the fluid types (else the one binary class)."""
+        return self.fluid_classes != BINARY_FLUID
 
     @property
     def report_path(self) -> str | None:
@@ -346,7 +393,9 @@ class FluidPredictionWriter(PredictionWriter):
         self._report_writer = None
         if self.fluid_report and self.is_writer():
             self._report_writer = csv.DictWriter(
-                self.open_partial("fluid_report.csv", newline=""), fieldnames=list(REPORT_COLUMNS), restval=""
+                self.open_partial("fluid_report.csv", newline=""),
+                fieldnames=list(report_columns(self.fluid_classes)),
+                restval="",
             )
             self._report_writer.writeheader()
             self.flush()
@@ -404,17 +453,22 @@ class FluidPredictionWriter(PredictionWriter):
         )
 
     def write_item(self, item: Mapping) -> None:
-        """Write the outputs of one decollated item (``image`` (1, H, W[, S]), ``pred`` same shape, binary)."""
+        """Write the outputs of one decollated item (``image`` (1, H, W[, S]), ``pred`` (C, H, W[, S]): a 0/1 mask
+        per class of ``fluid_classes``, at most one set per pixel)."""
         image, pred = item[self.image_key], item[self.pred_key]
         metadata = _volume_metadata(item.get(self.meta_key))
         source = str(image.meta.get("filename_or_obj", "")) if isinstance(image, MetaTensor) else ""
         source = source or str(metadata.get("source_path") or "image")  # the file itself, for reading its header
         stem = self.unique_stem(_stem(source), source)
         bscans = convert_to_numpy(image)[0].astype(np.float32)
-        mask = convert_to_numpy(pred)[0] > 0.5
+        masks = self._class_masks(pred, source)
+        mask = masks.any(axis=0)  # all fluid, whatever its type
+        # what the mask files, overlays and report show: the fluid, or with types their label map (1 IRF, 2 SRF, 3 PED)
+        shown = label_map(masks) if self.typed else mask
         truth = item.get(self.label_key)
         has_truth = isinstance(truth, (torch.Tensor, np.ndarray)) and np.ndim(truth) == np.ndim(pred)
-        truth = convert_to_numpy(truth)[0] > 0.5 if has_truth else None
+        # all true fluid, one outline whatever its type: a label of type values in one channel, or one channel each
+        truth = (convert_to_numpy(truth) > 0.5).any(axis=0) if has_truth else None
         volume = mask.ndim == 3  # (rows, columns, B-scans)
         in_plane = (0, 1)
         if volume:
@@ -429,39 +483,54 @@ class FluidPredictionWriter(PredictionWriter):
         if self.save_masks:
             if volume or is_nifti(source):  # a volume or a NIfTI input gets a NIfTI mask
                 path = os.path.join(self.output_dir, "masks", f"{stem}_fluid.nii.gz")
-                nifti = mask_nifti(mask, image, source, geometry.spacing_mm if geometry is not None else None)
+                nifti = mask_nifti(shown, image, source, geometry.spacing_mm if geometry is not None else None)
                 save_atomic(path, lambda tmp: nifti.to_filename(tmp))
             else:
-                png = Image.fromarray(mask.astype(np.uint8) * 255)
+                # binary: 0 / 255, visible in any viewer; types: the label map's own values, a training label
+                png = Image.fromarray(shown if self.typed else mask.astype(np.uint8) * 255)
                 save_atomic(os.path.join(self.output_dir, "masks", f"{stem}_fluid.png"), png.save)
 
         if self.save_overlays:
-            self._write_overlays(stem, bscans, mask, truth, geometry)
+            self._write_overlays(stem, bscans, mask, truth, geometry, shown)
 
         if self.save_measurements:
             spacing_text = "x".join("?" if s is None else f"{s:g}" for s in spacing) if spacing else ""
-            area = float(spacing[0] * spacing[1]) if spacing and None not in spacing[:2] else None
-            per_slice = mask.sum(axis=in_plane) if volume else [mask.sum()]
-            for k, pixels in enumerate(per_slice):
-                mm2 = "" if area is None else round(float(pixels) * area, 6)
-                self.write_row([source, k if volume else "", int(pixels), mm2, "", spacing_text, spacing_source])
+            # all fluid, then each type's (its columns follow the totals')
+            measured = [mask, *masks] if self.typed else [mask]
+            per_slice = [m.sum(axis=in_plane) if volume else [m.sum()] for m in measured]
+            for k in range(len(per_slice[0])):
+                cells = [c for counts in per_slice for c in _measured(int(counts[k]), spacing, whole_volume=False)]
+                self.write_row([source, k if volume else "", *cells[:3], spacing_text, spacing_source, *cells[3:]])
             if volume:
-                voxels = int(mask.sum())
-                complete = spacing is not None and len(spacing) >= 3 and None not in spacing[:3]
-                mm3 = round(voxels * spacing[0] * spacing[1] * spacing[2], 6) if complete else ""
-                self.write_row([source, "all", voxels, "", mm3, spacing_text, spacing_source])
+                cells = [c for m in measured for c in _measured(int(m.sum()), spacing, whole_volume=True)]
+                self.write_row([source, "all", *cells[:3], spacing_text, spacing_source, *cells[3:]])
 
         if self.fluid_report:
             try:
                 if volume:
-                    self._write_volume_report(stem, source, bscans, mask, geometry, metadata)
+                    self._write_volume_report(stem, source, bscans, shown, geometry, metadata)
                 else:
-                    self._write_bscan_report(source, mask, spacing, spacing_source, metadata)
+                    self._write_bscan_report(source, shown, spacing, spacing_source, metadata)
             except Exception as error:  # one volume's report (grid, CSV, figure) must not end the run
                 self._report_failed(source, metadata, error)
 
         if self.save_dicom_seg and is_dicom_source(source, metadata) and os.path.isfile(source):
-            self._write_dicom_seg(stem, source, mask if volume else mask[..., None])  # a single frame: one B-scan
+            self._write_dicom_seg(stem, source, shown if volume else shown[..., None])  # a single frame: one B-scan
+
+    def _class_masks(self, pred: Any, source: str) -> np.ndarray:
+        """``pred`` as one boolean mask per fluid class, ``(C, H, W[, S])``.
+
+        Raises:
+            ValueError: when ``pred`` has not one channel per class (a model of other classes than the writer's),
+                naming the file.
+        """
+        masks = convert_to_numpy(pred) > 0.5
+        if masks.shape[0] != len(self.fluid_classes):
+            raise ValueError(
+                f"{printable_path(source)}: the prediction has {masks.shape[0]} channel(s) but the writer's "
+                f"fluid_classes are {list(self.fluid_classes)}: set fluid_classes to the model's classes."
+            )
+        return masks
 
     def _overlay_indices(self, mask: np.ndarray, geometry: VolumeGeometry | None) -> list[int]:
         """The B-scans of a volume to overlay: the fovea's (with the report on) and the most fluid ones."""
@@ -478,13 +547,16 @@ class FluidPredictionWriter(PredictionWriter):
                 chosen.append(int(k))
         return chosen
 
-    def _write_overlays(self, stem: str, bscans, mask, truth, geometry) -> None:
+    def _write_overlays(self, stem: str, bscans, mask, truth, geometry, shown) -> None:
+        """The overlay PNGs of one input: ``shown`` (the fluid ``mask``, or the types' label map) in colour over the
+        B-scans, ``truth`` outlined; a volume's B-scans chosen by :meth:`_overlay_indices` on ``mask``."""
+        hues = fluid_hues(self.fluid_classes)  # None: the binary fluid's orange
         if mask.ndim == 2:
-            rgb = overlay_image(bscans, mask, truth)
+            rgb = overlay_image(bscans, shown, truth, hues=hues)
             save_atomic(os.path.join(self.output_dir, "overlays", f"{stem}_overlay.png"), Image.fromarray(rgb).save)
             return
         for k in self._overlay_indices(mask, geometry):
-            rgb = overlay_image(bscans[:, :, k], mask[:, :, k], None if truth is None else truth[:, :, k])
+            rgb = overlay_image(bscans[:, :, k], shown[:, :, k], None if truth is None else truth[:, :, k], hues=hues)
             path = os.path.join(self.output_dir, "overlays", f"{stem}_slice{k:03d}_overlay.png")
             save_atomic(path, Image.fromarray(rgb).save)
 
@@ -495,10 +567,13 @@ class FluidPredictionWriter(PredictionWriter):
                     {k: "" if v is None else (printable_path(v) if isinstance(v, str) else v) for k, v in row.items()}
                 )
 
-    def _write_volume_report(self, stem, source, bscans, mask, geometry: VolumeGeometry, metadata) -> None:
+    def _write_volume_report(self, stem, source, bscans, shown, geometry: VolumeGeometry, metadata) -> None:
+        """The fluid report of one volume (``shown``: its fluid mask, or the types' label map): its CSV and page,
+        and its rows in ``fluid_report.csv``."""
         extra = {"image": printable_path(source), "scan_date": geometry.scan_date}
+        mask = shown > 0  # all fluid
         rows = fluid_volumes(
-            mask,
+            shown,
             geometry.spacing_mm,
             geometry.fovea,
             geometry.laterality,
@@ -508,6 +583,7 @@ class FluidPredictionWriter(PredictionWriter):
             extra=extra,
             no_grid="the B-scans are not a horizontal parallel raster" if geometry.raster == "not horizontal" else None,
             scan_pattern=geometry.scan_pattern,
+            fluid_classes=self.fluid_classes,
         )
         folder = os.path.join(self.output_dir, "reports")
         write_report_csv(os.path.join(folder, f"{stem}_fluid_report.csv"), rows)
@@ -519,17 +595,26 @@ class FluidPredictionWriter(PredictionWriter):
             rows,
             en_face_thickness(mask),
             None if k is None else bscans[:, :, k],
-            None if k is None else mask[:, :, k],
+            None if k is None else shown[:, :, k],
             geometry.spacing_mm,
             geometry.fovea,
             bscan_index=k,
             first_bscan=geometry.first_bscan,
             no_grid=no_grid_reason(geometry.scan_pattern),
+            type_thickness=self._type_thickness(shown),
         )
         self._report_rows(rows)
 
-    def _write_bscan_report(self, source, mask, spacing, spacing_source, metadata) -> None:
-        pixels = int(mask.sum())
+    def _type_thickness(self, labels: np.ndarray) -> dict[str, np.ndarray] | None:
+        """Each fluid type's en-face thickness from a volume's label map, for the report's page; None (binary)."""
+        if not self.typed:
+            return None
+        return {t: en_face_thickness(labels == k + 1) for k, t in enumerate(self.fluid_classes)}
+
+    def _write_bscan_report(self, source, shown, spacing, spacing_source, metadata) -> None:
+        """The fluid report's one ``total`` row of a single B-scan (``shown``: its fluid mask, or the types' label
+        map): pixels and cross-sectional mm^2, with fluid types each type's too."""
+        pixels = int((shown > 0).sum())
         known = spacing is not None and None not in spacing[:2]
         provenance = {
             "nifti_header": ProvenanceSource.FILE_HEADER,
@@ -539,7 +624,7 @@ class FluidPredictionWriter(PredictionWriter):
         # a line or circle scan says so; a B-scan of unknown pattern (an image file) keeps the note it always had
         pattern = no_grid_reason(metadata.get("scan_pattern"))
         note = f"{pattern}; single B-scan: no volume" if pattern else "single B-scan: no ETDRS grid, no volume"
-        row = {column: None for column in REPORT_COLUMNS}
+        row = {column: None for column in report_columns(self.fluid_classes)}
         row.update(
             image=printable_path(source),
             scan_date=metadata.get("scan_date"),
@@ -552,6 +637,10 @@ class FluidPredictionWriter(PredictionWriter):
             provenance=provenance.get(spacing_source, ProvenanceSource.UNKNOWN),
             note=f"{note}; area_mm2 is the fluid's cross-sectional area" + ("" if known else "; pixel spacing unknown"),
         )
+        for k, fluid in enumerate(self.fluid_classes if self.typed else ()):
+            count = int((shown == k + 1).sum())
+            row[f"{fluid}_voxels"] = count
+            row[f"{fluid}_area_mm2"] = round(count * spacing[0] * spacing[1], 6) if known else None
         self._report_rows([row])
 
     def _report_failed(self, source: str, metadata: Mapping[str, Any], error: Exception) -> None:
@@ -568,9 +657,13 @@ class FluidPredictionWriter(PredictionWriter):
         )
         self._report_rows([row])
 
-    def _write_dicom_seg(self, stem: str, source: str, mask: np.ndarray) -> None:
+    def _write_dicom_seg(self, stem: str, source: str, shown: np.ndarray) -> None:
+        """The DICOM SEG of one DICOM input (``shown``: its ``(rows, columns, frames)`` fluid mask, or the types'
+        label map), or a warning saying why there is none."""
+        # the binary SEG is called for as it always was; fluid types name their classes
+        classes = {"fluid_classes": self.fluid_classes} if self.typed else {}
         try:
-            segmentation = fluid_dicom_seg(mask, source)
+            segmentation = fluid_dicom_seg(shown, source, **classes)
             path = os.path.join(self.output_dir, "dicom_seg", f"{stem}_fluid_seg.dcm")
             save_atomic(path, lambda tmp: segmentation.save_as(tmp, write_like_original=False))
         except Exception as error:
@@ -618,6 +711,14 @@ class SegmentationReport:
     dice, jaccard`` (empty on scans without fluid, where they are undefined) and ``false_fluid`` (1 when fluid is
     predicted on a scan without any).
 
+    With fluid types (``classes`` IRF, SRF, PED: one metric channel each) the totals above count a pixel as a true
+    positive only when its type is right, and RETOUCH's two measures are added per type: ``{prefix}dice_<type>``,
+    the Dice pooled over every pixel of the scans, and ``{prefix}abs_area_difference_<type>``, the mean over scans of
+    the absolute difference between the predicted and the true fluid pixels of the type (RETOUCH's absolute volume
+    difference, per B-scan and in pixels: an evaluation has no spacing), with ``{prefix}num_scans_<type>``, the scans
+    whose ground truth shows the type; and per-scan columns ``<type>_pixels_true``, ``<type>_pixels_predicted``,
+    ``<type>_dice``.
+
     Args:
         output_path: the JSON file.
         prefix: key and file prefix, e.g. ``""`` for clean images and ``"noisy_"`` for the noise test.
@@ -628,6 +729,7 @@ class SegmentationReport:
         batch_transform: maps ``engine.state.batch`` to the list of source file names of the batch.
         save_rank: the rank that writes.
         overwrite: start a new file instead of merging into an existing one (the first report of a run).
+        classes: the fluid classes of the metric channels, ``("fluid",)`` or ``("IRF", "SRF", "PED")``.
     """
 
     def __init__(
@@ -640,8 +742,10 @@ class SegmentationReport:
         batch_transform: Callable[[Any], Sequence[str]] | None = None,
         save_rank: int = 0,
         overwrite: bool = False,
+        classes: Sequence[str] = BINARY_FLUID,
     ) -> None:
         self.output_path, self.prefix = output_path, prefix
+        self.classes = check_fluid_classes(classes)
         self.details_metric, self.metric_prefix = details_metric, metric_prefix
         self.extra = dict(extra or {})
         self.batch_transform = batch_transform or _source_names
@@ -663,23 +767,53 @@ class SegmentationReport:
     def __call__(self, engine: Engine) -> None:
         self._names.extend(str(n) for n in self.batch_transform(engine.state.batch))
 
+    @property
+    def typed(self) -> bool:
+        return self.classes != BINARY_FLUID
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The per-scan table's columns: :data:`PER_SCAN_COLUMNS`, then per fluid type with types."""
+        per_type = [f"{t}_{c}" for t in self.classes for c in PER_TYPE_COLUMNS] if self.typed else []
+        return (*PER_SCAN_COLUMNS, *per_type)
+
     def per_scan_rows(self, counts: torch.Tensor, names: Sequence[str]) -> list[dict[str, Any]]:
-        """Table rows from (N, 1, 4) confusion counts (TP, FP, TN, FN per scan) and the N file names."""
+        """Table rows from (N, C, 4) confusion counts (TP, FP, TN, FN per scan and class) and the N file names."""
+        counts = counts.reshape(len(names), -1, 4)
         rows = []
-        for name, (tp, fp, _, fn) in zip(names, counts.reshape(-1, 4).tolist()):
+        for name, per_class in zip(names, counts.tolist()):
+            tp, fp, _, fn = (sum(column) for column in zip(*per_class))
             has_fluid = tp + fn > 0
-            rows.append(
-                {
-                    "image": printable_path(name),  # a name that is not UTF-8 shown as \\xNN in the UTF-8 CSV
-                    "fluid_pixels_true": int(tp + fn),
-                    "fluid_pixels_predicted": int(tp + fp),
-                    "true_positive_pixels": int(tp),
-                    "dice": round(2 * tp / (2 * tp + fp + fn), 6) if has_fluid else "",
-                    "jaccard": round(tp / (tp + fp + fn), 6) if has_fluid else "",
-                    "false_fluid": "" if has_fluid else int(tp + fp > 0),
-                }
-            )
+            row = {
+                "image": printable_path(name),  # a name that is not UTF-8 shown as \\xNN in the UTF-8 CSV
+                "fluid_pixels_true": int(tp + fn),
+                "fluid_pixels_predicted": int(tp + fp),
+                "true_positive_pixels": int(tp),
+                "dice": round(2 * tp / (2 * tp + fp + fn), 6) if has_fluid else "",
+                "jaccard": round(tp / (tp + fp + fn), 6) if has_fluid else "",
+                "false_fluid": "" if has_fluid else int(tp + fp > 0),
+            }
+            if self.typed:
+                for fluid, (tp, fp, _, fn) in zip(self.classes, per_class):
+                    row[f"{fluid}_pixels_true"], row[f"{fluid}_pixels_predicted"] = int(tp + fn), int(tp + fp)
+                    row[f"{fluid}_dice"] = round(2 * tp / (2 * tp + fp + fn), 6) if tp + fn > 0 else ""
+            rows.append(row)
         return rows
+
+    def per_type_summary(self, counts: torch.Tensor) -> dict[str, float | int | None]:
+        """RETOUCH's measures per fluid type from (N, C, 4) confusion counts: the pooled Dice (``None`` when neither
+        the truth nor the prediction has the type anywhere), the mean absolute pixel difference per scan, and the
+        number of scans whose truth has the type."""
+        counts = counts.reshape(counts.shape[0], -1, 4).double()
+        tp, fp, fn = counts[..., 0], counts[..., 1], counts[..., 3]  # (N, C)
+        summary: dict[str, float | int | None] = {}
+        for k, fluid in enumerate(self.classes):
+            pooled = (2 * tp[:, k].sum() + fp[:, k].sum() + fn[:, k].sum()).item()
+            summary[f"dice_{fluid}"] = 2 * tp[:, k].sum().item() / pooled if pooled > 0 else None
+            difference = (fp[:, k] - fn[:, k]).abs()  # predicted - true = (TP + FP) - (TP + FN)
+            summary[f"abs_area_difference_{fluid}"] = difference.mean().item() if len(difference) else None
+            summary[f"num_scans_{fluid}"] = int(((tp[:, k] + fn[:, k]) > 0).sum().item())
+        return summary
 
     def completed(self, engine: Engine) -> None:
         # collectives first, on every rank: the names in the order MONAI gathers the metric buffers (rank by rank)
@@ -705,7 +839,9 @@ class SegmentationReport:
         summary.update(num_scans=len(rows), num_fluid_scans=num_fluid, num_normal_scans=len(rows) - num_fluid)
         summary["per_scan_csv"] = os.path.basename(self.table_path)
 
-        write_csv_atomic(self.table_path, PER_SCAN_COLUMNS, rows)
+        if self.typed:
+            summary.update(self.per_type_summary(torch.as_tensor(counts).cpu()))
+        write_csv_atomic(self.table_path, self.columns, rows)
         report = {}
         if os.path.isfile(self.output_path) and not self.overwrite:
             with open(self.output_path) as f:
@@ -730,6 +866,8 @@ PER_SCAN_COLUMNS = (
     "jaccard",
     "false_fluid",
 )
+#: per-type columns of that table with fluid types, each ``<type>_<column>``
+PER_TYPE_COLUMNS = ("pixels_true", "pixels_predicted", "dice")
 
 
 def _number(value: Any) -> float | None:

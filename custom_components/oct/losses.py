@@ -1,7 +1,9 @@
 # Copyright (c) the project authors. Licensed under the Apache License, Version 2.0.
 """Losses of the OCT fluid segmentation (Darooei et al., J Med Signals Sens 2023, Eq. 5).
 
-``L = alpha * Dice + beta * focal Tversky + gamma * weighted BCE`` on binary fluid logits ``(B, 1, H, W)``.
+``L = alpha * Dice + beta * focal Tversky + gamma * weighted BCE`` on fluid logits ``(B, C, H, W)``: one channel
+for the paper's one fluid class, one per fluid type (IRF, SRF, PED) otherwise; every term is computed per channel
+and averaged over them.
 Dice and Tversky come from MONAI; focal Tversky and weighted BCE are built on them / on PyTorch.
 
 Naming, to avoid a classic mix-up: Abraham and Khan (ISBI 2019) weigh false negatives 0.7 and false positives
@@ -133,12 +135,15 @@ class WeightedBCELoss(_Loss):
         self.max_pos_weight = float(max_pos_weight)
 
     def batch_pos_weight(self, target: torch.Tensor) -> torch.Tensor:
-        """``negatives / positives`` of ``target``, clamped to ``[1, max_pos_weight]`` (1 when there is no fluid)."""
-        positives = target.sum()
-        negatives = target.numel() - positives
+        """``negatives / positives`` of each channel of ``target`` (B, C, ...), clamped to ``[1, max_pos_weight]`` (1
+        for a channel without fluid): shape (C, 1, ...), to broadcast over the batch and the pixels. Per channel, so
+        a rare fluid type (PED beside common IRF) is weighed by its own rarity."""
+        dims = [0, *range(2, target.ndim)]
+        positives = target.sum(dim=dims)
+        negatives = target.numel() // target.shape[1] - positives
         ratio = negatives / positives.clamp(min=1)
         ratio = torch.where(positives > 0, ratio, torch.ones_like(ratio))
-        return ratio.clamp(1.0, self.max_pos_weight).detach()
+        return ratio.clamp(1.0, self.max_pos_weight).detach().reshape(-1, *([1] * (target.ndim - 2)))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """
@@ -217,8 +222,8 @@ class FluidSegLoss(_Loss):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """
         Args:
-            logits: (B, 1, H, W) fluid logits.
-            target: (B, 1, H, W) binary fluid mask.
+            logits: (B, C, H, W) fluid logits, one channel per fluid class.
+            target: (B, C, H, W) binary mask per fluid class.
 
         Returns:
             the scalar loss; ``last_terms`` then holds the unweighted terms (detached tensors) for logging.

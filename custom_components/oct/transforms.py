@@ -5,6 +5,8 @@
   give one channel without losing information (16-bit B-scans keep their depth, palette masks keep their indices).
 - :class:`ScaleIntensityPerBScand`: min-max scaling of each B-scan on its own, also inside a volume, so a volume is
   scaled exactly as the single B-scans the network was trained on.
+- :class:`FluidClassChannelsd` / :class:`ExclusiveFluidMasksd`: a mask file's values to one target channel per fluid
+  class, and the network's per-class probabilities to masks with one class per pixel (``fluid_types``).
 - :class:`ClearBlankBScansd`: no fluid on a B-scan that holds no image (one value throughout).
 - :class:`BScanLayoutd`: a volume's axes to (rows, columns, B-scans), whatever order its file stores them in.
 - :func:`geometry_crops`: the training crop that matches the inference geometry (resize or native scale).
@@ -23,10 +25,19 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, RandScaleCropd, RandSpatialCropd, Resized, SpatialPadd, Transpose
+from monai.transforms import (
+    AsDiscrete,
+    MapTransform,
+    RandScaleCropd,
+    RandSpatialCropd,
+    Resized,
+    SpatialPadd,
+    Transpose,
+)
 from monai.utils import look_up_option
 from PIL import Image, ImageChops
 
+from custom_components.oct.fluid_types import BINARY_FLUID, check_fluid_classes, exclusive_masks
 from custom_components.oct.inferer import BScanGeometry
 
 logger = logging.getLogger(__name__)
@@ -35,6 +46,8 @@ __all__ = [
     "BScanToGrayscale",
     "MaskToSingleChannel",
     "ScaleIntensityPerBScand",
+    "FluidClassChannelsd",
+    "ExclusiveFluidMasksd",
     "ClearBlankBScansd",
     "BScanLayoutd",
     "geometry_crops",
@@ -153,6 +166,66 @@ class ScaleIntensityPerBScand(MapTransform):
             scale = torch.where(span > 0, (self.maxv - self.minv) / span.clamp_min(torch.finfo(span.dtype).tiny), 0.0)
             out = (x - low) * scale + self.minv  # MetaTensor arithmetic keeps the metadata (affine, file name)
             d[key] = out if isinstance(image, torch.Tensor) else out.numpy()
+        return d
+
+
+class FluidClassChannelsd(MapTransform):
+    """A mask's values ``(1, H, W)`` to one 0/1 target channel per fluid class ``(C, H, W)``.
+
+    Binary classes (``("fluid",)``, the paper's protocol): fluid wherever the value reaches 0.5, so a 0/1 mask, a
+    0/255 mask and a fluid-type label map (the union of its types) all train the one channel; this is MONAI's
+    ``AsDiscrete(threshold=0.5)``, the transform the bundle used before fluid types. Fluid types (``("IRF", "SRF",
+    "PED")``): MONAI's one-hot of the values 0-3 with the background channel dropped (the network has a sigmoid
+    channel per type and none for the background).
+
+    Args:
+        keys: mask keys.
+        classes: the fluid classes (:func:`~custom_components.oct.fluid_types.check_fluid_classes`).
+        allow_missing_keys: do not raise for absent keys.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, classes: Sequence[str] = BINARY_FLUID, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.classes = check_fluid_classes(classes)
+        binary = self.classes == BINARY_FLUID
+        self.discrete = AsDiscrete(threshold=0.5) if binary else AsDiscrete(to_onehot=len(self.classes) + 1)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            channels = self.discrete(d[key])
+            d[key] = channels if self.classes == BINARY_FLUID else channels[1:]
+        return d
+
+
+class ExclusiveFluidMasksd(MapTransform):
+    """Per-class fluid probabilities ``(C, H, W[, S])`` to masks with at most one class per pixel.
+
+    One channel: ``probability >= threshold``, exactly MONAI's ``AsDiscrete(threshold=...)``. Fluid types: the most
+    probable type where it reaches the threshold (a pixel is IRF, SRF or PED, never two), so the masks can be
+    written as one label map (:func:`~custom_components.oct.fluid_types.label_map`).
+
+    Args:
+        keys: probability keys (after a sigmoid).
+        threshold: the probability at which a pixel is fluid.
+        allow_missing_keys: do not raise for absent keys.
+    """
+
+    def __init__(self, keys: KeysCollection, threshold: float = 0.5, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.threshold = float(threshold)
+        self.binary = AsDiscrete(threshold=self.threshold)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            probabilities = d[key]
+            if probabilities.shape[0] == 1:
+                d[key] = self.binary(probabilities)
+            else:
+                d[key] = exclusive_masks(probabilities, self.threshold)
         return d
 
 

@@ -260,6 +260,7 @@ def _parameters(spec_network: str, args: argparse.Namespace) -> str:
     parser.read_config([str(f) for f in files])
     parser["image_size"] = args.image_size
     parser["filters"] = list(args.filters)
+    parser["classes"] = ["fluid"]  # the paper's one class, set: counting parameters needs no data
     network = parser.get_parsed_content("network_def")
     return f"{sum(p.numel() for p in network.parameters()) / 1e6:.2f} M"
 

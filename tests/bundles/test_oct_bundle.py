@@ -94,6 +94,7 @@ def test_train_writes_best_model_its_recipe_and_resumable_state(trained):
     assert recipe["network"] == "custom_components.oct.transunet.TransUNet"
     assert recipe["settings"] == {
         "image_size": 48, "geometry": "resize", "filters": NARROW, "patch_size": 1, "embed_dim": 96, "training_aspect": 1.0,
+        "fluid_classes": ["fluid"],  # the synthetic default's masks are binary
     }  # fmt: skip
     assert recipe["bundle"]["version"] == json.loads(Path(META).read_text())["version"]
     state = torch.load(root / "models" / "checkpoint.pt", weights_only=True)
@@ -108,7 +109,8 @@ def test_cosine_schedule_spans_the_epochs_trained(override):
 
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "train.json"))
-    parser.update({"image_size": 32, "filters": NARROW, "device": "$torch.device('cpu')", **override})
+    # the classes set, so building the network reads no data (the default reads them from the masks)
+    parser.update({"image_size": 32, "filters": NARROW, "device": "$torch.device('cpu')", "classes": ["fluid"], **override})
     assert parser.get_parsed_content("lr_scheduler").T_max == 7
 
 
@@ -177,6 +179,44 @@ def test_evaluate_rebuilds_the_network_and_reports_the_literature_metrics(traine
     assert report["noisy_dice"] == pytest.approx(2 * tp / (pred + true), abs=1e-6)
     assert len(list((out / "overlays").glob("*.png"))) == len(testing)
     assert len(list((out / "noisy" / "overlays").glob("*.png"))) == len(testing)
+
+
+def test_fluid_types_train_evaluate_and_infer_end_to_end(tmp_path, capsys):
+    """A datalist of typed masks (1 IRF, 2 SRF, 3 PED) trains the three-type network with no flag; evaluation
+    reports RETOUCH's measures per type and inference writes label maps; ``fluid_classes ["fluid"]`` trains the
+    paper's one class on the same masks."""
+    from custom_components.oct.synthetic import synthesize_oct_dataset
+
+    data = tmp_path / "data"
+    synthesize_oct_dataset(data, count=30, seed=3, image_size=(32, 32), typed_masks=True)
+    root, paths = tmp_path / "typed", {"dataset_dir": str(data), "num_workers": 0}
+    tiny = {"image_size": 32, "filters": NARROW, "batch_size": 8, "seed": 0, "max_epochs": 1}
+    _workflow(["train.json"], "train", bundle_root=str(root), **paths, **tiny)
+    assert "fluid classes IRF, SRF, PED: read from 24 masks" in capsys.readouterr().out  # the bundle's log says which
+    recipe = json.loads((root / "models" / "model.recipe.json").read_text())["settings"]
+    assert recipe["fluid_classes"] == ["IRF", "SRF", "PED"]
+    assert torch.load(root / "models" / "model.pt", weights_only=True)["head.weight"].shape[0] == 3
+
+    out = tmp_path / "eval"
+    _workflow(["train.json", "evaluate.json"], "train", bundle_root=str(root), **paths, output_dir=str(out))
+    report = json.loads((out / "metrics.json").read_text())
+    testing = json.loads((data / "datalist.json").read_text())["testing"]
+    for fluid, value in (("IRF", 1), ("SRF", 2), ("PED", 3)):
+        shown = sum(bool((np.asarray(Image.open(data / e["label"])) == value).any()) for e in testing)
+        assert report[f"num_scans_{fluid}"] == shown
+        assert f"dice_{fluid}" in report and report[f"abs_area_difference_{fluid}"] >= 0
+    rows = list(csv.DictReader(open(out / "per_scan.csv")))
+    assert len(rows) == len(testing) and "PED_pixels_true" in rows[0]
+
+    inferred = tmp_path / "infer"
+    _workflow(["inference.json"], "infer", bundle_root=str(root), **paths, output_dir=str(inferred))
+    masks = sorted((inferred / "masks").glob("*.png"))
+    assert len(masks) == len(testing)
+    assert set().union(*(np.unique(np.asarray(Image.open(m))).tolist() for m in masks)) <= {0, 1, 2, 3}
+
+    binary = tmp_path / "binary"
+    _workflow(["train.json"], "train", bundle_root=str(binary), **paths, **tiny, fluid_classes=["fluid"])
+    assert json.loads((binary / "models" / "model.recipe.json").read_text())["settings"]["fluid_classes"] == ["fluid"]
 
 
 def _copy_test_set(trained, folder: Path, size=None) -> None:
@@ -592,7 +632,7 @@ def test_bad_datalist_stops_training_before_the_first_epoch(tmp_path):
     assert isinstance(error, DatalistError)
     message = str(error)
     assert "size.png: mask size (30, 32) differs from image size (32, 32)" in message
-    assert "values.png: mask values must be {0, 1} or {0, 255}, found 128" in message
+    assert "values.png: mask values must be {0, 1} or {0, 255} (binary), or within {0, 1, 2, 3} (fluid types), found 128" in message
     assert "missing.png: file not found" in message
     assert not (tmp_path / "models").exists()
 
@@ -637,7 +677,9 @@ def test_table1_networks_are_one_override_file_away(network, tmp_path):
 
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "networks" / f"{network}.json")])
-    parser.update({"bundle_root": str(tmp_path), "filters": [4, 8, 16, 32, 64], "swin_feature_size": 12, "device": "$torch.device('cpu')"})
+    # the classes set, so building the network reads no data (``fluid_classes: auto`` reads them from the masks)
+    parser.update({"bundle_root": str(tmp_path), "filters": [4, 8, 16, 32, 64], "swin_feature_size": 12,
+                   "device": "$torch.device('cpu')", "classes": ["fluid"]})  # fmt: skip
     net = parser.get_parsed_content("network_def")
     assert net(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)
 
@@ -651,7 +693,7 @@ def test_table1_unet_is_the_two_convolution_unet_of_the_transunets_size(tmp_path
     for name, files in (("transunet", ["train.json"]), ("unet", ["train.json", "networks/unet.json"])):
         parser = ConfigParser()
         parser.read_config([str(CONFIGS / f) for f in files])
-        parser.update({"bundle_root": str(tmp_path), "device": "$torch.device('cpu')"})
+        parser.update({"bundle_root": str(tmp_path), "device": "$torch.device('cpu')", "classes": ["fluid"]})
         net = parser.get_parsed_content("network_def")
         counts[name] = (type(net).__name__, sum(p.numel() for p in net.parameters()))
     assert counts["unet"][0] == "BasicUNet" and counts["transunet"][0] == "TransUNet"

@@ -321,7 +321,7 @@ def test_segmentation_validation_checks_size_and_mask_values(tmp_path):
     message = str(err.value)
     assert "3 problems for segmentation" in message
     assert f"training[1] {other}: label {small_mask}: mask size (10, 11) differs from image size (10, 12)" in message
-    assert "odd.png: mask values must be {0, 1} or {0, 255}, found 7" in message
+    assert "odd.png: mask values must be {0, 1} or {0, 255} (binary), or within {0, 1, 2, 3} (fluid types), found 7" in message
     assert "nope.png: file not found" in message
     ones = _png(tmp_path / "ones.png", np.eye(10, 12))
     empty = _png(tmp_path / "empty.png", np.zeros((10, 12)))  # a scan without fluid

@@ -23,6 +23,7 @@ from custom_components.oct.etdrs import (
     volume_centre_fovea,
 )
 from custom_components.oct.fluid_report import (
+    CHANGE_COLUMNS,
     ChangeTableError,
     change_table,
     plot_fluid_report,
@@ -325,3 +326,143 @@ def test_change_table_refuses_sectors_named_differently():
         change_table(known, unknown)
     both = _report({"total": 1.0, "E1": 2.0}, date="2024-03-01", image="/d/c.nii.gz")
     assert {r["sector"] for r in change_table(unknown, both)} == {"total", "E1"}
+
+
+# ---------------------------------------------------------------- fluid types (IRF, SRF, PED)
+
+TYPES = ("IRF", "SRF", "PED")
+
+
+def _typed_label_map():
+    """(rows 4, columns 5, B-scans 3) label map, 0.01 x 0.02 x 0.05 mm voxels (0.01 nL each):
+
+    - IRF (1): rows 0-2 of A-scan (B-scan 0, column 1): 3 voxels, 1 A-scan
+    - SRF (2): row 3 of columns 1-4 on B-scan 1: 4 voxels, 4 A-scans
+    - PED (3): row 3 of (B-scan 0, column 1), under the IRF, and of (B-scan 2, column 0): 2 voxels, 2 A-scans
+    All of it lies within 0.15 mm of the fovea (B-scan 1, column 2): in C0.
+    """
+    labels = np.zeros((4, 5, 3), np.uint8)
+    labels[0:3, 1, 0] = 1
+    labels[3, 1:5, 1] = 2
+    labels[3, 1, 0] = labels[3, 0, 2] = 3
+    return labels
+
+
+def test_fluid_volumes_per_type_against_hand_computed_values():
+    from custom_components.oct.etdrs import report_columns
+
+    spacing, pixel_mm2 = (0.01, 0.02, 0.05), 0.02 * 0.05
+    rows = _by_sector(fluid_volumes(_typed_label_map(), spacing, (1.0, 2.0), "OD", "file header", fluid_classes=TYPES))
+    total = rows["total"]
+    assert set(total) == set(report_columns(TYPES))
+    assert list(report_columns(TYPES))[len(REPORT_COLUMNS):] == [
+        f"{t}_{c}" for t in TYPES for c in ("voxels", "area_mm2", "volume_nl")
+    ]
+    assert [total[f"{t}_voxels"] for t in TYPES] == [3, 4, 2] and total["voxels"] == 9
+    assert [total[f"{t}_volume_nl"] for t in TYPES] == pytest.approx([0.03, 0.04, 0.02])
+    assert total["volume_nl"] == pytest.approx(0.09)  # the volumes add up over the types
+    assert [total[f"{t}_area_mm2"] for t in TYPES] == pytest.approx([1 * pixel_mm2, 4 * pixel_mm2, 2 * pixel_mm2])
+    assert total["area_mm2"] == pytest.approx(6 * pixel_mm2)  # 6 A-scans hold fluid: IRF and PED share one
+    assert [rows["C0"][f"{t}_volume_nl"] for t in TYPES] == pytest.approx([0.03, 0.04, 0.02])
+    for sector in ETDRS_SECTORS[1:]:
+        assert [rows[sector][f"{t}_volume_nl"] for t in TYPES] == [0.0, 0.0, 0.0]
+    # the totals are those of the binary report of the same fluid
+    binary = _by_sector(fluid_volumes(_typed_label_map() > 0, spacing, (1.0, 2.0), "OD", "file header"))
+    assert {k: binary["C0"][k] for k in REPORT_COLUMNS} == {k: rows["C0"][k] for k in REPORT_COLUMNS}
+    assert "IRF_volume_nl" not in binary["C0"]
+
+
+def test_fluid_volumes_per_type_without_spacing_or_cube():
+    rows = fluid_volumes(_typed_label_map(), None, (1.0, 2.0), "OD", "unknown", fluid_classes=TYPES)
+    assert [rows[0][f"{t}_voxels"] for t in TYPES] == [3, 4, 2]
+    assert all(rows[0][f"{t}_volume_nl"] is None for t in TYPES)
+    assert all(r[f"{t}_voxels"] is None for r in rows[1:] for t in TYPES)  # no grid without the spacing
+    (radial,) = fluid_volumes(_typed_label_map(), (0.01, 0.02, None), None, None, "file header",
+                              scan_pattern="radial", fluid_classes=TYPES)  # fmt: skip
+    assert [radial[f"{t}_voxels"] for t in TYPES] == [3, 4, 2] and radial["IRF_volume_nl"] is None
+    with pytest.raises(ValueError, match="fluid classes must be"):
+        fluid_volumes(_typed_label_map(), None, None, None, "unknown", fluid_classes=("IRF", "SRF"))
+
+
+def _typed_report(volumes, laterality="OD", date="2024-01-10", image="/d/a.nii.gz"):
+    """Report rows whose per-type volumes (nL) are ``volumes[sector]`` = (IRF, SRF, PED); the totals their sum."""
+    rows = _report({s: 10.0 * sum(v) for s, v in volumes.items()}, laterality, date, image)
+    for row in rows:
+        row.update({f"{t}_volume_nl": v for t, v in zip(TYPES, volumes[row["sector"]])})
+        row.update({f"{t}_voxels": 10.0 * v for t, v in zip(TYPES, volumes[row["sector"]])})
+    return rows
+
+
+def test_change_table_per_fluid_type():
+    from custom_components.oct.fluid_report import change_columns
+
+    earlier = _typed_report({"total": (4.0, 2.0, 0.0), "C0": (1.0, 2.0, 0.0)})
+    later = _typed_report({"total": (1.0, 3.0, 0.5), "C0": (0.0, 2.0, 0.5)}, date="2024-03-01", image="/d/b.nii.gz")
+    rows = {r["sector"]: r for r in change_table(later, earlier)}
+    assert list(rows["total"]) == list(change_columns(TYPES))
+    total = rows["total"]
+    assert (total["volume_nl_before"], total["volume_nl_after"], total["change_nl"]) == (6.0, 4.5, -1.5)
+    assert (total["IRF_volume_nl_before"], total["IRF_volume_nl_after"]) == (4.0, 1.0)
+    assert (total["IRF_change_nl"], total["IRF_change_percent"]) == (-3.0, -75.0)
+    assert (total["SRF_change_nl"], total["SRF_change_percent"]) == (1.0, 50.0)
+    assert (total["PED_change_nl"], total["PED_change_percent"]) == (0.5, None)  # no PED before: no percent
+    assert (rows["C0"]["IRF_change_nl"], rows["C0"]["SRF_change_nl"]) == (-1.0, 0.0)
+    # binary reports keep the binary columns
+    assert list(change_table(_report({"total": 1.0}), _report({"total": 2.0}, image="/d/b.nii.gz"))[0]) == list(
+        CHANGE_COLUMNS
+    )
+
+
+def test_change_table_refuses_a_typed_report_against_a_binary_one():
+    typed = _typed_report({"total": (1.0, 2.0, 3.0)})
+    binary = _report({"total": 10.0}, image="/d/b.nii.gz")
+    message = r"report A \(/d/a.nii.gz\) has fluid types \(IRF, SRF, PED\) but report B \(/d/b.nii.gz\) one fluid class"
+    with pytest.raises(ChangeTableError, match=message):
+        change_table(typed, binary)
+    with pytest.raises(ChangeTableError, match=r"report B \(/d/a.nii.gz\) has fluid types .* report A \(/d/b.nii.gz\)"):
+        change_table(binary, typed)
+
+
+def test_typed_report_csv_round_trip_png_and_change_script(tmp_path, capsys):
+    from custom_components.oct.fluid_report import report_fluid_classes
+
+    spacing, fovea = (0.01, 0.02, 0.05), (1.0, 2.0)
+    labels = _typed_label_map()
+    first = fluid_volumes(labels, spacing, fovea, "OD", "file header", fluid_classes=TYPES,
+                          extra={"image": "/d/visit1.nii.gz", "scan_date": "2024-01-10"})  # fmt: skip
+    write_report_csv(tmp_path / "a.csv", first)
+    back = read_report_csv(tmp_path / "a.csv")
+    assert report_fluid_classes(back) == TYPES and report_fluid_classes(_report({"total": 1.0})) == ("fluid",)
+    assert back[0]["SRF_volume_nl"] == pytest.approx(0.04) and back[0]["SRF_voxels"] == 4.0
+
+    k = int(fovea[0])
+    thickness = {t: en_face_thickness(labels == i + 1) for i, t in enumerate(TYPES)}
+    bscans = np.random.default_rng(0).random(labels.shape).astype(np.float32)
+    plot_fluid_report(tmp_path / "a.png", first, en_face_thickness(labels), bscans[:, :, k], labels[:, :, k], spacing,
+                      fovea, k, type_thickness=thickness)  # fmt: skip
+    png = Image.open(tmp_path / "a.png")
+    # a taller page than the binary one (6.2 in at 110 dpi): a row of maps, one per type, below the total's
+    assert png.format == "PNG" and png.size[1] > 1.5 * 6.2 * 110
+
+    more = labels.copy()
+    more[0, 4, 2] = 1  # one more IRF voxel at the second visit
+    second = fluid_volumes(more, spacing, fovea, "OD", "file header", fluid_classes=TYPES,
+                           extra={"image": "/d/visit2.nii.gz", "scan_date": "2024-02-10"})  # fmt: skip
+    write_report_csv(tmp_path / "b.csv", second)
+    spec = importlib.util.spec_from_file_location("fluid_change_script", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main([str(tmp_path / "b.csv"), str(tmp_path / "a.csv"), "--output", str(tmp_path / "c.csv")]) == 0
+    printed = capsys.readouterr().out
+    assert "intraretinal fluid (IRF) alone:" in printed and "pigment epithelial detachment (PED) alone:" in printed
+    with open(tmp_path / "c.csv", newline="") as f:
+        change = {r["sector"]: r for r in csv.DictReader(f)}
+    assert float(change["total"]["IRF_change_nl"]) == pytest.approx(0.01)  # one voxel of 0.01 nL
+    assert float(change["total"]["SRF_change_nl"]) == 0.0 and float(change["total"]["change_nl"]) == pytest.approx(0.01)
+
+    binary = fluid_volumes(labels > 0, spacing, fovea, "OD", "file header",
+                           extra={"image": "/d/visit3.nii.gz", "scan_date": "2024-03-10"})  # fmt: skip
+    write_report_csv(tmp_path / "binary.csv", binary)
+    assert script.main([str(tmp_path / "a.csv"), str(tmp_path / "binary.csv")]) == 1
+    error = capsys.readouterr().err
+    assert "/d/visit1.nii.gz" in error and "/d/visit3.nii.gz" in error and "one fluid class" in error

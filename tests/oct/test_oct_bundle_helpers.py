@@ -29,7 +29,8 @@ def _messages(caplog):
 
 def test_recipe_defaults():
     assert RECIPE_DEFAULTS == {"image_size": 512, "geometry": "resize", "filters": [64, 128, 256, 512, 1024],
-                               "patch_size": 1, "embed_dim": 96, "training_aspect": None}  # fmt: skip
+                               "patch_size": 1, "embed_dim": 96, "training_aspect": None,
+                               "fluid_classes": ["fluid"]}  # fmt: skip
 
 
 def test_inference_datalist_reads_input_dir_without_making_the_demo(tmp_path):

@@ -479,6 +479,148 @@ def test_a_scan_that_is_not_a_horizontal_raster_gets_no_etdrs_grid(tmp_path):
     assert (tmp_path / "reports" / "oct_fluid_report.png").is_file()
 
 
+# ---------------------------------------------------------------- FluidPredictionWriter: fluid types (IRF, SRF, PED)
+
+TYPES = ("IRF", "SRF", "PED")
+
+
+def _typed_item_2d(name="/data/typed.png"):
+    """A B-scan with 6 px of IRF (rows 2-3, columns 3-5), 4 of SRF (row 6, columns 0-3), 2 of PED (row 0, columns
+    8-9), one exclusive channel each; the truth is IRF at rows 2-4, columns 3-5, as one label channel (value 1)."""
+    image = MetaTensor(torch.rand(1, 8, 10), meta={"filename_or_obj": name})
+    pred = torch.zeros(3, 8, 10)
+    pred[0, 2:4, 3:6] = 1
+    pred[1, 6, 0:4] = 1
+    pred[2, 0, 8:10] = 1
+    label = torch.zeros(1, 8, 10)
+    label[0, 2:5, 3:6] = 1
+    return {"image": image, "pred": pred, "label": label}
+
+
+def test_writer_fluid_types_label_map_measurements_overlay_and_report_row(tmp_path):
+    from custom_components.oct.etdrs import report_columns
+    from custom_components.oct.handlers import measurement_columns
+
+    writer = FluidPredictionWriter(str(tmp_path), pixel_spacing_mm=(0.01, 0.02), fluid_report=True, fluid_classes=TYPES)
+    writer.started()
+    writer.write_item(_typed_item_2d())
+    writer.completed()
+
+    # the mask is the label map of RETOUCH's values, readable as a training label
+    mask = np.asarray(Image.open(tmp_path / "masks" / "typed_fluid.png"))
+    expected = np.zeros((8, 10), np.uint8)
+    expected[2:4, 3:6], expected[6, 0:4], expected[0, 8:10] = 1, 2, 3
+    assert mask.dtype == np.uint8 and np.array_equal(mask, expected)
+
+    rows = _read_csv(writer.csv_path)
+    assert tuple(rows[0]) == measurement_columns(TYPES) and tuple(rows[0][:7]) == MEASUREMENT_COLUMNS
+    area = 0.01 * 0.02
+    assert rows[1] == [
+        "/data/typed.png", "", "12", str(round(12 * area, 6)), "", "0.01x0.02", "pixel_spacing_mm",
+        "6", str(round(6 * area, 6)), "", "4", str(round(4 * area, 6)), "", "2", str(round(2 * area, 6)), "",
+    ]  # fmt: skip
+
+    (row,) = _report_rows(writer)
+    assert list(row) == list(report_columns(TYPES))
+    assert (row["voxels"], row["IRF_voxels"], row["SRF_voxels"], row["PED_voxels"]) == ("12", "6", "4", "2")
+    assert float(row["PED_area_mm2"]) == pytest.approx(2 * area) and row["IRF_volume_nl"] == ""
+
+    # each type's fill over the grey B-scan (which adds the same to every channel): 0.55 x its colour apart
+    overlay = np.asarray(Image.open(tmp_path / "overlays" / "typed_overlay.png")).astype(int)
+    r, g, b = overlay[3, 4]  # IRF inside the truth: red
+    assert r - g > 100 and r - b > 100
+    r, g, b = overlay[6, 1]  # SRF: yellow
+    assert r - b > 100 and g - b > 100
+    r, g, b = overlay[0, 8]  # PED: blue
+    assert b - r > 100 and b - g > 30
+    r, g, b = overlay[4, 4]  # the truth's outline, where nothing is predicted: green
+    assert g == 255 and r < 30 and b < 30
+
+
+def test_writer_fluid_types_of_a_volume_report_nl_per_type_and_a_label_map_nifti(tmp_path):
+    writer = FluidPredictionWriter(str(tmp_path), fluid_report=True, fluid_classes=TYPES)
+    item = _volume_item(meta=READER_META)
+    pred = torch.zeros(3, 6, 40, 10)
+    pred[0, 2, 18:22, 4:6] = 1  # 8 voxels of IRF above 8 of SRF, on the same A-scans; no PED
+    pred[1, 3, 18:22, 4:6] = 1
+    writer.started()
+    writer.write_item({**item, "pred": pred})
+    writer.completed()
+
+    voxel_nl = 0.004 * 0.01 * 0.05 * 1000
+    rows = {r["sector"]: r for r in _report_rows(writer)}
+    for sector in ("total", "C0"):  # all of it within 0.05 mm of the fovea
+        assert float(rows[sector]["IRF_volume_nl"]) == pytest.approx(8 * voxel_nl)
+        assert float(rows[sector]["SRF_volume_nl"]) == pytest.approx(8 * voxel_nl)
+        assert float(rows[sector]["PED_volume_nl"]) == 0.0
+        assert float(rows[sector]["volume_nl"]) == pytest.approx(16 * voxel_nl)
+    assert rows["total"]["IRF_voxels"] == "8" and float(rows["total"]["IRF_area_mm2"]) == pytest.approx(8 * 0.01 * 0.05)
+    with open(tmp_path / "reports" / "oct_fluid_report.csv", newline="") as f:
+        assert [r["SRF_voxels"] for r in csv.DictReader(f)][:2] == ["8", "8.0"]
+    assert (tmp_path / "reports" / "oct_fluid_report.png").is_file()
+
+    saved = nib.load(tmp_path / "masks" / "oct_fluid.nii.gz")
+    labels = np.asarray(saved.dataobj)
+    assert saved.get_data_dtype() == np.uint8 and set(np.unique(labels)) == {0, 1, 2}
+    assert (labels == 1).sum() == 8 and np.all(labels[3, 18:22, 4:6] == 2)
+    measured = _read_csv(writer.csv_path)
+    whole = measured[-1]
+    assert whole[:3] == ["/v/oct.e2e", "all", "16"] and whole[7] == "8" and whole[10] == "8" and whole[13] == "0"
+    assert float(whole[9]) == pytest.approx(8 * 0.004 * 0.01 * 0.05)  # IRF mm^3
+    assert measured[5][1] == "4" and measured[5][7] == "4"  # B-scan 4: 4 pixels of IRF
+
+
+def test_writer_fluid_types_dicom_seg_has_a_coded_segment_per_type_and_round_trips(tmp_path):
+    hd = pytest.importorskip("highdicom")
+    import pydicom
+    from oct_files import write_dicom_oct
+
+    from custom_components.oct.export import FLUID_TYPE_CODES
+    from custom_components.oct.volumes import LoadOCTVolumed
+
+    path = write_dicom_oct(tmp_path / "eye.dcm", np.zeros((3, 6, 40), np.uint8))
+    item = LoadOCTVolumed("image")({"image": str(path)})
+    pred = torch.zeros(3, 6, 40, 3)
+    pred[0, 1:3, 5:10, 0] = 1
+    pred[1, 4, 10:20, 1] = 1
+    pred[2, 5, 0:3, 2] = pred[2, 5, 30:35, 0] = 1
+    writer = FluidPredictionWriter(str(tmp_path / "out"), fluid_classes=TYPES)
+    writer.started()
+    writer.write_item({**item, "pred": pred})
+    writer.completed()
+
+    seg = hd.seg.segread(str(tmp_path / "out" / "dicom_seg" / "eye_fluid_seg.dcm"))
+    assert seg.number_of_segments == 3
+    coded = [(d.SegmentNumber, d.SegmentLabel, d.segmented_property_type) for d in seg.SegmentSequence]
+    assert [(n, label) for n, label, _ in coded] == [
+        (1, "intraretinal fluid (IRF)"), (2, "subretinal fluid (SRF)"), (3, "pigment epithelial detachment (PED)"),
+    ]  # fmt: skip
+    for (_, _, code), fluid in zip(coded, TYPES):
+        assert (code.scheme_designator, code.value, code.meaning) == ("SCT", *FLUID_TYPE_CODES[fluid])
+    assert {d.anatomic_regions[0].value for d in seg.SegmentSequence} == {"5665001"}  # the retina
+    source = pydicom.dcmread(path)
+    frames = seg.get_pixels_by_source_frame(
+        source_sop_instance_uid=source.SOPInstanceUID, source_frame_numbers=[1, 2, 3], segment_numbers=[1, 2, 3]
+    )  # (frames, rows, columns, segments)
+    for k in range(3):
+        assert np.array_equal(np.moveaxis(frames[..., k], 0, -1) > 0, pred[k].numpy() > 0)
+    # the NIfTI beside it holds the same label map
+    labels = np.asarray(nib.load(tmp_path / "out" / "masks" / "eye_fluid.nii.gz").dataobj)
+    assert np.array_equal(labels, (pred.numpy() * np.arange(1, 4).reshape(3, 1, 1, 1)).max(axis=0))
+
+
+def test_writer_refuses_a_prediction_of_other_classes(tmp_path):
+    with pytest.raises(ValueError, match="fluid classes must be"):
+        FluidPredictionWriter(str(tmp_path), fluid_classes=("IRF", "SRF"))
+    writer = FluidPredictionWriter(str(tmp_path), save_overlays=False)
+    writer.started()
+    with pytest.raises(ValueError, match=r"typed.png: the prediction has 3 channel\(s\) but the writer's fluid_classes"):
+        writer.write_item(_typed_item_2d())
+    writer = FluidPredictionWriter(str(tmp_path), save_overlays=False, fluid_classes=TYPES)
+    with pytest.raises(ValueError, match=r"a.png: the prediction has 1 channel\(s\)"):
+        writer.write_item(_item_2d("/d/a.png"))
+
+
 # ---------------------------------------------------------------- SegmentationReport
 
 
@@ -558,6 +700,49 @@ def test_report_pooled_and_fluid_scan_metrics_against_hand_computed_values(tmp_p
     # the table is what the summary is made of
     fluid = [float(r["dice"]) for r in rows if r["dice"]]
     assert np.mean(fluid) == pytest.approx(data["dice_fluid_scans"])
+
+
+def _typed(*channels):
+    """(3, 4, 4) masks of IRF, SRF, PED from the cells of each."""
+    return torch.cat([_mask(cells) for cells in channels])
+
+
+def test_report_per_fluid_type_against_hand_computed_values(tmp_path):
+    """RETOUCH's measures per type:
+
+    - a.png: IRF truth 2 px, 1 found and 1 called SRF; SRF truth 0; PED truth 3, found 3
+    - b.png: SRF truth 2 px, nothing predicted; one false PED pixel
+    IRF: TP 1, FP 0, FN 1 -> Dice 2/3; |pred - true| per scan: a 1, b 0 -> 0.5
+    SRF: TP 0, FP 1, FN 2 -> Dice 0; differences a 1, b 2 -> 1.5
+    PED: TP 3, FP 1, FN 0 -> Dice 6/7; differences a 0, b 1 -> 0.5
+    """
+    scans = [
+        ("/d/a.png", _typed([(0, 0)], [(0, 1)], [(3, 0), (3, 1), (3, 2)]),
+         _typed([(0, 0), (0, 1)], [], [(3, 0), (3, 1), (3, 2)])),
+        ("/d/b.png", _typed([], [], [(0, 0)]), _typed([], [(2, 2), (2, 3)], [])),
+    ]  # fmt: skip
+    path = str(tmp_path / "metrics.json")
+    _evaluate(SegmentationReport(path, classes=("IRF", "SRF", "PED")), scans)
+    data = json.loads(open(path).read())
+    assert data["dice_IRF"] == pytest.approx(2 / 3) and data["dice_SRF"] == 0.0 and data["dice_PED"] == pytest.approx(6 / 7)
+    assert [data[f"abs_area_difference_{t}"] for t in ("IRF", "SRF", "PED")] == pytest.approx([0.5, 1.5, 0.5])
+    assert [data[f"num_scans_{t}"] for t in ("IRF", "SRF", "PED")] == [1, 1, 1]
+    # pooled over the types, a pixel of the wrong type is no true positive: TP 4, FP 2, FN 3
+    assert data["dice"] == pytest.approx(2 * 4 / (2 * 4 + 2 + 3))
+    with open(tmp_path / "per_scan.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[: len(PER_SCAN_COLUMNS)] == list(PER_SCAN_COLUMNS)
+    assert [(r["IRF_pixels_true"], r["IRF_pixels_predicted"], r["IRF_dice"]) for r in rows] == [
+        ("2", "1", "0.666667"), ("0", "0", ""),
+    ]  # fmt: skip
+    assert [r["true_positive_pixels"] for r in rows] == ["4", "0"] and rows[1]["SRF_dice"] == "0.0"
+    # a type neither drawn nor predicted anywhere has no Dice
+    _evaluate(SegmentationReport(path, classes=("IRF", "SRF", "PED")), scans[:1])
+    assert json.loads(open(path).read())["dice_SRF"] == 0.0
+    no_srf = [(n, p, t) for n, p, t in scans[:1]]
+    no_srf[0][1][1].zero_()
+    _evaluate(SegmentationReport(path, classes=("IRF", "SRF", "PED")), no_srf)
+    assert json.loads(open(path).read())["dice_SRF"] is None
 
 
 def test_report_without_normal_or_fluid_scans_gives_none(tmp_path):

@@ -85,3 +85,25 @@ def test_overlay_bad_shapes(args, message):
         overlay_image(*args)
     with pytest.raises(ValueError, match="fill_alpha"):
         overlay_image(np.zeros((3, 3)), np.zeros((3, 3)), fill_alpha=0.0)
+
+
+def test_overlay_fluid_types_each_in_its_colour():
+    from custom_components.oct.fluid_types import BINARY_FLUID, FLUID_TYPES
+    from custom_components.oct.overlay import FLUID_TYPE_HUES, fluid_hues
+
+    assert fluid_hues(BINARY_FLUID) is None and fluid_hues(FLUID_TYPES) == tuple(FLUID_TYPE_HUES.values())
+    bscan = np.full((3, 4), 7.0)  # flat: black
+    labels = np.array([[0, 1, 2, 3], [0, 0, 0, 0], [1, 1, 0, 0]])
+    truth = np.zeros((3, 4))
+    truth[2, 0] = 1
+    rgb = overlay_image(bscan, labels, truth, hues=fluid_hues(FLUID_TYPES))
+    # on black, a fill is 0.55 x its colour: IRF red, SRF yellow, PED blue
+    for column, fluid in ((1, "IRF"), (2, "SRF"), (3, "PED")):
+        assert np.all(np.abs(rgb[0, column].astype(float) - 0.55 * _colour(FLUID_TYPE_HUES[fluid])) <= 1)
+    red, yellow, blue = rgb[0, 1].astype(int), rgb[0, 2].astype(int), rgb[0, 3].astype(int)
+    assert red[0] > 100 > red[1] and min(yellow[:2]) > 100 > yellow[2] and blue[2] > 100 > blue[0]
+    assert np.all(rgb[1] == 0) and tuple(rgb[2, 0]) == tuple(GREEN)  # background; the truth's outline over a fill
+    # the binary overlay is unchanged: every fluid label orange
+    assert np.array_equal(overlay_image(bscan, labels > 0), overlay_image(bscan, labels))
+    with pytest.raises(ValueError, match="prediction labels must be 0 to 3"):
+        overlay_image(bscan, labels + 1, hues=fluid_hues(FLUID_TYPES))

@@ -98,7 +98,10 @@ def test_masks_of_either_convention_binarise_alike(fluid):
 
 def test_mask_value_problem_lists_what_it_found():
     assert mask_value_problem(np.zeros((3, 3), np.uint8)) is None  # a scan without fluid
-    assert mask_value_problem(np.array([0, 1, 255])) == "mask values must be {0, 1} or {0, 255}, found 0, 1, 255"
+    assert mask_value_problem(np.array([0, 2, 3], np.uint8)) is None  # fluid types: 2 SRF, 3 PED
+    assert mask_value_problem(np.array([0, 1, 255])) == (
+        "mask values must be {0, 1} or {0, 255} (binary), or within {0, 1, 2, 3} (fluid types), found 0, 1, 255"
+    )
     assert mask_value_problem(np.arange(20)).endswith("found 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 ...")
 
 

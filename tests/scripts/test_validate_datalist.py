@@ -132,7 +132,7 @@ def test_oct_datalist_masks(script, capsys, tmp_path):
     assert _row(lines, "training") == ["training", "2", "2", "0"]
     assert _problems(lines) == [
         f"testing[0] {tmp_path / 'images' / 'c.png'}: label {tmp_path / 'masks' / 'gray.png'}: mask values must be "
-        "{0, 1} or {0, 255}, found 128"
+        "{0, 1} or {0, 255} (binary), or within {0, 1, 2, 3} (fluid types), found 128"
     ]
     # a testing list that is not ready (inference needs no mask) is left out with --sections
     code, lines, _ = _run(script, capsys, "--bundle", "oct_fluid_seg", datalist, "--sections", "training", "validation")
