@@ -129,6 +129,35 @@ def test_save_labels_then_one_epoch_training_writes_checkpoint(
         assert server.infer(model, "json", params={"image": image_id}).json()["label"] == answer["label"]
 
 
+def test_typed_label_maps_fine_tune_a_binary_model_into_a_typed_one(server: Server, narrow_oct_models: Path) -> None:
+    server.install_checkpoint("oct_fluid_seg", narrow_oct_models)  # binary: one output channel, trained at 32 px
+    assert server.get("/info/").json()["models"]["oct_fluid_seg"]["labels"] == {"fluid": 255}
+    for image_id, mask in server.masks.items():
+        # RETOUCH's values: the fluid of the left half IRF, of the right half SRF, and a PED band near the bottom
+        label = np.where(mask > 0, 1, 0).astype(np.uint8)
+        label[:, label.shape[1] // 2 :] *= 2
+        label[-8:-4, 10:40] = 3
+        server.save_label(image_id, f"{image_id}.png", server.png(label))
+
+    task = server.train("oct_fluid_seg")  # at 64 px: the position embedding is resized, the output layer is new
+    assert task["status"] == "DONE", f"{task}\n{server.log_tail()}"
+    recipe = json.loads((server.bundles / "oct_fluid_seg" / "models" / "model.recipe.json").read_text())
+    assert recipe["settings"]["fluid_classes"] == ["IRF", "SRF", "PED"] and recipe["settings"]["image_size"] == 64
+    assert "head.weight, head.bias, which start from their initialisation" in server.log_tail(10**7)
+
+    typed = {"IRF": 1, "SRF": 2, "PED": 3}
+    assert server.get("/info/").json()["models"]["oct_fluid_seg"]["labels"] == typed
+    response = server.infer("oct_fluid_seg", "image", params={"image": "oct_001"})
+    assert response.status_code == 200, f"{response.text}\n{server.log_tail()}"
+    mask = np.asarray(Image.open(io.BytesIO(response.content)))
+    assert mask.shape == server.oct_hw and set(np.unique(mask).tolist()) <= {0, 1, 2, 3}
+    answer = server.infer("oct_fluid_seg", "json", params={"image": "oct_001"}).json()
+    assert answer["mask_values"] == {"background": 0, **typed} and answer["fluid_area_px"] == np.count_nonzero(mask)
+    assert {name: t["area_px"] for name, t in answer["fluid_types"].items()} == {
+        name: int(np.count_nonzero(mask == value)) for name, value in typed.items()
+    }
+
+
 def test_a_checkpoint_of_other_settings_is_served_from_its_recipe(server: Server, narrow_oct_models: Path) -> None:
     server.install_checkpoint("oct_fluid_seg", narrow_oct_models)
     served = server.bundles / "oct_fluid_seg" / "models"

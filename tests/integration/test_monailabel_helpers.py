@@ -18,9 +18,10 @@ APP_DIR = Path(__file__).resolve().parents[2] / "apps" / "monailabel"
 sys.path.insert(0, str(APP_DIR))  # the app's own imports are "lib.*", as when MONAI Label loads it
 
 from lib.infers.ife_multitask import ife_result, requested_weights  # noqa: E402
-from lib.infers.oct_fluid_seg import fluid_mask, fluid_result  # noqa: E402
+from lib.infers.oct_fluid_seg import fluid_labels, fluid_mask, fluid_result  # noqa: E402
 from lib.trainers.bundle_task import fraction, non_negative_int, positive_int  # noqa: E402
-from lib.validation import check_binary_mask, check_identifier, parse_class_label, read_image_size  # noqa: E402
+from lib.trainers.oct_fluid_seg import ClassTransferLoader, fine_tuning_classes  # noqa: E402
+from lib.validation import check_fluid_mask, check_identifier, parse_class_label, read_image_size  # noqa: E402
 
 from custom_components.ife.classes import IFE_CLASSES  # noqa: E402
 
@@ -56,19 +57,25 @@ def test_read_image_size_is_rows_first_and_names_bad_files(tmp_path):
         read_image_size(str(tmp_path / "bad.png"), "upload")
 
 
-def test_binary_mask_checks(tmp_path):
+def test_fluid_mask_checks(tmp_path):
     path = tmp_path / "m.png"
     block = np.ones((4, 4), np.uint8)  # masks of 8 x 8 pixels, the smallest image the screening accepts
     Image.fromarray(np.kron(np.array([[0, 255], [255, 0]], np.uint8), block)).save(path)
-    assert check_binary_mask(str(path), (8, 8)).tolist() == np.kron([[0, 1], [1, 0]], block).tolist()
+    assert check_fluid_mask(str(path), (8, 8)).tolist() == np.kron([[0, 255], [255, 0]], block).tolist()
     with pytest.raises(ValueError, match="size"):
-        check_binary_mask(str(path), (8, 12))
+        check_fluid_mask(str(path), (8, 12))
+    # a label map of the fluid types (1 IRF, 2 SRF, 3 PED), as the typed model answers it
+    Image.fromarray(np.kron(np.array([[0, 1], [2, 3]], np.uint8), block)).save(path)
+    assert check_fluid_mask(str(path), (8, 8)).tolist() == np.kron([[0, 1], [2, 3]], block).tolist()
+    Image.fromarray(np.kron(np.array([[0, 7], [0, 0]], np.uint8), block)).save(path)
+    with pytest.raises(ValueError, match=rf"mask {path}: mask values must be .* found 0, 7"):
+        check_fluid_mask(str(path), (8, 8))
     Image.fromarray(np.kron(np.array([[0, 7], [1, 0]], np.uint8), block)).save(path)
-    with pytest.raises(ValueError, match=r"found 0, 1, 7"):
-        check_binary_mask(str(path), (8, 8))
+    with pytest.raises(ValueError, match=r"label for 'oct_003': .*found 0, 1, 7"):
+        check_fluid_mask(str(path), (8, 8), "label for 'oct_003'")
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
     with pytest.raises(ValueError, match="single-channel"):
-        check_binary_mask(str(path), (8, 8))
+        check_fluid_mask(str(path), (8, 8))
 
 
 def test_class_label_file(tmp_path):
@@ -95,8 +102,38 @@ def test_fluid_mask_thresholds_and_restores_the_input_size():
     result = fluid_result(mask)
     assert result["fluid_area_px"] == 16 and result["fluid_fraction"] == pytest.approx(16 / 96, abs=1e-6)  # rounded to 6 places
     assert result["image_size"] == [8, 12]
-    with pytest.raises(ValueError, match="one 2D fluid map"):
+    # the binary answer as it was before fluid types, key for key
+    assert list(result) == ["fluid_area_px", "fluid_fraction", "image_size", "mask_values"]
+    assert result["mask_values"] == {"background": 0, "fluid": 255}
+    assert fluid_result(mask, fluid_labels(["fluid"])) == result
+    with pytest.raises(ValueError, match="one 2D fluid map per class"):
         fluid_mask(torch.zeros(2, 4, 4), None)
+
+
+def test_a_typed_prediction_is_answered_as_a_label_map_with_the_area_of_each_type():
+    labels = fluid_labels(["IRF", "SRF", "PED"])
+    assert labels == {"IRF": 1, "SRF": 2, "PED": 3}
+    pred = torch.zeros(3, 4, 6)  # exclusive masks, as the bundle's postprocessing gives them
+    pred[0, 0, :3] = 1.0  # 3 IRF pixels
+    pred[1, 1:3, 4:6] = 1.0  # 4 SRF pixels
+    pred[2, 3, 0] = 1.0  # 1 PED pixel
+    mask = fluid_mask(pred, (8, 12), tuple(labels))  # at half size: each pixel becomes 2 x 2
+    assert mask.shape == (8, 12) and mask.dtype == np.uint8
+    assert {v: int(np.count_nonzero(mask == v)) for v in (0, 1, 2, 3)} == {0: 96 - 32, 1: 12, 2: 16, 3: 4}
+    assert mask[0, 0] == 1 and mask[2, 8] == 2 and mask[6, 0] == 3
+    result = fluid_result(mask, labels)
+    assert result["fluid_area_px"] == 32 and result["fluid_fraction"] == pytest.approx(32 / 96, abs=1e-6)
+    assert result["fluid_types"] == {
+        "IRF": {"name": "intraretinal fluid", "area_px": 12, "fraction": 0.125},
+        "SRF": {"name": "subretinal fluid", "area_px": 16, "fraction": pytest.approx(16 / 96, abs=1e-6)},
+        "PED": {"name": "pigment epithelial detachment", "area_px": 4, "fraction": pytest.approx(4 / 96, abs=1e-6)},
+    }
+    assert result["mask_values"] == {"background": 0, "IRF": 1, "SRF": 2, "PED": 3}
+    assert result["image_size"] == [8, 12]
+    with pytest.raises(ValueError, match=r"one 2D fluid map per class \(3: IRF, SRF, PED\)"):
+        fluid_mask(pred[:1], None, tuple(labels))
+    with pytest.raises(ValueError, match="fluid classes must be"):
+        fluid_labels(["IRF", "SRF"])
 
 
 def test_ife_result_follows_the_negative_rule_and_sums_to_one():
@@ -202,6 +239,12 @@ def test_training_leaves_the_validation_split_to_the_bundle(tmp_path):
         task._partition_datalist(entries[:1], {"model": "ife_multitask"})
 
 
+def _mask(path: Path, values: list[list[int]]) -> str:
+    """Write an 8 x 8 mask of 4 x 4 blocks of ``values`` (2 x 2); returns its path."""
+    Image.fromarray(np.kron(np.array(values, np.uint8), np.ones((4, 4), np.uint8))).save(path)
+    return str(path)
+
+
 def test_fine_tuning_keeps_the_checkpoint_recipe_unless_the_request_sets_it(tmp_path):
     import shutil
 
@@ -216,15 +259,83 @@ def test_fine_tuning_keeps_the_checkpoint_recipe_unless_the_request_sets_it(tmp_
     assert task.fine_tuning_settings() == {}  # nothing trained yet: the bundle's defaults
     (bundle / "models").mkdir()
     torch.save({}, bundle / "models" / "model.pt")
-    settings = {"image_size": 96, "geometry": "resize", "filters": [16, 32, 64, 128, 256], "training_aspect": 0.5}
+    settings = {"image_size": 96, "geometry": "resize", "filters": [16, 32, 64, 128, 256], "training_aspect": 0.5,
+                "fluid_classes": ["fluid"]}  # fmt: skip
     write_recipe(bundle / "models" / "model.pt", settings)
-    # the network the weights need, not the aspect of the old training scans (train.json computes it from the data)
-    assert task.fine_tuning_settings() == {k: v for k, v in settings.items() if k != "training_aspect"}
+    # the network the weights need, not what train.json reads from the data: the aspect of the old training scans,
+    # the classes of the old masks
+    assert task.fine_tuning_settings() == {k: v for k, v in settings.items() if k not in ("training_aspect", "fluid_classes")}
     task._request = {"pretrained": False}
     assert task.fine_tuning_settings() == {}  # training from scratch starts from the bundle's own settings
     task._request = {"image_size": "64"}
-    overrides = task._update_overrides({"train#dataset#data": [{"image": "a.png", "label": "a_mask.png"}]})
+    entries = [{"image": "a.png", "label": _mask(tmp_path / "a_mask.png", [[0, 255], [0, 0]])}]
+    overrides = task._update_overrides({"train#dataset#data": entries})
     assert overrides["image_size"] == 64 and overrides["filters"] == settings["filters"]  # the request wins
+    assert overrides["fluid_classes"] == ["fluid"]
+
+
+def test_the_masks_decide_the_classes_and_a_typed_model_keeps_its_types():
+    binary, typed = ("fluid",), ("IRF", "SRF", "PED")
+    assert fine_tuning_classes([{0, 255}, {0}], None) == binary
+    assert fine_tuning_classes([{0, 1}, {0, 1, 2}], None) == typed
+    assert fine_tuning_classes([{0, 3}, {0}], binary) == typed  # typed label maps fine-tune a binary model
+    assert fine_tuning_classes([{0, 255}], typed) == binary  # 255: binary masks, whatever the model
+    # label maps of a typed model's answers that happen to hold IRF only (or no fluid) keep the three types
+    assert fine_tuning_classes([{0, 1}, {0}], typed) == typed
+    assert fine_tuning_classes([{0, 1}, {0}], None) == binary  # from scratch, the bundle's own reading
+    with pytest.raises(ValueError, match="mix fluid-type values"):
+        fine_tuning_classes([{0, 255}, {0, 2}], binary)
+
+
+def test_typed_masks_fine_tune_a_binary_checkpoint_all_but_its_output_layer(tmp_path):
+    import shutil
+
+    from lib.trainers.oct_fluid_seg import OCTFluidSegTrain
+
+    from custom_components.core.recipe import write_recipe
+    from custom_components.oct.transunet import TransUNet
+
+    bundle = tmp_path / "oct_fluid_seg"
+    shutil.copytree(APP_DIR.parents[1] / "bundles" / "oct_fluid_seg" / "configs", bundle / "configs")
+    checkpoint = bundle / "models" / "model.pt"
+    checkpoint.parent.mkdir()
+    widths = {"spatial_dims": 2, "in_channels": 1, "filters": [8, 16, 32, 64], "patch_size": 1, "embed_dim": 96}
+    torch.manual_seed(0)
+    binary = TransUNet(out_channels=1, img_size=[32, 32], **widths)
+    torch.save(binary.state_dict(), checkpoint)
+    write_recipe(checkpoint, {"image_size": 32, "filters": widths["filters"], "fluid_classes": ["fluid"]}, binary)
+    task = OCTFluidSegTrain(str(bundle), {})
+    task._request = {}
+    entries = [
+        {"image": "a.png", "label": _mask(tmp_path / "a.png", [[0, 1], [2, 0]])},
+        {"image": "b.png", "label": _mask(tmp_path / "b.png", [[0, 0], [0, 0]])},
+    ]
+    # MONAI Label's loader of model.pt, as BundleTrainTask._load_checkpoint adds it
+    mlabel_loader = {"_target_": "CheckpointLoader", "load_path": str(checkpoint), "load_dict": {"model": "$@network"},
+                     "strict": True}  # fmt: skip
+    handlers = [mlabel_loader, {"_target_": "StatsHandler"}]
+    overrides = task._update_overrides({"train#dataset#data": entries, "train#handlers": handlers})
+    assert overrides["fluid_classes"] == ["IRF", "SRF", "PED"]  # nothing forces the binary model's one class
+    assert overrides["train#handlers"][0] == {
+        "_target_": "lib.trainers.oct_fluid_seg.ClassTransferLoader",
+        "load_path": str(checkpoint),
+        "network": "$@network",
+    }
+    assert overrides["train#handlers"][1] == {"_target_": "StatsHandler"}
+
+    # the loader: every tensor but the output layer's, the position embedding resized to a 64 px run's grid
+    torch.manual_seed(1)
+    typed = TransUNet(out_channels=3, img_size=[64, 64], **widths)
+    assert ClassTransferLoader(str(checkpoint), typed)() == ["head.weight", "head.bias"]
+    before, after = binary.state_dict(), typed.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in after if k not in ("head.weight", "head.bias", "pos_embed"))
+    assert after["pos_embed"].shape != before["pos_embed"].shape
+
+    # the same classes as the checkpoint: MONAI Label's own strict loader stays
+    handlers = [dict(mlabel_loader)]
+    entries = [{"image": "a.png", "label": _mask(tmp_path / "c.png", [[0, 255], [0, 0]])}] * 2
+    overrides = task._update_overrides({"train#dataset#data": entries, "train#handlers": handlers})
+    assert overrides["fluid_classes"] == ["fluid"] and overrides["train#handlers"] == [mlabel_loader]
 
 
 def test_the_calibration_is_read_for_the_weights_the_request_runs(tmp_path):

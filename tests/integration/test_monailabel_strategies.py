@@ -127,6 +127,25 @@ def test_bscan_entropy_is_the_mean_inside_the_retina():
         bscan_entropies(image, logits[..., :-1])
 
 
+def test_a_typed_model_sums_the_entropy_of_its_three_classes():
+    image = _layered_bscan()
+    region = torch.from_numpy(retina_region(image[0]))
+    logits = torch.full((3, *image.shape[1:]), 30.0)  # sure of every type: 0 bits
+    assert bscan_entropies(image, logits)[0]["entropy"] == pytest.approx(0.0, abs=1e-9)
+    logits[0][region] = 0.0  # unsure of IRF (1 bit) and of SRF (0.81 bits) inside the retina, sure of PED
+    logits[1][region] = -math.log(3.0)
+    (only,) = bscan_entropies(image, logits)
+    assert only["entropy"] == pytest.approx(1.0 + H_QUARTER)
+    assert only["retina_fraction"] == pytest.approx(float(region.float().mean()))
+    # one channel: the binary model's value, unchanged
+    assert bscan_entropies(image, logits[:1])[0]["entropy"] == pytest.approx(1.0)
+    volume = _layered_bscan(s=2)
+    logits = torch.zeros(3, *volume.shape[1:])  # 1 bit per type: 3 bits in both B-scans
+    assert [s["entropy"] for s in bscan_entropies(volume, logits)] == pytest.approx([3.0, 3.0])
+    with pytest.raises(ValueError, match="logits of its shape with one channel per class"):
+        bscan_entropies(image, torch.zeros(3, 64, 31))
+
+
 def test_a_volume_is_scored_by_its_most_uncertain_bscan():
     volume = _layered_bscan(s=3)
     logits = torch.empty_like(volume)
@@ -504,6 +523,57 @@ def test_only_the_served_models_get_a_strategy(app_folders, monailabel_globals):
     app, client = _build(app_folders, models="ife_multitask")
     assert set(client.get("/info/").json()["strategies"]) == {"random", "first", "ife_least_certain"}
     assert client.post("/activelearning/oct_entropy", json={}).status_code == 404
+
+
+@pytest.fixture(scope="module")
+def typed_app_folders(tmp_path_factory):
+    """The OCT bundle with a tiny fresh checkpoint of the three fluid types (``fluid_classes`` IRF, SRF, PED: three
+    output channels), and studies of 3 B-scans."""
+    import strategy_speed
+
+    root = tmp_path_factory.mktemp("typed_app")
+    bundles = strategy_speed.copy_bundles(root / "bundles", ["oct_fluid_seg"])
+    recipe = {**strategy_speed.TINY_RECIPES["oct_fluid_seg"], "fluid_classes": ["IRF", "SRF", "PED"]}
+    strategy_speed.tiny_checkpoint(bundles / "oct_fluid_seg", recipe=recipe)
+    studies = root / "studies"
+    strategy_speed.write_studies(studies, 3, ["oct_fluid_seg"])
+    return root, bundles, studies
+
+
+@pytest.mark.slow
+def test_a_typed_model_is_served_with_its_three_labels_and_scored(typed_app_folders, monailabel_globals):
+    import io
+
+    import strategy_speed
+
+    root, bundles, studies = typed_app_folders
+    app, client = _build(typed_app_folders, models="oct_fluid_seg")
+    typed = {"IRF": 1, "SRF": 2, "PED": 3}
+    assert client.get("/info/").json()["models"]["oct_fluid_seg"]["labels"] == typed
+
+    response = client.post("/infer/oct_fluid_seg", params={"image": "oct_0001", "output": "image"})
+    assert response.status_code == 200, response.text
+    mask = np.asarray(Image.open(io.BytesIO(response.content)))
+    assert mask.shape == strategy_speed.IMAGE_HW and set(np.unique(mask).tolist()) <= {0, 1, 2, 3}
+    answer = client.post("/infer/oct_fluid_seg", params={"image": "oct_0001", "output": "json"}).json()
+    assert answer["mask_values"] == {"background": 0, **typed} and answer["label_names"] == typed
+    assert answer["fluid_area_px"] == int(np.count_nonzero(mask))
+    for name, value in typed.items():
+        area = int(np.count_nonzero(mask == value))
+        assert answer["fluid_types"][name]["area_px"] == area
+        assert answer["fluid_types"][name]["fraction"] == pytest.approx(area / mask.size, abs=1e-6)
+
+    # the answer saved back as the final label: a label map the datastore accepts for training
+    labels = root / "labels"
+    labels.mkdir(exist_ok=True)
+    Image.fromarray(mask).save(labels / "oct_0001.png")
+    app.datastore().save_label("oct_0001", str(labels / "oct_0001.png"), "final", {})
+
+    response = client.post("/activelearning/oct_entropy", json={})
+    assert response.status_code == 200, response.text
+    offered = response.json()
+    assert offered["id"] in {"oct_0000", "oct_0002"} and offered["uncertainty"]["failed"] == 0
+    assert 0.0 <= offered["uncertainty"]["entropy"] <= 3.0  # bits summed over the three types
 
 
 def test_the_calibration_record_is_read_again_only_when_a_file_changes(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ from custom_components.core.image_files import printable_path
 from lib.validation import (
     IMAGE_EXTENSIONS,
     LABEL_JSON_EXTENSION,
-    check_binary_mask,
+    check_fluid_mask,
     check_identifier,
     http_errors,
     parse_class_label,
@@ -37,7 +37,8 @@ class CheckedLocalDatastore(LocalDatastore):
 
     One folder holds OCT B-scans and IFE gels side by side; the label decides which model trains on an image:
 
-    - a single-channel PNG/TIFF/BMP mask of the image's size with values {0, 1} or {0, 255}: an OCT fluid label;
+    - a single-channel PNG/TIFF/BMP mask of the image's size with values {0, 1} or {0, 255}, or a label map of
+      fluid types within {0, 1, 2, 3} (1 IRF, 2 SRF, 3 PED): an OCT fluid label;
     - a ``.json`` file ``{"label": "<class name>"}``: an IFE class label.
 
     Both are saved with ``PUT /datastore/label?image=<id>&tag=final``. Saving checks the label against its image
@@ -124,7 +125,8 @@ class CheckedLocalDatastore(LocalDatastore):
                 parse_class_label(label_filename, f"label for {image_id!r}")
         elif name.endswith(IMAGE_EXTENSIONS):
             with http_errors(422):
-                check_binary_mask(label_filename, read_image_size(image_path, f"image {image_id!r}"), "label")
+                image_hw = read_image_size(image_path, f"image {image_id!r}")
+                check_fluid_mask(label_filename, image_hw, f"mask label for {image_id!r}")
         else:
             raise HTTPException(
                 status_code=415,

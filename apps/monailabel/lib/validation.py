@@ -30,7 +30,7 @@ __all__ = [
     "check_identifier",
     "is_server_upload",
     "read_image_size",
-    "check_binary_mask",
+    "check_fluid_mask",
     "parse_class_label",
     "http_errors",
     "upload_removed_on_error",
@@ -119,21 +119,24 @@ def read_image_size(path: str, what: str = "image") -> tuple[int, int]:
     return image_shape(path)
 
 
-def check_binary_mask(path: str, expected_hw: tuple[int, int], what: str = "label") -> np.ndarray:
-    """Check that a segmentation label is a single-channel {0, 1} or {0, 255} mask of the image's size.
+def check_fluid_mask(path: str, expected_hw: tuple[int, int], what: str | None = None) -> np.ndarray:
+    """Check that a segmentation label is a single-channel fluid mask of the image's size: binary, {0, 1} or
+    {0, 255}, or a label map of fluid types within {0, 1, 2, 3} (RETOUCH's 1 IRF, 2 SRF, 3 PED; the values the
+    typed model answers), as :func:`~custom_components.core.validation.mask_value_problem` decides for the bundle.
 
     Args:
         path: mask file (PNG, TIFF, BMP; JPEG is lossy and fails the value check).
         expected_hw: ``(height, width)`` of the image the label belongs to.
-        what: how to name the file in the error message.
+        what: how to name the file in the error message (default: ``mask <path>``).
 
     Returns:
-        the mask as a (H, W) uint8 array with values in {0, 1}.
+        the mask as a (H, W) array of its stored values.
 
     Raises:
-        ValueError: when the file is not an image, has colour channels, differs in size from the image, or holds
-            other values.
+        ValueError: naming the file, when it is not an image, has colour channels, differs in size from the image,
+            or holds other values.
     """
+    what = what or f"mask {path}"
     read_image_size(path, what)
     with Image.open(path) as img:
         array = np.asarray(img)
@@ -147,7 +150,7 @@ def check_binary_mask(path: str, expected_hw: tuple[int, int], what: str = "labe
     problem = mask_value_problem(array)
     if problem:
         raise ValueError(f"{what}: {problem}.")
-    return (array > 0).astype(np.uint8)
+    return array
 
 
 def parse_class_label(path: str, what: str = "label") -> str:

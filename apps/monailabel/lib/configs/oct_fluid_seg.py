@@ -11,8 +11,8 @@ __all__ = ["OCTFluidSegConfig"]
 
 
 class OCTFluidSegConfig(LocalBundleConfig):
-    """OCT fluid segmentation: infer (mask PNG + fluid area), fine-tuning on saved masks, and the ``oct_entropy``
-    strategy."""
+    """OCT fluid segmentation: infer (mask PNG + fluid area, per type for a typed model), fine-tuning on saved masks,
+    and the ``oct_entropy`` strategy."""
 
     bundle_name = "oct_fluid_seg"
     infer_class = OCTFluidSegInfer

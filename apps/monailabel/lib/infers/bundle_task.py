@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from monailabel.interfaces.tasks.infer_v2 import InferType
@@ -38,8 +39,8 @@ class LocalBundleInferTask(BundleInferTask):
     displayable configs. ``inference.json`` reads the network settings and the geometry from the
     checkpoint's recipe (``models/model.recipe.json``), so the network built here is the one that was trained,
     whatever overrides training used; when training replaces the checkpoint with one of another recipe, the bundle
-    config and the network are built again before the next request (and once more when the weights arrive before
-    their recipe). A checkpoint that still does not fit gets
+    config, the network and the labels are built again before the next request or ``/info`` (and once more when the
+    weights arrive before their recipe). A checkpoint that still does not fit gets
     :class:`~custom_components.core.recipe.CheckpointMismatchError` naming the first mismatched layer (answered
     with its message, see ``main.py``).
 
@@ -48,7 +49,9 @@ class LocalBundleInferTask(BundleInferTask):
         conf: the app's ``--conf`` settings (``preload``: build the network on every device at start).
         type: the MONAI Label task type, e.g. ``InferType.SEGMENTATION``.
         labels: label name to value (segmentation) or to class index (classification); MONAI Label would take the
-            lower-cased channel names of ``metadata.json``.
+            lower-cased channel names of ``metadata.json``. Or a function that gives them for the network built
+            from :attr:`bundle_config` (labels that depend on the checkpoint's recipe): it is asked again whenever
+            a new recipe makes the network be built again.
         add_post_restore: append MONAI Label's ``Restored`` step to the postprocessing.
 
     Raises:
@@ -56,9 +59,15 @@ class LocalBundleInferTask(BundleInferTask):
     """
 
     def __init__(
-        self, path: str, conf: dict[str, str], type: str | InferType, labels: dict[str, int], add_post_restore: bool
+        self,
+        path: str,
+        conf: dict[str, str],
+        type: str | InferType,
+        labels: dict[str, int] | Callable[[], dict[str, int]],
+        add_post_restore: bool,
     ) -> None:
         self.checkpoint = os.path.join(path, "models", "model.pt")
+        self._labels = labels
         super().__init__(path, conf, type=type, add_post_restore=add_post_restore, load_strict=True)
         if not hasattr(self, "bundle_config"):  # BundleInferTask only warns
             raise FileNotFoundError(f"bundle {path!r} has no configs/{' or configs/'.join(self.const.configs())}.")
@@ -75,7 +84,7 @@ class LocalBundleInferTask(BundleInferTask):
                 path=self.checkpoint,
                 network=self.bundle_config.get_parsed_content(self.const.key_network_def(), instantiate=True),
                 type=type,
-                labels=labels,
+                labels=self.served_labels(),
                 dimension=len(image["spatial_shape"]),
                 description=metadata.get("description", ""),
                 preload=strtobool(conf.get("preload", "false")),
@@ -86,9 +95,13 @@ class LocalBundleInferTask(BundleInferTask):
         # the model_filename option lists models/*.pt: not the resumable training state, which holds no bare weights
         options = self._config.get("model_filename", [])
         self._config["model_filename"] = [name for name in options if name != "checkpoint.pt"]
-        self.labels = labels
+        self.labels = self.served_labels()  # BundleInferTask's are the channel names of metadata.json
         # BundleInferTask keeps BasicInferTask's default keys; the bundle's metadata names its own
         self.input_key, self.output_label_key = self.key_image, self.key_pred
+
+    def served_labels(self) -> dict[str, int]:
+        """The labels of the network built now: the constructor's ``labels``, or what its function gives."""
+        return self._labels() if callable(self._labels) else dict(self._labels)
 
     def _recipe_key(self) -> tuple[Any, str]:
         """What the network depends on: the recipe's network class and settings (not its time stamp, which every
@@ -112,6 +125,7 @@ class LocalBundleInferTask(BundleInferTask):
         logger.info(f"{os.path.basename(self.bundle_path)}: new checkpoint recipe; building its network.")
         self.bundle_config = self._load_bundle_config(self.bundle_path, self.bundle_config_path)
         self.network = self.bundle_config.get_parsed_content(self.const.key_network_def(), instantiate=True)
+        self.labels = self.served_labels()  # a recipe of other classes answers other labels
         self.clear_cache()  # BasicInferTask's per-device networks
         return True
 
@@ -139,6 +153,8 @@ class LocalBundleInferTask(BundleInferTask):
         )
 
     def info(self) -> dict[str, Any]:
+        # a client sets up its label names from /info before it asks for a mask: describe the checkpoint on disk
+        self._rebuild_if_retrained()
         i = super().info()
         i["bundle"] = self.bundle_path
         i["checkpoint"] = self.checkpoint if self.has_checkpoint() else None

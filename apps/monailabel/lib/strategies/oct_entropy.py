@@ -19,8 +19,9 @@ class OCTEntropy(UncertaintyStrategy):
     Each image is run through the app's OCT infer task (:class:`~lib.infers.oct_fluid_seg.OCTFluidSegInfer`): the
     bundle's reader (a PNG B-scan, or a multi-page TIFF volume), per-B-scan intensity scaling and ``BScanInferer``
     at the checkpoint's recipe. The network's fluid logits are taken as the inferer returns them (at the input's
-    size, before the bundle's threshold), turned into per-pixel entropy in bits
-    (:func:`~lib.strategies.scores.binary_entropy`) and averaged over the retina of each B-scan
+    size, before the bundle's threshold), one channel per fluid class, turned into per-pixel entropy in bits (each
+    class's :func:`~lib.strategies.scores.binary_entropy`, summed over the classes: a binary model's pixel scores 0
+    to 1 bit, a typed model's 0 to 3) and averaged over the retina of each B-scan
     (:func:`~lib.strategies.scores.retina_region`: the bundle segments no retina, so it is the span of bright tissue
     in each column of the smoothed B-scan). A blank B-scan has no retina and scores 0, as the bundle reports no fluid
     there. No mask is written.
@@ -33,6 +34,8 @@ class OCTEntropy(UncertaintyStrategy):
     """
 
     name = "oct_entropy"
+    # unchanged by fluid types: a binary model's scores are the same, and a typed model is another model version,
+    # whose scores the cache keeps apart anyway
     score_version = f"oct-1: mean binary entropy in the retina, sigma {RETINA_SIGMA_FRACTION:.5f} H, {RETINA_THRESHOLD}"
 
     def __init__(self, infer_task: Any, cache_dir: str | None, **kwargs: Any) -> None:

@@ -18,9 +18,11 @@ out a monoclonal protein, a band pattern outside the nine classes or not read, l
 others, then the lower measure first.
 
 OCT (:func:`binary_entropy`, :func:`retina_region`, :func:`bscan_entropies`): the fluid network gives one logit per
-pixel; its predictive entropy ``H(p) = -p log2 p - (1 - p) log2 (1 - p)`` (bits: 0 for a sure pixel, 1 at
-``p = 0.5``) is averaged over the retina of each B-scan, and a volume is scored by its most uncertain B-scan. The
-bundle segments no retina, so the region is found from the network's own input (see :func:`retina_region`).
+pixel and class (one class, fluid, or three, IRF, SRF and PED), each through its own sigmoid; the predictive
+entropy of a class ``H(p) = -p log2 p - (1 - p) log2 (1 - p)`` (bits: 0 for a sure pixel, 1 at ``p = 0.5``) is
+summed over the classes, averaged over the retina of each B-scan, and a volume is scored by its most uncertain
+B-scan. The bundle segments no retina, so the region is found from the network's own input (see
+:func:`retina_region`).
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def binary_entropy(probability: torch.Tensor) -> torch.Tensor:
     """Entropy in bits of a Bernoulli prediction, elementwise: 0 at p = 0 or 1, 1 at p = 0.5.
 
     Args:
-        probability: fluid probabilities in [0, 1] (any shape).
+        probability: probabilities of a class in [0, 1] (any shape).
     """
     p = probability.double().clamp(0.0, 1.0)
     # xlogy gives 0 log 0 = 0 exactly, so sure pixels add nothing rather than NaN
@@ -142,27 +144,41 @@ def retina_region(bscan: np.ndarray | torch.Tensor) -> np.ndarray:
 def bscan_entropies(image: torch.Tensor, logits: torch.Tensor) -> list[dict[str, float]]:
     """Mean predictive entropy inside the retina of each B-scan.
 
+    A pixel's entropy is the sum of its classes' binary entropies. The classes have independent sigmoids (the
+    bundle's loss is per channel), so the sum is the entropy of the pixel's whole prediction, in bits (0 to C): a
+    pixel torn between IRF and SRF (0.5 each) counts two bits, a pixel unsure of one type one bit. The mean over
+    the channels would rank a model's images the same way (C is fixed per model) but is not the entropy of
+    anything. With one class (the binary model) both are that class's entropy, so binary scores are unchanged.
+
     Args:
         image: the network input, (1, H, W) for a B-scan or (1, H, W, S) for a volume of S B-scans.
-        logits: the network's fluid logits at the input's size, of the same shape (the bundle's ``BScanInferer``
-            returns them so).
+        logits: the network's fluid logits at the input's size, (C, H, W) or (C, H, W, S), one channel per fluid
+            class (the bundle's ``BScanInferer`` returns them so).
 
     Returns:
-        per B-scan: ``entropy`` (mean bits over its retina; 0 when it has no retina) and ``retina_fraction`` (the
-        share of its pixels in the retina).
+        per B-scan: ``entropy`` (mean bits over its retina, 0 to C; 0 when it has no retina) and
+        ``retina_fraction`` (the share of its pixels in the retina).
 
     Raises:
-        ValueError: when the shapes are not one channel of the same (H, W) or (H, W, S).
+        ValueError: when the image is not one channel of (H, W) or (H, W, S), or the logits not channels of its
+            shape.
     """
     image_t, logits_t = torch.as_tensor(image), torch.as_tensor(logits)
-    if image_t.ndim not in (3, 4) or image_t.shape[0] != 1 or tuple(logits_t.shape) != tuple(image_t.shape):
+    if (
+        image_t.ndim not in (3, 4)
+        or image_t.shape[0] != 1
+        or logits_t.ndim != image_t.ndim
+        or logits_t.shape[0] < 1
+        or tuple(logits_t.shape[1:]) != tuple(image_t.shape[1:])
+    ):
         raise ValueError(
-            f"expected a (1, H, W) or (1, H, W, S) input and logits of its shape, got {list(image_t.shape)} and "
-            f"{list(logits_t.shape)}."
+            f"expected a (1, H, W) or (1, H, W, S) input and logits of its shape with one channel per class, got "
+            f"{list(image_t.shape)} and {list(logits_t.shape)}."
         )
     if image_t.ndim == 3:
         image_t, logits_t = image_t[..., None], logits_t[..., None]
-    entropy = binary_entropy(torch.sigmoid(logits_t[0].detach().float().cpu()))
+    # summed over the classes, the entropy of the pixel's prediction (see above)
+    entropy = binary_entropy(torch.sigmoid(logits_t.detach().float().cpu())).sum(dim=0)
     scores = []
     for s in range(image_t.shape[-1]):
         region = torch.from_numpy(retina_region(image_t[0, ..., s]))
