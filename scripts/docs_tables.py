@@ -241,6 +241,31 @@ def strategy_speed(result: dict) -> str:
     return "\n".join(lines)
 
 
+@renderer
+def fluid_types(result: dict) -> str:
+    """``fluid_types.json`` of ``oct_fluid_types.py``: what its ``.md`` shows, without its title."""
+    return experiment("oct_fluid_types").markdown(result).split("\n", 2)[2].strip()
+
+
+@renderer
+def real_vs_synthetic(result: dict) -> str:
+    """``real_vs_synthetic.json`` of ``oct_real_vs_synthetic.py``: the real B-scan's layer levels and speckle beside
+    the synthetic ones' (mean +- std), and how alike the two depth profiles are."""
+    real, synthetic = result["real"], result["synthetic"]
+    lines = [f"| measure | real B-scan | synthetic (mean ± std of {synthetic['count']}) |", "| --- | --- | --- |"]
+    for name, value in real["relative_to_rpe"].items():
+        entry = synthetic["relative_to_rpe"][name]
+        lines.append(f"| {name}, relative to the RPE | {value:.2f} | {entry['mean']:.2f} ± {entry['std']:.2f} |")
+    speckle = synthetic["speckle_contrast"]
+    lines.append(f"| speckle contrast (std / mean, 5 x 5 px) | {real['speckle_contrast']:.2f} | "
+                 f"{speckle['mean']:.2f} ± {speckle['std']:.2f} |")  # fmt: skip
+    lines += ["", f"Correlation of the mean depth profiles (ILM to RPE and on into the choroid): "
+              f"{result['profile_correlation']:.2f}. {real['columns_measured']} columns of the real B-scan measured; "
+              f"synthetic seed {synthetic['seed']}, {synthetic['size'][0]} x {synthetic['size'][1]} px; "
+              f"{result['machine']}."]  # fmt: skip
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------------- blocks
 
 

@@ -194,3 +194,20 @@ def test_the_lane_layout_prose_quotes_the_real_gel_results():
     assert len(gains) == 1
     text = " ".join(IFE_README.read_text(encoding="utf-8").split())
     assert f"the default scores {gains.pop()} points more accuracy and macro F1 than on the raw gels" in text
+
+
+def test_the_real_against_synthetic_oct_prose_follows_its_results_file():
+    """'a brighter vitreous ..., stronger speckle ..., and a darker outer nuclear layer': each comparison as the file
+    has it, and the inner retina within the synthetic spread."""
+    readme = REPO / "bundles" / "oct_fluid_seg" / "docs" / "README.md"
+    result = json.loads((readme.parent / "results" / "real_vs_synthetic.json").read_text())
+    real, synthetic = result["real"], result["synthetic"]
+    level = {k: (v, synthetic["relative_to_rpe"][k]) for k, v in real["relative_to_rpe"].items()}
+    assert level["vitreous"][1]["mean"] > level["vitreous"][0]
+    assert synthetic["speckle_contrast"]["mean"] > real["speckle_contrast"]
+    assert level["outer nuclear layer"][1]["mean"] < level["outer nuclear layer"][0]
+    inner_real, inner = level["inner retina"]
+    assert abs(inner["mean"] - inner_real) <= inner["std"]
+    text = " ".join(readme.read_text(encoding="utf-8").split())
+    assert "the synthetic B-scans have a brighter vitreous (a higher noise floor) and stronger speckle" in text
+    assert "and a darker outer nuclear layer" in text
