@@ -13,6 +13,9 @@ Start it on a folder of images (see README.md beside this file)::
 - ``<model>_images`` (``oct_fluid_seg_images``, ``ife_multitask_images``): comma-separated id patterns of the images
   that model's active-learning strategy offers (default ``*``: every unlabelled image); set them when B-scans and
   gels share the studies folder (``oct_*``, ``gel_*``).
+- ``<model>_pretrained_checkpoint`` (``oct_fluid_seg_pretrained_checkpoint``, ``ife_multitask_pretrained_checkpoint``):
+  a checkpoint on the server that that model's training runs start from instead of ``models/model.pt``, unless a
+  train request names its own (``pretrained_checkpoint``) or asks ``"pretrained": false`` (default: none).
 - ``ife_measure``: ``confidence`` (default) or ``margin``, what ``ife_least_certain`` ranks by.
 - ``strategy_served_wait_s``: an image a strategy offered less than this many seconds ago is offered after the
   others (default 3600; 0 always offers the most uncertain).

@@ -137,6 +137,14 @@ def test_fine_tuning_starts_from_a_pretrained_checkpoint_and_refuses_another_geo
     assert all(torch.equal(tuned[key].cpu(), value) for key, value in start.items() if key.endswith("weight"))
     recipe = json.loads((tmp_path / "tuned" / "models" / "model.recipe.json").read_text())
     assert recipe["started_from"]["checkpoint"] == str(pretrained.resolve())
+    # B-scans of another shape (a site's wide exports after square synthetic ones): only the aspect differs, allowed
+    wide = tmp_path / "wide"
+    from custom_components.oct.synthetic import synthesize_oct_dataset
+
+    synthesize_oct_dataset(wide, count=12, seed=5, image_size=(48, 72))
+    _workflow(["train.json"], "train", **{**override, "bundle_root": str(tmp_path / "w"), "dataset_dir": str(wide)})
+    recipe = json.loads((tmp_path / "w" / "models" / "model.recipe.json").read_text())
+    assert recipe["settings"]["training_aspect"] == pytest.approx(48 / 72, abs=1e-4) and recipe["started_from"]
     with pytest.raises(Exception) as error:
         _workflow(["train.json"], "train", **{**override, "bundle_root": str(tmp_path / "x"), "geometry": "native"})
     assert any(isinstance(e, RecipeMismatchError) and "geometry: checkpoint 'resize', this run 'native'" in str(e)

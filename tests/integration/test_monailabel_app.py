@@ -2,13 +2,14 @@
 
 The server (``conftest.py``: its own process group, copies of the app and both bundles, a network guard) serves a
 studies folder of small synthetic B-scans and gels; the tests save labels, train both models for one epoch and
-swap in a checkpoint of other settings.
+swap in a checkpoint of other settings, and fine-tune from a given checkpoint.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -173,3 +174,40 @@ def test_a_checkpoint_of_other_settings_is_served_from_its_recipe(server: Server
     detail = response.json()["detail"]
     assert "does not fit" in detail and "encoder.0.0.conv.weight: checkpoint (8, 1, 3, 3), network (64, 1, 3, 3)" in detail
     assert server.get("/info/").status_code == 200  # still serving
+
+
+def test_training_starts_from_a_given_checkpoint_and_its_recipe_says_so(server: Server, tmp_path: Path) -> None:
+    from custom_components.core.recipe import weights_sha256
+
+    model, served = "ife_multitask", server.bundles / "ife_multitask" / "models"
+    server.save_all_labels(model)
+    if not (served / "model.pt").is_file():  # the one-epoch training test leaves one; run alone, train it here
+        task = server.train(model)
+        assert task["status"] == "DONE", f"{task}\n{server.log_tail()}"
+    given = tmp_path / "site" / "model.pt"  # a model from elsewhere: a copy with its recipe, outside the bundle
+    given.parent.mkdir()
+    for name in ("model.pt", "model.recipe.json"):
+        shutil.copy(served / name, given.parent / name)
+    size = json.loads((given.parent / "model.recipe.json").read_text())["settings"]["image_size"]
+    params = {"max_epochs": 1, "val_split": 0.34, "batch_size": 2, "num_workers": 0, "device": "cpu",
+              "pretrained_checkpoint": str(given)}  # fmt: skip
+
+    # another image_size than the checkpoint's is refused before the run: the reason ends what GET /train/ shows
+    response = server.request("post", f"/train/{model}", json={**params, "image_size": size // 2})
+    assert response.status_code == 200, response.text
+    task = server.wait_training(response.json()["id"])
+    assert task["status"] == "ERROR", f"{task}\n{server.log_tail()}"
+    assert task["details"][-1].endswith(
+        f"RecipeMismatchError: {model}: cannot fine-tune from {given}: the request's settings differ from its recipe "
+        f"(image_size: checkpoint {size}, request {size // 2}). Drop them from the request (the checkpoint's values "
+        "are used) or start from another checkpoint."
+    ), task["details"]
+
+    response = server.request("post", f"/train/{model}", json=params)
+    assert response.status_code == 200, response.text
+    task = server.wait_training(response.json()["id"])
+    assert task["status"] == "DONE", f"{task}\n{server.log_tail()}"
+    recipe = json.loads((served / "model.recipe.json").read_text())
+    assert recipe["started_from"]["checkpoint"] == str(given)
+    assert recipe["started_from"]["weights_sha256"] == weights_sha256(given)
+    assert recipe["settings"]["image_size"] == size

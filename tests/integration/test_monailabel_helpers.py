@@ -354,3 +354,173 @@ def test_the_calibration_is_read_for_the_weights_the_request_runs(tmp_path):
     assert not_offered == default
     assert requested_weights(default, str(models), {}, True) == default
     assert requested_weights(None, str(models), None, True) is None
+
+
+class _Datastore:
+    """The one datastore method MONAI Label's train task calls: ``datalist()``, every image with its final label."""
+
+    def __init__(self, entries: list[dict[str, str]]) -> None:
+        self.entries = entries
+
+    def datalist(self) -> list[dict[str, str]]:
+        return [dict(e) for e in self.entries]
+
+
+def _site_checkpoint(folder: Path, settings: dict) -> Path:
+    """A checkpoint outside the bundle (weights are not read by the app) with a recipe of ``settings``."""
+    from custom_components.core.recipe import write_recipe
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({}, folder / "model.pt")
+    write_recipe(folder / "model.pt", settings)
+    return folder / "model.pt"
+
+
+def _ife_task(tmp_path: Path, conf: dict[str, str] | None = None):
+    """An IFE train task on a copy of the bundle's configs, with a models/model.pt of other settings than any given
+    checkpoint's, and a datastore of two labelled gels."""
+    import shutil
+
+    from lib.trainers.ife_multitask import IFEMultiTaskTrain
+
+    bundle = tmp_path / "ife_multitask"
+    shutil.copytree(APP_DIR.parents[1] / "bundles" / "ife_multitask" / "configs", bundle / "configs")
+    _site_checkpoint(bundle / "models", {"image_size": 96, "channels": [16, 32, 64, 128]})
+    entries = []
+    for i, name in enumerate(("Negative", "IgG-kappa")):
+        (tmp_path / f"gel_{i}.json").write_text(json.dumps({"label": name}))
+        entries.append({"image": str(tmp_path / f"gel_{i}.png"), "label": str(tmp_path / f"gel_{i}.json")})
+    return IFEMultiTaskTrain(str(bundle), conf or {}), _Datastore(entries)
+
+
+def _bundle_overrides(task, request: dict, datastore, monkeypatch) -> dict:
+    """Run the train task's request handling (MONAI Label's ``__call__`` and the app's) up to ``monai.bundle.run``,
+    and return the overrides it would run the bundle with."""
+    from monailabel.tasks.train.bundle import BundleTrainTask
+
+    ran = {}
+    monkeypatch.setattr(BundleTrainTask, "run_single_gpu", lambda self, req, overrides: ran.update(overrides))
+    task({"device": "cpu", **request}, datastore)
+    return ran
+
+
+IFE_SITE = {"image_size": 64, "channels": [8, 16, 32, 64], "stage4_row_stride": 1, "lane_layout": True,
+            "lane_orientation": "albumin_top"}  # fmt: skip
+
+
+def test_a_given_checkpoint_is_the_bundles_pretrained_and_its_recipe_the_runs(tmp_path, monkeypatch):
+    task, datastore = _ife_task(tmp_path)
+    given = _site_checkpoint(tmp_path / "site", IFE_SITE)
+    assert task.config()["pretrained_checkpoint"] == ""  # listed in /info; empty: the --conf default
+    request = {"model": "ife_multitask", "pretrained_checkpoint": str(given), "max_epochs": 1}
+    overrides = _bundle_overrides(task, request, datastore, monkeypatch)
+    # one source of the starting weights: the bundle's load_pretrained, not MONAI Label's loader of models/model.pt
+    assert overrides["pretrained"] == str(given)
+    assert not any(h.get("_target_") == "CheckpointLoader" for h in overrides["train#handlers"])
+    # the network of the given checkpoint's recipe (not models/model.pt's), the lane orientation of the bundle's gels
+    assert overrides["image_size"] == 64 and overrides["channels"] == [8, 16, 32, 64]
+    assert "lane_orientation" not in overrides
+    # the same request settings as the recipe are fine
+    overrides = _bundle_overrides(task, {**request, "image_size": "64"}, datastore, monkeypatch)
+    assert overrides["image_size"] == 64 and overrides["pretrained"] == str(given)
+
+    # without one, MONAI Label's loader of models/model.pt, as before
+    overrides = _bundle_overrides(task, {"model": "ife_multitask"}, datastore, monkeypatch)
+    assert "pretrained" not in overrides and overrides["image_size"] == 96
+    assert [h["load_path"] for h in overrides["train#handlers"] if h.get("_target_") == "CheckpointLoader"] == [
+        str(tmp_path / "ife_multitask" / "models" / "model.pt")
+    ]
+
+
+def test_the_conf_names_a_default_checkpoint_per_model(tmp_path, monkeypatch):
+    given = _site_checkpoint(tmp_path / "site", IFE_SITE)
+    task, datastore = _ife_task(tmp_path, {"ife_multitask_pretrained_checkpoint": str(given)})
+    overrides = _bundle_overrides(task, {"model": "ife_multitask", "pretrained_checkpoint": ""}, datastore, monkeypatch)
+    assert overrides["pretrained"] == str(given) and overrides["image_size"] == 64
+    # the request's own checkpoint wins over the default
+    other = _site_checkpoint(tmp_path / "other", {**IFE_SITE, "image_size": 48})
+    overrides = _bundle_overrides(task, {"model": "ife_multitask", "pretrained_checkpoint": str(other)}, datastore,
+                                  monkeypatch)  # fmt: skip
+    assert overrides["pretrained"] == str(other) and overrides["image_size"] == 48
+    # "pretrained": false trains from scratch: no checkpoint at all, the bundle's own settings
+    overrides = _bundle_overrides(task, {"model": "ife_multitask", "pretrained": False}, datastore, monkeypatch)
+    assert "pretrained" not in overrides and "image_size" not in overrides
+    assert not any(h.get("_target_") == "CheckpointLoader" for h in overrides["train#handlers"])
+    with pytest.raises(ValueError, match="'pretrained_checkpoint' .* was given with \"pretrained\": false"):
+        task({"model": "ife_multitask", "pretrained": False, "pretrained_checkpoint": str(other)}, datastore)
+
+
+def test_a_given_checkpoint_of_other_settings_or_no_file_is_refused_before_the_run(tmp_path, monkeypatch):
+    from custom_components.core.recipe import RecipeMismatchError
+
+    task, datastore = _ife_task(tmp_path)
+    given = _site_checkpoint(tmp_path / "site", IFE_SITE)
+    with pytest.raises(RecipeMismatchError) as error:  # models/model.pt would let the request's size win
+        _bundle_overrides(task, {"model": "ife_multitask", "pretrained_checkpoint": str(given), "image_size": 32},
+                          datastore, monkeypatch)  # fmt: skip
+    assert f"cannot fine-tune from {given}" in str(error.value)
+    assert "image_size: checkpoint 64, request 32" in str(error.value)
+
+    missing = tmp_path / "nowhere" / "model.pt"
+    with pytest.raises(FileNotFoundError, match=rf"'pretrained_checkpoint' '{missing}': no such file"):
+        _bundle_overrides(task, {"model": "ife_multitask", "pretrained_checkpoint": str(missing)}, datastore,
+                          monkeypatch)  # fmt: skip
+    task = _ife_task(tmp_path / "conf", {"ife_multitask_pretrained_checkpoint": "missing.pt"})[0]
+    with pytest.raises(FileNotFoundError, match="--conf ife_multitask_pretrained_checkpoint 'missing.pt': no such"):
+        task.take_request({"model": "ife_multitask"})
+    with pytest.raises(ValueError, match="must be the path of a checkpoint file, got 3"):
+        task.take_request({"model": "ife_multitask", "pretrained_checkpoint": 3})
+
+
+def test_a_checkpoint_the_bundle_refuses_ends_the_training_output(tmp_path, monkeypatch):
+    """What the bundle's load_pretrained refuses (a recipe setting the app does not set, such as OCT's training
+    aspect) reaches GET /train/ as the last line of the run's output: MONAI's RuntimeError wrapping it is too long."""
+    from monailabel.tasks.train.bundle import BundleTrainTask
+
+    from custom_components.core.recipe import RecipeMismatchError
+
+    task, _ = _ife_task(tmp_path)
+
+    def refuse(self, request, overrides):
+        try:
+            raise RecipeMismatchError("cannot fine-tune from /m.pt: its recipe differs (x: checkpoint 1, this run 2)")
+        except RecipeMismatchError as err:
+            raise RuntimeError("Failed to evaluate ConfigExpression: $core.load_pretrained(...)") from err
+
+    monkeypatch.setattr(BundleTrainTask, "run_single_gpu", refuse)
+    with pytest.raises(RecipeMismatchError, match=r"^ife_multitask: cannot fine-tune from /m.pt: .*this run 2\)$"):
+        task.run_single_gpu({"model": "ife_multitask"}, {})
+    monkeypatch.setattr(BundleTrainTask, "run_single_gpu", lambda *args: 1 / 0)  # other errors pass unchanged
+    with pytest.raises(ZeroDivisionError):
+        task.run_single_gpu({"model": "ife_multitask"}, {})
+
+
+def test_a_given_oct_checkpoint_must_segment_the_classes_of_the_masks(tmp_path):
+    import shutil
+
+    from lib.trainers.oct_fluid_seg import OCTFluidSegTrain
+
+    from custom_components.core.recipe import RecipeMismatchError
+
+    bundle = tmp_path / "oct_fluid_seg"
+    shutil.copytree(APP_DIR.parents[1] / "bundles" / "oct_fluid_seg" / "configs", bundle / "configs")
+    task = OCTFluidSegTrain(str(bundle), {})
+    narrow = {"image_size": 32, "geometry": "resize", "filters": [8, 16, 32, 64], "patch_size": 1, "embed_dim": 96,
+              "training_aspect": 0.6667}  # fmt: skip
+    typed = _site_checkpoint(tmp_path / "typed", {**narrow, "fluid_classes": ["IRF", "SRF", "PED"]})
+    binary = _site_checkpoint(tmp_path / "binary", {**narrow, "fluid_classes": ["fluid"]})
+    # label maps holding IRF alone: a typed checkpoint keeps its three types
+    entries = [{"image": "a.png", "label": _mask(tmp_path / "a.png", [[0, 1], [0, 0]])}] * 2
+    task.take_request({"model": "oct_fluid_seg", "pretrained_checkpoint": str(typed)})
+    overrides = task._update_overrides({"train#dataset#data": list(entries), "train#handlers": []})
+    assert overrides["fluid_classes"] == ["IRF", "SRF", "PED"] and overrides["pretrained"] == str(typed)
+    assert overrides["image_size"] == 32 and overrides["filters"] == [8, 16, 32, 64]
+    assert overrides["train#handlers"] == []  # no class-transfer loader: the bundle loads the whole network
+    # a binary checkpoint and the same masks (binary by the bundle's reading of 0/1 masks) also agree
+    task.take_request({"model": "oct_fluid_seg", "pretrained_checkpoint": str(binary)})
+    assert task._update_overrides({"train#dataset#data": list(entries)})["fluid_classes"] == ["fluid"]
+    # label maps with SRF: a binary checkpoint is refused, naming both (models/model.pt would start a fresh head)
+    entries = [{"image": "b.png", "label": _mask(tmp_path / "b.png", [[0, 2], [1, 0]])}] * 2
+    with pytest.raises(RecipeMismatchError, match=rf"cannot fine-tune from {binary}: it segments fluid, the saved "
+                                                  "masks hold IRF, SRF, PED"):  # fmt: skip
+        task._update_overrides({"train#dataset#data": list(entries)})

@@ -19,8 +19,14 @@ class IFEMultiTaskTrain(LocalBundleTrainTask):
     receives ``{"image": path, "label": class name}`` entries, the format of its own datalist.
 
     Request parameters beyond MONAI Label's (``max_epochs``, ``val_split``, ``pretrained``, ``device``):
-    ``image_size`` (the side of the square network input), ``batch_size``, ``num_workers``.
+    ``pretrained_checkpoint`` (a checkpoint to fine-tune from), ``image_size`` (the side of the square network
+    input), ``batch_size``, ``num_workers``.
     """
+
+    #: how the gels are laid out is a property of the datastore's images, normalised before the network sees them
+    #: (the bundle fine-tunes across orientations): a checkpoint trained on gels of another orientation keeps the
+    #: bundle's own setting
+    data_settings = ("lane_orientation",)
 
     def select_datalist(self, datalist: list[dict[str, str]]) -> list[dict[str, Any]]:
         return [

@@ -12,10 +12,10 @@ import torch
 from ignite.engine import Engine, Events
 
 from custom_components.core.image_files import read_array
-from custom_components.core.recipe import trained_settings
+from custom_components.core.recipe import RecipeMismatchError, trained_settings
 from custom_components.oct.bundle import RECIPE_DEFAULTS
 from custom_components.oct.fluid_types import BINARY_FLUID, FLUID_TYPES, check_fluid_classes, fluid_classes_of_masks
-from lib.trainers.bundle_task import LocalBundleTrainTask
+from lib.trainers.bundle_task import PRETRAINED_CHECKPOINT, LocalBundleTrainTask
 from lib.validation import IMAGE_EXTENSIONS
 
 __all__ = ["OCTFluidSegTrain", "ClassTransferLoader", "fine_tuning_classes"]
@@ -105,11 +105,14 @@ class OCTFluidSegTrain(LocalBundleTrainTask):
     label map within {0, 1, 2, 3}); images whose final label is a JSON class label belong to the IFE model and are
     skipped. The run segments the classes the masks hold (:func:`fine_tuning_classes`), set as the bundle's
     ``fluid_classes``: label maps with SRF or PED train the three types, binary masks the one fluid class. A
-    checkpoint of other classes than the masks' is fine-tuned all but its output layer (:class:`ClassTransferLoader`),
-    so a binary model becomes a typed one on the label maps corrected from its answers.
+    ``models/model.pt`` of other classes than the masks' is fine-tuned all but its output layer
+    (:class:`ClassTransferLoader`), so a binary model becomes a typed one on the label maps corrected from its
+    answers; a given checkpoint (``pretrained_checkpoint``) of other classes is refused, since the bundle's
+    ``load_pretrained`` takes the whole network of its recipe.
 
     Request parameters beyond MONAI Label's (``max_epochs``, ``val_split``, ``pretrained``, ``device``):
-    ``image_size`` (the side of the square training crop), ``batch_size``, ``num_workers``.
+    ``pretrained_checkpoint`` (a checkpoint to fine-tune from), ``image_size`` (the side of the square training
+    crop), ``batch_size``, ``num_workers``.
     """
 
     def select_datalist(self, datalist: list[dict[str, str]]) -> list[dict[str, Any]]:
@@ -122,19 +125,31 @@ class OCTFluidSegTrain(LocalBundleTrainTask):
         return settings
 
     def _update_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
-        """Set the run's fluid classes from its masks, and load a checkpoint of other classes all but its output
-        layer (see the class docstring)."""
+        """Set the run's fluid classes from its masks, and load ``models/model.pt`` of other classes all but its
+        output layer (see the class docstring).
+
+        Raises:
+            RecipeMismatchError: when a given checkpoint segments other classes than the masks hold (both named).
+        """
         entries = [
             *overrides[self.const.key_train_dataset_data()],
             *(overrides.get(self.const.key_validate_dataset_data()) or []),
         ]
         handlers = overrides.get(self.const.key_train_handlers(), [])
-        # MONAI Label's loader of the checkpoint fine-tuned (added when it exists and "pretrained" is true)
+        # MONAI Label's loader of models/model.pt (added when it exists, "pretrained" is true and no checkpoint is
+        # given)
         loader = next((h for h in handlers if isinstance(h, dict) and h.get("_target_") == "CheckpointLoader"), None)
-        checkpoint = loader["load_path"] if loader is not None else None
+        checkpoint = self._given or (loader["load_path"] if loader is not None else None)
         trained = trained_settings(checkpoint, RECIPE_DEFAULTS)["fluid_classes"] if checkpoint else None
         classes = fine_tuning_classes((np.unique(read_array(e["label"])) for e in entries), trained)
         overrides["fluid_classes"] = list(classes)  # not "auto": the classes above are those the loader expects
+        if self._given is not None and tuple(trained) != classes:
+            raise RecipeMismatchError(
+                f"{self._request.get('model')}: cannot fine-tune from {self._given}: it segments "
+                f"{', '.join(trained)}, the saved masks hold {', '.join(classes)}. Save masks of its classes, or "
+                f"leave {PRETRAINED_CHECKPOINT} unset to fine-tune models/model.pt, whose output layer then starts "
+                "afresh."
+            )
         if trained is not None and tuple(trained) != classes:
             handlers[handlers.index(loader)] = {
                 "_target_": f"{__name__}.{ClassTransferLoader.__name__}",
