@@ -183,6 +183,31 @@ def _percent(stat: dict | None) -> str:
     return "–" if not stat or stat.get("mean") is None else f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f}"
 
 
+def keep_earlier(result: dict, earlier: dict) -> dict:
+    """``result`` with what ``earlier`` (the results file already in the output folder) reported and this run did
+    not: its cross-validations and synthetic-only models, for an experiment run in parts whose work folders did not
+    all survive. Only results of the same data, folds, seed and sizes are kept; the runs come in the order of the
+    settings, and the earlier commands are listed beside this one.
+
+    Raises:
+        SystemExit: when ``earlier`` was measured with other folds, seed or sizes (its numbers would not compare).
+    """
+    old, new = earlier["meta"], result["meta"]
+    differ = [k for k in ("data", "folds", "seed", "sizes") if k in old and k in new and old[k] != new[k]]
+    if differ:
+        raise SystemExit(f"cannot keep the earlier results: their {', '.join(differ)} differ from this run's")
+    pair = lambda entry: (entry["setting"], entry["lane_layout"])  # noqa: E731
+    ran = {pair(entry) for entry in result["runs"]}
+    runs = result["runs"] + [entry for entry in earlier.get("runs", []) if pair(entry) not in ran]
+    order = [*SETTINGS, FINE_TUNED_LABEL]
+    runs.sort(key=lambda entry: (order.index(entry["setting"]), not entry["lane_layout"]))
+    done = {pair(entry) for entry in runs}
+    not_run = [entry for entry in result["not_run"] + earlier.get("not_run", []) if pair(entry) not in done]
+    not_run = [entry for i, entry in enumerate(not_run) if pair(entry) not in map(pair, not_run[:i])]
+    meta = {**old, **new, "earlier_commands": old.get("earlier_commands", []) + [old["command"]]}
+    return {**earlier, **result, "meta": meta, "runs": runs, "not_run": not_run}
+
+
 def markdown(result: dict) -> str:
     """The results as markdown: what was run, the synthetic-only line, the table with the paper's beside it."""
     meta = result["meta"]
@@ -192,6 +217,9 @@ def markdown(result: dict) -> str:
         f"{meta['gels']} real gels; {meta['machine']}; {meta['minutes']} min. Command: `{meta['command']}`.",
         "",
     ]
+    if meta.get("earlier_commands"):
+        earlier = "; ".join(f"`{command}`" for command in meta["earlier_commands"])
+        lines += [f"With the results of earlier runs kept (`--keep-earlier`): {earlier}.", ""]
     for s in result.get("synthetic_only") or []:
         look = "" if s.get("appearance", "classic") == "classic" else f", in the generator's {s['appearance']} look"
         lines += [
@@ -249,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="report the runs that finished; list the others as not run instead of running them")
     parser.add_argument("--size", nargs=2, action="append", default=[], metavar=("ID", "VALUE"),
                         help="change one of the CPU sizes, e.g. --size max_epochs 30")  # fmt: skip
+    parser.add_argument("--keep-earlier", action="store_true",
+                        help="keep what the results file in --output-dir reported and this run does not (same data, "
+                        "folds, seed and sizes): an experiment run in parts")  # fmt: skip
     args = parser.parse_args(argv)
     args.sizes = {**CPU_SIZE, **{k: json.loads(v) for k, v in args.size}}
     from custom_components.core.atomic import write_json_atomic, write_text_atomic
@@ -284,12 +315,15 @@ def main(argv: list[str] | None = None) -> int:
         "command": shlex.join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
     }  # fmt: skip
     result = {"meta": meta, "runs": runs, "not_run": not_run, **result}
-    # the time the results took, reused runs included (each recorded its own)
-    stages = [entry.get("minutes") for entry in runs + result.get("synthetic_only", [])]
-    meta["minutes"] = round(sum(m for m in stages if m) or (time.time() - started) / 60, 1)
     if not runs:  # the cross-validation's settings describe nothing that ran
         for key in ("folds", "sizes"):
             meta.pop(key)
+    earlier_file = args.output_dir / "ife_real_gels.json"
+    if args.keep_earlier and earlier_file.is_file():
+        result = keep_earlier(result, json.loads(earlier_file.read_text()))
+    # the time the results took, kept and reused runs included (each recorded its own)
+    stages = [entry.get("minutes") for entry in result["runs"] + result.get("synthetic_only", [])]
+    result["meta"]["minutes"] = round(sum(m for m in stages if m) or (time.time() - started) / 60, 1)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(result, args.output_dir / "ife_real_gels.json", indent=1)
     write_text_atomic(markdown(result), args.output_dir / "ife_real_gels.md")

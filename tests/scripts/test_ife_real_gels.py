@@ -96,3 +96,25 @@ def test_scores_of_predictions_by_hand(real, tmp_path):
     assert scores["per_class_recall"]["IgG-kappa"] == pytest.approx(0.5) and scores["per_class_recall"]["IgA-kappa"] is None
     # F1: Negative 2/3 (tp 1, fp 1), IgG-kappa 2/3 (tp 1, fn 1), lambda 0, kappa 0 (predicted, never true)
     assert scores["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 0 + 0) / 4)
+
+
+def test_keep_earlier_adds_the_runs_this_part_did_not_make_and_refuses_other_sizes(real):
+    meta = {"data": "d", "gels": 271, "folds": 5, "seed": 42, "sizes": {"max_epochs": 12}, "machine": "m",
+            "minutes": 1}  # fmt: skip
+    run = lambda setting, lanes: {"setting": setting, "lane_layout": lanes, "scores": {}, "minutes": 2}  # noqa: E731
+    default, baseline = "multi-task, this bundle's default", "9-class baseline, horizontal attention"
+    earlier = {"meta": {**meta, "command": "first"}, "runs": [run(default, True), run(default, False)],
+               "not_run": [{"setting": baseline, "lane_layout": True}, {"setting": baseline, "lane_layout": False}],
+               "synthetic_only": [{"settings": {}, "gels": 271, "accuracy": 0.48, "macro_f1": 0.4, "fnr": 0.1}]}
+    part = {"meta": {**meta, "command": "second"}, "runs": [run(baseline, True)],
+            "not_run": [{"setting": baseline, "lane_layout": False}]}  # fmt: skip
+    merged = real.keep_earlier(part, earlier)
+    assert [(r["setting"], r["lane_layout"]) for r in merged["runs"]] == [
+        (baseline, True), (default, True), (default, False)]  # the settings' order, lanes on first
+    assert merged["not_run"] == [{"setting": baseline, "lane_layout": False}]  # listed once
+    assert merged["synthetic_only"] == earlier["synthetic_only"]
+    assert merged["meta"]["command"] == "second" and merged["meta"]["earlier_commands"] == ["first"]
+    assert "earlier runs kept (`--keep-earlier`): `first`" in real.markdown(merged)
+    other = {**part, "meta": {**part["meta"], "sizes": {"max_epochs": 15}}}
+    with pytest.raises(SystemExit, match="their sizes differ"):
+        real.keep_earlier(other, earlier)
