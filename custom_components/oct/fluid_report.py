@@ -299,22 +299,22 @@ def _value_text(row: Mapping[str, Any], prefix: str = "") -> str:
     return "" if voxels is None else f"{voxels:.0f} vox"
 
 
-#: where the page's parts go (figure fractions): the binary page as it always was; with fluid types a taller page
+#: where the page's parts go (figure fractions): the binary page; with fluid types a taller page
 #: whose top half is the binary page's (total map, B-scan) and whose bottom row has a map per type
 _LAYOUTS: dict[str, dict[str, Any]] = {
     "binary": {
         "figsize": (11.0, 6.2),
         "header": (0.975, 0.93, 0.855),
-        "map": (0.04, 0.08, 0.42, 0.72),
+        "map": (0.06, 0.08, 0.40, 0.69),
         "bscan": (0.61, 0.12, 0.37, 0.62),
         "types": (),
     },
     "typed": {
         "figsize": (11.0, 10.4),
         "header": (0.985, 0.958, 0.914),
-        "map": (0.04, 0.47, 0.42, 0.41),
+        "map": (0.06, 0.47, 0.40, 0.395),
         "bscan": (0.61, 0.5, 0.37, 0.36),
-        "types": ((0.05, 0.05, 0.25, 0.31), (0.38, 0.05, 0.25, 0.31), (0.71, 0.05, 0.25, 0.31)),
+        "types": ((0.055, 0.05, 0.2, 0.31), (0.375, 0.05, 0.2, 0.31), (0.695, 0.05, 0.2, 0.31)),
     },
 }
 
