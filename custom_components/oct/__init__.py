@@ -14,6 +14,7 @@
 
 from .bundle import (
     RECIPE_DEFAULTS,
+    check_evaluation_masks,
     inference_datalist,
     log_evaluation_metrics,
     log_evaluation_start,
@@ -27,7 +28,7 @@ from .fluid_types import BINARY_FLUID, FLUID_TYPE_NAMES, FLUID_TYPES, exclusive_
 from .handlers import FluidPredictionWriter, SegmentationReport
 from .inferer import BScanGeometry, BScanInferer
 from .losses import FluidLossName, FluidSegLoss, FocalTverskyLoss, WeightedBCELoss, fluid_loss
-from .metrics import FalseFluidScanRate
+from .metrics import FalseFluidScanRate, per_scan_output
 from .overlay import overlay_image
 from .synthetic import render_bscan, synthesize_oct_dataset
 from .transforms import (

@@ -25,6 +25,7 @@ __all__ = [
     "LOGGER_NAME",
     "RECIPE_DEFAULTS",
     "training_fluid_classes",
+    "check_evaluation_masks",
     "inference_datalist",
     "log_training_data",
     "log_inference_start",
@@ -105,6 +106,36 @@ def training_fluid_classes(
     kind = "fluid-type values 1 IRF, 2 SRF, 3 PED" if classes != BINARY_FLUID else "binary masks"
     logger.info("fluid classes %s: read from %d masks (%s)", ", ".join(classes), len(masks), kind)
     return list(classes)
+
+
+def check_evaluation_masks(datalist: Sequence[Mapping], classes: Sequence[str]) -> None:
+    """Check that the masks of an evaluation can be scored against a model's fluid classes.
+
+    A binary model scores any mask (its fluid is the union of the types). A typed model needs label maps of 0-3:
+    a mask with other values (a binary 0/255 mask) is refused, naming it; masks with no SRF (2) or PED (3) at all
+    are scored, with a warning that binary 0/1 masks would count all their fluid as IRF.
+
+    Raises:
+        ValueError: naming the first mask a typed model cannot be scored on, and its values.
+    """
+    classes = check_fluid_classes(classes)
+    if classes == BINARY_FLUID:
+        return
+    seen: set[int] = set()
+    for entry in datalist:
+        values = {int(v) for v in np.unique(read_array(entry["label"]))}
+        if values - {0, 1, 2, 3}:
+            raise ValueError(
+                f"{entry['label']}: the model segments {', '.join(classes)} (its recipe's fluid_classes) and is scored "
+                f"on label maps of 0-3 (1 IRF, 2 SRF, 3 PED), but this mask holds {sorted(values)}: evaluate a "
+                "binary fluid model on binary masks."
+            )
+        seen |= values
+    if datalist and not seen & {2, 3}:
+        logger.warning(
+            "none of the %d masks holds SRF (2) or PED (3): if they are binary 0/1 fluid masks, the typed model's "
+            "scores count all their fluid as IRF", len(datalist),
+        )  # fmt: skip
 
 
 def log_training_data(

@@ -176,7 +176,7 @@ class FluidClassChannelsd(MapTransform):
     0/255 mask and a fluid-type label map (the union of its types) all train the one channel; this is MONAI's
     ``AsDiscrete(threshold=0.5)``, the transform the bundle used before fluid types. Fluid types (``("IRF", "SRF",
     "PED")``): MONAI's one-hot of the values 0-3 with the background channel dropped (the network has a sigmoid
-    channel per type and none for the background).
+    channel per type and none for the background); a mask with any other value is refused, naming its file.
 
     Args:
         keys: mask keys.
@@ -195,6 +195,14 @@ class FluidClassChannelsd(MapTransform):
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         for key in self.key_iterator(d):
+            if self.classes != BINARY_FLUID:
+                values = torch.unique(torch.as_tensor(d[key]))
+                if bool(((values < 0) | (values > len(self.classes)) | (values != values.round())).any()):
+                    raise ValueError(
+                        f"{source_name(d, key)}: a mask of the fluid types {', '.join(self.classes)} holds the values "
+                        f"0-{len(self.classes)} (1 IRF, 2 SRF, 3 PED), got {values.tolist()}: a binary fluid mask "
+                        "(such as 0/255) trains and scores the one fluid class (fluid_classes ['fluid'])."
+                    )
             channels = self.discrete(d[key])
             d[key] = channels if self.classes == BINARY_FLUID else channels[1:]
         return d

@@ -93,3 +93,26 @@ def test_training_classes_from_the_masks_or_as_set_and_the_log_says_which(tmp_pa
     assert "fluid classes IRF, SRF, PED: read from 3 masks (fluid-type values 1 IRF, 2 SRF, 3 PED)" in caplog.text
     assert training_fluid_classes(typed, ["fluid"]) == ["fluid"]  # the paper's protocol on typed masks
     assert "fluid classes fluid, as set (fluid_classes)" in caplog.text
+
+
+def test_a_typed_target_refuses_a_binary_mask_naming_its_file():
+    binary = MetaTensor(torch.tensor([[[0, 255, 255]]], dtype=torch.float32), meta={"filename_or_obj": "bin.png"})
+    with pytest.raises(ValueError, match=r"bin.png: a mask of the fluid types IRF, SRF, PED .* got \[0.0, 255.0\]"):
+        FluidClassChannelsd("label", FLUID_TYPES)({"label": binary})
+    assert FluidClassChannelsd("label", BINARY_FLUID)({"label": binary})["label"].tolist() == [[[0, 1, 1]]]
+
+
+def test_evaluation_masks_of_a_typed_model_are_label_maps(tmp_path, caplog):
+    from custom_components.core.datalist import load_datalist
+    from custom_components.oct.bundle import check_evaluation_masks
+
+    caplog.set_level(logging.INFO, logger="oct_fluid_seg")
+    binary = load_datalist(_datalist(tmp_path, [255, 0, 255]), "training")
+    check_evaluation_masks(binary, BINARY_FLUID)  # a binary model scores any mask
+    with pytest.raises(ValueError, match=r"segments IRF, SRF, PED .* this mask holds \[0, 255\]"):
+        check_evaluation_masks(binary, FLUID_TYPES)
+    check_evaluation_masks(load_datalist(_datalist(tmp_path, [1, 0, 1]), "training"), FLUID_TYPES)
+    assert "none of the 2 masks holds SRF (2) or PED (3)" in caplog.text  # 0/1 masks: scored, with a warning
+    caplog.clear()
+    check_evaluation_masks(load_datalist(_datalist(tmp_path, [1, 3, 0]), "training"), FLUID_TYPES)
+    assert "none of" not in caplog.text
