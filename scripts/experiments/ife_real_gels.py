@@ -186,26 +186,32 @@ def _percent(stat: dict | None) -> str:
 def keep_earlier(result: dict, earlier: dict) -> dict:
     """``result`` with what ``earlier`` (the results file already in the output folder) reported and this run did
     not: its cross-validations and synthetic-only models, for an experiment run in parts whose work folders did not
-    all survive. Only results of the same data, folds, seed and sizes are kept; the runs come in the order of the
-    settings, and the earlier commands are listed beside this one.
+    all survive. Only results of as many gels and the same folds, seed and sizes are kept; the runs come in the
+    order of the settings (a setting this script no longer has, last), and the earlier commands are listed.
 
     Raises:
-        SystemExit: when ``earlier`` was measured with other folds, seed or sizes (its numbers would not compare).
+        SystemExit: when ``earlier`` was measured on another number of gels or with other folds, seed or sizes (its
+            numbers would not compare).
     """
     old, new = earlier["meta"], result["meta"]
-    differ = [k for k in ("data", "folds", "seed", "sizes") if k in old and k in new and old[k] != new[k]]
+    differ = [k for k in ("gels", "folds", "seed", "sizes") if k in old and k in new and old[k] != new[k]]
     if differ:
         raise SystemExit(f"cannot keep the earlier results: their {', '.join(differ)} differ from this run's")
     pair = lambda entry: (entry["setting"], entry["lane_layout"])  # noqa: E731
     ran = {pair(entry) for entry in result["runs"]}
     runs = result["runs"] + [entry for entry in earlier.get("runs", []) if pair(entry) not in ran]
-    order = [*SETTINGS, FINE_TUNED_LABEL]
-    runs.sort(key=lambda entry: (order.index(entry["setting"]), not entry["lane_layout"]))
+    order = {name: i for i, name in enumerate([*SETTINGS, FINE_TUNED_LABEL])}
+    runs.sort(key=lambda entry: (order.get(entry["setting"], len(order)), not entry["lane_layout"]))
     done = {pair(entry) for entry in runs}
     not_run = [entry for entry in result["not_run"] + earlier.get("not_run", []) if pair(entry) not in done]
     not_run = [entry for i, entry in enumerate(not_run) if pair(entry) not in map(pair, not_run[:i])]
     meta = {**old, **new, "earlier_commands": old.get("earlier_commands", []) + [old["command"]]}
-    return {**earlier, **result, "meta": meta, "runs": runs, "not_run": not_run}
+    models = earlier.get("synthetic_only", []) + result.get("synthetic_only", [])
+    looks = {entry.get("appearance", "classic"): entry for entry in models}
+    merged = {**earlier, **result, "meta": meta, "runs": runs, "not_run": not_run}
+    if looks:  # one synthetic-only model per look, this run's where it made one
+        merged["synthetic_only"] = list(looks.values())
+    return merged
 
 
 def markdown(result: dict) -> str:

@@ -105,7 +105,8 @@ def test_keep_earlier_adds_the_runs_this_part_did_not_make_and_refuses_other_siz
     default, baseline = "multi-task, this bundle's default", "9-class baseline, horizontal attention"
     earlier = {"meta": {**meta, "command": "first"}, "runs": [run(default, True), run(default, False)],
                "not_run": [{"setting": baseline, "lane_layout": True}, {"setting": baseline, "lane_layout": False}],
-               "synthetic_only": [{"settings": {}, "gels": 271, "accuracy": 0.48, "macro_f1": 0.4, "fnr": 0.1}]}
+               "synthetic_only": [{"settings": {}, "gels": 271, "accuracy": 0.48, "macro_f1": 0.4, "fnr": 0.1,
+                                   "appearance": "classic"}]}  # fmt: skip
     part = {"meta": {**meta, "command": "second"}, "runs": [run(baseline, True)],
             "not_run": [{"setting": baseline, "lane_layout": False}]}  # fmt: skip
     merged = real.keep_earlier(part, earlier)
@@ -115,6 +116,9 @@ def test_keep_earlier_adds_the_runs_this_part_did_not_make_and_refuses_other_siz
     assert merged["synthetic_only"] == earlier["synthetic_only"]
     assert merged["meta"]["command"] == "second" and merged["meta"]["earlier_commands"] == ["first"]
     assert "earlier runs kept (`--keep-earlier`): `first`" in real.markdown(merged)
+    published = {**earlier["synthetic_only"][0], "appearance": "published"}
+    both = real.keep_earlier({**part, "synthetic_only": [published]}, earlier)["synthetic_only"]
+    assert [s["appearance"] for s in both] == ["classic", "published"]  # one per look, none lost
     other = {**part, "meta": {**part["meta"], "sizes": {"max_epochs": 15}}}
     with pytest.raises(SystemExit, match="their sizes differ"):
         real.keep_earlier(other, earlier)
