@@ -242,6 +242,18 @@ def strategy_speed(result: dict) -> str:
 
 
 @renderer
+def active_learning(result: dict) -> str:
+    """``active_learning_<bundle>[_<tag>].json`` of ``apps/monailabel/scripts/active_learning_simulation.py``: what its
+    ``.md`` shows without its title, the curves' PNG named from the MONAI Label README's folder."""
+    folder = REPO / "apps" / "monailabel" / "scripts"
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    meta = result["meta"]
+    png = f"results/active_learning_{meta['bundle']}{'_' + meta['tag'] if meta['tag'] else ''}.png"
+    return importlib.import_module("active_learning_simulation").markdown(result, png).split("\n", 2)[2].strip()
+
+
+@renderer
 def fluid_types(result: dict) -> str:
     """``fluid_types.json`` of ``oct_fluid_types.py``: what its ``.md`` shows, without its title."""
     return experiment("oct_fluid_types").markdown(result).split("\n", 2)[2].strip()

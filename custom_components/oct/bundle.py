@@ -102,8 +102,11 @@ def training_fluid_classes(
         logger.info("fluid classes %s, as set (fluid_classes)", ", ".join(classes))
         return list(classes)
     masks = [e["label"] for section in sections for e in load_datalist(datalist_file, section)]
-    classes = fluid_classes_of_masks(np.unique(read_array(mask)) for mask in masks)
+    values = [{int(v) for v in np.unique(read_array(mask))} for mask in masks]
+    classes = fluid_classes_of_masks(values)
     kind = "fluid-type values 1 IRF, 2 SRF, 3 PED" if classes != BINARY_FLUID else "binary masks"
+    if classes != BINARY_FLUID:  # a binary 0/1 mask among label maps reads as IRF alone: say how many could be
+        kind += f"; {sum(v == {0, 1} for v in values)} of them hold IRF alone (1), as a binary 0/1 mask would"
     logger.info("fluid classes %s: read from %d masks (%s)", ", ".join(classes), len(masks), kind)
     return list(classes)
 

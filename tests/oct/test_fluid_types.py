@@ -90,7 +90,8 @@ def test_training_classes_from_the_masks_or_as_set_and_the_log_says_which(tmp_pa
     assert "fluid classes fluid: read from 3 masks (binary masks)" in caplog.text
     typed = _datalist(tmp_path, [1, 0, 3])  # the PED of the validation mask counts too
     assert training_fluid_classes(typed) == ["IRF", "SRF", "PED"]
-    assert "fluid classes IRF, SRF, PED: read from 3 masks (fluid-type values 1 IRF, 2 SRF, 3 PED)" in caplog.text
+    assert ("fluid classes IRF, SRF, PED: read from 3 masks (fluid-type values 1 IRF, 2 SRF, 3 PED; 1 of them hold "
+            "IRF alone (1), as a binary 0/1 mask would)") in caplog.text
     assert training_fluid_classes(typed, ["fluid"]) == ["fluid"]  # the paper's protocol on typed masks
     assert "fluid classes fluid, as set (fluid_classes)" in caplog.text
 
