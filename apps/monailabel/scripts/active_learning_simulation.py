@@ -71,20 +71,22 @@ OWN_STRATEGY = {"ife_multitask": "ife_least_certain", "oct_fluid_seg": "oct_entr
 RANDOM = "random"
 #: the test metrics read from ``evaluate.json``'s ``metrics.json``, the default target metric first
 METRICS = {"ife_multitask": ("accuracy", "macro_f1"), "oct_fluid_seg": ("dice",)}
-#: bundle settings that learn something from a few dozen labels and keep a simulation of two seeds at about 20 min
-#: on 2 CPU cores (any can be changed with ``--size``). A small labelled set gives few steps per epoch, hence many
-#: epochs and small batches; the IFE rounds' time goes mostly to the lane finder and the band-pattern detector (about
-#: 0.2-0.4 s a gel, in every training, evaluation and scoring run) and to each command's start (10-20 s)
+#: bundle settings that learn something from a few dozen labels and keep a simulation of two seeds within about
+#: half an hour on 2 CPU cores (any can be changed with ``--size``). A small labelled set gives few steps per epoch,
+#: hence many epochs and small batches; the IFE rounds' time goes mostly to the lane finder and the band-pattern
+#: detector (about 0.2-0.4 s a gel, in every training, evaluation and scoring run) and to each command's start
+#: (10-20 s). OCT runs at the README demo's network and size: at 48 px with filters 8-128 even the all-labels model
+#: hardly segmented, which tells no strategy from another
 DEFAULT_SIZES: dict[str, dict[str, Any]] = {
     "ife_multitask": {"image_size": 64, "channels": [16, 32, 64, 128], "max_epochs": 12, "warmup_epochs": 1,
                       "batch_size": 8, "num_workers": 2},
-    "oct_fluid_seg": {"image_size": 48, "filters": [8, 16, 32, 64, 128], "max_epochs": 8, "batch_size": 8,
+    "oct_fluid_seg": {"image_size": 96, "filters": [16, 32, 64, 128, 256], "max_epochs": 15, "batch_size": 8,
                       "learning_rate": 0.001, "num_workers": 2},
 }  # fmt: skip
 #: the loop at those sizes: seed labels, labels per round (k) and rounds (the seed set's included)
 DEFAULT_LOOP = {"ife_multitask": (40, 20, 3), "oct_fluid_seg": (10, 10, 4)}
 #: the synthetic data set without ``--dataset-dir``: image count and (H, W)
-DEFAULT_SYNTHETIC = {"ife_multitask": (200, (96, 144)), "oct_fluid_seg": (120, (48, 48))}
+DEFAULT_SYNTHETIC = {"ife_multitask": (200, (96, 144)), "oct_fluid_seg": (120, (96, 96))}
 #: the record a round writes when it finished (see :func:`run_round`)
 ROUND_RECORD = "round.json"
 
@@ -647,7 +649,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tag", default="", help="names the data set in the output files, e.g. real_gels")
     parser.add_argument("--synthetic-count", type=int, help="synthetic images (default 200 gels, 120 B-scans)")
     parser.add_argument("--synthetic-size", type=int, nargs=2, metavar=("H", "W"),
-                        help="synthetic image size (default 96 x 144 gels, 48 x 48 B-scans)")
+                        help="synthetic image size (default 96 x 144 gels, 96 x 96 B-scans)")
     parser.add_argument("--synthetic-option", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="a further argument of the generator, e.g. typed_masks true (OCT) or appearance published")
     parser.add_argument("--data-seed", type=int, default=0,
