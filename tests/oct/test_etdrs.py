@@ -241,6 +241,20 @@ def test_change_table_without_spacing_or_dates_says_so():
     assert "voxel counts not comparable" in row["note"] and row["voxels_before"] is None
 
 
+def _change_script():
+    """``scripts/fluid_change.py`` as a module."""
+    spec = importlib.util.spec_from_file_location("fluid_change_script", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def _read_change(path) -> dict:
+    """A change table's rows by sector."""
+    with open(path, newline="") as f:
+        return {r["sector"]: r for r in csv.DictReader(f)}
+
+
 def test_report_csv_round_trip_png_and_change_script(tmp_path, capsys):
     mask = _cylinder((0.5, 0.0), 0.3)
     extra = {"image": "/d/visit1.nii.gz", "scan_date": "2024-01-10"}
@@ -260,14 +274,11 @@ def test_report_csv_round_trip_png_and_change_script(tmp_path, capsys):
     doubled = fluid_volumes(mask | _cylinder((0.0, 1.0), 0.25), SPACING, FOVEA, "OD", "file header",
                             extra={"image": "/d/visit2.nii.gz", "scan_date": "2024-02-10"})  # fmt: skip
     write_report_csv(tmp_path / "b.csv", doubled)
-    spec = importlib.util.spec_from_file_location("fluid_change_script", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _change_script()
     assert script.main([str(tmp_path / "b.csv"), str(tmp_path / "a.csv"), "--output", str(tmp_path / "c.csv")]) == 0
     printed = capsys.readouterr().out
     assert "before: /d/visit1.nii.gz (2024-01-10)" in printed and "S1" in printed
-    with open(tmp_path / "c.csv", newline="") as f:
-        change = {r["sector"]: r for r in csv.DictReader(f)}
+    change = _read_change(tmp_path / "c.csv")
     assert float(change["S1"]["change_nl"]) == pytest.approx(_nl(math.pi * 0.25**2), rel=0.02)
     assert float(change["N1"]["change_nl"]) == 0.0 and float(change["N1"]["change_percent"]) == 0.0
     other_eye = [dict(r, laterality="OS") for r in doubled]
@@ -449,14 +460,11 @@ def test_typed_report_csv_round_trip_png_and_change_script(tmp_path, capsys):
     second = fluid_volumes(more, spacing, fovea, "OD", "file header", fluid_classes=TYPES,
                            extra={"image": "/d/visit2.nii.gz", "scan_date": "2024-02-10"})  # fmt: skip
     write_report_csv(tmp_path / "b.csv", second)
-    spec = importlib.util.spec_from_file_location("fluid_change_script", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _change_script()
     assert script.main([str(tmp_path / "b.csv"), str(tmp_path / "a.csv"), "--output", str(tmp_path / "c.csv")]) == 0
     printed = capsys.readouterr().out
     assert "intraretinal fluid (IRF) alone:" in printed and "pigment epithelial detachment (PED) alone:" in printed
-    with open(tmp_path / "c.csv", newline="") as f:
-        change = {r["sector"]: r for r in csv.DictReader(f)}
+    change = _read_change(tmp_path / "c.csv")
     assert float(change["total"]["IRF_change_nl"]) == pytest.approx(0.01)  # one voxel of 0.01 nL
     assert float(change["total"]["SRF_change_nl"]) == 0.0 and float(change["total"]["change_nl"]) == pytest.approx(0.01)
 

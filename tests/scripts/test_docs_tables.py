@@ -170,19 +170,31 @@ def test_the_synthetic_to_real_prose_quotes_its_results_files():
             f"{100 * looks['classic']['accuracy']:.1f} %, one seed)") in text  # fmt: skip
 
 
-def test_the_fine_tuning_prose_quotes_the_folds():
-    """'higher ... in every one of the five folds (accuracy by A to B points, macro F1 by C to D)': from the files."""
+def _real_gel_runs() -> dict:
+    """``(setting, lane layout on)`` -> its cross-validation in the IFE ``results/ife_real_gels.json``."""
     runs = json.loads((IFE_README.parent / "results" / "ife_real_gels.json").read_text())["runs"]
-    by_name = {(r["setting"], r["lane_layout"]): r["per_fold"] for r in runs}
-    scratch = by_name[("multi-task, this bundle's default", True)]
-    tuned = by_name[("multi-task, this bundle's default, synthetic pre-trained", True)]
-    text = " ".join(IFE_README.read_text(encoding="utf-8").split())
+    return {(r["setting"], r["lane_layout"]): r for r in runs}
+
+
+def _fold_gain_ranges(better: str, worse: str) -> tuple[tuple[int, int], ...]:
+    """Per metric (accuracy, macro F1): the rounded least and largest per-fold gain in points of ``better`` over
+    ``worse`` (lanes on), checked positive in each of the five folds."""
+    runs = _real_gel_runs()
     ranges = []
     for key in ("accuracy", "macro_f1"):
-        gains = [100 * (t[key] - s[key]) for s, t in zip(scratch, tuned)]
+        pairs = zip(runs[(better, True)]["per_fold"], runs[(worse, True)]["per_fold"])
+        gains = [100 * (b[key] - w[key]) for b, w in pairs]
         assert len(gains) == 5 and min(gains) > 0
         ranges.append((round(min(gains)), round(max(gains))))
-    (a, b), (c, d) = ranges
+    return tuple(ranges)
+
+
+def test_the_fine_tuning_prose_quotes_the_folds():
+    """'higher ... in every one of the five folds (accuracy by A to B points, macro F1 by C to D)': from the files."""
+    (a, b), (c, d) = _fold_gain_ranges(
+        "multi-task, this bundle's default, synthetic pre-trained", "multi-task, this bundle's default"
+    )
+    text = " ".join(IFE_README.read_text(encoding="utf-8").split())
     assert f"(accuracy by {a} to {b} points, macro F1 by {c} to {d})" in text
 
 
@@ -230,17 +242,10 @@ def test_the_active_learning_prose_follows_the_ife_simulation():
 def test_the_baseline_prose_quotes_the_folds():
     """'scores lower than the default multi-task network in every one of the five folds (accuracy by A to B points,
     macro F1 by C to D) and misses more positives': from the files."""
-    runs = json.loads((IFE_README.parent / "results" / "ife_real_gels.json").read_text())["runs"]
-    by_name = {(r["setting"], r["lane_layout"]): r for r in runs}
-    baseline = by_name[("9-class baseline, horizontal attention", True)]
-    default = by_name[("multi-task, this bundle's default", True)]
-    ranges = []
-    for key in ("accuracy", "macro_f1"):
-        gains = [100 * (d[key] - b[key]) for b, d in zip(baseline["per_fold"], default["per_fold"])]
-        assert len(gains) == 5 and min(gains) > 0
-        ranges.append((round(min(gains)), round(max(gains))))
-    assert baseline["scores"]["fnr"]["mean"] > default["scores"]["fnr"]["mean"]
-    (a, b), (c, d) = ranges
+    baseline, default = "9-class baseline, horizontal attention", "multi-task, this bundle's default"
+    (a, b), (c, d) = _fold_gain_ranges(default, baseline)
+    runs = _real_gel_runs()
+    assert runs[(baseline, True)]["scores"]["fnr"]["mean"] > runs[(default, True)]["scores"]["fnr"]["mean"]
     text = " ".join(IFE_README.read_text(encoding="utf-8").split())
     assert (f"scores lower than the default multi-task network in every one of the five folds (accuracy by {a} to "
             f"{b} points, macro F1 by {c} to {d}) and misses more positives") in text
@@ -273,10 +278,9 @@ def test_the_active_learning_prose_follows_the_real_gel_and_oct_simulations():
 def test_the_no_regulariser_prose_quotes_the_folds():
     """'scores higher than this bundle's default in every fold on macro F1 (by A to B points) and on accuracy in N of
     the 5 folds, level in the other': from the files."""
-    runs = json.loads((IFE_README.parent / "results" / "ife_real_gels.json").read_text())["runs"]
-    by_name = {(r["setting"], r["lane_layout"]): r for r in runs}
-    plain = by_name[("multi-task, no regulariser", True)]["per_fold"]
-    default = by_name[("multi-task, this bundle's default", True)]["per_fold"]
+    runs = _real_gel_runs()
+    plain = runs[("multi-task, no regulariser", True)]["per_fold"]
+    default = runs[("multi-task, this bundle's default", True)]["per_fold"]
     f1 = [100 * (p["macro_f1"] - d["macro_f1"]) for p, d in zip(plain, default)]
     accuracy = [round(100 * (p["accuracy"] - d["accuracy"]), 6) for p, d in zip(plain, default)]
     assert len(f1) == 5 and min(f1) > 0 and min(accuracy) == 0
@@ -289,14 +293,6 @@ def test_the_no_regulariser_prose_quotes_the_folds():
 def test_the_paper_regulariser_prose_quotes_the_folds():
     """'Adding the paper's regularisers to that configuration ... scores lower than without them in every fold
     (accuracy by A to B points, macro F1 by C to D)': from the files."""
-    runs = json.loads((IFE_README.parent / "results" / "ife_real_gels.json").read_text())["runs"]
-    by_name = {(r["setting"], r["lane_layout"]): r["per_fold"] for r in runs}
-    plain, paper = by_name[("multi-task, no regulariser", True)], by_name[("multi-task, both (the paper)", True)]
-    ranges = []
-    for key in ("accuracy", "macro_f1"):
-        losses = [100 * (n[key] - p[key]) for n, p in zip(plain, paper)]
-        assert len(losses) == 5 and min(losses) > 0
-        ranges.append((round(min(losses)), round(max(losses))))
-    (a, b), (c, d) = ranges
+    (a, b), (c, d) = _fold_gain_ranges("multi-task, no regulariser", "multi-task, both (the paper)")
     text = " ".join(IFE_README.read_text(encoding="utf-8").split())
     assert f"scores lower than without them in every fold (accuracy by {a} to {b} points, macro F1 by {c} to {d})" in text
