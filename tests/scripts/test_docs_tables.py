@@ -295,4 +295,5 @@ def test_the_paper_regulariser_prose_quotes_the_folds():
     (accuracy by A to B points, macro F1 by C to D)': from the files."""
     (a, b), (c, d) = _fold_gain_ranges("multi-task, no regulariser", "multi-task, both (the paper)")
     text = " ".join(IFE_README.read_text(encoding="utf-8").split())
-    assert f"scores lower than without them in every fold (accuracy by {a} to {b} points, macro F1 by {c} to {d})" in text
+    assert (f"scores lower than without them in every fold (accuracy by {a} to {b} points, macro F1 by {c} to "
+            f"{d})") in text
