@@ -277,9 +277,27 @@ def describe_mismatch(network: torch.nn.Module, state_dict: Mapping[str, torch.T
         elif tuple(state_dict[key].shape) != tuple(tensor.shape) and not _adapts(network, key, state_dict[key]):
             problems.append(f"{key}: checkpoint {tuple(state_dict[key].shape)}, network {tuple(tensor.shape)}")
     problems += [f"{key}: in the checkpoint, not in the network" for key in state_dict if key not in expected]
+    problems += _untied_in_checkpoint(network, state_dict)
     if not problems:
         return None
     return problems[0] + (f" (first of {len(problems)} mismatched tensors)" if len(problems) > 1 else "")
+
+
+def _untied_in_checkpoint(network: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """Tensors ``network`` shares under several names (tied weights, e.g. the IFE branches' attention with
+    ``tie_attention``) that ``state_dict`` holds with different values: ``load_state_dict`` would silently keep
+    whichever name comes last, so weights trained untied must not load into a tied network."""
+    names: dict[int, list[str]] = {}
+    for key, tensor in network.state_dict(keep_vars=True).items():
+        names.setdefault(id(tensor), []).append(key)
+    problems = []
+    for keys in names.values():
+        held = [key for key in keys if key in state_dict]
+        other = next((key for key in held[1:] if not torch.equal(state_dict[held[0]], state_dict[key])), None)
+        if other is not None:
+            problems.append(f"{held[0]} and {other}: one tensor in the network (tied), two in the checkpoint "
+                            "(trained untied)")
+    return problems
 
 
 def mismatch_error(

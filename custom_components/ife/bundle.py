@@ -54,6 +54,7 @@ RECIPE_DEFAULTS: Mapping[str, Any] = {
     "lane_orientation": "albumin_bottom",
     "channels": list(RESNET18_CHANNELS),
     "stage4_row_stride": 2,
+    "tie_attention": False,
 }
 
 #: the recipe settings a checkpoint cannot be run without (``core.check_recipe``): the size and the lane layout the

@@ -46,7 +46,7 @@ __all__ = [
     "IFEBaselineLoss",
     "AUTHORS_BATCH_SIZE",
     "PAPER_LOSS_SETTINGS",
-    "BUNDLE_LOSS_SETTINGS",
+    "CLASS_EVIDENCE_LOSS_SETTINGS",
 ]
 
 #: batch size of the paper; the default scales of :class:`MultiTaskIFELoss` reproduce the authors' summed terms
@@ -67,10 +67,11 @@ PAPER_LOSS_SETTINGS = {
     "inner_target": "sharpened",
 }
 
-#: what the ``ife_multitask`` bundle trains with (``configs/train.json``): the maps read through their odds, the
-#: positives' target their own class evidence, the last stage only, unit scales (see the module docstring); not the
-#: class's defaults, which stay the paper's so that ``MultiTaskIFELoss()`` is the published objective
-BUNDLE_LOSS_SETTINGS = {
+#: the class-evidence setting (``configs/class_evidence_attention.json``; the ``ife_multitask`` bundle's default from
+#: 0.3.0 to 0.7.0): the maps read through their odds, the positives' target their own class evidence, the last stage
+#: only, unit scales (see the module docstring). The bundle now trains with the paper's settings and both lambdas 0,
+#: the setting that measured best on real gels (its ``docs/README.md``)
+CLASS_EVIDENCE_LOSS_SETTINGS = {
     "lambda_inner": 1.0,
     "tau": 5.0,
     "lambda_inter": 0.3,
@@ -332,8 +333,8 @@ class MultiTaskIFELoss(_Loss):
     terms are then about 1e-3 of the cross-entropy, because a softmax of values in (0, 1) is nearly uniform).
     The paper's lambda = 0.3, tau = 5 were tuned with the authors' scales.
 
-    The defaults are the paper's set (:data:`PAPER_LOSS_SETTINGS`); the bundle's ``train.json`` trains with
-    :data:`BUNDLE_LOSS_SETTINGS` (``MultiTaskIFELoss(**BUNDLE_LOSS_SETTINGS)``).
+    The defaults are the paper's set (:data:`PAPER_LOSS_SETTINGS`); the bundle's ``train.json`` trains with them and
+    both lambdas 0, ``configs/class_evidence_attention.json`` with :data:`CLASS_EVIDENCE_LOSS_SETTINGS`.
 
     ``distribution="odds"`` and ``inner_target="evidence"`` (see the module docstring) are this project's answer to
     the flat maps that the paper's reading gives (measured in the bundle's docs); they need the ``severe_row_logits``

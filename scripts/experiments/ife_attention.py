@@ -42,14 +42,12 @@ import bundle_runs  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "ife_multitask"
 
-#: the attention settings: every id that ``configs/paper_attention.json`` sets
-_ATTENTION_IDS = tuple(json.loads((BUNDLE / "configs" / "paper_attention.json").read_text()))
 #: the paper's regularisers at the authors' scale (their sums over a batch of 64 with their factors) on ResNet18's
 #: stage-4 rows: ``configs/paper_attention.json``
 PAPER = json.loads((BUNDLE / "configs" / "paper_attention.json").read_text())
-#: this project's default: the class-evidence target on the attention odds, stage 4 keeping stage 3's rows
-#: (``configs/train.json``)
-EVIDENCE = {k: v for k, v in json.loads((BUNDLE / "configs" / "train.json").read_text()).items() if k in _ATTENTION_IDS}
+#: the class-evidence target on the attention odds, stage 4 keeping stage 3's rows (the bundle's default from 0.3.0
+#: to 0.7.0: ``configs/class_evidence_attention.json``)
+EVIDENCE = json.loads((BUNDLE / "configs" / "class_evidence_attention.json").read_text())
 SETTINGS = {
     "paper": PAPER,
     "paper, untied attention": {**PAPER, "tie_attention": False},

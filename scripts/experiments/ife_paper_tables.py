@@ -16,8 +16,8 @@ Every run is the bundle's own commands (``python -m monai.bundle run``), as a us
    (:func:`custom_components.ife.attention.report_from_files`).
 
 The regularised settings use the paper's regularisers at the authors' scale (``configs/paper_attention.json``);
-``"multi-task, this bundle's default"`` (the class-evidence target, ``configs/train.json``) is available with
-``--settings``. A run whose ``result.json`` in ``--workdir`` records the same overrides is reused.
+The bundle's default (``configs/train.json``) is ``"multi-task, no regulariser"``; the class-evidence target, its
+default to 0.7.0 (``configs/class_evidence_attention.json``), is available with ``--settings``. A run whose ``result.json`` in ``--workdir`` records the same overrides is reused.
 
 Writes ``ife_paper_tables_<device>_d<difficulty>.json`` / ``.md`` (tables with mean +- std over the seeds, the
 machine, sizes, seeds, time taken and the exact command), ``..._d<difficulty>.png`` (the metrics per setting) and
@@ -53,6 +53,8 @@ BUNDLE = REPO / "bundles" / "ife_multitask"
 NO_REGULARISERS = {**PAPER, "lambda_inner": 0.0, "lambda_inter": 0.0}
 #: the baseline's stage 4 as the multi-task branches' (the paper's stride): the same architecture but the heads
 SAME_ROWS = {"stage4_row_stride": PAPER["stage4_row_stride"]}
+#: this project's attention target (``configs/class_evidence_attention.json``)
+CLASS_EVIDENCE = "multi-task, class evidence (default to 0.7.0)"
 #: setting -> (extra configs after train.json / inference.json, overrides); the paper's Table 2 rows in its order
 SETTINGS: dict[str, tuple[list[str], dict]] = {
     "9-class baseline, horizontal attention": (["baseline.json"], SAME_ROWS),
@@ -61,9 +63,11 @@ SETTINGS: dict[str, tuple[list[str], dict]] = {
     "multi-task, inner KL only": ([], {**PAPER, "lambda_inter": 0.0}),
     "multi-task, inter JS only": ([], {**PAPER, "lambda_inner": 0.0}),
     "multi-task, both (the paper)": ([], PAPER),
-    "multi-task, this bundle's default": ([], EVIDENCE),
+    CLASS_EVIDENCE: ([], EVIDENCE),
 }
-DEFAULT_SETTINGS = [s for s in SETTINGS if s != "multi-task, this bundle's default"]
+#: the setting ``configs/train.json`` trains with (a test holds the two together)
+BUNDLE_DEFAULT = "multi-task, no regulariser"
+DEFAULT_SETTINGS = [s for s in SETTINGS if s != CLASS_EVIDENCE]
 METRICS = {"accuracy": "Acc", "macro_f1": "macro F1", "fnr": "FNR", "m1_acc": "M1-Acc", "m3_acc": "M3-Acc"}
 #: attention maps scored for Fig. 3: the multi-task branches' last stage, and the baseline's
 MAPS = {"attention_severe": "severe", "attention_mild": "mild", "attention": "9-class"}

@@ -9,9 +9,10 @@ real gel. A pair whose ``cross_validation.json`` in ``--workdir`` finished all f
 reused, so an interrupted experiment goes on where it stopped.
 
 The settings are those of the paper's Table 2 (``scripts/experiments/ife_paper_tables.py``): the 9-class baseline,
-the multi-task network without regularisers, with the paper's regularisers, and this bundle's default; with
-``--fine-tune``, also this bundle's default started from the synthetic-only model (``train.json --pretrained``) in
-the same folds: synthetic pre-training and real fine-tuning against real-only training.
+the multi-task network without regularisers (this bundle's default since 0.8.0), with the paper's regularisers, and
+the class-evidence target (the default to 0.7.0); with ``--fine-tune``, also ``--pretrain-setting`` (the default's)
+started from the synthetic-only model of that setting (``train.json --pretrained``) in the same folds: synthetic
+pre-training and real fine-tuning against real-only training.
 
 Usage::
 
@@ -35,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling experiments
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: bundle_runs, what the scripts share
 import bundle_runs  # noqa: E402
-from ife_paper_tables import PAPER_TABLE, SETTINGS  # noqa: E402  (the paper's settings and Table 1)
+from ife_paper_tables import BUNDLE_DEFAULT, CLASS_EVIDENCE, PAPER_TABLE, SETTINGS  # noqa: E402  (the paper's settings)
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "ife_multitask"
@@ -44,18 +45,15 @@ REAL_SETTINGS = (
     "9-class baseline, horizontal attention",
     "multi-task, no regulariser",
     "multi-task, both (the paper)",
-    "multi-task, this bundle's default",
+    CLASS_EVIDENCE,
 )
 #: a CPU size: about ten minutes a fold on two cores; one learning rate for every setting (baseline.json's 0.1
 #: against the multi-task network's 0.03 would compare a tuned rate with an untuned one)
 CPU_SIZE = {"image_size": 128, "max_epochs": 15, "batch_size": 32, "warmup_epochs": 1, "num_workers": 2,
             "learning_rate": 0.03}  # fmt: skip
 METRICS = {"accuracy": "Acc", "macro_f1": "macro F1", "fnr": "FNR"}
-
-
-#: the setting fine-tuned from the synthetic-only model with --fine-tune
-FINE_TUNED = "multi-task, this bundle's default"
-FINE_TUNED_LABEL = FINE_TUNED + ", synthetic pre-trained"
+#: what the label of a setting fine-tuned from its synthetic-only model ends with
+PRETRAINED = ", synthetic pre-trained"
 
 
 def _cv_command(
@@ -139,11 +137,17 @@ def scores_of_predictions(predictions: Path) -> dict:
     }  # fmt: skip
 
 
+def _synthetic_only_root(args: argparse.Namespace, appearance: str) -> Path:
+    look = "" if appearance == "classic" else f"_{appearance}"
+    return args.workdir / f"synthetic_only{look}_{bundle_runs.slug(args.pretrain_setting)}"
+
+
 def synthetic_only(args: argparse.Namespace, appearance: str = "classic") -> dict:
-    """A model trained on the bundle's synthetic default only (450 gels of the paper's class mix, at the README
-    demo's CPU settings), asked about every real gel; with ``appearance="published"`` the same gels in the
-    generator's published look (:func:`custom_components.ife.synthetic.render_gel`), written before training."""
-    root = args.workdir / ("synthetic_only" if appearance == "classic" else f"synthetic_only_{appearance}")
+    """A model of ``--pretrain-setting`` trained on the bundle's synthetic default only (450 gels of the paper's
+    class mix, at the README demo's CPU settings), asked about every real gel; with ``appearance="published"`` the
+    same gels in the generator's published look (:func:`custom_components.ife.synthetic.render_gel`), written before
+    training."""
+    root = _synthetic_only_root(args, appearance)
     predictions, minutes, seed_file = root / "real" / "predictions.csv", root / "minutes.txt", root / "seed.txt"
     if predictions.is_file() and seed_file.is_file() and seed_file.read_text().strip() != str(args.seed):
         raise SystemExit(f"{root} holds a synthetic-only run of another seed: delete it or use another --workdir.")
@@ -152,21 +156,23 @@ def synthetic_only(args: argparse.Namespace, appearance: str = "classic") -> dic
         seed_file.write_text(f"{args.seed}\n")
         started = time.time()
         demo = {**bundle_runs.CPU_DEMO_SETTINGS["ife"], "num_workers": 2, "seed": args.seed}
-        train = {"bundle_root": root, "dataset_dir": root / "synthetic", **demo}
+        configs, overrides = SETTINGS[args.pretrain_setting]
+        train = {"bundle_root": root, "dataset_dir": root / "synthetic", **overrides, **demo}
         if appearance != "classic" and not (root / "synthetic" / "datalist.json").is_file():
             from custom_components.ife.synthetic import synthesize_ife_dataset
 
             # the synthetic default's gels (train.json's prepare_dataset: this count and seed), in the other look
             count = demo["synthetic_count"]
             synthesize_ife_dataset(root / "synthetic", count=count, seed=args.seed, appearance=appearance)
-        bundle_runs.run_logged(bundle_runs.bundle_run_command(BUNDLE, ["train.json"], train), root / "train.log")
+        command = bundle_runs.bundle_run_command(BUNDLE, ["train.json", *configs], train)
+        bundle_runs.run_logged(command, root / "train.log")
         infer = {"bundle_root": root, "input_dir": args.dataset_dir / "datalist.json", "datalist_section": "training",
                  "output_dir": root / "real", "save_figures": False, "num_workers": 2}  # fmt: skip
         bundle_runs.run_logged(bundle_runs.bundle_run_command(BUNDLE, ["inference.json"], infer), root / "infer.log")
         minutes.write_text(f"{(time.time() - started) / 60:.1f}\n")
     spent = float(minutes.read_text()) if minutes.is_file() else None
-    return {"settings": bundle_runs.CPU_DEMO_SETTINGS["ife"], "appearance": appearance, "minutes": spent,
-            **scores_of_predictions(predictions)}  # fmt: skip
+    return {"setting": args.pretrain_setting, "settings": bundle_runs.CPU_DEMO_SETTINGS["ife"],
+            "appearance": appearance, "minutes": spent, **scores_of_predictions(predictions)}  # fmt: skip
 
 
 def _row(summary: dict) -> dict:
@@ -200,18 +206,27 @@ def keep_earlier(result: dict, earlier: dict) -> dict:
     pair = lambda entry: (entry["setting"], entry["lane_layout"])  # noqa: E731
     ran = {pair(entry) for entry in result["runs"]}
     runs = result["runs"] + [entry for entry in earlier.get("runs", []) if pair(entry) not in ran]
-    order = {name: i for i, name in enumerate([*SETTINGS, FINE_TUNED_LABEL])}
+    order = {name: i for i, name in enumerate([*SETTINGS, *(setting + PRETRAINED for setting in SETTINGS)])}
     runs.sort(key=lambda entry: (order.get(entry["setting"], len(order)), not entry["lane_layout"]))
     done = {pair(entry) for entry in runs}
     not_run = [entry for entry in result["not_run"] + earlier.get("not_run", []) if pair(entry) not in done]
     not_run = [entry for i, entry in enumerate(not_run) if pair(entry) not in map(pair, not_run[:i])]
     meta = {**old, **new, "earlier_commands": old.get("earlier_commands", []) + [old["command"]]}
     models = earlier.get("synthetic_only", []) + result.get("synthetic_only", [])
-    looks = {entry.get("appearance", "classic"): entry for entry in models}
+    looks = {(entry["setting"], entry.get("appearance", "classic")): entry for entry in models}
     merged = {**earlier, **result, "meta": meta, "runs": runs, "not_run": not_run}
-    if looks:  # one synthetic-only model per look, this run's where it made one
+    if looks:  # one synthetic-only model per setting and look, this run's where it made one
         merged["synthetic_only"] = list(looks.values())
     return merged
+
+
+def _named(setting: str) -> str:
+    """The setting as the tables name it: the bundle's default marked."""
+    return f"{setting} (**this bundle's default**)" if setting == BUNDLE_DEFAULT else setting
+
+
+def _on(entry: dict) -> str:
+    return "on" if entry["lane_layout"] else "off"
 
 
 def markdown(result: dict) -> str:
@@ -229,8 +244,9 @@ def markdown(result: dict) -> str:
     for s in result.get("synthetic_only") or []:
         look = "" if s.get("appearance", "classic") == "classic" else f", in the generator's {s['appearance']} look"
         lines += [
-            f"Trained on the bundle's synthetic gels only (its synthetic default{look}, at the README demo's CPU "
-            f"settings {s['settings']}), asked about all {s['gels']} real gels: accuracy {100 * s['accuracy']:.1f} %, "
+            f"{_named(s['setting'])} trained on the bundle's synthetic gels only (its synthetic default{look}, at the "
+            f"README demo's CPU settings {s['settings']}), asked about all {s['gels']} real gels: accuracy "
+            f"{100 * s['accuracy']:.1f} %, "
             f"macro F1 {100 * s['macro_f1']:.1f} %, FNR {100 * s['fnr']:.1f} % "
             f"({s.get('minutes')} min to train and ask).",
             "",
@@ -247,15 +263,16 @@ def markdown(result: dict) -> str:
         cells = [_percent(entry["scores"].get(key)) for key in METRICS]
         paper = PAPER_TABLE.get(entry["setting"])
         cells += ["–"] * 3 if paper is None else [f"{value:.2f}" for value in paper[:3]]
-        lines.append(f"| {entry['setting']} | {'on' if entry['lane_layout'] else 'off'} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_named(entry['setting'])} | {_on(entry)} | " + " | ".join(cells) + " |")
     if result["runs"]:
         from custom_components.ife.classes import IFE_CLASSES
 
-        lines += ["", "Recall per class, mean ± std over folds (%):", "",
-                  "| Setting | Lane layout | " + " | ".join(IFE_CLASSES) + " |", "|---|---|" + "---|" * len(IFE_CLASSES)]
+        header = "| Setting | Lane layout | " + " | ".join(IFE_CLASSES) + " |"
+        rule = "|---|---|" + "---|" * len(IFE_CLASSES)
+        lines += ["", "Recall per class, mean ± std over folds (%):", "", header, rule]
         for entry in result["runs"]:
             cells = [_percent(entry["scores"].get(f"per_class_recall.{name}")) for name in IFE_CLASSES]
-            lines.append(f"| {entry['setting']} | {'on' if entry['lane_layout'] else 'off'} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_named(entry['setting'])} | {_on(entry)} | " + " | ".join(cells) + " |")
     if result.get("not_run"):
         names = "; ".join(f"{e['setting']} (lanes {'on' if e['lane_layout'] else 'off'})" for e in result["not_run"])
         lines += ["", f"Not run yet on the real gels (the CPU time this results file had): {names}."]
@@ -277,8 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic-appearance", nargs="+", choices=("classic", "published"), default=["classic"],
                         help="the generator's looks to train synthetic-only models on; --fine-tune starts from the "
                         "first")  # fmt: skip
+    parser.add_argument("--pretrain-setting", choices=list(SETTINGS), default=BUNDLE_DEFAULT,
+                        help="the setting of the synthetic-only model and of the fine-tuned folds")
     parser.add_argument("--fine-tune", action="store_true",
-                        help=f"also cross-validate '{FINE_TUNED}' (lanes on) started from the synthetic-only model")
+                        help="also cross-validate --pretrain-setting (lanes on) started from its synthetic-only model")
     parser.add_argument("--only-finished", action="store_true",
                         help="report the runs that finished; list the others as not run instead of running them")
     parser.add_argument("--size", nargs=2, action="append", default=[], metavar=("ID", "VALUE"),
@@ -300,12 +319,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[synthetic only, {entry['appearance']} look] {entry}", flush=True)
     plan = [(setting, lane_layout, None) for setting in args.settings for lane_layout in lanes]
     if args.fine_tune:
-        first = args.synthetic_appearance[0]
-        source = "synthetic_only" if first == "classic" else f"synthetic_only_{first}"
-        plan.append((FINE_TUNED, True, args.workdir / source / "models" / "model.pt"))
+        source = _synthetic_only_root(args, args.synthetic_appearance[0])
+        plan.append((args.pretrain_setting, True, source / "models" / "model.pt"))
     runs, not_run = [], []
     for setting, lane_layout, pretrained in plan:
-        label = FINE_TUNED_LABEL if pretrained else setting
+        label = setting + PRETRAINED if pretrained else setting
         summary = run_one(setting, lane_layout, args, pretrained)
         if summary is None:
             not_run.append({"setting": label, "lane_layout": lane_layout})

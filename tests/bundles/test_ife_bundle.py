@@ -102,7 +102,8 @@ def test_train_outputs(trained):
     recipe = json.loads((root / "models" / "model.recipe.json").read_text())
     # the call rule follows from the network class
     assert recipe["settings"] == {
-        "image_size": 64, "channels": NARROW, "stage4_row_stride": 1, "lane_layout": True, "lane_orientation": "albumin_bottom"
+        "image_size": 64, "channels": NARROW, "stage4_row_stride": 2, "tie_attention": True, "lane_layout": True,
+        "lane_orientation": "albumin_bottom",
     }
     assert recipe["network"] == "custom_components.ife.networks.MultiTaskIFEResNet"
     state = torch.load(root / "models" / "checkpoint.pt", weights_only=True)
@@ -487,16 +488,32 @@ def test_bad_datalist_entry_stops_before_training(trained, tmp_path, bad_entry, 
     assert not (tmp_path / "models").exists()  # nothing was trained or saved
 
 
+def test_the_default_trains_the_cross_entropies_alone_on_the_papers_tied_network(trained, tmp_path):
+    """The default (both lambdas 0, the setting measured best on real gels): the paper's regularisers are computed
+    and logged but not trained, and the two branches share their attention convolutions (the authors' network)."""
+    root = tmp_path / "bundle"
+    override = {**SMALL, "bundle_root": str(root), "dataset_dir": str(trained["dataset_dir"]), "max_epochs": 1}
+    workflow = _workflow(["train.json"], "train", **override)
+    network = workflow.parser.get_parsed_content("network")
+    severe, mild = network.severe_stages[0].blocks[0], network.mild_stages[0].blocks[0]
+    assert mild.attention is severe.attention
+    terms = workflow.parser.get_parsed_content("train#trainer").state.metrics
+    terms = {k.removeprefix("train_loss_"): v for k, v in terms.items() if k.startswith("train_loss_")}
+    assert terms["total"] == pytest.approx(terms["ce_severe"] + terms["ce_mild"], rel=1e-6, abs=1e-7)
+    assert terms["inner_severe"] > 0 and terms["inter"] >= 0  # computed and logged all the same
+
+
 def test_ablation_without_the_inner_term_trains_with_that_term_removed(trained, tmp_path, monkeypatch):
-    """The Table 2 "w/o Reg_inner" run (``--lambda_inner 0``), from an unrelated folder: the inner-task terms are still
-    computed and logged, but the loss that is trained is the cross-entropies plus the inter-task term only."""
+    """The Table 2 "w/o Reg_inner" run (``paper_attention.json --lambda_inner 0``), from an unrelated folder: the
+    inner-task terms are still computed and logged, but the loss that is trained is the cross-entropies plus the
+    inter-task term only."""
     monkeypatch.chdir(tmp_path)
     root = tmp_path / "bundle"
     override = {
         **SMALL, "bundle_root": str(root), "dataset_dir": str(trained["dataset_dir"]), "max_epochs": 1,
         "lambda_inner": 0,
     }  # fmt: skip
-    workflow = _workflow(["train.json"], "train", **override)
+    workflow = _workflow(["train.json", "paper_attention.json"], "train", **override)
     assert (root / "models" / "model.pt").is_file()
     loss = workflow.parser.get_parsed_content("loss")
     assert (loss.lambda_inner, loss.lambda_inter) == (0.0, 0.3)

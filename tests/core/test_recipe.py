@@ -96,6 +96,22 @@ def test_describe_mismatch_names_the_first_layer_and_both_shapes():
     assert describe_mismatch(net, extra) == "2.weight: in the checkpoint, not in the network"
 
 
+def test_describe_mismatch_refuses_untied_weights_for_a_tied_network():
+    """A network that shares one layer under two names (the IFE branches' attention with tie_attention) cannot
+    load a checkpoint trained untied: load_state_dict would keep whichever name comes last."""
+    shared = torch.nn.Linear(2, 2)
+    tied = torch.nn.ModuleDict({"severe": shared, "mild": shared})
+    assert describe_mismatch(tied, tied.state_dict()) is None  # trained tied: both names hold one tensor
+    untied = torch.nn.ModuleDict({"severe": torch.nn.Linear(2, 2), "mild": torch.nn.Linear(2, 2)}).state_dict()
+    assert describe_mismatch(tied, untied) == (
+        "severe.weight and mild.weight: one tensor in the network (tied), two in the checkpoint (trained untied) "
+        "(first of 2 mismatched tensors)"
+    )
+    # the other way round loads: an untied network takes the tied checkpoint's tensor twice
+    assert describe_mismatch(torch.nn.ModuleDict({"severe": torch.nn.Linear(2, 2), "mild": torch.nn.Linear(2, 2)}),
+                             tied.state_dict()) is None  # fmt: skip
+
+
 def test_describe_mismatch_accepts_what_a_module_adapts_on_loading():
     trained = TransUNet(**NARROW).state_dict()  # position embedding for a 2 x 2 token grid
     assert describe_mismatch(TransUNet(**{**NARROW, "img_size": (64, 64)}), trained) is None

@@ -40,10 +40,22 @@ def test_each_setting_runs_cross_validate_with_its_configs_and_the_lane_switch(r
 
 
 def test_the_fine_tuned_run_starts_each_fold_from_the_synthetic_model(real, tmp_path):
-    model = tmp_path / "synthetic_only" / "models" / "model.pt"
-    text = shlex.join(real._cv_command(real.FINE_TUNED, True, _args(tmp_path), tmp_path / "o", model))
+    args = argparse.Namespace(**vars(_args(tmp_path)), pretrain_setting=real.BUNDLE_DEFAULT)
+    model = real._synthetic_only_root(args, "classic") / "models" / "model.pt"
+    assert model.parent.parent.name == "synthetic_only_multi_task__no_regulariser"  # one model per setting
+    text = shlex.join(real._cv_command(real.BUNDLE_DEFAULT, True, args, tmp_path / "o", model))
     assert f"--override pretrained {model}" in text
-    assert "pretrained" not in shlex.join(real._cv_command(real.FINE_TUNED, True, _args(tmp_path), tmp_path / "o"))
+    assert "pretrained" not in shlex.join(real._cv_command(real.BUNDLE_DEFAULT, True, args, tmp_path / "o"))
+
+
+def test_the_named_default_is_what_train_json_trains(real):
+    """The tables mark "multi-task, no regulariser" as this bundle's default: its overrides change nothing in
+    train.json (the attention ids, the network's initialisation), so the mark stays true."""
+    train = json.loads((real.BUNDLE / "configs" / "train.json").read_text())
+    configs, overrides = real.SETTINGS[real.BUNDLE_DEFAULT]
+    assert configs == []
+    for key, value in overrides.items():
+        assert (train["network_def"][key.split("#", 1)[1]] if "#" in key else train[key]) == value, key
 
 
 def test_only_finished_runs_are_reported_and_the_rest_listed(real, tmp_path):
@@ -76,9 +88,11 @@ def test_the_table_shows_mean_and_std_in_percent_beside_the_paper(real):
               "runs": [{"setting": "multi-task, both (the paper)", "lane_layout": True, "scores": scores}]}  # fmt: skip
     row = [line for line in real.markdown(result).splitlines() if line.startswith("| multi-task")][0]
     assert row == "| multi-task, both (the paper) | on | 50.0 ± 10.0 | 25.0 ± 5.0 | – | 95.43 | 86.68 | 8.54 |"
-    result["synthetic_only"] = [{"settings": {}, "gels": 271, "accuracy": 0.48, "macro_f1": 0.406, "fnr": 0.1681,
-                                 "minutes": 16.7, "appearance": "classic"}]  # fmt: skip
+    result["synthetic_only"] = [{"setting": real.BUNDLE_DEFAULT, "settings": {}, "gels": 271, "accuracy": 0.48,
+                                 "macro_f1": 0.406, "fnr": 0.1681, "minutes": 16.7, "appearance": "classic"}]  # fmt: skip
     assert "all 271 real gels: accuracy 48.0 %, macro F1 40.6 %, FNR 16.8 % (16.7 min" in real.markdown(result)
+    assert ("multi-task, no regulariser (**this bundle's default**) trained on the bundle's synthetic gels only"
+            in real.markdown(result))
     result["synthetic_only"].append({**result["synthetic_only"][0], "appearance": "published", "accuracy": 0.6})
     assert "synthetic default, in the generator's published look, at the README demo's" in real.markdown(result)
     assert "accuracy 60.0 %" in real.markdown(result)
@@ -102,11 +116,11 @@ def test_keep_earlier_adds_the_runs_this_part_did_not_make_and_refuses_other_siz
     meta = {"data": "d", "gels": 271, "folds": 5, "seed": 42, "sizes": {"max_epochs": 12}, "machine": "m",
             "minutes": 1}  # fmt: skip
     run = lambda setting, lanes: {"setting": setting, "lane_layout": lanes, "scores": {}, "minutes": 2}  # noqa: E731
-    default, baseline = "multi-task, this bundle's default", "9-class baseline, horizontal attention"
+    default, baseline = real.CLASS_EVIDENCE, "9-class baseline, horizontal attention"
     earlier = {"meta": {**meta, "command": "first"}, "runs": [run(default, True), run(default, False)],
                "not_run": [{"setting": baseline, "lane_layout": True}, {"setting": baseline, "lane_layout": False}],
-               "synthetic_only": [{"settings": {}, "gels": 271, "accuracy": 0.48, "macro_f1": 0.4, "fnr": 0.1,
-                                   "appearance": "classic"}]}  # fmt: skip
+               "synthetic_only": [{"setting": default, "settings": {}, "gels": 271, "accuracy": 0.48,
+                                   "macro_f1": 0.4, "fnr": 0.1, "appearance": "classic"}]}  # fmt: skip
     part = {"meta": {**meta, "command": "second"}, "runs": [run(baseline, True)],
             "not_run": [{"setting": baseline, "lane_layout": False}]}  # fmt: skip
     merged = real.keep_earlier(part, earlier)
@@ -119,6 +133,9 @@ def test_keep_earlier_adds_the_runs_this_part_did_not_make_and_refuses_other_siz
     published = {**earlier["synthetic_only"][0], "appearance": "published"}
     both = real.keep_earlier({**part, "synthetic_only": [published]}, earlier)["synthetic_only"]
     assert [s["appearance"] for s in both] == ["classic", "published"]  # one per look, none lost
+    other_setting = {**earlier["synthetic_only"][0], "setting": real.BUNDLE_DEFAULT}
+    both = real.keep_earlier({**part, "synthetic_only": [other_setting]}, earlier)["synthetic_only"]
+    assert [s["setting"] for s in both] == [default, real.BUNDLE_DEFAULT]  # one per setting too
     other = {**part, "meta": {**part["meta"], "sizes": {"max_epochs": 15}}}
     with pytest.raises(SystemExit, match="their sizes differ"):
         real.keep_earlier(other, earlier)
