@@ -283,20 +283,27 @@ def describe_mismatch(network: torch.nn.Module, state_dict: Mapping[str, torch.T
     return problems[0] + (f" (first of {len(problems)} mismatched tensors)" if len(problems) > 1 else "")
 
 
-def _untied_in_checkpoint(network: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
-    """Tensors ``network`` shares under several names (tied weights, e.g. the IFE branches' attention with
-    ``tie_attention``) that ``state_dict`` holds with different values: ``load_state_dict`` would silently keep
-    whichever name comes last, so weights trained untied must not load into a tied network."""
+def _tied_names(network: torch.nn.Module) -> list[list[str]]:
+    """The state-dict names of each tensor ``network`` holds under several names (tied weights, e.g. the IFE
+    branches' attention with ``tie_attention``)."""
     names: dict[int, list[str]] = {}
     for key, tensor in network.state_dict(keep_vars=True).items():
         names.setdefault(id(tensor), []).append(key)
+    return [keys for keys in names.values() if len(keys) > 1]
+
+
+def _untied_in_checkpoint(network: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """Tied tensors of ``network`` that ``state_dict`` holds with different values: ``load_state_dict`` would
+    silently keep whichever name comes last, so weights trained untied must not load into a tied network."""
     problems = []
-    for keys in names.values():
+    for keys in _tied_names(network):
         held = [key for key in keys if key in state_dict]
-        other = next((key for key in held[1:] if not torch.equal(state_dict[held[0]], state_dict[key])), None)
-        if other is not None:
-            problems.append(f"{held[0]} and {other}: one tensor in the network (tied), two in the checkpoint "
-                            "(trained untied)")
+        for key in held[1:]:
+            first, other = state_dict[held[0]], state_dict[key]
+            if first.shape != other.shape or not torch.allclose(first, other, rtol=0, atol=0, equal_nan=True):
+                problems.append(f"{held[0]} and {key}: one tensor in the network (tied), two in the checkpoint "
+                                "(trained untied)")
+                break
     return problems
 
 
@@ -429,6 +436,11 @@ class CheckedCheckpointLoader(CheckpointLoader):
                     "config restores: it was written by another config. Resume with the configs that wrote it, "
                     "or start a new run (resume false, or another bundle_root)."
                 )
+        for key, obj in self.load_dict.items():
+            # tied layers load untied weights without an error (the last name wins): look before loading
+            if isinstance(obj, torch.nn.Module) and _tied_names(obj):
+                if (error := mismatch_error(self.load_path, obj, key)) is not None:
+                    raise error
         try:
             super().__call__(engine)
         except RuntimeError:

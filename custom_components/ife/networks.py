@@ -281,9 +281,9 @@ class MultiTaskIFEResNet(nn.Module):
         norm: normalisation, name or (name, args) as in MONAI.
         zero_init_last: initialise the last normalisation weight of every block to zero (off by default, as in
             the paper; when on, attention convolutions get zero gradients on the first step).
-        init: the weights' initialisation, ``"kaiming"`` (default: torchvision's ResNet initialisation, with which
-            every number of this bundle was measured) or ``"authors"`` (PyTorch's defaults, as the authors' code;
-            see :data:`INITIALISATIONS`).
+        init: the weights' initialisation, ``"kaiming"`` (default: torchvision's ResNet initialisation) or
+            ``"authors"`` (PyTorch's defaults, as the authors' code, and the ``ife_multitask`` bundle's default
+            since its 0.8.0; see :data:`INITIALISATIONS`).
         channels: output channels of the four stages, ``(C1, C2, C3, C4)`` (default ResNet18's
             ``(64, 128, 256, 512)``): the stem gives (B, C1, H/4, W/4), stage ``i`` (B, Ci, H/2^(i+1), W/2^(i+1)),
             each head reads C4 pooled features. E.g. ``(8, 16, 32, 64)`` for a narrow network in tests.

@@ -503,6 +503,32 @@ def test_the_default_trains_the_cross_entropies_alone_on_the_papers_tied_network
     assert terms["inner_severe"] > 0 and terms["inter"] >= 0  # computed and logged all the same
 
 
+@pytest.mark.parametrize("config", ["evaluate.json", "calibrate.json"])
+def test_a_model_of_bundle_0_7_is_evaluated_and_calibrated_untied(tmp_path, config):
+    """Bundle 0.7.0 trained untied and wrote no tie_attention in the recipe: evaluation and calibration rebuild it
+    untied (the recipe defaults), so its weights load as trained rather than one branch's over the other's."""
+    from ignite.engine import Engine
+    from monai.bundle import ConfigParser
+
+    from custom_components.core.recipe import CheckedCheckpointLoader, write_recipe
+    from custom_components.ife.networks import MultiTaskIFEResNet
+
+    checkpoint = tmp_path / "models" / "model.pt"
+    checkpoint.parent.mkdir()
+    trained = MultiTaskIFEResNet(channels=NARROW, stage4_row_stride=1)
+    torch.save(trained.state_dict(), checkpoint)
+    write_recipe(checkpoint, {"image_size": 64, "channels": NARROW, "stage4_row_stride": 1, "lane_layout": True,
+                              "lane_orientation": "albumin_bottom"})  # fmt: skip
+    parser = ConfigParser()
+    parser.read_config(_configs("train.json", config))
+    parser.update({"bundle_root": str(tmp_path), "device": "$torch.device('cpu')"})
+    network = parser.get_parsed_content("network")
+    assert parser.get_parsed_content("tie_attention") is False and network.stage4_row_stride == 1
+    CheckedCheckpointLoader(load_path=str(checkpoint), load_dict={"model": network})(Engine(lambda e, b: None))
+    for key, value in trained.state_dict().items():
+        assert torch.equal(network.state_dict()[key], value), key
+
+
 def test_ablation_without_the_inner_term_trains_with_that_term_removed(trained, tmp_path, monkeypatch):
     """The Table 2 "w/o Reg_inner" run (``paper_attention.json --lambda_inner 0``), from an unrelated folder: the
     inner-task terms are still computed and logged, but the loss that is trained is the cross-entropies plus the

@@ -157,6 +157,22 @@ def test_checked_loader_names_the_first_mismatched_layer(tmp_path):
         loader(_loader_engine())
 
 
+def test_checked_loader_refuses_untied_weights_for_a_tied_network_and_loads_tied_ones(tmp_path):
+    """load_state_dict raises nothing when untied weights go into tied layers (the last name wins): the loader looks
+    first. Tied weights load, NaNs included (they are one tensor, not two that differ)."""
+    checkpoint = str(tmp_path / "model.pt")
+    shared = torch.nn.Linear(2, 2)
+    tied = torch.nn.ModuleDict({"severe": shared, "mild": shared})
+    torch.save(torch.nn.ModuleDict({"severe": torch.nn.Linear(2, 2), "mild": torch.nn.Linear(2, 2)}).state_dict(),
+               checkpoint)  # fmt: skip
+    with pytest.raises(CheckpointMismatchError, match="severe.weight and mild.weight: one tensor in the network"):
+        CheckedCheckpointLoader(load_path=checkpoint, load_dict={"model": tied})(_loader_engine())
+    with torch.no_grad():
+        shared.weight[0, 0] = float("nan")
+    torch.save(tied.state_dict(), checkpoint)
+    CheckedCheckpointLoader(load_path=checkpoint, load_dict={"model": tied})(_loader_engine())
+
+
 def test_checked_loader_loads_a_fitting_checkpoint_of_another_size(tmp_path):
     checkpoint = str(tmp_path / "model.pt")
     trained = TransUNet(**NARROW)

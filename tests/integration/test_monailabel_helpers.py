@@ -420,6 +420,7 @@ def test_a_given_checkpoint_is_the_bundles_pretrained_and_its_recipe_the_runs(tm
     # the network of the given checkpoint's recipe (not models/model.pt's), the lane orientation of the bundle's gels
     assert overrides["image_size"] == 64 and overrides["channels"] == [8, 16, 32, 64]
     assert "lane_orientation" not in overrides
+    assert overrides["tie_attention"] is False  # its recipe (as bundle 0.7.0 wrote it) is silent: trained untied
     # the same request settings as the recipe are fine
     overrides = _bundle_overrides(task, {**request, "image_size": "64"}, datastore, monkeypatch)
     assert overrides["image_size"] == 64 and overrides["pretrained"] == str(given)

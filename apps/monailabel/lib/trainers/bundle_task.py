@@ -5,14 +5,20 @@ from __future__ import annotations
 import logging
 import os
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.bundle import BundleConstants, BundleTrainTask
 
 from custom_components.core.atomic import write_json_atomic
-from custom_components.core.recipe import CheckpointMismatchError, RecipeError, RecipeMismatchError, read_recipe
+from custom_components.core.recipe import (
+    CheckpointMismatchError,
+    RecipeError,
+    RecipeMismatchError,
+    read_recipe,
+    trained_settings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +118,9 @@ class LocalBundleTrainTask(BundleTrainTask):
     #: recipe ids that say how the datastore's files are read rather than what the network is (the bundle's
     #: ``load_pretrained`` lets them differ): the bundle's own value is used, never a checkpoint's
     data_settings: tuple[str, ...] = ()
+    #: what a checkpoint was trained with where its recipe is silent (the bundle's ``RECIPE_DEFAULTS``, as its
+    #: inference reads them): a setting added to the recipe later still has the value the older checkpoint used
+    recipe_defaults: Mapping[str, Any] = {}
 
     def __init__(self, path: str, conf: dict[str, str]) -> None:
         super().__init__(path, conf, const=BundleIds(), enable_tracking=False, load_strict=True)
@@ -287,7 +296,7 @@ class LocalBundleTrainTask(BundleTrainTask):
         checkpoint = self.starting_checkpoint()
         if checkpoint is None:
             return {}
-        settings = read_recipe(checkpoint)["settings"]
+        settings = trained_settings(checkpoint, self.recipe_defaults)
         plain = {
             k: v
             for k, v in settings.items()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from custom_components.ife import RECIPE_DEFAULTS
 from lib.trainers.bundle_task import LocalBundleTrainTask
 from lib.validation import LABEL_JSON_EXTENSION, parse_class_label
 
@@ -27,6 +28,8 @@ class IFEMultiTaskTrain(LocalBundleTrainTask):
     #: (the bundle fine-tunes across orientations): a checkpoint trained on gels of another orientation keeps the
     #: bundle's own setting
     data_settings = ("lane_orientation",)
+    #: a model of bundle 0.7.0 or earlier has no tie_attention in its recipe: it was trained untied
+    recipe_defaults = RECIPE_DEFAULTS
 
     def select_datalist(self, datalist: list[dict[str, str]]) -> list[dict[str, Any]]:
         return [
