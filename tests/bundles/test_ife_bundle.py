@@ -270,9 +270,9 @@ def test_inference_writes_predictions_and_figures(trained, tmp_path):
     profiles = [json.loads(line) for line in (out / "attention_profiles.jsonl").read_text().splitlines()]
     assert [p["image"] for p in profiles] == [r["image"] for r in rows]
     assert all(p["image_rows"] == 400 and p["network_rows"] == 64 for p in profiles)
-    # the default keeps stage 3's rows in stage 4: 64 / 16 = 4 rows, stride 16
+    # the default's stage 4 halves stage 3's rows, as ResNet18: 64 / 32 = 2 rows, stride 32; stage 3: 4 rows
     assert {k: (v["stride"], len(v["values"])) for k, v in profiles[0]["maps"].items()} == {
-        "attention_severe": (16, 4), "attention_mild": (16, 4), "attention_shared": (16, 4)
+        "attention_severe": (32, 2), "attention_mild": (32, 2), "attention_shared": (16, 4)
     }  # fmt: skip
     # the report joins them with the generator's band rows
     from custom_components.ife.attention import report_from_files
