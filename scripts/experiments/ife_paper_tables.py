@@ -15,9 +15,10 @@ Every run is the bundle's own commands (``python -m monai.bundle run``), as a us
    ``evaluate.json`` counts them) and ``attention_profiles.jsonl`` the Fig. 3 analysis
    (:func:`custom_components.ife.attention.report_from_files`).
 
-The regularised settings use the paper's regularisers at the authors' scale (``configs/paper_attention.json``);
+The regularised settings use the paper's regularisers at the authors' scale (``configs/paper_attention.json``).
 The bundle's default (``configs/train.json``) is ``"multi-task, no regulariser"``; the class-evidence target, its
-default to 0.7.0 (``configs/class_evidence_attention.json``), is available with ``--settings``. A run whose ``result.json`` in ``--workdir`` records the same overrides is reused.
+default to 0.7.0 (``configs/class_evidence_attention.json``), is available with ``--settings``. A run whose
+``result.json`` in ``--workdir`` records the same overrides is reused.
 
 Writes ``ife_paper_tables_<device>_d<difficulty>.json`` / ``.md`` (tables with mean +- std over the seeds, the
 machine, sizes, seeds, time taken and the exact command), ``..._d<difficulty>.png`` (the metrics per setting) and

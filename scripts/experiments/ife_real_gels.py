@@ -36,7 +36,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling experiments
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # scripts/: bundle_runs, what the scripts share
 import bundle_runs  # noqa: E402
-from ife_paper_tables import BUNDLE_DEFAULT, CLASS_EVIDENCE, PAPER_TABLE, SETTINGS  # noqa: E402  (the paper's settings)
+# the paper's settings, Table 1, and which setting is the bundle's default
+from ife_paper_tables import BUNDLE_DEFAULT, CLASS_EVIDENCE, PAPER_TABLE, SETTINGS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "ife_multitask"

@@ -55,7 +55,8 @@ def _messages(caplog):
 
 def test_recipe_defaults_and_geometry_keys():
     assert RECIPE_DEFAULTS == {"image_size": 224, "lane_layout": False, "lane_orientation": "albumin_bottom",
-                               "channels": [64, 128, 256, 512], "stage4_row_stride": 2, "tie_attention": False}  # fmt: skip
+                               "channels": [64, 128, 256, 512], "stage4_row_stride": 2,
+                               "tie_attention": False}  # fmt: skip
     assert GEOMETRY_KEYS == ("image_size", "lane_layout")
 
 

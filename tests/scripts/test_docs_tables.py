@@ -333,8 +333,10 @@ def test_the_default_is_the_best_scoring_run_and_its_three_numbers_are_the_files
     text = " ".join(IFE_README.read_text(encoding="utf-8").split())
     assert (f"synthetic gels only {only:.1f} %, real gels only {100 * best['accuracy']['mean']:.1f} %, synthetic "
             f"pre-training then real fine-tuning {100 * tuned['scores']['accuracy']['mean']:.1f} %") in text
-    assert f"answers the real gels worse than the class-evidence one (accuracy {only:.1f} % against {evidence:.1f} %)" in text
-    gains = [100 * (t["accuracy"] - r["accuracy"]) for t, r in zip(tuned["per_fold"], runs[(DEFAULT, True)]["per_fold"])]
+    assert (f"answers the real gels worse than the class-evidence one (accuracy {only:.1f} % against "
+            f"{evidence:.1f} %)") in text
+    pairs = zip(tuned["per_fold"], runs[(DEFAULT, True)]["per_fold"])
+    gains = [100 * (t["accuracy"] - r["accuracy"]) for t, r in pairs]
     higher, lower = sum(g > 0 for g in gains), sum(g < 0 for g in gains)
     assert (f"the default scores higher in {higher} of the 5 folds and lower in {lower} (accuracy from "
             f"{round(min(gains))} to +{round(max(gains))} points)") in text
@@ -361,7 +363,8 @@ def test_the_real_gel_attention_prose_follows_both_reports():
         assert 0 < evidence[key]["peak_in_band_share"] - evidence[key]["fixed_row_share"] < 0.15
         assert round(evidence[key]["contrast_positive"], 2) == 1.05
     text = " ".join(IFE_README.read_text(encoding="utf-8").split())
-    assert "The default's last-stage maps (4 rows at 128 px) peak in the band less often than the best fixed row" in text
+    assert ("The default's last-stage maps (4 rows at 128 px) peak in the band less often than the best fixed "
+            "row") in text
     assert ("The class-evidence maps (8 rows) peak in the band a little more often than the best fixed row, but they "
             "are nearly flat too (max / mean about 1.05)") in text
 
