@@ -247,8 +247,7 @@ def markdown(result: dict) -> str:
         lines += [
             f"{_named(s['setting'])} trained on the bundle's synthetic gels only (its synthetic default{look}, at the "
             f"README demo's CPU settings {s['settings']}), asked about all {s['gels']} real gels: accuracy "
-            f"{100 * s['accuracy']:.1f} %, "
-            f"macro F1 {100 * s['macro_f1']:.1f} %, FNR {100 * s['fnr']:.1f} % "
+            f"{100 * s['accuracy']:.1f} %, macro F1 {100 * s['macro_f1']:.1f} %, FNR {100 * s['fnr']:.1f} % "
             f"({s.get('minutes')} min to train and ask).",
             "",
         ]
@@ -275,7 +274,7 @@ def markdown(result: dict) -> str:
             cells = [_percent(entry["scores"].get(f"per_class_recall.{name}")) for name in IFE_CLASSES]
             lines.append(f"| {_named(entry['setting'])} | {_on(entry)} | " + " | ".join(cells) + " |")
     if result.get("not_run"):
-        names = "; ".join(f"{e['setting']} (lanes {'on' if e['lane_layout'] else 'off'})" for e in result["not_run"])
+        names = "; ".join(f"{e['setting']} (lanes {_on(e)})" for e in result["not_run"])
         lines += ["", f"Not run yet on the real gels (the CPU time this results file had): {names}."]
     return "\n".join(lines) + "\n"
 

@@ -13,9 +13,9 @@ import docs_tables  # scripts/ is on sys.path (tests/conftest.py)
 
 REPO = Path(__file__).resolve().parents[2]
 IFE_README = REPO / "bundles" / "ife_multitask" / "docs" / "README.md"
-#: the real-gel settings the IFE README's prose compares (scripts/experiments/ife_paper_tables.py names them)
-DEFAULT, CLASS_EVIDENCE = "multi-task, no regulariser", "multi-task, class evidence (default to 0.7.0)"
-PRETRAINED = ", synthetic pre-trained"
+#: the real-gel settings the IFE README's prose compares, as scripts/experiments/ife_real_gels.py names them
+_REAL_GELS = docs_tables.experiment("ife_real_gels")
+DEFAULT, CLASS_EVIDENCE, PRETRAINED = _REAL_GELS.BUNDLE_DEFAULT, _REAL_GELS.CLASS_EVIDENCE, _REAL_GELS.PRETRAINED
 
 
 def test_every_generated_block_agrees_with_its_results_file(capsys):
